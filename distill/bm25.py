@@ -1,0 +1,73 @@
+"""In-process BM25 first stage (bm25s), for users without a search engine.
+
+Defaults mirror Anserini's BEIR baselines (Lucene BM25, k1=0.9, b=0.4, English stop words,
+Snowball/Porter stemming via PyStemmer) over ``title + text``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from distill.data import Document, Query, Run
+from distill.errors import ConfigError, MissingPrerequisiteError
+
+__all__ = ["BM25Config", "BM25Index"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class BM25Config:
+    k1: float = 0.9
+    b: float = 0.4
+    method: str = "lucene"
+    stemmer: str | None = "english"
+    stopwords: str | None = "en"
+
+    def __post_init__(self) -> None:
+        if self.k1 < 0 or not 0 <= self.b <= 1:
+            raise ConfigError(f"BM25 needs k1 >= 0 and 0 <= b <= 1, got k1={self.k1}, b={self.b}")
+
+
+class BM25Index:
+    """A BM25 index over a corpus; ``search`` returns a TREC-style run."""
+
+    def __init__(self, corpus: Mapping[str, Document], config: BM25Config | None = None, show_progress: bool = False):
+        import bm25s
+
+        self.config = config or BM25Config()
+        self._doc_ids = list(corpus)
+        if not self._doc_ids:
+            raise ConfigError("cannot index an empty corpus")
+        self._stemmer = None
+        if self.config.stemmer:
+            try:
+                import Stemmer
+            except ImportError as exc:
+                raise MissingPrerequisiteError("stemming needs PyStemmer: pip install PyStemmer") from exc
+            self._stemmer = Stemmer.Stemmer(self.config.stemmer)
+        tokens = bm25s.tokenize([corpus[d].full_text for d in self._doc_ids], stopwords=self.config.stopwords,
+                                stemmer=self._stemmer, show_progress=show_progress)
+        self._retriever = bm25s.BM25(k1=self.config.k1, b=self.config.b, method=self.config.method)
+        self._retriever.index(tokens, show_progress=show_progress)
+
+    def search(self, queries: Mapping[str, Query], top_k: int = 100, show_progress: bool = False) -> Run:
+        import bm25s
+
+        if top_k < 1:
+            raise ConfigError(f"--top-k must be >= 1, got {top_k}")
+        k = min(top_k, len(self._doc_ids))
+        qids = list(queries)
+        q_tokens = bm25s.tokenize([queries[q].text for q in qids], stopwords=self.config.stopwords,
+                                  stemmer=self._stemmer, show_progress=False, return_ids=False)
+        run: Run = {}
+        for qid, toks in zip(qids, q_tokens, strict=True):
+            if not toks:
+                logger.warning("query %s has no indexable terms after stop-word removal; empty result", qid)
+                run[qid] = {}
+                continue
+            docs, scores = self._retriever.retrieve([toks], k=k, show_progress=False, return_as="tuple")
+            run[qid] = {self._doc_ids[int(i)]: float(s) for i, s in zip(docs[0], scores[0], strict=True) if s > 0}
+        return run

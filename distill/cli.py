@@ -1,0 +1,163 @@
+"""The ``distilrank`` command line. Logging is configured here and nowhere else.
+
+Subcommands live next to the code they drive and are imported lazily, so ``distilrank evaluate``
+does not pay for importing torch. Exit codes come from :data:`distill.errors.EXIT_CODES`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+from pathlib import Path
+
+import click
+
+from distill.errors import DistilrankError, exit_code_for
+
+logger = logging.getLogger(__name__)
+
+#: command name -> "module:attribute". A command is listed only if its module imports.
+_LAZY_COMMANDS: dict[str, str] = {
+    "retrieve": "distill.cli:retrieve",
+    "evaluate": "distill.cli:evaluate_cmd",
+    "teacher": "distill.teacher.cli:teacher",
+    "student": "distill.student.cli:student",
+    "pipeline": "distill.pipeline_cli:pipeline",
+    "export": "export.cli:export_cmd",
+    "serve": "ranker.cli:serve",
+    "opensearch": "opensearch_plugin.cli:opensearch",
+    "loadtest": "loadtests.cli:loadtest",
+}
+
+
+class _LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(name for name in _LAZY_COMMANDS if self._load(name, quiet=True) is not None)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        return self._load(cmd_name, quiet=False)
+
+    @staticmethod
+    def _load(name: str, quiet: bool) -> click.Command | None:
+        target = _LAZY_COMMANDS.get(name)
+        if target is None:
+            return None
+        module_name, attr = target.split(":")
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name and (module_name == exc.name or module_name.startswith(exc.name + ".")):
+                return None  # this part is not built yet: no placeholder command
+            if quiet:
+                return None
+            raise
+        return getattr(module, attr, None)
+
+
+@click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
+@click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors.")
+@click.version_option(package_name="distilrank")
+def cli(verbose: int, quiet: bool) -> None:
+    """distilrank: distil an LLM ranker into a fast BERT cross-encoder and serve it in OpenSearch.
+
+    \b
+    Exit codes: 0 ok, 1 internal error (a bug), 2 bad arguments/config,
+    3 missing prerequisite, 4 bad input data, 5 quality/parity gate failed.
+    """
+    level = logging.WARNING if quiet else (logging.DEBUG if verbose > 1 else logging.INFO)
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    for noisy in ("httpx", "urllib3", "opensearch", "filelock", "huggingface_hub"):
+        logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
+
+
+@cli.group()
+def retrieve() -> None:
+    """First-stage retrieval (candidate generation)."""
+
+
+@retrieve.command("bm25")
+@click.option("--corpus", required=True, type=click.Path(dir_okay=False), help="BEIR JSONL or MS MARCO TSV corpus.")
+@click.option("--queries", required=True, type=click.Path(dir_okay=False), help="Queries TSV or BEIR JSONL.")
+@click.option("--top-k", default=100, show_default=True, type=click.IntRange(min=1), help="Candidates per query.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="TREC run to write (atomically).")
+@click.option("--k1", default=0.9, show_default=True, type=float)
+@click.option("--b", default=0.4, show_default=True, type=float)
+def retrieve_bm25(corpus: str, queries: str, top_k: int, out: str, k1: float, b: float) -> None:
+    """BM25 (bm25s, Lucene variant, English stemming) over title + text."""
+    from distill.bm25 import BM25Config, BM25Index
+    from distill.data import read_corpus, read_queries, write_run
+
+    docs = read_corpus(corpus)
+    qs = read_queries(queries)
+    logger.info("indexing %d documents", len(docs))
+    index = BM25Index(docs, BM25Config(k1=k1, b=b), show_progress=sys.stderr.isatty())
+    run = index.search(qs, top_k=top_k)
+    path = write_run(out, run, tag="bm25")
+    click.echo(f"wrote {sum(len(v) for v in run.values())} results for {len(run)} queries to {path}")
+
+
+@cli.command("evaluate")
+@click.option("--qrels", required=True, type=click.Path(dir_okay=False), help="TREC or BEIR-TSV qrels.")
+@click.option("--run", "runs", required=True, multiple=True, help="TREC run; repeat to compare. NAME=PATH names a run.")
+@click.option("--metrics", default=",".join(("ndcg@10", "mrr@10", "recall@100")), show_default=True,
+              help="Comma-separated: ndcg@k, mrr@k, recall@k, map[@k], p@k.")
+@click.option("--rel-threshold", default=1, show_default=True, type=click.IntRange(min=1),
+              help="Minimum relevance counted as relevant for MRR/recall/MAP/P (2 for TREC DL).")
+@click.option("--corpus", type=click.Path(dir_okay=False), help="Check that every doc id in qrels and runs exists.")
+@click.option("--allow-unknown-ids", is_flag=True, help="Only warn about doc ids unknown to --corpus.")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Write metrics as JSON.")
+@click.option("--markdown", "md_out", type=click.Path(dir_okay=False), help="Write a Markdown table.")
+@click.option("--plot", "plot_out", type=click.Path(dir_okay=False), help="Write a bar chart PNG.")
+def evaluate_cmd(qrels: str, runs: tuple[str, ...], metrics: str, rel_threshold: int, corpus: str | None,
+                 allow_unknown_ids: bool, json_out: str | None, md_out: str | None, plot_out: str | None) -> None:
+    """Evaluate one or more TREC runs (ir-measures / trec_eval definitions)."""
+    from distill.data import check_ids, iter_corpus, read_qrels, read_run
+    from distill.errors import DataError
+    from distill.evaluation import evaluate, format_markdown, write_reports
+
+    metric_list = [m.strip() for m in metrics.split(",") if m.strip()]
+    judged = read_qrels(qrels)
+    loaded: dict[str, dict[str, dict[str, float]]] = {}
+    for spec in runs:
+        name, sep, path = spec.partition("=")
+        if not sep:
+            name, path = Path(spec).stem, spec
+        if name in loaded:
+            name = f"{name}#{len(loaded)}"
+        loaded[name] = read_run(path)
+    if corpus:
+        doc_ids = [d.doc_id for d in iter_corpus(corpus)]
+        for what, pairs in [(qrels, judged), *loaded.items()]:
+            check = check_ids(pairs, doc_ids)
+            if not check.ok:
+                if allow_unknown_ids:
+                    logger.warning(check.describe(what))
+                else:
+                    raise DataError(check.describe(str(what)) + "; fix the ids or pass --allow-unknown-ids")
+    results = {name: evaluate(judged, run, metric_list, rel_threshold).metrics for name, run in loaded.items()}
+    click.echo(format_markdown(results), nl=False)
+    write_reports(results, json_out, md_out, plot_out, single=len(results) == 1)
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        cli.main(args=argv, prog_name="distilrank", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        return 130
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except DistilrankError as exc:
+        click.echo(f"error: {exc}", err=True)
+        return exit_code_for(exc)
+    except KeyboardInterrupt:
+        click.echo("interrupted; completed stages are kept and resume on the next run", err=True)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
