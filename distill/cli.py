@@ -68,7 +68,7 @@ def cli(verbose: int, quiet: bool) -> None:
     """
     level = logging.WARNING if quiet else (logging.DEBUG if verbose > 1 else logging.INFO)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    for noisy in ("httpx", "urllib3", "opensearch", "filelock", "huggingface_hub"):
+    for noisy in ("bm25s", "httpx", "urllib3", "opensearch", "filelock", "huggingface_hub"):
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
 
 
