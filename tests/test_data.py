@@ -1,0 +1,127 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from distill.cli import main
+from distill.data import (
+    Query,
+    check_ids,
+    iter_corpus,
+    read_corpus,
+    read_qrels,
+    read_queries,
+    read_run,
+    write_qrels,
+    write_queries,
+    write_run,
+)
+from distill.errors import DataError
+
+
+def _write(tmp_path: Path, name: str, text: str) -> Path:
+    p = tmp_path / name
+    p.write_text(text, encoding="utf-8")
+    return p
+
+
+def test_beir_corpus_and_msmarco_tsv(tmp_path: Path) -> None:
+    beir = _write(tmp_path, "c.jsonl", '{"_id": "d1", "title": "T", "text": "hello"}\n\n{"_id": 2, "text": "x"}\n')
+    docs = read_corpus(beir)
+    assert list(docs) == ["d1", "2"]
+    assert docs["d1"].full_text == "T. hello" and docs["2"].title == ""
+    tsv = _write(tmp_path, "c.tsv", "7\tsome passage\n8\tanother\n")
+    assert [d.text for d in iter_corpus(tsv)] == ["some passage", "another"]
+
+
+@pytest.mark.parametrize(
+    ("content", "match"),
+    [
+        ('{"_id": "d1", "text": "a"}\n{"_id": "d2", "text": ', r"c\.jsonl:2: invalid JSON"),
+        ('{"_id": "d1"}\n', r'c\.jsonl:1: missing field "text"'),
+        ('{"_id": "d1", "text": ["a"]}\n', r'c\.jsonl:1: field "text" is list'),
+        ('{"_id": "d1", "text": "a"}\n{"_id": "d1", "text": "b"}\n', r"c\.jsonl:2: duplicate document id 'd1'"),
+        ('["not", "an", "object"]\n', r"c\.jsonl:1: a JSON list, not an object"),
+    ],
+)
+def test_corpus_errors_name_file_and_line(tmp_path: Path, content: str, match: str) -> None:
+    path = _write(tmp_path, "c.jsonl", content)
+    with pytest.raises(DataError, match=match):
+        read_corpus(path)
+
+
+def test_queries_tsv_and_jsonl(tmp_path: Path) -> None:
+    assert read_queries(_write(tmp_path, "q.tsv", "1\tfirst query\n2\tsecond\n"))["2"] == Query("2", "second")
+    assert read_queries(_write(tmp_path, "q.jsonl", '{"_id": "a", "text": "x y"}\n'))["a"].text == "x y"
+    with pytest.raises(DataError, match=r"q2\.tsv:2: 1 tab-separated columns.*expected TSV"):
+        read_queries(_write(tmp_path, "q2.tsv", "1\tok\nbroken line without tab\n"))
+    with pytest.raises(DataError, match=r"q3\.tsv:1: query '1' has empty text"):
+        read_queries(_write(tmp_path, "q3.tsv", "1\t \n"))
+
+
+def test_qrels_trec_and_beir(tmp_path: Path) -> None:
+    trec = read_qrels(_write(tmp_path, "q.txt", "1 0 d1 2\n1 0 d2 0\n2 Q0 d3 1\n"))
+    assert trec == {"1": {"d1": 2, "d2": 0}, "2": {"d3": 1}}
+    beir = read_qrels(_write(tmp_path, "q.tsv", "query-id\tcorpus-id\tscore\n1\td1\t1\n"))
+    assert beir == {"1": {"d1": 1}}
+    with pytest.raises(DataError, match=r"bad\.txt:2: relevance 'high' is not a number"):
+        read_qrels(_write(tmp_path, "bad.txt", "1 0 d1 1\n1 0 d2 high\n"))
+    with pytest.raises(DataError, match=r"bad2\.txt:1: 2 columns"):
+        read_qrels(_write(tmp_path, "bad2.txt", "1 d1\n"))
+
+
+def test_run_roundtrip_sorted_and_atomic(tmp_path: Path) -> None:
+    run = {"q1": {"a": 0.5, "b": 2.0, "c": 1.0}, "q2": {"z": -1.0}}
+    out = write_run(tmp_path / "r.trec", run, tag="t")
+    lines = out.read_text().splitlines()
+    assert lines[0] == "q1 Q0 b 1 2.000000 t" and lines[2].startswith("q1 Q0 a 3 ")
+    assert read_run(out) == run
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+    with pytest.raises(DataError, match=r"r2:1: score 'x' is not a number"):
+        read_run(_write(tmp_path, "r2", "q1 Q0 a 1 x t\n"))
+    with pytest.raises(DataError, match=r"r3:2: document 'a' listed twice"):
+        read_run(_write(tmp_path, "r3", "q1 Q0 a 1 1 t\nq1 Q0 a 2 0.5 t\n"))
+
+
+def test_writers_roundtrip(tmp_path: Path) -> None:
+    write_queries(tmp_path / "q.tsv", [Query("1", "multi\nline\tquery")])
+    assert read_queries(tmp_path / "q.tsv")["1"].text == "multi line query"
+    write_qrels(tmp_path / "qr.txt", {"1": {"d": 2}})
+    assert read_qrels(tmp_path / "qr.txt") == {"1": {"d": 2}}
+
+
+def test_unknown_ids_are_counted_not_dropped() -> None:
+    check = check_ids({"q1": {"d1": 1, "dX": 1}, "q9": {"d1": 1}}, doc_ids=["d1"], qids=["q1"])
+    assert (check.unknown_docs, check.unknown_queries) == (1, 1)
+    assert "dX" in check.describe("run") and not check.ok
+
+
+@pytest.mark.parametrize(
+    ("qrels", "run", "match"),
+    [
+        ("1 0 d1 1\n1 0 d2 maybe\n", "1 Q0 d1 1 1.0 t\n", r"qrels\.txt:2: relevance 'maybe' is not a number"),
+        ("1 0 d1 1\n", "1 Q0 d1 1 1.0\n", r"run\.trec:1: 5 columns"),
+        ("1 0 d1 1\n", "1 Q0 nosuchdoc 1 1.0 t\n", r"1 entries with document ids unknown to the corpus.*nosuchdoc"),
+    ],
+)
+def test_cli_bad_data_exit_code_4_without_traceback(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                     qrels: str, run: str, match: str) -> None:
+    corpus = _write(tmp_path, "corpus.jsonl", json.dumps({"_id": "d1", "text": "x"}) + "\n" + json.dumps({"_id": "d2", "text": "y"}) + "\n")
+    q = _write(tmp_path, "qrels.txt", qrels)
+    r = _write(tmp_path, "run.trec", run)
+    code = main(["evaluate", "--qrels", str(q), "--run", str(r), "--corpus", str(corpus)])
+    err = capsys.readouterr().err
+    assert code == 4
+    assert "Traceback" not in err
+    import re
+
+    assert re.search(match, err), err
+
+
+def test_cli_missing_file_and_bad_args(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["evaluate", "--qrels", str(tmp_path / "nope.txt"), "--run", str(tmp_path / "r")]) == 4
+    assert "nope.txt: file not found" in capsys.readouterr().err
+    assert main(["evaluate", "--qrels", "x", "--run", "y", "--metrics", "ndcg@ten"]) in (2, 4)
+    assert main(["retrieve", "bm25", "--top-k", "0", "--corpus", "c", "--queries", "q", "--out", "o"]) == 2
