@@ -1,0 +1,54 @@
+"""Student distillation: hybrid pointwise + margin-MSE loss, BERT cross-encoder, training, interpolation.
+
+Imports here are lazy-safe: nothing below imports torch at package import time except
+:mod:`.loss`, which is loaded on first attribute access.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__all__ = [
+    "HybridDistillLoss",
+    "InterpolationConfig",
+    "InterpolationResult",
+    "LossWeights",
+    "NormalizationConfig",
+    "PairConfig",
+    "PairGroup",
+    "StudentModelConfig",
+    "StudentTrainConfig",
+    "TrainResult",
+    "build_groups",
+    "build_student",
+    "interpolate_runs",
+    "load_interpolation",
+    "load_student",
+    "margin_mse",
+    "normalize_scores",
+    "pointwise_mse",
+    "rerank_with_student",
+    "save_student",
+    "score_pairs",
+    "select_layers",
+    "train_student",
+    "tune_alpha",
+]
+
+_WHERE = {
+    "HybridDistillLoss": "loss", "LossWeights": "loss", "margin_mse": "loss", "pointwise_mse": "loss",
+    "NormalizationConfig": "normalize", "normalize_scores": "normalize",
+    "PairConfig": "pairs", "PairGroup": "pairs", "build_groups": "pairs",
+    "StudentModelConfig": "model", "build_student": "model", "load_student": "model", "rerank_with_student": "model",
+    "save_student": "model", "score_pairs": "model", "select_layers": "model",
+    "StudentTrainConfig": "train", "TrainResult": "train", "train_student": "train",
+    "InterpolationConfig": "interpolate", "InterpolationResult": "interpolate", "interpolate_runs": "interpolate",
+    "load_interpolation": "interpolate", "tune_alpha": "interpolate",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module 'distill.student' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"distill.student.{_WHERE[name]}"), name)

@@ -1,0 +1,94 @@
+"""Distillation groups ``(q, d+, d-_1..d-_n)`` with the teacher's (normalised) scores.
+
+Which ``d+``: ``positive="qrels"`` (default) takes a judged relevant doc that the teacher labelled,
+falling back to the teacher's top-scored doc when the query has none among its candidates;
+``positive="teacher_top"`` always takes the teacher's top doc. Negatives are never judged positives.
+``negatives="random"`` (default) samples uniformly among the other labelled candidates (which
+already mix BM25, dense and random sources); ``negatives="teacher_hard"`` takes the candidates the
+teacher scored highest. Queries with fewer than ``n_negatives`` usable negatives are skipped with a
+log line, so every group has the same size and batches stay rectangular.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Literal
+
+from distill.errors import ConfigError, DataError
+from distill.labels import LabeledQuery
+from distill.student.normalize import NormalizationConfig, normalize_scores
+
+__all__ = ["PairConfig", "PairGroup", "build_groups"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PairConfig:
+    positive: Literal["qrels", "teacher_top"] = "qrels"
+    negatives: Literal["random", "teacher_hard"] = "random"
+    n_negatives: int = 4
+    #: groups built per query (each with another positive and/or another negative sample)
+    groups_per_query: int = 1
+    seed: int = 13
+
+    def __post_init__(self) -> None:
+        if self.positive not in ("qrels", "teacher_top"):
+            raise ConfigError(f"pairs.positive must be 'qrels' or 'teacher_top', got {self.positive!r}")
+        if self.negatives not in ("random", "teacher_hard"):
+            raise ConfigError(f"pairs.negatives must be 'random' or 'teacher_hard', got {self.negatives!r}")
+        if self.n_negatives < 1:
+            raise ConfigError(f"pairs.n_negatives must be >= 1 (margin-MSE needs a negative), got {self.n_negatives}")
+        if self.groups_per_query < 1:
+            raise ConfigError(f"pairs.groups_per_query must be >= 1, got {self.groups_per_query}")
+
+
+@dataclass(frozen=True, slots=True)
+class PairGroup:
+    """``doc_ids[0]`` is the positive; ``teacher_scores`` are normalised, aligned with ``doc_ids``."""
+
+    qid: str
+    query: str
+    doc_ids: tuple[str, ...]
+    teacher_scores: tuple[float, ...]
+
+
+def build_groups(labels: Iterable[LabeledQuery], qrels: Mapping[str, Mapping[str, int]] | None,
+                 config: PairConfig, norm: NormalizationConfig) -> list[PairGroup]:
+    rng = random.Random(config.seed)
+    qrels = qrels or {}
+    groups: list[PairGroup] = []
+    skipped = 0
+    for lq in labels:
+        if not lq.docs:
+            skipped += 1
+            continue
+        ids = [d.doc_id for d in lq.docs]
+        scores = dict(zip(ids, normalize_scores([d.score for d in lq.docs], norm), strict=True))
+        judged_pos = {d for d, rel in qrels.get(lq.qid, {}).items() if rel >= 1}
+        positives = [d for d in ids if d in judged_pos] if config.positive == "qrels" else []
+        if not positives:
+            positives = [max(ids, key=lambda d: (scores[d], d))]
+        pool = [d for d in ids if d not in judged_pos and d not in positives]
+        if len(pool) < config.n_negatives:
+            skipped += 1
+            continue
+        for g in range(config.groups_per_query):
+            pos = positives[g % len(positives)]
+            if config.negatives == "teacher_hard":
+                ranked = sorted(pool, key=lambda d: (-scores[d], d))
+                start = (g * config.n_negatives) % max(1, len(ranked) - config.n_negatives + 1)
+                negs = ranked[start:start + config.n_negatives]
+            else:
+                negs = rng.sample(pool, config.n_negatives)
+            doc_ids = (pos, *negs)
+            groups.append(PairGroup(lq.qid, lq.query, doc_ids, tuple(scores[d] for d in doc_ids)))
+    if skipped:
+        logger.info("skipped %d queries with no labels or fewer than %d usable negatives", skipped, config.n_negatives)
+    if not groups:
+        raise DataError(f"no training groups could be built: every labelled query has fewer than "
+                        f"{config.n_negatives} non-positive candidates; label more candidates or lower n_negatives")
+    return groups

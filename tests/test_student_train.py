@@ -1,0 +1,123 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from distill.student.train import StudentTrainConfig, train_student
+from tests._student_helpers import make_labels
+
+
+@pytest.fixture(scope="module")
+def label_files(demo_data: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    return make_labels(demo_data, tmp_path_factory.mktemp("labels"))
+
+
+def _config(base: Path, **over: object) -> StudentTrainConfig:
+    data = {"model": {"base": str(base), "max_seq_len": 64}, "pairs": {"n_negatives": 3, "groups_per_query": 2},
+            "batch_size": 4, "max_steps": 6, "eval_steps": 3, "learning_rate": 1e-3, "dev_top_k": 8,
+            "dev_fraction": 0.25}
+    data.update(over)
+    return StudentTrainConfig.from_dict(data)
+
+
+@pytest.fixture(scope="module")
+def trained(label_files: dict[str, Path], tiny_cross_encoder_dir: Path, tmp_path_factory: pytest.TempPathFactory):
+    out = tmp_path_factory.mktemp("student")
+    res = train_student(_config(tiny_cross_encoder_dir), label_files["labels"], label_files["corpus"],
+                        label_files["qrels"], out, dev_run_path=label_files["run"])
+    return out, res
+
+
+def test_train_writes_student_manifest_and_interpolation(trained) -> None:  # noqa: ANN001
+    out, res = trained
+    assert res.model_dir == out / "model"
+    assert res.steps == 6
+    assert 0.0 <= res.dev_metrics["ndcg@10"] <= 1.0
+    cfg = json.loads((res.model_dir / "config.json").read_text())
+    assert cfg["num_labels"] == 1 if "num_labels" in cfg else len(cfg["id2label"]) == 1
+    assert cfg["sentence_transformers"]["activation_fn"] == "torch.nn.modules.linear.Identity"
+    interp = json.loads(res.interpolation_path.read_text())
+    assert 0.0 <= interp["alpha"] <= 1.0 and interp["first_stage_norm"] == "minmax"
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["stage"] == "student" and manifest["metrics"]["dev_ndcg@10"] == pytest.approx(res.dev_metrics["ndcg@10"])
+    # best checkpoint chosen among the evaluated ones
+    assert (out / "checkpoints").exists()
+
+
+def test_crossencoder_loads_and_scores_identically(trained) -> None:  # noqa: ANN001
+    from sentence_transformers import CrossEncoder
+
+    from distill.student.model import load_student, score_pairs
+
+    _, res = trained
+    pairs = [("what causes fever", "Fever is caused by pyrogens released by the immune system."),
+             ("a much longer query about protein folding in bacteria", "Short doc."),
+             ("x", "word " * 200)]
+    model, tok = load_student(res.model_dir)
+    ours = score_pairs(model, tok, pairs)
+    ce = CrossEncoder(str(res.model_dir), device="cpu")
+    theirs = ce.predict(pairs, convert_to_numpy=True).tolist()
+    assert theirs == pytest.approx(ours, abs=1e-5)
+    identity = ce.predict(pairs, activation_fn=torch.nn.Identity()).tolist()
+    assert identity == pytest.approx(ours, abs=1e-5)
+
+
+def test_training_lowers_the_distillation_loss(label_files: dict[str, Path], tiny_cross_encoder_dir: Path,
+                                               tmp_path: Path) -> None:
+    from distill.data import read_corpus, read_qrels
+    from distill.labels import read_labels
+    from distill.student.loss import HybridDistillLoss
+    from distill.student.model import load_student, score_pairs
+    from distill.student.normalize import NormalizationConfig
+    from distill.student.pairs import PairConfig, build_groups
+
+    cfg = _config(tiny_cross_encoder_dir, max_steps=12, eval_steps=12)
+    res = train_student(cfg, label_files["labels"], label_files["corpus"], label_files["qrels"], tmp_path)
+    corpus = read_corpus(label_files["corpus"])
+    groups = build_groups(read_labels(label_files["labels"]), read_qrels(label_files["qrels"]),
+                          PairConfig(n_negatives=3), NormalizationConfig())
+
+    def loss_of(model_dir: Path) -> float:
+        model, tok = load_student(model_dir)
+        pairs = [(g.query, corpus[d].full_text) for g in groups for d in g.doc_ids]
+        s = torch.tensor(score_pairs(model, tok, pairs, max_len=64)).view(len(groups), 4)
+        return HybridDistillLoss()(s, torch.tensor([g.teacher_scores for g in groups])).item()
+
+    assert loss_of(res.model_dir) < loss_of(tiny_cross_encoder_dir)
+
+
+def test_resume_continues_from_checkpoint(label_files: dict[str, Path], tiny_cross_encoder_dir: Path,
+                                          tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    cfg = _config(tiny_cross_encoder_dir, max_steps=4, eval_steps=2)
+    train_student(cfg, label_files["labels"], label_files["corpus"], label_files["qrels"], tmp_path)
+    # simulate a crash after step 2: drop the final checkpoint, keep step 2
+    import shutil
+
+    for ck in (tmp_path / "checkpoints").glob("checkpoint-4"):
+        shutil.rmtree(ck)
+    caplog.set_level("INFO", logger="distill.student.train")
+    res = train_student(cfg, label_files["labels"], label_files["corpus"], label_files["qrels"], tmp_path)
+    assert any("resuming student training from" in r.message and "checkpoint-2" in r.message for r in caplog.records)
+    assert res.steps == 4
+
+
+def test_bad_config_is_a_config_error(tiny_cross_encoder_dir: Path) -> None:
+    from distill.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"student: unknown key\(s\) \['lr'\]"):
+        StudentTrainConfig.from_dict({"lr": 1.0})
+    with pytest.raises(ConfigError, match="n_negatives must be >= 1"):
+        StudentTrainConfig.from_dict({"pairs": {"n_negatives": 0}})
+    with pytest.raises(ConfigError, match=r"student.model: unknown key"):
+        StudentTrainConfig.from_dict({"model": {"layers": 3}})
+
+
+def test_missing_labels_file_is_a_data_error(tiny_cross_encoder_dir: Path, demo_data: Path, tmp_path: Path) -> None:
+    from distill.errors import DataError
+
+    with pytest.raises(DataError, match="label file not found"):
+        train_student(_config(tiny_cross_encoder_dir), tmp_path / "nope.jsonl", demo_data / "corpus.jsonl",
+                      demo_data / "qrels.train.txt", tmp_path / "out")
