@@ -1,0 +1,61 @@
+"""``distilrank serve``: load and verify an exported model, then serve it with uvicorn."""
+
+from __future__ import annotations
+
+import logging
+
+import click
+
+__all__ = ["serve"]
+
+logger = logging.getLogger(__name__)
+
+
+@click.command("serve")
+@click.option("--model", "model_dir", required=True, type=click.Path(file_okay=False),
+              help="Exported model directory (with model_card.json) from distilrank export.")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Bind address; 0.0.0.0 exposes the service to the network.")
+@click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535))
+@click.option("--max-batch-pairs", default=64, show_default=True, type=click.IntRange(min=1),
+              help="Most (query, doc) pairs per inference batch, across requests.")
+@click.option("--max-wait-ms", default=2.0, show_default=True, type=click.FloatRange(min=0),
+              help="How long a batch waits for more requests after the first arrives.")
+@click.option("--max-queue", default=1024, show_default=True, type=click.IntRange(min=1),
+              help="Most pairs waiting; beyond it requests get 503 + Retry-After at once.")
+@click.option("--max-docs", default=1000, show_default=True, type=click.IntRange(min=1), help="Most documents per request.")
+@click.option("--max-chars", default=20_000, show_default=True, type=click.IntRange(min=1),
+              help="Most characters per text; longer is 413 (token truncation happens below this anyway).")
+@click.option("--threads", default=None, type=click.IntRange(min=1), help="ONNX Runtime intra-op threads [default: all cores].")
+@click.option("--chunk-size", default=16, show_default=True, type=click.IntRange(min=1),
+              help="Pairs per ONNX call after length sorting.")
+@click.option("--provider", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--api-key", envvar="DISTILRANK_API_KEY", default=None,
+              help="Require 'Authorization: Bearer KEY' (or set DISTILRANK_API_KEY).")
+@click.option("--cache-size", default=0, show_default=True, type=click.IntRange(min=0),
+              help="LRU score cache entries (0 = off).")
+@click.option("--scores", type=click.Choice(["sigmoid", "raw"]), default="sigmoid", show_default=True,
+              help="relevance_score of /v1/rerank: sigmoid(logit) in [0,1] or the raw logit.")
+@click.option("--graceful-timeout", default=30, show_default=True, type=click.IntRange(min=1),
+              help="Seconds to finish in-flight requests on SIGTERM/SIGINT.")
+def serve(model_dir: str, host: str, port: int, max_batch_pairs: int, max_wait_ms: float, max_queue: int,
+          max_docs: int, max_chars: int, threads: int | None, chunk_size: int, provider: str, api_key: str | None,
+          cache_size: int, scores: str, graceful_timeout: int) -> None:
+    """Serve the reranker: POST /v1/rerank (Cohere), POST /rerank (TEI), /health, /ready, /info, /metrics."""
+    import uvicorn
+
+    from ranker.runtime import RerankRuntime, RuntimeConfig
+    from ranker.server import ServerConfig, create_app
+
+    # validate everything before loading the model, so a typo fails in milliseconds
+    config = ServerConfig(max_batch_pairs=max_batch_pairs, max_wait_ms=max_wait_ms, max_queue=max_queue,
+                          max_docs=max_docs, max_chars=max_chars, api_key=api_key, cache_size=cache_size,
+                          scores=scores)  # type: ignore[arg-type]
+    runtime = RerankRuntime.load(model_dir, RuntimeConfig(threads=threads, chunk_size=chunk_size, provider=provider))
+    if host not in ("127.0.0.1", "localhost", "::1") and api_key is None:
+        logger.warning("binding %s without --api-key: anyone who can reach this port can use the model", host)
+    app = create_app(runtime, config)
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False,
+                                           timeout_graceful_shutdown=graceful_timeout, lifespan="on"))
+    server.run()
+    if not server.started:
+        raise SystemExit(1)

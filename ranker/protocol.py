@@ -1,0 +1,190 @@
+"""The rerank wire protocol: request/response models shared by the server and the client.
+
+Two APIs are served from the same model:
+
+* ``POST /v1/rerank`` -- Cohere-compatible. ``relevance_score`` is ``sigmoid(logit)`` in [0, 1] by
+  default (non-negative, as Lucene/OpenSearch scores must be); servers started with
+  ``--scores raw`` return the raw logit instead. ``meta.score`` says which.
+* ``POST /rerank`` -- Hugging Face TEI-compatible. ``score`` is ``sigmoid(logit)`` unless the request
+  sets ``raw_scores``, as in TEI.
+
+Results are always sorted by score, descending; ``index`` points into the request's list. Unknown
+request fields are rejected (422) so a typo is never silently ignored. Over-long texts are
+truncated by tokens (the document side, to the model's ``max_seq_len``), never rejected for length
+in tokens; ``--max-chars`` bounds characters per text.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+__all__ = [
+    "ApiError",
+    "DEADLINE_HEADER",
+    "CohereDocument",
+    "ErrorBody",
+    "ErrorResponse",
+    "HealthResponse",
+    "InfoResponse",
+    "ReadyResponse",
+    "RerankMeta",
+    "RerankRequest",
+    "RerankResponse",
+    "RerankResult",
+    "ReturnedDocument",
+    "TEIRerankRequest",
+    "TEIRerankResult",
+]
+
+#: Header carrying an optional per-request deadline in milliseconds (-> 504 when it cannot be met).
+DEADLINE_HEADER = "X-Request-Timeout-Ms"
+
+
+def _non_blank(value: str, what: str) -> str:
+    if not value.strip():
+        raise ValueError(f"{what} is empty; send a non-empty string")
+    return value
+
+
+class CohereDocument(BaseModel):
+    """A document given as an object; only ``text`` is scored, other fields are accepted and ignored
+    (Cohere lets callers attach ids and metadata)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    text: str
+
+    @field_validator("text")
+    @classmethod
+    def _text_not_blank(cls, value: str) -> str:
+        return _non_blank(value, "document text")
+
+
+class RerankRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    query: str = Field(description="The search query. Must not be blank.")
+    documents: list[str | CohereDocument] = Field(
+        min_length=1, description='Texts to rank: strings or objects with a "text" field.')
+    top_n: int | None = Field(default=None, ge=1, description="Return only the best n results (default: all).")
+    return_documents: bool = Field(default=False, description="Echo each document's text in the results.")
+    model: str | None = Field(default=None, description="Accepted for Cohere compatibility; the server has one model.")
+    max_chunks_per_doc: int | None = Field(default=None, ge=1, description="Accepted for Cohere compatibility; ignored.")
+
+    @field_validator("query")
+    @classmethod
+    def _query_not_blank(cls, value: str) -> str:
+        return _non_blank(value, "query")
+
+    @field_validator("documents")
+    @classmethod
+    def _docs_not_blank(cls, value: list[str | CohereDocument]) -> list[str | CohereDocument]:
+        for i, doc in enumerate(value):
+            if isinstance(doc, str) and not doc.strip():
+                raise ValueError(f"documents[{i}] is empty; send non-empty texts (drop empty ones client-side)")
+        return value
+
+    def texts(self) -> list[str]:
+        return [d if isinstance(d, str) else d.text for d in self.documents]
+
+
+class ReturnedDocument(BaseModel):
+    text: str
+
+
+class RerankResult(BaseModel):
+    index: int = Field(description="Position of the document in the request's documents list.")
+    relevance_score: float
+    document: ReturnedDocument | None = Field(default=None, description="Present when return_documents was true.")
+
+
+class RerankMeta(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    api_version: dict[str, str] = Field(default_factory=lambda: {"version": "2"})
+    billed_units: dict[str, int] = Field(default_factory=lambda: {"search_units": 1})
+    model: str
+    score: Literal["sigmoid", "raw_logit"]
+    cached: int = Field(default=0, description="How many scores came from the score cache.")
+
+
+class RerankResponse(BaseModel):
+    id: str
+    results: list[RerankResult]
+    meta: RerankMeta
+
+
+class TEIRerankRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    query: str
+    texts: list[str] = Field(min_length=1)
+    return_text: bool = False
+    truncate: bool = Field(default=True, description="Accepted for TEI compatibility; texts are always truncated by tokens.")
+    raw_scores: bool = Field(default=False, description="Return raw logits instead of sigmoid(logit).")
+    truncation_direction: Literal["right", "Right"] = "right"
+
+    @field_validator("query")
+    @classmethod
+    def _query_not_blank(cls, value: str) -> str:
+        return _non_blank(value, "query")
+
+    @field_validator("texts")
+    @classmethod
+    def _texts_not_blank(cls, value: list[str]) -> list[str]:
+        for i, text in enumerate(value):
+            if not text.strip():
+                raise ValueError(f"texts[{i}] is empty; send non-empty texts")
+        return value
+
+
+class TEIRerankResult(BaseModel):
+    index: int
+    score: float
+    text: str | None = None
+
+
+class ErrorBody(BaseModel):
+    type: str = Field(description="Machine-readable error kind, e.g. invalid_request, queue_full.")
+    message: str = Field(description="What was wrong and how to fix it.")
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorBody
+
+
+class HealthResponse(BaseModel):
+    status: Literal["ok"] = "ok"
+
+
+class ReadyResponse(BaseModel):
+    ready: bool
+    reason: str | None = None
+
+
+class InfoResponse(BaseModel):
+    model: str
+    onnx_file: str
+    precision: str
+    max_seq_len: int
+    model_sha256: str
+    providers: list[str]
+    score: Literal["sigmoid", "raw_logit"]
+    limits: dict[str, int | float | bool]
+    card: dict[str, Any] = Field(description="Selected model card fields (metrics, gates, decision).")
+
+
+class ApiError(Exception):
+    """Raised by handlers; rendered as ``{"error": {"type", "message"}}`` with ``status``."""
+
+    def __init__(self, status: int, type_: str, message: str, headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.status = status
+        self.type = type_
+        self.message = message
+        self.headers = headers or {}
+
+    def body(self) -> dict[str, dict[str, str]]:
+        return ErrorResponse(error=ErrorBody(type=self.type, message=self.message)).model_dump()

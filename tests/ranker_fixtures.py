@@ -1,0 +1,120 @@
+"""Fixtures for the ranker tests: an exported tiny cross-encoder dir and a real server on 127.0.0.1.
+
+Imported by tests/test_ranker_*.py (``from ranker_fixtures import ...``) so the shared conftest
+stays untouched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import socket
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+
+def export_onnx_dir(hf_dir: Path, out: Path, max_seq_len: int = 128) -> Path:
+    """Export an HF cross-encoder dir the way ``distilrank export`` lays it out (ONNX + tokenizer + card)."""
+    from optimum.onnxruntime import ORTModelForSequenceClassification
+    from transformers import AutoTokenizer
+
+    from export.model_card import write_model_card
+
+    ORTModelForSequenceClassification.from_pretrained(hf_dir, export=True).save_pretrained(out)
+    AutoTokenizer.from_pretrained(hf_dir).save_pretrained(out)
+    write_model_card(out, {"name": "tiny-ce", "onnx_file": "model.onnx", "precision": "fp32", "max_seq_len": max_seq_len,
+                           "score": "raw logit of a 1-label cross-encoder; higher = more relevant",
+                           "tokenizer": "tokenizer.json", "decision": "test fixture"})
+    return out
+
+
+@pytest.fixture(scope="session")
+def ranker_model_dir(tiny_cross_encoder_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny random BERT with its classifier scaled up, so scores of different documents differ by far
+    more than float noise (a mixed-up result would be visible), exported to ONNX with a model card."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    hf = tmp_path_factory.mktemp("tiny_ce_scaled")
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_cross_encoder_dir).eval()
+    with torch.no_grad():
+        model.classifier.weight.mul_(200.0)
+    model.save_pretrained(hf)
+    AutoTokenizer.from_pretrained(tiny_cross_encoder_dir).save_pretrained(hf)
+    return export_onnx_dir(hf, tmp_path_factory.mktemp("tiny_onnx"))
+
+
+@pytest.fixture()
+def tampered_model_dir(ranker_model_dir: Path, tmp_path: Path) -> Path:
+    out = tmp_path / "tampered"
+    shutil.copytree(ranker_model_dir, out)
+    with open(out / "model.onnx", "ab") as fh:
+        fh.write(b"\0")
+    return out
+
+
+@pytest.fixture(scope="session")
+def ranker_runtime(ranker_model_dir: Path):
+    from ranker.runtime import RerankRuntime, RuntimeConfig
+
+    rt = RerankRuntime.load(ranker_model_dir, RuntimeConfig(threads=1, chunk_size=4))
+    rt.warmup()
+    return rt
+
+
+class SlowRuntime:
+    """The real runtime plus a fixed delay per call, so overload and deadlines are reproducible."""
+
+    def __init__(self, inner, delay_s: float):
+        self.inner = inner
+        self.delay_s = delay_s
+        self.calls: list[int] = []
+
+    def __getattr__(self, name: str):
+        return getattr(self.inner, name)
+
+    def score_pairs(self, queries: Sequence[str], docs: Sequence[str]) -> np.ndarray:
+        self.calls.append(len(docs))
+        time.sleep(self.delay_s)
+        return self.inner.score_pairs(queries, docs)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def running_server(app) -> Iterator[str]:
+    """Run ``app`` under a real uvicorn server in a thread on a free 127.0.0.1 port; yield its base URL."""
+    import httpx
+    import uvicorn
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=lambda: asyncio.run(server.serve()), daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/ready", timeout=1).status_code == 200:
+                break
+        except httpx.TransportError:
+            pass
+        time.sleep(0.05)
+    else:
+        server.should_exit = True
+        raise RuntimeError("server did not become ready within 30 s")
+    try:
+        yield url
+    finally:
+        server.should_exit = True
+        thread.join(timeout=15)
