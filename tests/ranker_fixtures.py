@@ -35,9 +35,9 @@ def export_onnx_dir(hf_dir: Path, out: Path, max_seq_len: int = 128) -> Path:
 
 
 @pytest.fixture(scope="session")
-def ranker_model_dir(tiny_cross_encoder_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def ranker_hf_dir(tiny_cross_encoder_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny random BERT with its classifier scaled up, so scores of different documents differ by far
-    more than float noise (a mixed-up result would be visible), exported to ONNX with a model card."""
+    more than float noise (a mixed-up result would be visible)."""
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
@@ -47,7 +47,13 @@ def ranker_model_dir(tiny_cross_encoder_dir: Path, tmp_path_factory: pytest.Temp
         model.classifier.weight.mul_(200.0)
     model.save_pretrained(hf)
     AutoTokenizer.from_pretrained(tiny_cross_encoder_dir).save_pretrained(hf)
-    return export_onnx_dir(hf, tmp_path_factory.mktemp("tiny_onnx"))
+    return hf
+
+
+@pytest.fixture(scope="session")
+def ranker_model_dir(ranker_hf_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """:func:`ranker_hf_dir` exported to ONNX with tokenizer and model card (the export layout)."""
+    return export_onnx_dir(ranker_hf_dir, tmp_path_factory.mktemp("tiny_onnx"))
 
 
 @pytest.fixture()

@@ -1,0 +1,157 @@
+"""MicroBatcher unit tests with a deterministic fake scorer (score = float(doc)) -- no model needed."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Sequence
+
+import numpy as np
+import pytest
+
+from distill.errors import ConfigError
+from ranker.batcher import (
+    BatcherConfig,
+    DeadlineExceededError,
+    MicroBatcher,
+    QueueFullError,
+    ShuttingDownError,
+)
+
+
+class FakeScorer:
+    """score(q, d) = float(d) + 1000 * float(q); records every batch; optionally blocks until released."""
+
+    def __init__(self, delay_s: float = 0.0):
+        self.batches: list[list[tuple[str, str]]] = []
+        self.delay_s = delay_s
+        self.gate = threading.Event()
+        self.gate.set()
+
+    def score_pairs(self, queries: Sequence[str], docs: Sequence[str]) -> np.ndarray:
+        self.gate.wait(10)
+        self.batches.append(list(zip(queries, docs, strict=True)))
+        time.sleep(self.delay_s)
+        return np.array([float(d) + 1000 * float(q) for q, d in zip(queries, docs, strict=True)], dtype=np.float32)
+
+
+def test_concurrent_requests_share_batches_and_get_their_own_scores():
+    scorer = FakeScorer()
+    scorer.gate.clear()  # hold the worker so all requests queue up, then release them together
+    batcher = MicroBatcher(scorer, BatcherConfig(max_batch_pairs=8, max_wait_ms=20, max_queue_pairs=1000))
+
+    async def main() -> list[np.ndarray]:
+        tasks = [asyncio.create_task(batcher.submit(str(q), [str(d) for d in range(q + 1)])) for q in range(6)]
+        await asyncio.sleep(0.05)
+        scorer.gate.set()
+        return await asyncio.gather(*tasks)
+
+    try:
+        results = asyncio.run(main())
+    finally:
+        batcher.close()
+    for q, scores in enumerate(results):
+        np.testing.assert_array_equal(scores, [d + 1000 * q for d in range(q + 1)])
+    sizes = [len(b) for b in scorer.batches]
+    assert sum(sizes) == 21 and max(sizes) <= 8
+    assert len(sizes) < 6, f"requests were not batched together: {sizes}"
+
+
+def test_request_larger_than_batch_is_split():
+    scorer = FakeScorer()
+    batcher = MicroBatcher(scorer, BatcherConfig(max_batch_pairs=4, max_wait_ms=0, max_queue_pairs=100))
+    try:
+        scores = batcher.submit_blocking("0", [str(d) for d in range(10)])
+    finally:
+        batcher.close()
+    np.testing.assert_array_equal(scores, np.arange(10))
+    assert [len(b) for b in scorer.batches] == [4, 4, 2]
+
+
+def test_queue_full_is_immediate_and_recovers():
+    scorer = FakeScorer()
+    scorer.gate.clear()
+    batcher = MicroBatcher(scorer, BatcherConfig(max_batch_pairs=2, max_wait_ms=0, max_queue_pairs=4))
+
+    async def main() -> None:
+        first = asyncio.create_task(batcher.submit("0", ["1", "2"]))  # taken by the (blocked) worker
+        await asyncio.sleep(0.05)
+        queued = asyncio.create_task(batcher.submit("0", ["3", "4", "5"]))
+        await asyncio.sleep(0.01)
+        t0 = time.monotonic()
+        with pytest.raises(QueueFullError) as info:
+            await batcher.submit("0", ["6", "7"])
+        assert time.monotonic() - t0 < 1.0 and info.value.pending == 3
+        scorer.gate.set()
+        np.testing.assert_array_equal(await first, [1, 2])
+        np.testing.assert_array_equal(await queued, [3, 4, 5])
+        np.testing.assert_array_equal(await batcher.submit("0", ["6", "7"]), [6, 7])  # recovered
+
+    try:
+        asyncio.run(main())
+    finally:
+        batcher.close()
+
+
+def test_deadline_exceeded_while_queued_drops_the_work():
+    scorer = FakeScorer()
+    scorer.gate.clear()
+    batcher = MicroBatcher(scorer, BatcherConfig(max_batch_pairs=1, max_wait_ms=0, max_queue_pairs=100))
+
+    async def main() -> None:
+        blocker = asyncio.create_task(batcher.submit("0", ["1"]))
+        await asyncio.sleep(0.05)
+        with pytest.raises(DeadlineExceededError, match="deadline passed"):
+            await batcher.submit("0", ["2", "3"], deadline=time.monotonic() + 0.05)
+        assert batcher.pending_pairs == 0
+        scorer.gate.set()
+        await blocker
+
+    try:
+        asyncio.run(main())
+    finally:
+        batcher.close()
+    assert [p for b in scorer.batches for p in b] == [("0", "1")], "expired work must not be computed"
+
+
+def test_close_finishes_queued_work_then_refuses():
+    scorer = FakeScorer(delay_s=0.02)
+    batcher = MicroBatcher(scorer, BatcherConfig(max_batch_pairs=2, max_wait_ms=0, max_queue_pairs=100))
+    results: list[np.ndarray] = []
+    threads = [threading.Thread(target=lambda q=q: results.append(batcher.submit_blocking(str(q), ["1", "2", "3"])))
+               for q in range(3)]
+    for t in threads:
+        t.start()
+    time.sleep(0.02)
+    batcher.close()
+    for t in threads:
+        t.join(5)
+    assert len(results) == 3
+    with pytest.raises(ShuttingDownError, match="shutting down"):
+        batcher.submit_blocking("0", ["1"])
+
+
+def test_scorer_failure_reaches_caller_and_worker_survives():
+    class Boom(FakeScorer):
+        def score_pairs(self, queries, docs):
+            if "bad" in docs:
+                raise RuntimeError("onnx exploded")
+            return super().score_pairs(queries, docs)
+
+    batcher = MicroBatcher(Boom(), BatcherConfig(max_batch_pairs=8, max_wait_ms=0))
+    try:
+        with pytest.raises(RuntimeError, match="onnx exploded"):
+            batcher.submit_blocking("0", ["bad"])
+        np.testing.assert_array_equal(batcher.submit_blocking("0", ["5"]), [5])
+    finally:
+        batcher.close()
+
+
+def test_config_validation():
+    with pytest.raises(ConfigError, match="max_batch_pairs=0"):
+        BatcherConfig(max_batch_pairs=0)
+    with pytest.raises(ConfigError, match="max_wait_ms=-1"):
+        BatcherConfig(max_wait_ms=-1)
+    with pytest.raises(ConfigError, match="max_queue_pairs=0"):
+        BatcherConfig(max_queue_pairs=0)

@@ -1,0 +1,85 @@
+"""ONNX runtime: parity with PyTorch, length sorting keeps order and scores, truncation, checksums."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from ranker_fixtures import ranker_hf_dir, ranker_model_dir, ranker_runtime, tampered_model_dir  # noqa: F401
+
+from distill.errors import ConfigError, MissingPrerequisiteError
+from export.model_card import ModelCardError
+from ranker.runtime import RerankRuntime, RuntimeConfig, sigmoid
+
+DOCS = ["a short doc", "a much longer document about cell biology and many other things " * 4, "x",
+        "cells divide by mitosis " * 80, "mid size document here", "another one about proteins"]
+
+
+def test_scores_match_pytorch_and_unsorted_single_pairs(ranker_runtime, ranker_model_dir, ranker_hf_dir):  # noqa: F811
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    scores = ranker_runtime.score("what do cells do", DOCS)
+    assert scores.shape == (len(DOCS),) and scores.dtype == np.float32
+    # each pair alone (no padding at all) must give the same score as the sorted, padded chunks
+    alone = np.array([ranker_runtime.score("what do cells do", [d])[0] for d in DOCS])
+    np.testing.assert_allclose(scores, alone, rtol=1e-4, atol=1e-4)
+    # and the ONNX graph agrees with the PyTorch model it came from
+    tok = AutoTokenizer.from_pretrained(ranker_model_dir)
+    model = AutoModelForSequenceClassification.from_pretrained(ranker_hf_dir).eval()
+    enc = tok(["what do cells do"] * len(DOCS), DOCS, truncation="only_second", max_length=128, padding=True,
+              return_tensors="pt")
+    with torch.no_grad():
+        ref = model(**enc).logits[:, 0].numpy()
+    np.testing.assert_allclose(scores, ref, rtol=1e-4, atol=1e-4)
+    assert np.ptp(scores) > 1e-2, "fixture scores should be spread out"
+
+
+def test_order_restored_under_permutation(ranker_runtime):  # noqa: F811
+    scores = ranker_runtime.score("q", DOCS)
+    perm = [3, 0, 5, 1, 4, 2]
+    permuted = ranker_runtime.score("q", [DOCS[i] for i in perm])
+    np.testing.assert_allclose(permuted, scores[perm], rtol=1e-5, atol=1e-5)
+
+
+def test_overlong_texts_are_truncated_not_rejected(ranker_runtime):  # noqa: F811
+    long_doc = "word " * 5000
+    a = ranker_runtime.score("query", [long_doc])
+    b = ranker_runtime.score("query", ["word " * 1000])  # same first max_seq_len tokens
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+    long_query = ranker_runtime.score("query " * 500, ["doc"])  # query alone > max_seq_len: falls back
+    assert np.isfinite(long_query).all()
+
+
+def test_score_pairs_mixed_queries_and_empty(ranker_runtime):  # noqa: F811
+    assert ranker_runtime.score_pairs([], []).shape == (0,)
+    mixed = ranker_runtime.score_pairs(["q1", "q2"], ["d1", "d2"])
+    np.testing.assert_allclose(mixed, [ranker_runtime.score("q1", ["d1"])[0], ranker_runtime.score("q2", ["d2"])[0]],
+                               rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="2 queries but 1 documents"):
+        ranker_runtime.score_pairs(["a", "b"], ["c"])
+
+
+def test_checksum_mismatch_refuses_to_load(tampered_model_dir):  # noqa: F811
+    with pytest.raises(ModelCardError, match="checksum mismatch for model.onnx"):
+        RerankRuntime.load(tampered_model_dir)
+
+
+def test_missing_dir_and_card(tmp_path):
+    with pytest.raises(MissingPrerequisiteError, match="does not exist"):
+        RerankRuntime.load(tmp_path / "nope")
+    with pytest.raises(MissingPrerequisiteError, match="no model_card.json"):
+        RerankRuntime.load(tmp_path)
+
+
+def test_runtime_config_validation():
+    with pytest.raises(ConfigError, match="threads=0"):
+        RuntimeConfig(threads=0)
+    with pytest.raises(ConfigError, match="chunk_size=0"):
+        RuntimeConfig(chunk_size=0)
+    with pytest.raises(ConfigError, match="provider='tpu'"):
+        RuntimeConfig(provider="tpu")
+
+
+def test_sigmoid_stable():
+    out = sigmoid(np.array([-1000.0, 0.0, 1000.0], dtype=np.float32))
+    np.testing.assert_allclose(out, [0.0, 0.5, 1.0])
