@@ -1,0 +1,46 @@
+"""Compression and export: Optimum ONNX, graph optimisation, gated int8, model card, report.
+
+Imports here are lightweight (no torch/onnxruntime); the heavy work is imported on use.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from export.config import ExportConfig, GateTolerances
+from export.model_card import MODEL_CARD, ModelCardError, file_hashes, load_model_card, write_model_card
+
+if TYPE_CHECKING:  # pragma: no cover
+    from export.exporter import EvalData, export_model
+    from export.layers import keep_layers
+    from export.report import ReportConfig, compression_report
+    from export.scoring import OnnxScorer, TorchScorer
+
+__all__ = [
+    "MODEL_CARD",
+    "EvalData",
+    "ExportConfig",
+    "GateTolerances",
+    "ModelCardError",
+    "OnnxScorer",
+    "ReportConfig",
+    "TorchScorer",
+    "compression_report",
+    "export_model",
+    "file_hashes",
+    "keep_layers",
+    "load_model_card",
+    "write_model_card",
+]
+
+_LAZY = {"EvalData": "export.exporter", "export_model": "export.exporter", "keep_layers": "export.layers",
+         "ReportConfig": "export.report", "compression_report": "export.report",
+         "OnnxScorer": "export.scoring", "TorchScorer": "export.scoring"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'export' has no attribute {name!r}")

@@ -1,0 +1,112 @@
+"""Typed configuration of ``distilrank export``: what to build and the quality gates it must pass.
+
+Every tolerance is a named field so the model card can report the value a result was judged
+against. Values are validated at construction and raise :class:`~distill.errors.ConfigError`.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+from distill.errors import ConfigError
+
+__all__ = ["ExportConfig", "GateTolerances", "Int8Mode", "Isa", "OptimizeLevel", "QuantizeMode"]
+
+logger = logging.getLogger(__name__)
+
+OptimizeLevel = Literal["none", "O1", "O2", "O3"]
+QuantizeMode = Literal["none", "int8", "auto"]
+Int8Mode = Literal["dynamic", "static"]
+Isa = Literal["auto", "avx2", "avx512", "avx512_vnni", "arm64"]
+
+_OPTIMIZE = ("none", "O1", "O2", "O3")
+_QUANTIZE = ("none", "int8", "auto")
+_INT8_MODES = ("dynamic", "static")
+_ISAS = ("auto", "avx2", "avx512", "avx512_vnni", "arm64")
+
+
+@dataclass(frozen=True)
+class GateTolerances:
+    """Thresholds of the export quality gates (all results are reported, pass or fail).
+
+    Scores are raw logits. ``batch_invariance_max_rel_diff`` is measured in units of the standard
+    deviation of the fp32 scores over the gate candidates, so it does not depend on the logit scale.
+    """
+
+    #: ONNX fp32 (after graph optimisation) vs PyTorch, max |logit difference|.
+    parity_max_abs_diff: float = 2e-3
+    #: int8 vs fp32 per-query Spearman correlation over each candidate list.
+    spearman_median_min: float = 0.95
+    spearman_worst_min: float = 0.70
+    #: int8 vs fp32 overlap of the top-10 sets (|A & B| / 10), mean over queries.
+    top10_overlap_mean_min: float = 0.80
+    #: nDCG@10(fp32) - nDCG@10(int8), in points (0.5 = 0.005 absolute); only with eval data.
+    ndcg_drop_max_points: float = 0.5
+    #: max |score alone - score inside a mixed batch| / std(fp32 scores).
+    batch_invariance_max_rel_diff: float = 0.02
+
+    def __post_init__(self) -> None:
+        for name, value in asdict(self).items():
+            if not isinstance(value, int | float) or value != value:
+                raise ConfigError(f"gate tolerance {name} must be a number, got {value!r}")
+        for name in ("spearman_median_min", "spearman_worst_min", "top10_overlap_mean_min"):
+            if not -1.0 <= getattr(self, name) <= 1.0:
+                raise ConfigError(f"gate tolerance {name} must be in [-1, 1], got {getattr(self, name)}")
+        for name in ("parity_max_abs_diff", "ndcg_drop_max_points", "batch_invariance_max_rel_diff"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"gate tolerance {name} must be >= 0, got {getattr(self, name)}")
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    """What ``distilrank export`` builds.
+
+    ``quantize="int8"`` tries the requested int8 recipe first and, when ``int8_fallback`` is set,
+    the more robust recipes after it (static per-channel, then dynamic per-channel); the first one
+    that passes every gate is kept, and if none passes the export fails (exit 5).
+    ``quantize="auto"`` does the same but falls back to fp32 instead of failing, and keeps int8 only
+    when it is also faster than fp32 on this machine.
+    """
+
+    optimize: OptimizeLevel = "O2"
+    quantize: QuantizeMode = "none"
+    int8_mode: Int8Mode = "dynamic"
+    per_channel: bool = True
+    isa: Isa = "auto"
+    #: ONNX operator types to quantise; None = onnxruntime's defaults for the mode.
+    op_types: tuple[str, ...] | None = None
+    int8_fallback: bool = True
+    #: tokens; longer (query, passage) pairs are truncated on the passage side.
+    max_seq_len: int = 256
+    batch_size: int = 16
+    #: gate candidate lists: at most this many queries x candidates per query.
+    gate_queries: int = 30
+    gate_candidates: int = 20
+    calibration_pairs: int = 128
+    latency_reps: int = 10
+    seed: int = 0
+    gates: GateTolerances = field(default_factory=GateTolerances)
+
+    def __post_init__(self) -> None:
+        for name, allowed in (("optimize", _OPTIMIZE), ("quantize", _QUANTIZE), ("int8_mode", _INT8_MODES), ("isa", _ISAS)):
+            if getattr(self, name) not in allowed:
+                raise ConfigError(f"{name}={getattr(self, name)!r} is not one of {', '.join(allowed)}")
+        for name in ("max_seq_len", "batch_size", "gate_queries", "gate_candidates", "calibration_pairs", "latency_reps"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+        if self.gate_candidates < 10:
+            raise ConfigError(f"gate_candidates must be >= 10 for the top-10 overlap gate, got {self.gate_candidates}")
+        if self.max_seq_len > 512:
+            raise ConfigError(f"max_seq_len={self.max_seq_len} exceeds BERT's 512 positions")
+        if self.op_types is not None and not self.op_types:
+            raise ConfigError("op_types must be None (onnxruntime defaults) or a non-empty list of ONNX op types")
+        if not isinstance(self.gates, GateTolerances):
+            raise ConfigError(f"gates must be a GateTolerances, got {type(self.gates).__name__}")
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["op_types"] = list(self.op_types) if self.op_types else None
+        return out

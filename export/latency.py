@@ -1,0 +1,37 @@
+"""Latency of one rerank request (1 query x N passages) measured on this machine.
+
+Numbers from a shared, busy machine are noisy: compare configurations measured side by side in one
+process, never against a number from another run.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+
+import numpy as np
+
+from export.scoring import Pair, _Tokenized
+
+__all__ = ["measure_latency"]
+
+logger = logging.getLogger(__name__)
+
+
+def measure_latency(scorer: _Tokenized, pairs: Sequence[Pair], batch_size: int, bucketed: bool, reps: int,
+                    warmup: int = 2) -> dict[str, float]:
+    """Wall time of scoring ``pairs`` end to end (tokenisation included), in milliseconds."""
+    if reps < 1:
+        raise ValueError(f"reps must be >= 1, got {reps}")
+    for _ in range(warmup):
+        scorer.score(pairs, batch_size, bucketed)
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        scorer.score(pairs, batch_size, bucketed)
+        times.append(1000.0 * (time.perf_counter() - t0))
+    arr = np.asarray(times)
+    return {"p50_ms": float(np.percentile(arr, 50)), "p95_ms": float(np.percentile(arr, 95)),
+            "mean_ms": float(arr.mean()), "reps": float(reps), "pairs": float(len(pairs)),
+            "batch_size": float(batch_size), "bucketed": float(bucketed)}
