@@ -1,0 +1,299 @@
+"""The rerank service against a real uvicorn server on 127.0.0.1: contract, errors, concurrency,
+overload, deadlines, auth, cache, metrics, OpenAPI."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+
+import httpx
+import numpy as np
+import pytest
+from ranker_fixtures import (  # noqa: F401
+    SlowRuntime,
+    ranker_hf_dir,
+    ranker_model_dir,
+    ranker_runtime,
+    running_server,
+)
+
+from distill.errors import ConfigError
+from ranker.client import AsyncRerankClient, RerankClient, RerankClientError, RetryPolicy
+from ranker.runtime import sigmoid
+from ranker.server import ServerConfig, create_app
+
+pytestmark = pytest.mark.integration
+
+DOCS = ["Mitochondria produce ATP for the cell.", "The stock market fell today.",
+        "Cells divide by mitosis " * 30, "ATP synthase is a membrane protein.", "Penguins live in Antarctica."]
+
+
+@pytest.fixture(scope="module")
+def server(ranker_runtime):  # noqa: F811
+    app = create_app(ranker_runtime, ServerConfig(max_docs=50, max_chars=2000, max_queue=200, cache_size=0))
+    with running_server(app) as url:
+        yield url
+
+
+def expected(runtime, query, docs):
+    return sigmoid(runtime.score(query, docs))
+
+
+def test_cohere_contract(server, ranker_runtime):  # noqa: F811
+    r = httpx.post(f"{server}/v1/rerank", json={"query": "what makes ATP", "documents": DOCS, "model": "any"})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert set(body) == {"id", "results", "meta"} and body["id"]
+    assert body["meta"]["score"] == "sigmoid" and body["meta"]["api_version"] == {"version": "2"}
+    results = body["results"]
+    assert sorted(x["index"] for x in results) == list(range(len(DOCS)))
+    assert all(isinstance(x["relevance_score"], float) and "document" not in x for x in results)
+    scores = [x["relevance_score"] for x in results]
+    assert scores == sorted(scores, reverse=True)
+    want = expected(ranker_runtime, "what makes ATP", DOCS)
+    np.testing.assert_allclose([want[x["index"]] for x in results], scores, rtol=1e-5, atol=1e-6)
+
+
+def test_cohere_top_n_object_documents_and_return_documents(server):
+    docs = [{"text": d, "id": f"doc{i}", "meta": {"k": 1}} for i, d in enumerate(DOCS)]
+    r = httpx.post(f"{server}/v1/rerank", json={"query": "ATP", "documents": docs, "top_n": 2, "return_documents": True})
+    assert r.status_code == 200, r.text
+    results = r.json()["results"]
+    assert len(results) == 2
+    assert all(x["document"] == {"text": DOCS[x["index"]]} for x in results)
+    full = httpx.post(f"{server}/v1/rerank", json={"query": "ATP", "documents": DOCS}).json()["results"]
+    assert [x["index"] for x in results] == [x["index"] for x in full[:2]]
+
+
+def test_tei_contract(server, ranker_runtime):  # noqa: F811
+    r = httpx.post(f"{server}/rerank", json={"query": "what makes ATP", "texts": DOCS, "return_text": True})
+    assert r.status_code == 200, r.text
+    items = r.json()
+    assert isinstance(items, list) and sorted(x["index"] for x in items) == list(range(len(DOCS)))
+    assert all(x["text"] == DOCS[x["index"]] for x in items)
+    want = expected(ranker_runtime, "what makes ATP", DOCS)
+    np.testing.assert_allclose([x["score"] for x in items], [want[x["index"]] for x in items], rtol=1e-5, atol=1e-6)
+    raw = httpx.post(f"{server}/rerank", json={"query": "what makes ATP", "texts": DOCS, "raw_scores": True}).json()
+    logits = ranker_runtime.score("what makes ATP", DOCS)
+    np.testing.assert_allclose([x["score"] for x in raw], [logits[x["index"]] for x in raw], rtol=1e-4, atol=1e-4)
+    assert "text" not in raw[0]
+
+
+def test_ops_endpoints(server, ranker_runtime):  # noqa: F811
+    assert httpx.get(f"{server}/health").json() == {"status": "ok"}
+    assert httpx.get(f"{server}/ready").json()["ready"] is True
+    info = httpx.get(f"{server}/info").json()
+    assert info["model_sha256"] == ranker_runtime.model_sha256 and info["max_seq_len"] == 128
+    assert info["precision"] == "fp32" and info["limits"]["max_docs"] == 50 and info["limits"]["auth"] is False
+    httpx.post(f"{server}/v1/rerank", json={"query": "q", "documents": ["a", "b"]})
+    httpx.post(f"{server}/v1/rerank", json={"query": "", "documents": ["a"]})
+    text = httpx.get(f"{server}/metrics").text
+    for name in ("distilrank_request_latency_seconds_bucket", "distilrank_batch_size_pairs_bucket",
+                 "distilrank_queue_depth_pairs", "distilrank_errors_total", "distilrank_cache_hit_ratio"):
+        assert name in text, name
+    assert 'distilrank_errors_total{type="invalid_request"}' in text
+    assert 'distilrank_requests_total{endpoint="/v1/rerank",status="200"}' in text
+
+
+def test_openapi_matches_server(server):
+    spec = httpx.get(f"{server}/openapi.json").json()
+    paths = spec["paths"]
+    for path, method in [("/v1/rerank", "post"), ("/rerank", "post"), ("/health", "get"), ("/ready", "get"),
+                         ("/info", "get"), ("/metrics", "get")]:
+        assert method in paths[path], path
+    schemas = spec["components"]["schemas"]
+    assert {"query", "documents", "top_n", "return_documents"} <= set(schemas["RerankRequest"]["properties"])
+    assert set(schemas["RerankRequest"]["required"]) == {"query", "documents"}
+    assert {"index", "relevance_score", "document"} <= set(schemas["RerankResult"]["properties"])
+    assert {"id", "results", "meta"} <= set(schemas["RerankResponse"]["properties"])
+    assert {"query", "texts"} <= set(schemas["TEIRerankRequest"]["properties"])
+    for code in ("400", "413", "422", "503", "504"):
+        assert code in paths["/v1/rerank"]["post"]["responses"], code
+    # every field the server actually returns is documented
+    body = httpx.post(f"{server}/v1/rerank", json={"query": "q", "documents": ["a"], "return_documents": True}).json()
+    assert set(body["results"][0]) <= set(schemas["RerankResult"]["properties"])
+
+
+@pytest.mark.parametrize(("payload", "status", "etype", "match"), [
+    ({"query": "", "documents": ["a"]}, 422, "invalid_request", "query is empty"),
+    ({"query": "   ", "documents": ["a"]}, 422, "invalid_request", "query is empty"),
+    ({"query": "q", "documents": []}, 422, "invalid_request", "documents"),
+    ({"query": "q"}, 422, "invalid_request", "documents: Field required"),
+    ({"query": "q", "documents": ["ok", ""]}, 422, "invalid_request", r"documents\[1\] is empty"),
+    ({"query": "q", "documents": [1, 2]}, 422, "invalid_request", "documents"),
+    ({"query": "q", "documents": [{"title": "no text"}]}, 422, "invalid_request", "text"),
+    ({"query": "q", "documents": "just a string"}, 422, "invalid_request", "documents"),
+    ({"query": "q", "documents": ["a"], "top_k": 3}, 422, "invalid_request", "top_k: unknown field"),
+    ({"query": "q", "documents": ["a"], "top_n": 0}, 422, "invalid_request", "top_n"),
+    ({"query": "q", "documents": ["a"] * 51}, 413, "too_many_documents", "51 documents > max_docs=50"),
+    ({"query": "q", "documents": ["a", "x" * 2001]}, 413, "text_too_long", "document 1 has 2001 characters"),
+    ({"query": "q" * 2001, "documents": ["a"]}, 413, "text_too_long", "query has 2001 characters"),
+])
+def test_cohere_errors(server, payload, status, etype, match):
+    import re
+
+    r = httpx.post(f"{server}/v1/rerank", json=payload)
+    assert r.status_code == status, r.text
+    err = r.json()["error"]
+    assert err["type"] == etype
+    assert re.search(match, err["message"]), err["message"]
+
+
+def test_bad_json_and_tei_errors(server):
+    r = httpx.post(f"{server}/v1/rerank", content=b'{"query": "q", "documents": [', headers={"Content-Type": "application/json"})
+    assert r.status_code == 400 and r.json()["error"]["type"] == "invalid_json"
+    assert "valid JSON" in r.json()["error"]["message"]
+    r = httpx.post(f"{server}/rerank", json={"query": "q", "texts": ["a", " "]})
+    assert r.status_code == 422 and "texts[1] is empty" in r.json()["error"]["message"]
+    r = httpx.post(f"{server}/rerank", json={"query": "q", "documents": ["a"]})
+    assert r.status_code == 422 and "texts: Field required" in r.json()["error"]["message"]
+    r = httpx.post(f"{server}/v1/rerank", json={"query": "q", "documents": ["a"]}, headers={"X-Request-Timeout-Ms": "soon"})
+    assert r.status_code == 400 and r.json()["error"]["type"] == "invalid_header"
+
+
+def test_concurrent_clients_get_their_own_results(server, ranker_runtime):  # noqa: F811
+    rng = np.random.default_rng(0)
+    words = "cell protein gene ATP mitosis market penguin ice virus immune brain drug trial dose".split()
+    requests = []
+    for i in range(24):
+        docs = [" ".join(rng.choice(words, size=rng.integers(1, 40))) for _ in range(rng.integers(1, 12))]
+        requests.append((f"query {i} " + " ".join(rng.choice(words, 3)), docs))
+    want = [sigmoid(ranker_runtime.score(q, d)) for q, d in requests]
+
+    async def main() -> list:
+        async with AsyncRerankClient(server, retry=RetryPolicy(retries=0)) as client:
+            return await asyncio.gather(*(client.rerank(q, d) for q, d in requests))
+
+    got = asyncio.run(main())
+    for (_, docs), resp, w in zip(requests, got, want, strict=True):
+        assert sorted(r.index for r in resp.results) == list(range(len(docs)))
+        by_index = {r.index: r.relevance_score for r in resp.results}
+        np.testing.assert_allclose([by_index[i] for i in range(len(docs))], w, rtol=1e-5, atol=1e-6)
+
+
+def test_overload_gives_fast_503_then_recovers(ranker_runtime):  # noqa: F811
+    slow = SlowRuntime(ranker_runtime, delay_s=0.4)
+    app = create_app(slow, ServerConfig(max_batch_pairs=4, max_wait_ms=0, max_queue=8, max_docs=4))
+    with running_server(app) as url:
+        statuses: list[tuple[int, float, str | None]] = []
+        lock = threading.Lock()
+
+        def call() -> None:
+            t0 = time.monotonic()
+            r = httpx.post(f"{url}/v1/rerank", json={"query": "q", "documents": ["a", "b", "c", "d"]}, timeout=30)
+            with lock:
+                statuses.append((r.status_code, time.monotonic() - t0, r.headers.get("Retry-After")))
+
+        threads = [threading.Thread(target=call) for _ in range(10)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        rejected = [s for s in statuses if s[0] == 503]
+        ok = [s for s in statuses if s[0] == 200]
+        assert len(statuses) == 10 and rejected and ok, statuses
+        assert all(s[2] is not None and int(s[2]) >= 1 for s in rejected)
+        assert max(s[1] for s in rejected) < min(s[1] for s in ok) + 0.4, "503s must come at once, not after queuing"
+        # recovery: once the burst is over the same request succeeds, and the client's retry handles 503
+        assert httpx.post(f"{url}/v1/rerank", json={"query": "q", "documents": ["a"]}).status_code == 200
+        assert 'distilrank_errors_total{type="queue_full"}' in httpx.get(f"{url}/metrics").text
+
+
+def test_deadline_gives_504(ranker_runtime):  # noqa: F811
+    slow = SlowRuntime(ranker_runtime, delay_s=0.5)
+    app = create_app(slow, ServerConfig(max_wait_ms=0))
+    with running_server(app) as url:
+        t0 = time.monotonic()
+        r = httpx.post(f"{url}/v1/rerank", json={"query": "q", "documents": ["a"]},
+                       headers={"X-Request-Timeout-Ms": "100"}, timeout=10)
+        assert r.status_code == 504 and r.json()["error"]["type"] == "deadline_exceeded"
+        assert "X-Request-Timeout-Ms" in r.json()["error"]["message"]
+        assert time.monotonic() - t0 < 0.45, "504 must come when the deadline passes, not after inference"
+        r = httpx.post(f"{url}/v1/rerank", json={"query": "q", "documents": ["a"]},
+                       headers={"X-Request-Timeout-Ms": "5000"}, timeout=10)
+        assert r.status_code == 200
+
+
+def test_auth_on(ranker_runtime):  # noqa: F811
+    app = create_app(ranker_runtime, ServerConfig(api_key="s3cret"))
+    with running_server(app) as url:
+        body = {"query": "q", "documents": ["a"]}
+        r = httpx.post(f"{url}/v1/rerank", json=body)
+        assert r.status_code == 401 and r.headers["WWW-Authenticate"] == "Bearer"
+        assert "Authorization: Bearer" in r.json()["error"]["message"]
+        assert httpx.post(f"{url}/rerank", json={"query": "q", "texts": ["a"]},
+                          headers={"Authorization": "Bearer wrong"}).status_code == 401
+        assert httpx.get(f"{url}/info").status_code == 401
+        assert httpx.post(f"{url}/v1/rerank", json=body, headers={"Authorization": "Bearer s3cret"}).status_code == 200
+        assert httpx.get(f"{url}/health").status_code == 200  # probes stay open
+        with RerankClient(url, api_key="s3cret") as client:
+            assert len(client.rerank("q", ["a", "b"]).results) == 2
+        with RerankClient(url, api_key="nope") as client, pytest.raises(RerankClientError, match="HTTP 401 unauthorized"):
+            client.rerank("q", ["a"])
+
+
+def test_cache_hits_and_identical_scores(ranker_runtime):  # noqa: F811
+    app = create_app(ranker_runtime, ServerConfig(cache_size=3))
+    with running_server(app) as url, RerankClient(url) as client:
+        first = client.rerank("q", DOCS[:3])
+        second = client.rerank("q", DOCS[:3])
+        assert first.meta.cached == 0 and second.meta.cached == 3
+        assert [(r.index, r.relevance_score) for r in first.results] == [(r.index, r.relevance_score) for r in second.results]
+        assert client.rerank("other query", DOCS[:1]).meta.cached == 0  # key includes the query
+        assert client.rerank("q", DOCS[:3]).meta.cached == 2  # capacity 3: the oldest entry was evicted
+        text = httpx.get(f"{url}/metrics").text
+        ratio = float(next(line.split()[-1] for line in text.splitlines() if line.startswith("distilrank_cache_hit_ratio ")))
+        assert ratio == pytest.approx(5 / 10)
+
+
+def test_client_retries_503_and_reports_errors(ranker_runtime):  # noqa: F811
+    slow = SlowRuntime(ranker_runtime, delay_s=0.3)
+    app = create_app(slow, ServerConfig(max_batch_pairs=2, max_wait_ms=0, max_queue=2, max_docs=2))
+    with running_server(app) as url:
+        holder = threading.Thread(target=lambda: [httpx.post(f"{url}/v1/rerank", json={"query": "q", "documents": ["a", "b"]},
+                                                             timeout=30) for _ in range(1)])
+        holder.start()
+        time.sleep(0.05)
+        blocker = threading.Thread(target=lambda: httpx.post(f"{url}/v1/rerank", json={"query": "q", "documents": ["c", "d"]},
+                                                             timeout=30))
+        blocker.start()
+        time.sleep(0.05)
+        with RerankClient(url, retry=RetryPolicy(retries=0)) as client, pytest.raises(RerankClientError, match="503 queue_full"):
+            client.rerank("q", ["e"])
+        with RerankClient(url, retry=RetryPolicy(retries=5, backoff_s=0.2, max_backoff_s=0.5)) as client:
+            assert len(client.rerank("q", ["e"]).results) == 1
+        holder.join(10)
+        blocker.join(10)
+        with RerankClient(url) as client, pytest.raises(RerankClientError, match="413 too_many_documents"):
+            client.rerank("q", ["a", "b", "c"])
+    with RerankClient(url, retry=RetryPolicy(retries=1, backoff_s=0.01)) as client, \
+            pytest.raises(RerankClientError, match="connection_error"):
+        client.rerank("q", ["a"])
+
+
+def test_server_config_validation():
+    with pytest.raises(ConfigError, match="max_queue=10 < max_docs=100"):
+        ServerConfig(max_queue=10, max_docs=100)
+    with pytest.raises(ConfigError, match="api_key is empty"):
+        ServerConfig(api_key=" ")
+    with pytest.raises(ConfigError, match="max_batch_pairs=0"):
+        ServerConfig(max_batch_pairs=0)
+
+
+def test_graceful_shutdown_finishes_in_flight(ranker_runtime):  # noqa: F811
+    slow = SlowRuntime(ranker_runtime, delay_s=0.5)
+    app = create_app(slow, ServerConfig(max_wait_ms=0))
+    result: dict[str, object] = {}
+    with running_server(app) as url:
+        def call() -> None:
+            r = httpx.post(f"{url}/v1/rerank", json={"query": "q", "documents": ["a", "b"]}, timeout=30)
+            result["status"], result["body"] = r.status_code, r.json()
+
+        t = threading.Thread(target=call)
+        t.start()
+        time.sleep(0.15)  # request is in flight when the context exits and the server is told to stop
+    t.join(10)
+    assert result.get("status") == 200, result
+    assert len(json.loads(json.dumps(result["body"]))["results"]) == 2
