@@ -1,0 +1,95 @@
+"""Unit tests of export's config, gates, ISA detection, layer keeping and CLI argument errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from distill.cli import main
+from distill.errors import ConfigError, GateFailedError
+from export._isa import detect_isa
+from export.config import ExportConfig, GateTolerances
+from export.gates import batch_invariance_gate, ndcg_gate, parity_gate, raise_if_failed, ranking_agreement
+from export.scoring import batch_order
+
+
+def test_config_validation() -> None:
+    with pytest.raises(ConfigError, match=r"quantize='fp16' is not one of none, int8, auto"):
+        ExportConfig(quantize="fp16")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="max_seq_len=1024 exceeds"):
+        ExportConfig(max_seq_len=1024)
+    with pytest.raises(ConfigError, match="gate_candidates must be >= 10"):
+        ExportConfig(gate_candidates=5)
+    with pytest.raises(ConfigError, match="spearman_median_min must be in"):
+        GateTolerances(spearman_median_min=1.5)
+    with pytest.raises(ConfigError, match="parity_max_abs_diff must be >= 0"):
+        GateTolerances(parity_max_abs_diff=-1)
+    assert ExportConfig(op_types=("MatMul",)).to_dict()["op_types"] == ["MatMul"]
+
+
+def test_ranking_agreement_detects_a_scrambled_ranking() -> None:
+    rng = np.random.default_rng(0)
+    ref = [rng.normal(size=20) for _ in range(5)]
+    same = ranking_agreement(ref, [r + 1e-4 * rng.normal(size=20) for r in ref], 0.95, 0.7, 0.8)
+    assert all(g.passed for g in same) and same[0].value > 0.99
+    scrambled = ranking_agreement(ref, [rng.permutation(r) for r in ref], 0.95, 0.7, 0.8)
+    assert not any(g.passed for g in scrambled[:2])
+    with pytest.raises(GateFailedError, match=r"int8 failed .*int8_spearman_median: .* FAILED by"):
+        raise_if_failed(scrambled, "int8")
+
+
+def test_parity_ndcg_and_batch_invariance_gates() -> None:
+    g = parity_gate(np.array([1.0, 2.0]), np.array([1.0, 2.01]), 2e-3)
+    assert not g.passed and g.value == pytest.approx(0.01) and "FAILED by 0.008" in g.describe()
+    assert ndcg_gate(0.70, 0.697, 0.5).passed and not ndcg_gate(0.70, 0.69, 0.5).passed
+    b = batch_invariance_gate(np.array([0.0, 1.0]), np.array([0.0, 1.1]), score_std=2.0, max_rel_diff=0.02)
+    assert b.value == pytest.approx(0.05) and not b.passed
+    assert not parity_gate(np.array([1.0]), np.array([np.nan]), 1.0).passed
+
+
+def test_detect_isa_from_cpuinfo(tmp_path: Path) -> None:
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor: 0\nflags\t\t: fpu sse avx avx2 fma\n")
+    assert detect_isa(info) == "avx2"
+    info.write_text("flags: avx2 avx512f avx512bw avx512_vnni\n")
+    assert detect_isa(info) == "avx512_vnni"
+    info.write_text("flags: avx2 avx512f avx512bw\n")
+    assert detect_isa(info) == "avx512"
+    assert detect_isa(tmp_path / "absent") == "avx2"
+
+
+def test_batch_order_sorts_by_length_and_keeps_all() -> None:
+    assert batch_order([3, 9, 1, 5], 2, bucketed=True) == [[1, 3], [0, 2]]
+    assert batch_order([3, 9, 1, 5], 3, bucketed=False) == [[0, 1, 2], [3]]
+
+
+def test_keep_layers_keeps_spread_layers(tiny_cross_encoder_dir: Path, tmp_path: Path) -> None:
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    from export.layers import keep_layers
+
+    out = keep_layers(tiny_cross_encoder_dir, 1, tmp_path / "l1")
+    assert json.loads((out / "config.json").read_text())["num_hidden_layers"] == 1
+    full = AutoModelForSequenceClassification.from_pretrained(tiny_cross_encoder_dir)
+    cut = AutoModelForSequenceClassification.from_pretrained(out)
+    # keeping 1 of 2 layers keeps the last one
+    assert torch.equal(cut.bert.encoder.layer[0].output.dense.weight, full.bert.encoder.layer[1].output.dense.weight)
+    with pytest.raises(ConfigError, match="cannot keep 3 of 2 layers"):
+        keep_layers(tiny_cross_encoder_dir, 3, tmp_path / "l3")
+
+
+def test_cli_argument_errors(tmp_path: Path, tiny_cross_encoder_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["export", "--model", str(tmp_path / "nope"), "--out", str(tmp_path / "o")]) == 3
+    assert "does not exist" in capsys.readouterr().err
+    code = main(["export", "--model", str(tiny_cross_encoder_dir), "--out", str(tmp_path / "o"), "--eval-run", "x.run"])
+    assert code == 2 and "go together" in capsys.readouterr().err
+    two = tmp_path / "two_labels"
+    two.mkdir()
+    (two / "config.json").write_text(json.dumps({"num_labels": 2, "id2label": {"0": "a", "1": "b"}}))
+    assert main(["export", "--model", str(two), "--out", str(tmp_path / "o")]) == 2
+    assert "num_labels=1" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
