@@ -1,0 +1,48 @@
+"""The teacher: CPT + rank SFT of a decoder-only LLM, candidate labelling, synthetic queries, reranking.
+
+Imports are lazy (PEP 562) so ``import distill.teacher`` does not import torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__all__ = [
+    "CPTConfig",
+    "LabelConfig",
+    "LoRAConfig",
+    "SFTConfig",
+    "SynthConfig",
+    "TeacherRanker",
+    "TeacherScorer",
+    "YesNoScorer",
+    "listwise_softmax_ce",
+    "load_config",
+    "load_teacher",
+    "rerank_run",
+    "rerank_with",
+    "run_cpt",
+    "run_label",
+    "run_sft",
+    "synthesize_queries",
+]
+
+_WHERE = {
+    "CPTConfig": "config", "LabelConfig": "config", "LoRAConfig": "config", "SFTConfig": "config",
+    "SynthConfig": "config", "load_config": "_config_io",
+    "TeacherRanker": "scoring", "TeacherScorer": "scoring", "load_teacher": "scoring",
+    "YesNoScorer": "zero_shot", "listwise_softmax_ce": "sft",
+    "rerank_run": "rerank", "rerank_with": "rerank",
+    "run_cpt": "cpt", "run_sft": "sft", "run_label": "label", "synthesize_queries": "synthesize",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _WHERE:
+        return getattr(importlib.import_module(f"{__name__}.{_WHERE[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -1,0 +1,96 @@
+"""Candidate lists for labelling (TWOLAR-style diversity): BM25, dense bi-encoder, random, judged positives.
+
+Candidates are de-duplicated per query; a document found by several sources records them joined
+with ``+`` in a fixed order (``bm25+dense+random+positive``).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+
+from distill._io import atomic_write, config_hash
+from distill.base_models import resolve_student_base
+from distill.bm25 import BM25Index
+from distill.data import Document, Qrels, Query, Run
+
+__all__ = ["SOURCES", "DenseRetriever", "gather_candidates", "merge_candidates"]
+
+logger = logging.getLogger(__name__)
+
+SOURCES = ("bm25", "dense", "random", "positive")
+
+
+class DenseRetriever:
+    """Cosine top-k with a sentence-transformers bi-encoder; corpus embeddings cached as ``.npy``.
+
+    The cache file name hashes the model path and the doc ids + texts, so a changed corpus is re-embedded.
+    """
+
+    def __init__(self, corpus: Mapping[str, Document], model: str = "default", cache_dir: Path | None = None,
+                 batch_size: int = 64, device: str | None = None):
+        from sentence_transformers import SentenceTransformer
+
+        path = resolve_student_base(model)
+        self._doc_ids = list(corpus)
+        self._model = SentenceTransformer(str(path), device=device)
+        key = config_hash({"model": str(path), "docs": [(d, corpus[d].full_text) for d in self._doc_ids]})
+        cache = cache_dir / f"dense-{key}.npy" if cache_dir else None
+        if cache is not None and cache.exists():
+            self._emb = np.load(cache)
+            logger.info("dense: loaded %d cached corpus embeddings from %s", len(self._emb), cache)
+        else:
+            texts = [corpus[d].full_text for d in self._doc_ids]
+            self._emb = self._model.encode(texts, batch_size=batch_size, normalize_embeddings=True,
+                                           convert_to_numpy=True, show_progress_bar=False).astype(np.float32)
+            if cache is not None:
+                with atomic_write(cache, mode="wb") as fh:
+                    np.save(fh, self._emb)
+
+    def search(self, queries: Mapping[str, Query], top_k: int) -> Run:
+        qids = list(queries)
+        q = self._model.encode([queries[x].text for x in qids], normalize_embeddings=True, convert_to_numpy=True,
+                               show_progress_bar=False)
+        sims = q @ self._emb.T
+        k = min(top_k, sims.shape[1])
+        run: Run = {}
+        for row, qid in enumerate(qids):
+            top = np.argpartition(-sims[row], k - 1)[:k]
+            top = top[np.argsort(-sims[row][top])]
+            run[qid] = {self._doc_ids[i]: float(sims[row][i]) for i in top}
+        return run
+
+
+def merge_candidates(per_source: Mapping[str, list[str]]) -> list[tuple[str, str]]:
+    """[(doc_id, "src1+src2")] in first-seen order over :data:`SOURCES`, each doc once."""
+    sources: dict[str, list[str]] = {}
+    for src in SOURCES:
+        for doc_id in per_source.get(src, []):
+            seen = sources.setdefault(doc_id, [])
+            if src not in seen:
+                seen.append(src)
+    return [(d, "+".join(s)) for d, s in sources.items()]
+
+
+def gather_candidates(queries: Mapping[str, Query], corpus: Mapping[str, Document], n_bm25: int, n_dense: int,
+                      n_random: int, qrels: Qrels | None = None, dense_model: str = "default",
+                      cache_dir: Path | None = None, seed: int = 13) -> dict[str, list[tuple[str, str]]]:
+    """qid -> de-duplicated [(doc_id, source)] from all configured sources."""
+    bm25 = BM25Index(corpus).search(queries, top_k=n_bm25) if n_bm25 else {}
+    dense = DenseRetriever(corpus, dense_model, cache_dir).search(queries, top_k=n_dense) if n_dense else {}
+    doc_ids = list(corpus)
+    out: dict[str, list[tuple[str, str]]] = {}
+    for qid in queries:
+        rng = random.Random(f"{seed}:{qid}")
+        per = {
+            "bm25": sorted(bm25.get(qid, {}), key=lambda d: -bm25[qid][d]),
+            "dense": sorted(dense.get(qid, {}), key=lambda d: -dense[qid][d]),
+            "random": rng.sample(doc_ids, min(n_random, len(doc_ids))),
+            "positive": [d for d, rel in (qrels or {}).get(qid, {}).items() if rel > 0 and d in corpus],
+        }
+        out[qid] = merge_candidates(per)
+    return out

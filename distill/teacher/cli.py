@@ -1,0 +1,173 @@
+"""``distilrank teacher cpt|sft|label|synthesize|rerank``. Flags mirror the config fields; ``--config FILE``
+(a JSON object) supplies any of them, flags given on the command line win."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+logger = logging.getLogger(__name__)
+
+_DEVICE = click.Choice(["auto", "cpu", "cuda"])
+
+
+def _train_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    opts = [
+        click.option("--config", "config_file", type=click.Path(dir_okay=False), help="JSON config; flags override it."),
+        click.option("--out", required=True, type=click.Path(file_okay=False), help="Output directory of the stage."),
+        click.option("--base-model", help="'default' (SmolLM2-135M-Instruct) or a local HF causal-LM dir."),
+        click.option("--max-length", type=int, help="Tokens per sequence (default 192)."),
+        click.option("--batch-size", type=int), click.option("--grad-accum", type=int),
+        click.option("--lr", type=float), click.option("--epochs", type=int),
+        click.option("--max-steps", type=int, help="Cap on optimiser steps (0 = use --epochs)."),
+        click.option("--checkpoint-every", type=int, help="Steps between resumable checkpoints."),
+        click.option("--seed", type=int), click.option("--device", type=_DEVICE),
+        click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"])),
+        click.option("--gradient-checkpointing/--no-gradient-checkpointing", default=None),
+        click.option("--lora/--no-lora", default=None, help="LoRA adapters (pip install 'distilrank[lora]')."),
+    ]
+    for opt in reversed(opts):
+        f = opt(f)
+    return f
+
+
+def _overrides(kwargs: dict[str, Any]) -> dict[str, Any]:
+    out = {k: v for k, v in kwargs.items() if k not in {"config_file", "out", "lora"} and v is not None}
+    if kwargs.get("lora") is not None:
+        out["lora"] = {"enabled": kwargs["lora"]}
+    return out
+
+
+def _progress() -> bool:
+    return sys.stderr.isatty()
+
+
+@click.group()
+def teacher() -> None:
+    """Train and use the LLM teacher (CPT, rank SFT, labelling, synthetic queries, reranking)."""
+
+
+@teacher.command("cpt")
+@_train_options
+@click.option("--pairs", type=click.Path(dir_okay=False), help="JSONL of {query, title, text} (weak supervision).")
+@click.option("--queries", type=click.Path(dir_okay=False), help="With --qrels and --corpus instead of --pairs.")
+@click.option("--qrels", type=click.Path(dir_okay=False))
+@click.option("--corpus", type=click.Path(dir_okay=False))
+@click.option("--max-pairs", type=int, help="Seeded random subset of the pairs (0 = all).")
+def cpt_cmd(**kwargs: Any) -> None:
+    """Continual pre-training: generate a relevant document from the query (loss on document tokens)."""
+    from distill.teacher._config_io import load_config
+    from distill.teacher.config import CPTConfig
+    from distill.teacher.cpt import run_cpt
+
+    cfg = load_config(CPTConfig, kwargs["config_file"], _overrides(kwargs))
+    click.echo(f"CPT model: {run_cpt(cfg, kwargs['out'], progress=_progress())}")
+
+
+@teacher.command("sft")
+@_train_options
+@click.option("--queries", type=click.Path(dir_okay=False), help="Training queries.")
+@click.option("--qrels", type=click.Path(dir_okay=False), help="Training qrels (positives).")
+@click.option("--corpus", type=click.Path(dir_okay=False))
+@click.option("--run", type=click.Path(dir_okay=False), help="First-stage run for negatives (default: BM25).")
+@click.option("--num-negatives", type=int)
+@click.option("--negative-depth", type=int, help="Negatives are drawn from this many top candidates.")
+@click.option("--max-queries", type=int, help="Seeded random subset of training queries (0 = all).")
+@click.option("--template", help="e.g. 'query: {query} document: {title} {text}' (end token appended).")
+@click.option("--gen-weight", type=float, help="Generation-loss weight on the positive (default 0.1).")
+@click.option("--kl-weight", type=float, help="KL-to-reference weight (default 0: needs a 2nd model copy).")
+@click.option("--kl-reference", help="Reference model for the KL term (default: --base-model).")
+def sft_cmd(**kwargs: Any) -> None:
+    """Rank SFT: last-token score head, listwise softmax CE over 1 positive + k BM25 negatives."""
+    from distill.teacher._config_io import load_config
+    from distill.teacher.config import SFTConfig
+    from distill.teacher.sft import run_sft
+
+    cfg = load_config(SFTConfig, kwargs["config_file"], _overrides(kwargs))
+    click.echo(f"teacher: {run_sft(cfg, kwargs['out'], progress=_progress())}")
+
+
+@teacher.command("label")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False))
+@click.option("--out", required=True, type=click.Path(file_okay=False))
+@click.option("--teacher", "teacher_dir", type=click.Path(file_okay=False), help="Teacher dir from `teacher sft`.")
+@click.option("--queries", type=click.Path(dir_okay=False))
+@click.option("--corpus", type=click.Path(dir_okay=False))
+@click.option("--qrels", type=click.Path(dir_okay=False), help="Adds judged positives to the candidates.")
+@click.option("--n-bm25", type=int)
+@click.option("--n-dense", type=int)
+@click.option("--n-random", type=int)
+@click.option("--max-queries", type=int)
+@click.option("--batch-size", type=int)
+@click.option("--max-length", type=int)
+@click.option("--device", type=_DEVICE)
+def label_cmd(**kwargs: Any) -> None:
+    """Score BM25 + dense + random + positive candidates of each query (raw logits, resumable)."""
+    from distill.teacher._config_io import load_config
+    from distill.teacher.config import LabelConfig
+    from distill.teacher.label import run_label
+
+    kwargs["teacher"] = kwargs.pop("teacher_dir")
+    cfg = load_config(LabelConfig, kwargs["config_file"], _overrides(kwargs))
+    click.echo(f"labels: {run_label(cfg, kwargs['out'], progress=_progress())}")
+
+
+@teacher.command("synthesize")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False))
+@click.option("--out", required=True, type=click.Path(file_okay=False))
+@click.option("--corpus", type=click.Path(dir_okay=False))
+@click.option("--generator", help="'default' (SmolLM2-135M-Instruct) or a local instruct LM dir.")
+@click.option("--num-docs", type=int)
+@click.option("--crop-sentences", type=int)
+@click.option("--max-new-tokens", type=int)
+@click.option("--batch-size", type=int)
+@click.option("--seed", type=int)
+@click.option("--device", type=_DEVICE)
+def synthesize_cmd(**kwargs: Any) -> None:
+    """Generate training queries from cropped passages; writes queries.tsv + qrels.txt."""
+    from distill.teacher._config_io import load_config
+    from distill.teacher.config import SynthConfig
+    from distill.teacher.synthesize import synthesize_queries
+
+    cfg = load_config(SynthConfig, kwargs["config_file"], _overrides(kwargs))
+    q, r = synthesize_queries(cfg, kwargs["out"], progress=_progress())
+    click.echo(f"queries: {q}\nqrels: {r}")
+
+
+@teacher.command("rerank")
+@click.option("--teacher", "teacher_dir", type=click.Path(file_okay=False),
+              help="Teacher dir from `teacher sft` (omit with --zero-shot).")
+@click.option("--zero-shot", is_flag=True, help="Score with the instruct base's yes/no prompt instead.")
+@click.option("--base-model", default="default", show_default=True, help="Model for --zero-shot.")
+@click.option("--corpus", required=True, type=click.Path(dir_okay=False))
+@click.option("--queries", required=True, type=click.Path(dir_okay=False))
+@click.option("--run", "run_path", required=True, type=click.Path(dir_okay=False), help="First-stage TREC run.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Reranked TREC run to write.")
+@click.option("--top-k", default=100, show_default=True, type=click.IntRange(min=1))
+@click.option("--batch-size", default=8, show_default=True, type=click.IntRange(min=1))
+@click.option("--max-length", default=192, show_default=True, type=click.IntRange(min=16))
+@click.option("--device", default="auto", type=_DEVICE)
+def rerank_cmd(teacher_dir: str | None, zero_shot: bool, base_model: str, corpus: str, queries: str, run_path: str,
+               out: str, top_k: int, batch_size: int, max_length: int, device: str) -> None:
+    """Rerank the top-k of a run; evaluate the result with `distilrank evaluate`."""
+    from distill.data import read_corpus, read_queries, read_run, write_run
+    from distill.errors import ConfigError
+    from distill.teacher.rerank import rerank_run, rerank_with
+
+    if zero_shot == bool(teacher_dir):
+        raise ConfigError("give exactly one of --teacher DIR or --zero-shot")
+    docs, qs, run = read_corpus(corpus), read_queries(queries), read_run(run_path)
+    if zero_shot:
+        from distill.teacher.zero_shot import YesNoScorer
+
+        reranked = rerank_with(YesNoScorer(base_model, batch_size=batch_size, device=device), docs, qs, run, top_k,
+                               progress=_progress())
+    else:
+        reranked = rerank_run(teacher_dir, docs, qs, run, top_k=top_k, batch_size=batch_size,
+                              max_length=max_length, device=device, progress=_progress())
+    path = write_run(out, reranked, tag="teacher-zeroshot" if zero_shot else "teacher")
+    click.echo(f"wrote {sum(len(v) for v in reranked.values())} results for {len(reranked)} queries to {path}")

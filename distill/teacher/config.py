@@ -1,0 +1,236 @@
+"""Typed, validated configs of the teacher stages (CPT, SFT, labelling, query synthesis).
+
+Every config is a frozen dataclass validated at construction (``ConfigError`` says which field and
+how to fix it); ``to_dict()`` gives the resolved config written beside each stage's artifacts, and its
+hash decides whether a finished stage is skipped on the next run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from distill.errors import ConfigError
+from distill.teacher._config_io import config_to_dict
+
+__all__ = ["CPTConfig", "LabelConfig", "LoRAConfig", "SFTConfig", "SynthConfig", "TrainConfig"]
+
+Device = Literal["auto", "cpu", "cuda"]
+Precision = Literal["auto", "fp32", "bf16", "fp16"]
+
+#: default ranking template; ``{eos}`` is not needed: the model's end-of-sequence token is appended
+#: after truncation so the scored position is always the same token (RankLLaMA's ``</s>``).
+DEFAULT_TEMPLATE = "query: {query} document: {title} {text}"
+
+
+def _check(cond: bool, message: str) -> None:
+    if not cond:
+        raise ConfigError(message)
+
+
+def _one_of(name: str, value: str, allowed: tuple[str, ...]) -> None:
+    _check(value in allowed, f"{name} must be one of {list(allowed)}, got {value!r}")
+
+
+@dataclass(frozen=True)
+class LoRAConfig:
+    """LoRA adapters via peft (``pip install distilrank[lora]``); merged into the weights when saved."""
+
+    enabled: bool = False
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.05
+    target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "target_modules", tuple(self.target_modules))
+        _check(self.r >= 1 and self.alpha >= 1, f"lora.r and lora.alpha must be >= 1, got r={self.r}, alpha={self.alpha}")
+        _check(0.0 <= self.dropout < 1.0, f"lora.dropout must be in [0, 1), got {self.dropout}")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation settings shared by CPT and SFT.
+
+    ``batch_size`` counts training examples per optimiser micro-step (for SFT one example is a query
+    with 1 + ``num_negatives`` documents). ``max_steps`` > 0 caps the optimiser steps (after
+    ``grad_accum``); otherwise ``epochs`` passes over the data are made. Checkpoints (model, optimiser,
+    step, RNG) are written every ``checkpoint_every`` steps and the latest is resumed automatically.
+    """
+
+    base_model: str = "default"
+    max_length: int = 192
+    batch_size: int = 4
+    grad_accum: int = 1
+    lr: float = 2e-5
+    weight_decay: float = 0.0
+    warmup_ratio: float = 0.1
+    epochs: int = 1
+    max_steps: int = 0
+    max_grad_norm: float = 1.0
+    seed: int = 13
+    checkpoint_every: int = 200
+    device: Device = "auto"
+    precision: Precision = "auto"
+    gradient_checkpointing: bool = False
+    lora: LoRAConfig = field(default_factory=LoRAConfig)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.lora, dict):
+            object.__setattr__(self, "lora", LoRAConfig(**self.lora))
+        _check(self.max_length >= 16, f"max_length must be >= 16 tokens, got {self.max_length}")
+        _check(self.batch_size >= 1 and self.grad_accum >= 1,
+               f"batch_size and grad_accum must be >= 1, got {self.batch_size} and {self.grad_accum}")
+        _check(self.lr > 0, f"lr must be > 0, got {self.lr}")
+        _check(0.0 <= self.warmup_ratio < 1.0, f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+        _check(self.epochs >= 1 or self.max_steps > 0, "set epochs >= 1 or max_steps > 0")
+        _check(self.max_steps >= 0, f"max_steps must be >= 0 (0 = use epochs), got {self.max_steps}")
+        _check(self.checkpoint_every >= 1, f"checkpoint_every must be >= 1, got {self.checkpoint_every}")
+        _one_of("device", self.device, ("auto", "cpu", "cuda"))
+        _one_of("precision", self.precision, ("auto", "fp32", "bf16", "fp16"))
+
+    def to_dict(self) -> dict[str, Any]:
+        return config_to_dict(self)
+
+
+@dataclass(frozen=True)
+class CPTConfig(TrainConfig):
+    """Continual pre-training: generate ``title + text`` of a relevant document from the query.
+
+    Data: either ``pairs`` (JSONL with ``query``, ``title``, ``text`` per line: a click log's shape)
+    or ``queries`` + ``qrels`` + ``corpus`` (every judged-relevant pair). Loss only on target tokens.
+    ``max_pairs`` > 0 keeps a seeded random subset (CPU budgets).
+    """
+
+    pairs: str | None = None
+    queries: str | None = None
+    qrels: str | None = None
+    corpus: str | None = None
+    max_pairs: int = 0
+    prompt_template: str = "Query: {query}\nRelevant document:\n"
+    target_template: str = "{title}\n{text}"
+    lr: float = 5e-5
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        from_qrels = self.queries and self.qrels and self.corpus
+        _check(bool(self.pairs) != bool(from_qrels),
+               "CPT needs exactly one data source: --pairs JSONL, or --queries + --qrels + --corpus")
+        _check("{query}" in self.prompt_template, "prompt_template must contain {query}")
+        _check(self.max_pairs >= 0, f"max_pairs must be >= 0, got {self.max_pairs}")
+
+
+@dataclass(frozen=True)
+class SFTConfig(TrainConfig):
+    """Rank SFT: score head on the last non-pad token, listwise softmax CE over 1 positive + k negatives.
+
+    Negatives are sampled per epoch from the top ``negative_depth`` first-stage candidates (``run`` if
+    given, else BM25 over ``corpus``), never from the query's judged positives.
+
+    Defaults and why:
+
+    * ``num_negatives=3``: RankLLaMA uses 15; 1+3 keeps a CPU step affordable and still listwise.
+    * ``temperature=1.0``: scores are raw logits, no rescaling before the softmax.
+    * ``gen_weight=0.1`` (RankingGPT's generation regulariser on the positive pair): cheap, it reuses
+      the positive's hidden states through the LM head, and it keeps the model close to what CPT taught;
+      a small weight so the rank loss dominates.
+    * ``kl_weight=0.0``: the KL-to-CPT term needs a frozen second copy of the model (2x memory, +50%
+      compute per step), so it is off by default; set e.g. 0.1 on a GPU. The reference is
+      ``kl_reference`` or, if unset, ``base_model`` (normally the CPT output).
+    """
+
+    queries: str = ""
+    qrels: str = ""
+    corpus: str = ""
+    run: str | None = None
+    num_negatives: int = 3
+    negative_depth: int = 30
+    max_queries: int = 0
+    template: str = DEFAULT_TEMPLATE
+    temperature: float = 1.0
+    gen_weight: float = 0.1
+    kl_weight: float = 0.0
+    kl_reference: str | None = None
+    lr: float = 2e-5
+    head_lr: float = 1e-3
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check(bool(self.queries and self.qrels and self.corpus), "SFT needs --queries, --qrels and --corpus")
+        _check(self.num_negatives >= 1, f"num_negatives must be >= 1, got {self.num_negatives}")
+        _check(self.negative_depth >= self.num_negatives,
+               f"negative_depth ({self.negative_depth}) must be >= num_negatives ({self.num_negatives})")
+        _check(self.temperature > 0, f"temperature must be > 0, got {self.temperature}")
+        _check(self.gen_weight >= 0 and self.kl_weight >= 0, "gen_weight and kl_weight must be >= 0")
+        _check("{query}" in self.template and ("{text}" in self.template or "{title}" in self.template),
+               "template must contain {query} and {text} (and optionally {title})")
+        _check(self.max_queries >= 0, f"max_queries must be >= 0, got {self.max_queries}")
+
+
+@dataclass(frozen=True)
+class LabelConfig:
+    """Score candidate lists of training queries with the teacher.
+
+    Candidates: BM25 top ``n_bm25``, dense bi-encoder top ``n_dense`` (``dense_model`` embeddings of
+    the corpus, cached in ``<out>/cache``), ``n_random`` random corpus documents and the judged positives
+    (when ``qrels`` is given); de-duplicated, sources joined with ``+``. Scores are raw logits.
+    """
+
+    teacher: str = ""
+    queries: str = ""
+    corpus: str = ""
+    qrels: str | None = None
+    n_bm25: int = 30
+    n_dense: int = 20
+    n_random: int = 10
+    dense_model: str = "default"
+    max_queries: int = 0
+    batch_size: int = 8
+    max_length: int = 192
+    seed: int = 13
+    device: Device = "auto"
+
+    def __post_init__(self) -> None:
+        _check(bool(self.teacher), "label needs --teacher (a directory written by `distilrank teacher sft`)")
+        _check(bool(self.queries and self.corpus), "label needs --queries and --corpus")
+        _check(min(self.n_bm25, self.n_dense, self.n_random) >= 0, "n_bm25, n_dense and n_random must be >= 0")
+        _check(self.n_bm25 + self.n_dense + self.n_random > 0 or self.qrels is not None,
+               "no candidate source: set n_bm25, n_dense or n_random > 0")
+        _check(self.batch_size >= 1 and self.max_length >= 16, "batch_size must be >= 1 and max_length >= 16")
+        _check(self.max_queries >= 0, f"max_queries must be >= 0, got {self.max_queries}")
+        _one_of("device", self.device, ("auto", "cpu", "cuda"))
+
+    def to_dict(self) -> dict[str, Any]:
+        return config_to_dict(self)
+
+
+@dataclass(frozen=True)
+class SynthConfig:
+    """Synthetic training queries (TWOLAR-style): crop ``crop_sentences`` consecutive sentences of a
+    document, ask the instruct model to write a query the passage answers (greedy), then filter:
+    ``min_words``..``max_words`` words, not a verbatim copy of the passage, case-insensitive de-dup.
+    """
+
+    corpus: str = ""
+    generator: str = "default"
+    num_docs: int = 100
+    crop_sentences: int = 3
+    max_passage_chars: int = 800
+    max_new_tokens: int = 32
+    batch_size: int = 8
+    min_words: int = 3
+    max_words: int = 24
+    instruction: str = "Write a search query that this passage answers. Reply with the query only."
+    qid_prefix: str = "syn"
+    seed: int = 13
+    device: Device = "auto"
+
+    def __post_init__(self) -> None:
+        _check(bool(self.corpus), "synthesize needs --corpus")
+        _check(self.num_docs >= 1 and self.crop_sentences >= 1, "num_docs and crop_sentences must be >= 1")
+        _check(1 <= self.min_words <= self.max_words, f"need 1 <= min_words <= max_words, got {self.min_words}, {self.max_words}")
+        _check(self.max_new_tokens >= 4 and self.batch_size >= 1, "max_new_tokens must be >= 4 and batch_size >= 1")
+        _one_of("device", self.device, ("auto", "cpu", "cuda"))
+
+    def to_dict(self) -> dict[str, Any]:
+        return config_to_dict(self)
