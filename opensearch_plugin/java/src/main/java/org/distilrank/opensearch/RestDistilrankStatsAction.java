@@ -1,0 +1,32 @@
+package org.distilrank.opensearch;
+
+import org.opensearch.core.rest.RestStatus;
+import org.opensearch.core.xcontent.XContentBuilder;
+import org.opensearch.rest.BaseRestHandler;
+import org.opensearch.rest.BytesRestResponse;
+import org.opensearch.rest.RestRequest;
+
+import java.util.List;
+
+/** {@code GET /_plugins/distilrank/stats}: this node's ranker call and failure counters (node-local, reset on restart). */
+public class RestDistilrankStatsAction extends BaseRestHandler {
+
+    @Override
+    public String getName() {
+        return "distilrank_stats";
+    }
+
+    @Override
+    public List<Route> routes() {
+        return List.of(new Route(RestRequest.Method.GET, "/_plugins/distilrank/stats"));
+    }
+
+    @Override
+    protected RestChannelConsumer prepareRequest(RestRequest request, org.opensearch.transport.client.node.NodeClient nodeClient) {
+        return channel -> {
+            XContentBuilder builder = channel.newBuilder();
+            DistilrankPlugin.client().stats().toXContent(builder);
+            channel.sendResponse(new BytesRestResponse(RestStatus.OK, builder));
+        };
+    }
+}
