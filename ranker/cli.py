@@ -28,6 +28,8 @@ logger = logging.getLogger(__name__)
 @click.option("--threads", default=None, type=click.IntRange(min=1), help="ONNX Runtime intra-op threads [default: all cores].")
 @click.option("--chunk-size", default=16, show_default=True, type=click.IntRange(min=1),
               help="Pairs per ONNX call after length sorting.")
+@click.option("--spin/--no-spin", default=True, show_default=True,
+              help="ORT busy-waiting threads; --no-spin on machines shared with other busy processes.")
 @click.option("--provider", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--api-key", envvar="DISTILRANK_API_KEY", default=None,
               help="Require 'Authorization: Bearer KEY' (or set DISTILRANK_API_KEY).")
@@ -38,7 +40,7 @@ logger = logging.getLogger(__name__)
 @click.option("--graceful-timeout", default=30, show_default=True, type=click.IntRange(min=1),
               help="Seconds to finish in-flight requests on SIGTERM/SIGINT.")
 def serve(model_dir: str, host: str, port: int, max_batch_pairs: int, max_wait_ms: float, max_queue: int,
-          max_docs: int, max_chars: int, threads: int | None, chunk_size: int, provider: str, api_key: str | None,
+          max_docs: int, max_chars: int, threads: int | None, chunk_size: int, spin: bool, provider: str, api_key: str | None,
           cache_size: int, scores: str, graceful_timeout: int) -> None:
     """Serve the reranker: POST /v1/rerank (Cohere), POST /rerank (TEI), /health, /ready, /info, /metrics."""
     import uvicorn
@@ -50,7 +52,7 @@ def serve(model_dir: str, host: str, port: int, max_batch_pairs: int, max_wait_m
     config = ServerConfig(max_batch_pairs=max_batch_pairs, max_wait_ms=max_wait_ms, max_queue=max_queue,
                           max_docs=max_docs, max_chars=max_chars, api_key=api_key, cache_size=cache_size,
                           scores=scores)  # type: ignore[arg-type]
-    runtime = RerankRuntime.load(model_dir, RuntimeConfig(threads=threads, chunk_size=chunk_size, provider=provider))
+    runtime = RerankRuntime.load(model_dir, RuntimeConfig(threads=threads, chunk_size=chunk_size, provider=provider, spin=spin))
     if host not in ("127.0.0.1", "localhost", "::1") and api_key is None:
         logger.warning("binding %s without --api-key: anyone who can reach this port can use the model", host)
     app = create_app(runtime, config)

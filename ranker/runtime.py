@@ -40,12 +40,15 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
 class RuntimeConfig:
     """``threads``: ORT intra-op threads (None = all cores; one session, one batch at a time was the
     best setting on 2 cores). ``chunk_size``: pairs per ORT call after length sorting.
-    ``provider``: "auto" picks CUDA when onnxruntime-gpu and a GPU are present."""
+    ``provider``: "auto" picks CUDA when onnxruntime-gpu and a GPU are present. ``spin``: ORT's
+    busy-waiting intra-op threads (its default); turn off on a machine shared with other busy processes,
+    where spinning threads take cores the event loop and the tokenizer need."""
 
     threads: int | None = None
     chunk_size: int = 16
     provider: str = "auto"
     verify_checksums: bool = True
+    spin: bool = True
 
     def __post_init__(self) -> None:
         if self.threads is not None and self.threads < 1:
@@ -102,6 +105,7 @@ class RerankRuntime:
         opts.inter_op_num_threads = 1
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if config.spin else "0")
         available = ort.get_available_providers()
         if config.provider == "cuda" and "CUDAExecutionProvider" not in available:
             raise MissingPrerequisiteError("provider=cuda but onnxruntime has no CUDAExecutionProvider: pip install 'distilrank[gpu]'")
