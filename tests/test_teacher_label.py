@@ -1,0 +1,97 @@
+from __future__ import annotations
+
+import json
+import math
+import random
+
+import pytest
+from teacher_fixtures import write_mini
+
+from distill.data import read_qrels
+from distill.errors import ConfigError
+from distill.labels import read_labels
+from distill.teacher.candidates import merge_candidates
+from distill.teacher.config import LabelConfig
+from distill.teacher.label import run_label
+from distill.teacher.scoring import TeacherRanker, TeacherScorer, TeacherSpec, save_teacher
+from distill.teacher.synthesize import clean_query, crop_sentences, keep_query
+
+
+@pytest.fixture(scope="module")
+def tiny_teacher(tiny_decoder_dir, tmp_path_factory):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    torch.manual_seed(0)
+    out = tmp_path_factory.mktemp("teacher")
+    tok = AutoTokenizer.from_pretrained(tiny_decoder_dir)
+    save_teacher(TeacherRanker(AutoModelForCausalLM.from_pretrained(tiny_decoder_dir)), tok, out,
+                 TeacherSpec(max_length=48, end_token_id=2))
+    return out
+
+
+def test_merge_candidates_dedups_and_joins_sources():
+    merged = merge_candidates({"bm25": ["a", "b"], "dense": ["b", "c"], "random": ["a", "d"], "positive": ["b"]})
+    assert merged == [("a", "bm25+random"), ("b", "bm25+dense+positive"), ("c", "dense"), ("d", "random")]
+
+
+def test_label_schema_sources_scores_and_resume(tiny_teacher, demo_data, tmp_path, monkeypatch):
+    mini = write_mini(demo_data, tmp_path / "data", n_queries=3, n_extra_docs=25)
+    cfg = LabelConfig(teacher=str(tiny_teacher), queries=str(mini["queries"]), corpus=str(mini["corpus"]),
+                      qrels=str(mini["qrels"]), n_bm25=5, n_dense=4, n_random=3, device="cpu", max_length=48)
+    out_dir = tmp_path / "labels"
+    # crash after the first query: the file keeps one complete line and no manifest
+    calls = {"n": 0}
+    real = TeacherScorer.score_triples
+
+    def flaky(self, triples):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real(self, triples)
+
+    monkeypatch.setattr(TeacherScorer, "score_triples", flaky)
+    with pytest.raises(KeyboardInterrupt):
+        run_label(cfg, out_dir)
+    assert len(read_labels(out_dir / "labels.jsonl")) == 1 and not (out_dir / "manifest.json").exists()
+    monkeypatch.setattr(TeacherScorer, "score_triples", real)
+    path = run_label(cfg, out_dir)
+    labels = read_labels(path)
+    qrels = read_qrels(mini["qrels"])
+    assert sorted(r.qid for r in labels) == sorted(qrels)  # each query exactly once after the resume
+    assert json.loads((out_dir / "manifest.json").read_text())["metrics"]["labelled_this_run"] == 2
+    assert list((out_dir / "cache").glob("dense-*.npy"))  # corpus embeddings cached
+    for rec in labels:
+        ids = [d.doc_id for d in rec.docs]
+        assert len(ids) == len(set(ids)) and all(math.isfinite(d.score) for d in rec.docs)
+        sources = {s for d in rec.docs for s in d.source.split("+")}
+        assert sources <= {"bm25", "dense", "random", "positive"} and {"bm25", "dense", "positive"} <= sources
+        pos = {d.doc_id for d in rec.docs if "positive" in d.source}
+        assert pos == {d for d, r in qrels[rec.qid].items() if r > 0}
+    # scores are the teacher's raw logits for (query, doc)
+    rec = labels[0]
+    from distill.data import read_corpus
+
+    corpus = read_corpus(mini["corpus"])
+    doc = rec.docs[0]
+    raw = TeacherScorer(tiny_teacher, device="cpu", max_length=48).score_triples(
+        [(rec.query, corpus[doc.doc_id].title, corpus[doc.doc_id].text)])[0]
+    assert doc.score == pytest.approx(raw, abs=1e-4)
+
+
+def test_label_config_errors():
+    with pytest.raises(ConfigError, match="label needs --teacher"):
+        LabelConfig(queries="q", corpus="c")
+    with pytest.raises(ConfigError, match="n_bm25, n_dense and n_random must be >= 0"):
+        LabelConfig(teacher="t", queries="q", corpus="c", n_bm25=-1)
+
+
+def test_synthesis_cropping_cleaning_and_filters():
+    text = "First sentence here. Second one follows. Third is last. Fourth (extra) too."
+    crop = crop_sentences(text, 2, random.Random(0), 800)
+    assert crop in {"First sentence here. Second one follows.", "Second one follows. Third is last.",
+                    "Third is last. Fourth (extra) too."}
+    assert clean_query('Query: "What causes scurvy?"\nExplanation: ...') == "What causes scurvy?"
+    assert keep_query("what causes scurvy in sailors", "Scurvy is a disease.", 3, 24)
+    assert not keep_query("scurvy", "Scurvy is a disease.", 3, 24)  # too short
+    assert not keep_query("Scurvy is a disease", "Scurvy is a disease. It is old.", 3, 24)  # a copy
