@@ -95,3 +95,34 @@ def test_synthesis_cropping_cleaning_and_filters():
     assert keep_query("what causes scurvy in sailors", "Scurvy is a disease.", 3, 24)
     assert not keep_query("scurvy", "Scurvy is a disease.", 3, 24)  # too short
     assert not keep_query("Scurvy is a disease", "Scurvy is a disease. It is old.", 3, 24)  # a copy
+
+
+
+def test_synthesize_pipeline_filters_dedups_and_maps_qrels(tiny_decoder_dir, demo_data, tmp_path, monkeypatch):
+    """Generation is replaced by canned outputs (a random tiny LM writes noise); everything else is real."""
+    from distill.data import read_queries
+    from distill.errors import DataError
+    from distill.teacher import synthesize as synth
+    from distill.teacher.config import SynthConfig
+
+    mini = write_mini(demo_data, tmp_path / "data", n_queries=1, n_extra_docs=6)
+    canned = iter(['Query: "what do myeloid suppressor cells do in MDS?"', "what do myeloid suppressor cells do in mds",
+                   "too short", "how is vitamin D linked to bone density in adults?"])
+    seen_prompts: list[str] = []
+
+    def fake_generate(model, tokenizer, prompts, max_new_tokens, stop_ids, device):
+        seen_prompts.extend(prompts)
+        return [next(canned) for _ in prompts]
+
+    monkeypatch.setattr(synth, "_generate", fake_generate)
+    cfg = SynthConfig(corpus=str(mini["corpus"]), generator=str(tiny_decoder_dir), num_docs=4, device="cpu", batch_size=3)
+    q_path, qrels_path = synth.synthesize_queries(cfg, tmp_path / "syn")
+    queries, qrels = read_queries(q_path), read_qrels(qrels_path)
+    assert [q.text for q in queries.values()] == ["what do myeloid suppressor cells do in MDS?",
+                                                 "how is vitamin D linked to bone density in adults?"]
+    assert list(queries) == ["syn-0", "syn-1"] and set(qrels) == set(queries)
+    assert all("Write a search query that this passage answers" in p and "Passage:" in p for p in seen_prompts)
+    assert json.loads((tmp_path / "syn" / "manifest.json").read_text())["metrics"] == {"docs": 4, "queries": 2, "rejected": 2}
+    monkeypatch.setattr(synth, "_generate", lambda *a, **k: ["x"] * len(a[2]))
+    with pytest.raises(DataError, match="all 4 generated queries were filtered out"):
+        synth.synthesize_queries(cfg, tmp_path / "syn2")

@@ -47,13 +47,17 @@ def clean_query(raw: str) -> str:
     return " ".join(line.strip().strip('"\'`*').split())
 
 
+def normalise(text: str) -> str:
+    """Lower case, punctuation removed, whitespace collapsed: the key for de-dup and copy detection."""
+    return " ".join(re.sub(r"[^\w\s]", " ", text.lower()).split())
+
+
 def keep_query(query: str, passage: str, min_words: int, max_words: int) -> bool:
     """Length in words within bounds and not a verbatim span of the passage (a copy teaches nothing)."""
     words = query.split()
     if not min_words <= len(words) <= max_words:
         return False
-    norm = lambda s: " ".join(re.sub(r"[^\w\s]", " ", s.lower()).split())  # noqa: E731
-    return norm(query) not in norm(passage)
+    return normalise(query) not in normalise(passage)
 
 
 def _generate(model, tokenizer, prompts: Sequence[str], max_new_tokens: int, stop_ids: list[int],  # noqa: ANN001
@@ -106,7 +110,7 @@ def synthesize_queries(config: SynthConfig, out_dir: str | Path, progress: bool 
         batch = passages[s:s + config.batch_size]
         for k, raw in enumerate(_generate(model, tokenizer, [prompt(p) for p in batch], config.max_new_tokens, stop_ids, device)):
             q = clean_query(raw)
-            key = q.lower()
+            key = normalise(q)
             if not keep_query(q, batch[k], config.min_words, config.max_words) or key in seen:
                 rejected += 1
                 continue
