@@ -153,3 +153,18 @@ def test_sft_end_to_end_tiny(tiny_decoder_dir, mini, tmp_path):
     assert spec.end_token_id is not None and ranker.model.config.pad_token_id == tok.pad_token_id
     scores = TeacherScorer(teacher, device="cpu").score([("q", "a"), ("q", "a much longer document")])
     assert len(scores) == 2 and all(math.isfinite(s) for s in scores)
+
+
+def test_sft_with_lora_merges_adapters_into_saved_weights(tiny_decoder_dir, mini, tmp_path):
+    from safetensors.torch import load_file
+
+    cfg = SFTConfig(base_model=str(tiny_decoder_dir), queries=str(mini["queries"]), qrels=str(mini["qrels"]),
+                    corpus=str(mini["corpus"]), num_negatives=2, negative_depth=8, gradient_checkpointing=True,
+                    lora={"enabled": True, "r": 2, "alpha": 4}, **_tiny_train(max_steps=1, lr=1e-2))
+    teacher = run_sft(cfg, tmp_path)
+    saved = load_file(str(teacher / "model.safetensors"))
+    assert not any("lora" in k for k in saved)  # merged, plain HF weights
+    base = load_file(str(tiny_decoder_dir / "model.safetensors"))
+    key = next(k for k in saved if k.endswith("self_attn.q_proj.weight"))
+    assert not torch.equal(saved[key], base[key])  # the merged adapter changed the projection
+    assert TeacherScorer(teacher, device="cpu").score([("q", "d")])

@@ -94,6 +94,8 @@ def run_cpt(config: CPTConfig, out_dir: str | Path, progress: bool = False) -> P
     if config.gradient_checkpointing:
         model.gradient_checkpointing_enable()
     peft_model = _train.apply_lora(model, config.lora)
+    if peft_model is not None and config.gradient_checkpointing:
+        model.enable_input_require_grads()  # frozen embeddings would cut the checkpointed graph
     model.to(device)
     end_id = end_token_id(tokenizer, model.config)
     pairs = load_cpt_pairs(config)

@@ -158,6 +158,8 @@ def run_sft(config: SFTConfig, out_dir: str | Path, progress: bool = False) -> P
     if config.gradient_checkpointing:
         model.gradient_checkpointing_enable()
     peft_model = _train.apply_lora(model, config.lora)
+    if peft_model is not None and config.gradient_checkpointing:
+        model.enable_input_require_grads()  # frozen embeddings would cut the checkpointed graph
     ranker = TeacherRanker(model).to(device)
     ref = None
     if config.kl_weight > 0:
