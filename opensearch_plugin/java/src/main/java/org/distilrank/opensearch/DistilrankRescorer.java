@@ -116,7 +116,10 @@ public final class DistilrankRescorer implements Rescorer {
         return new TopDocs(topDocs.totalHits, all);
     }
 
-    /** Joins the non-empty values of {@code fields} from _source with a single space (lists are joined too). */
+    /**
+     * Joins the non-empty values of {@code fields} from _source with ". " (lists element by element), so
+     * {@code ["title", "text"]} gives the same string as distill.data.Document.full_text.
+     */
     static String documentText(IndexSearcher searcher, int docId, List<String> fields) throws IOException {
         FieldsVisitor visitor = new FieldsVisitor(true);
         searcher.getIndexReader().storedFields().document(docId, visitor);
@@ -140,7 +143,7 @@ public final class DistilrankRescorer implements Rescorer {
         }
         String s = value.toString();
         if (s.isEmpty()) return;
-        if (text.length() > 0) text.append(' ');
+        if (text.length() > 0) text.append(". ");
         text.append(s);
     }
 
