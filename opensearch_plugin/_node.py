@@ -297,12 +297,15 @@ def start(cfg: NodeConfig, timeout: float = 180.0) -> str:
             raise MissingPrerequisiteError(f"OpenSearch failed to start (java {java_home}):\n"
                                            f"{out_file.read_text()[-3000:]}\nSee {cfg.install_dir / 'logs'}")
     deadline = time.monotonic() + timeout
+    seen_pid = False
     while time.monotonic() < deadline:
         health = _get_json(f"{cfg.url}/_cluster/health?wait_for_status=yellow&timeout=1s")
         if health and health.get("status") in ("green", "yellow"):
             logger.info("OpenSearch %s is %s at %s", cfg.version, health["status"], cfg.url)
             return cfg.url
-        if _pid(cfg) is None and time.monotonic() > deadline - timeout + 10:
+        pid = _pid(cfg)
+        seen_pid = seen_pid or pid is not None
+        if seen_pid and pid is None:  # it wrote its pid file and then died
             break
         time.sleep(1)
     log = cfg.install_dir / "logs" / "distilrank.log"
