@@ -7,7 +7,7 @@ import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
-from distill.data import Document, Query, iter_corpus, write_run
+from distill.data import Document, Query, Run, iter_corpus
 from distill.errors import MissingPrerequisiteError
 
 from ._rescore import RescoreParams, rescore_hits, search_body
@@ -57,7 +57,7 @@ def bulk_load(os_client, index: str, docs: Iterable[Document], *, chunk_size: in
     actions = ({"_index": index, "_id": d.doc_id, "_source": {"doc_id": d.doc_id, "title": d.title, "text": d.text}}
                for d in docs)
     n = 0
-    for ok, item in streaming_bulk(os_client, actions, chunk_size=chunk_size, max_retries=max_retries,
+    for ok, _item in streaming_bulk(os_client, actions, chunk_size=chunk_size, max_retries=max_retries,
                                    initial_backoff=0.5, raise_on_error=True):
         n += ok
     if refresh:
@@ -74,15 +74,12 @@ def load_corpus(os_client, index: str, corpus: str | os.PathLike[str], *, recrea
     return bulk_load(os_client, index, iter_corpus(path))
 
 
-Run = dict[str, dict[str, float]]
-
-
 def run_queries(os_client, index: str, queries: Mapping[str, Query], *, size: int = 100,
                 params: RescoreParams | None = None, fields: Sequence[str] = ("title", "text"),
                 client_side: Callable[[str, Sequence[str]], Sequence[float]] | None = None) -> Run:
     """Search every query; with ``params`` and no ``client_side`` the plugin rescores, with ``client_side``
     (a ranker score function) the hits are rescored here with the same semantics."""
-    run: Run = {}
+    run: dict[str, dict[str, float]] = {}
     for qid, q in queries.items():
         plugin_params = params if client_side is None else None
         resp = os_client.search(index=index, body=search_body(q.text, size, plugin_params, fields))
@@ -93,7 +90,3 @@ def run_queries(os_client, index: str, queries: Mapping[str, Query], *, size: in
             ranked = [(h["_id"], float(h["_score"])) for h in hits]
         run[qid] = dict(ranked)
     return run
-
-
-def write_trec_run(path: str | os.PathLike[str], run: Run, tag: str) -> Path:
-    return write_run(path, run, tag=tag)

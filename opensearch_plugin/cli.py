@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from ._build import build_plugin
-from ._index import client, load_corpus, run_queries, write_trec_run
+from ._index import client, load_corpus, run_queries
 from ._node import DEFAULT_HEAP, DEFAULT_PORT, NodeConfig, install, start, status, stop
 from ._rescore import SCORE_MODES, RescoreParams, ranker_score_fn
 
@@ -90,7 +90,7 @@ def evaluate_cmd(index_name: str, queries: Path, qrels: Path, out_dir: Path, url
                  window_size: int, size: int, score_mode: str, query_weight: float, rescore_query_weight: float,
                  client_side: bool, no_plugin: bool) -> None:
     """First stage vs rescored metrics; writes TREC runs, metrics.json and metrics.md into --out."""
-    from distill.data import read_qrels, read_queries
+    from distill.data import read_qrels, read_queries, write_run
     from distill.evaluation import evaluate, write_reports
 
     params = RescoreParams(window_size=window_size, query_weight=query_weight,
@@ -108,7 +108,7 @@ def evaluate_cmd(index_name: str, queries: Path, qrels: Path, out_dir: Path, url
         runs["client_rescore"] = run_queries(os_client, index_name, qs, size=size, params=params, client_side=score_fn)
     results = {}
     for name, run in runs.items():
-        write_trec_run(out_dir / f"{name}.trec", run, tag=name)
+        write_run(out_dir / f"{name}.trec", run, tag=name)
         results[name] = evaluate(qr, run).metrics
     write_reports(results, str(out_dir / "metrics.json"), str(out_dir / "metrics.md"), None, single=False)
     click.echo((out_dir / "metrics.md").read_text())
