@@ -46,18 +46,21 @@ def install_cmd(port: int, heap: str, plugin_zip: Path | None, no_plugin: bool) 
 @opensearch.command("start")
 @_port
 def start_cmd(port: int) -> None:
+    """Start the installed node (as user distilrank when root) and wait for green."""
     click.echo(start(NodeConfig(port=port)))
 
 
 @opensearch.command("stop")
 @_port
 def stop_cmd(port: int) -> None:
+    """Stop the node started by `start`."""
     click.echo("stopped" if stop(NodeConfig(port=port)) else "not running")
 
 
 @opensearch.command("status")
 @_port
 def status_cmd(port: int) -> None:
+    """Installed/running/health/plugins as JSON."""
     click.echo(json.dumps(status(NodeConfig(port=port)), indent=2))
 
 

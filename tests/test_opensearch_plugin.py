@@ -28,6 +28,7 @@ import opensearch_plugin as osp  # noqa: E402
 INDEX = "distilrank-test"
 INDEX_2SHARDS = "distilrank-test-2shards"
 READ_TIMEOUT_S = 1.0
+CONSTANT = 2.5
 VOCAB = ("protein cell gene tumor immune virus brain heart insulin receptor signal mutation drug trial "
          "therapy blood liver kidney enzyme membrane").split()
 
@@ -40,7 +41,7 @@ def fake_score(query: str, doc: str) -> float:
 
 
 class FakeRanker:
-    """Cohere-style /v1/rerank; ``mode`` in ok|slow|garbage|wrong_count."""
+    """Cohere-style /v1/rerank; ``mode`` in ok|constant|slow|garbage|wrong_count."""
 
     def __init__(self) -> None:
         self.mode = "ok"
@@ -60,7 +61,8 @@ class FakeRanker:
                 if outer.mode == "garbage":
                     payload = b'{"results": [{"index": 0, "relevance_sc'
                 else:
-                    results = [{"index": i, "relevance_score": fake_score(body["query"], d)} for i, d in enumerate(docs)]
+                    results = [{"index": i, "relevance_score": CONSTANT if outer.mode == "constant" else
+                                fake_score(body["query"], d)} for i, d in enumerate(docs)]
                     results.sort(key=lambda r: -r["relevance_score"])
                     if outer.mode == "wrong_count":
                         results = results[:-1]
@@ -165,6 +167,19 @@ def test_scores_follow_query_rescorer_arithmetic(node, ok_ranker: FakeRanker, sc
         assert hit["_score"] == pytest.approx(score, rel=1e-6, abs=1e-6)
 
 
+@pytest.mark.parametrize("score_mode", osp.SCORE_MODES)
+def test_same_scores_as_native_query_rescorer(node, ok_ranker: FakeRanker, score_mode: str) -> None:
+    """A ranker answering a constant equals a native rescore query that scores the same constant."""
+    ok_ranker.mode = "constant"
+    params = osp.RescoreParams(window_size=10, query_weight=0.7, rescore_query_weight=1.3, score_mode=score_mode)  # type: ignore[arg-type]
+    ours = search(node, params, size=30)
+    native = node.search(index=INDEX, body={**osp.search_body(QUERY, size=30), "rescore": {
+        "window_size": 10, "query": {
+            "rescore_query": {"constant_score": {"filter": {"match_all": {}}, "boost": CONSTANT}},
+            "query_weight": 0.7, "rescore_query_weight": 1.3, "score_mode": score_mode}}})["hits"]["hits"]
+    assert [(h["_id"], h["_score"]) for h in ours] == [(h["_id"], h["_score"]) for h in native]
+
+
 def test_pagination_inside_window_is_consistent(node, ok_ranker: FakeRanker) -> None:
     params = osp.RescoreParams(window_size=30)
     whole = [h["_id"] for h in search(node, params, size=20)]
@@ -257,3 +272,29 @@ def test_client_side_rescoring_matches_plugin(node, ok_ranker: FakeRanker) -> No
     for qid in qs:
         assert list(plugin[qid]) == list(client_side[qid])
         assert list(plugin[qid].values()) == pytest.approx(list(client_side[qid].values()), rel=1e-6)
+
+
+def test_evaluate_cli_writes_runs_and_metrics(node, ok_ranker: FakeRanker, tmp_path) -> None:
+    from click.testing import CliRunner
+
+    from opensearch_plugin.cli import opensearch
+
+    queries = {"q1": QUERY, "q2": "immune virus therapy"}
+    (tmp_path / "queries.tsv").write_text("".join(f"{qid}\t{text}\n" for qid, text in queries.items()))
+    docs = {d.doc_id: d.full_text for d in corpus()}
+    qrels = []
+    for qid, text in queries.items():
+        best = sorted(docs, key=lambda i: -fake_score(text, docs[i]))[:3]
+        qrels += [f"{qid} 0 {doc_id} 1\n" for doc_id in best]
+    (tmp_path / "qrels.tsv").write_text("".join(qrels))
+    out = tmp_path / "out"
+    result = CliRunner().invoke(opensearch, [
+        "evaluate", "--index", INDEX, "--queries", str(tmp_path / "queries.tsv"), "--qrels", str(tmp_path / "qrels.tsv"),
+        "--out", str(out), "--ranker-url", ok_ranker.url, "--window-size", "30", "--size", "30",
+        "--query-weight", "0", "--client-side"])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(metrics) == {"first_stage", "plugin_rescore", "client_rescore"}
+    assert metrics["plugin_rescore"]["ndcg@10"] == pytest.approx(metrics["client_rescore"]["ndcg@10"])
+    assert metrics["plugin_rescore"]["ndcg@10"] >= metrics["first_stage"]["ndcg@10"]
+    assert (out / "plugin_rescore.trec").read_text().split()[1] == "Q0"
