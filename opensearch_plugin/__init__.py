@@ -4,7 +4,16 @@ from __future__ import annotations
 
 from ._build import build_plugin
 from ._index import INDEX_BODY, bulk_load, client, create_index, load_corpus, run_queries
-from ._node import OPENSEARCH_VERSION, NodeConfig, distilrank_home, find_java_home, install, start, status, stop
+from ._node import (
+    OPENSEARCH_VERSION,
+    NodeConfig,
+    distilrank_home,
+    find_java_home,
+    install,
+    start,
+    status,
+    stop,
+)
 from ._rescore import (
     SCORE_MODES,
     RescoreParams,

@@ -120,6 +120,8 @@ def node(ranker: FakeRanker):
         osp.create_index(client, name, shards=shards, recreate=True)
         osp.bulk_load(client, name, docs)
     yield client
+    # The node's data dir is cached across sessions: do not leave it pointing at this test's ranker.
+    client.cluster.put_settings(body={"persistent": {"distilrank.*": None}})
     osp.stop(cfg)
 
 
