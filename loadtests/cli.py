@@ -33,7 +33,7 @@ def loadtest(scenario: str, host: str | None, users: int, spawn_rate: float, run
     """Run Locust headless against HOST; write CSV, HTML, JSON, summary.md and latency.png to OUT.
 
     \b
-    Exit codes: 0 every SLO met, 3 target not reachable, 4 malformed SLO file,
+    Exit codes: 0 every SLO met, 2 bad arguments, 3 target not reachable, 4 malformed SLO file,
     5 an SLO threshold missed (each violation is printed with its limit and measured value).
     """
     from loadtests.payloads import build_payloads
