@@ -85,6 +85,18 @@ def _tiny_models(out: Path) -> tuple[str, str]:
     return str(dec), str(enc)
 
 
+def _run_hash(run: Run) -> str:
+    # rounded like a TREC file, so a run re-read from disk hashes the same as when it was computed
+    return config_hash({q: {d: round(s, 4) for d, s in docs.items()} for q, docs in run.items()})
+
+
+def _build(cls: type, where: str, **kwargs: Any) -> Any:
+    try:
+        return cls(**kwargs)
+    except TypeError as exc:
+        raise ConfigError(f"config section {where!r}: {exc}") from exc
+
+
 class _Stages:
     """Runs named stages, records wall times, skips completed ones."""
 
@@ -107,10 +119,9 @@ def _cached_run(stage_dir: Path, config: dict[str, Any], compute: Callable[[], R
     path = stage_dir / "run.trec"
     if is_complete(stage_dir, config) and path.exists():
         return read_run(path)
-    run = compute()
-    write_run(path, run, tag=tag)
+    write_run(path, compute(), tag=tag)
     write_manifest(stage_dir, tag, config)
-    return run
+    return read_run(path)  # as later runs will see it, so hashes of it agree across resumes
 
 
 def run_pipeline(inputs: PipelineInputs, config: dict[str, Any], out: str | Path) -> Path:
@@ -156,7 +167,7 @@ def run_pipeline(inputs: PipelineInputs, config: dict[str, Any], out: str | Path
 
     # training queries: given, or synthesized from the corpus
     if inputs.train_queries is None:
-        synth_cfg = SynthConfig(corpus=corpus_path, generator=teacher_model, **config.get("synth", {}))
+        synth_cfg = _build(SynthConfig, "synth", corpus=corpus_path, generator=teacher_model, **config.get("synth", {}))
         train_q_path, train_qrels_path = stages.run("synthesize", lambda: synthesize_queries(synth_cfg, out / "synthesize"))
     else:
         train_q_path, train_qrels_path = inputs.train_queries, inputs.train_qrels
@@ -186,15 +197,15 @@ def run_pipeline(inputs: PipelineInputs, config: dict[str, Any], out: str | Path
     train_run_path = out / "first_stage_train" / "run.trec"
 
     # teacher: CPT -> SFT
-    cpt_cfg = CPTConfig(base_model=teacher_model, queries=train_q_path, qrels=train_qrels_path, corpus=corpus_path,
+    cpt_cfg = _build(CPTConfig, "cpt", base_model=teacher_model, queries=train_q_path, qrels=train_qrels_path, corpus=corpus_path,
                         **config["cpt"])
     cpt_dir = stages.run("teacher_cpt", lambda: run_cpt(cpt_cfg, out / "teacher_cpt"))
-    sft_cfg = SFTConfig(base_model=str(cpt_dir), queries=train_q_path, qrels=train_qrels_path, corpus=corpus_path,
+    sft_cfg = _build(SFTConfig, "sft", base_model=str(cpt_dir), queries=train_q_path, qrels=train_qrels_path, corpus=corpus_path,
                         run=str(train_run_path), **config["sft"])
     teacher_dir = stages.run("teacher_sft", lambda: run_sft(sft_cfg, out / "teacher_sft"))
 
     # label candidates of the training queries
-    label_cfg = LabelConfig(teacher=str(teacher_dir), queries=train_q_path, corpus=corpus_path, qrels=train_qrels_path,
+    label_cfg = _build(LabelConfig, "label", teacher=str(teacher_dir), queries=train_q_path, corpus=corpus_path, qrels=train_qrels_path,
                             dense_model=student_model if config["student_model"] == "tiny" else "default",
                             **config["label"])
     labels = stages.run("teacher_label", lambda: run_label(label_cfg, out / "teacher_label"))
@@ -215,7 +226,7 @@ def run_pipeline(inputs: PipelineInputs, config: dict[str, Any], out: str | Path
 
     # evaluation: every system on the same eval queries
     t_cfg = {"teacher": str(teacher_dir), "teacher_hash": config_hash(sft_cfg.to_dict()), "top_k": ev["teacher_top_k"],
-             "qids": sorted(eval_queries), "first_stage": config_hash(first_stage)}
+             "qids": sorted(eval_queries), "first_stage": _run_hash(first_stage)}
     teacher_run = stages.run("eval_teacher", lambda: _cached_run(
         out / "eval_teacher", t_cfg,
         lambda: rerank_run(teacher_dir, corpus, eval_queries, first_stage, top_k=ev["teacher_top_k"],
@@ -227,7 +238,7 @@ def run_pipeline(inputs: PipelineInputs, config: dict[str, Any], out: str | Path
                                    max_len=student_cfg.model.max_seq_len)
 
     s_cfg = {"student": str(student_model_dir), "student_hash": config_hash(student_cfg.to_dict()), "top_k": ev["top_k"],
-             "qids": sorted(eval_queries), "first_stage": config_hash(first_stage)}
+             "qids": sorted(eval_queries), "first_stage": _run_hash(first_stage)}
     student_run = stages.run("eval_student", lambda: _cached_run(out / "eval_student", s_cfg, student_rerank, "student"))
 
     interp_path = Path(student_model_dir) / "interpolation.json"

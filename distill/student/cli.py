@@ -1,0 +1,83 @@
+"""``distilrank student train|rerank``."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import click
+
+logger = logging.getLogger(__name__)
+
+_FILE = click.Path(dir_okay=False)
+
+
+@click.group()
+def student() -> None:
+    """Distil teacher labels into a BERT cross-encoder, and rerank with it."""
+
+
+@student.command("train")
+@click.option("--labels", required=True, type=_FILE, help="Teacher labels JSONL (distill.labels contract).")
+@click.option("--corpus", required=True, type=_FILE, help="Corpus the labels refer to.")
+@click.option("--qrels", type=_FILE, help="Training qrels: positives for pairs and the dev split.")
+@click.option("--dev-run", type=_FILE, help="First-stage run of the training queries (dev reranking and a tuning).")
+@click.option("--config", "config_file", type=_FILE, help="JSON/TOML file with the student config (see StudentTrainConfig).")
+@click.option("--base", help="Student base: 'default' (all-MiniLM-L6-v2) or a local HF encoder dir.")
+@click.option("--num-layers", type=click.IntRange(min=1), help="Keep this many encoder layers (spread incl. first+last).")
+@click.option("--max-seq-len", type=click.IntRange(min=8), help="Tokens per (query, document) pair.")
+@click.option("--max-steps", type=click.IntRange(min=1), help="Optimiser steps.")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Output dir; the student lands in OUT/model.")
+@click.option("--no-resume", is_flag=True, help="Ignore existing checkpoints in OUT/checkpoints.")
+def train_cmd(labels: str, corpus: str, qrels: str | None, dev_run: str | None, config_file: str | None, base: str | None,
+              num_layers: int | None, max_seq_len: int | None, max_steps: int | None, out: str, no_resume: bool) -> None:
+    """Train the student with the hybrid pointwise + margin-MSE loss; keeps the best dev checkpoint."""
+    from distill.presets import load_config_file
+    from distill.student.train import StudentTrainConfig, train_student
+
+    data = load_config_file(config_file) if config_file else {}
+    data = dict(data.get("student", data))
+    model = dict(data.get("model", {}))
+    for key, value in (("base", base), ("num_layers", num_layers), ("max_seq_len", max_seq_len)):
+        if value is not None:
+            model[key] = value
+    data["model"] = model
+    if max_steps is not None:
+        data["max_steps"] = max_steps
+    config = StudentTrainConfig.from_dict(data)
+    res = train_student(config, labels, corpus, qrels, out, dev_run_path=dev_run, resume=not no_resume)
+    click.echo(f"student saved to {res.model_dir} after {res.steps} steps; dev {res.dev_metrics}")
+
+
+@student.command("rerank")
+@click.option("--model", "model_dir", required=True, type=click.Path(file_okay=False), help="Trained student dir.")
+@click.option("--corpus", required=True, type=_FILE)
+@click.option("--queries", required=True, type=_FILE)
+@click.option("--run", "run_path", required=True, type=_FILE, help="First-stage TREC run to rerank.")
+@click.option("--top-k", default=100, show_default=True, type=click.IntRange(min=1))
+@click.option("--batch-size", default=32, show_default=True, type=click.IntRange(min=1))
+@click.option("--interpolate", is_flag=True, help="Combine with the first stage using MODEL/interpolation.json.")
+@click.option("--out", required=True, type=_FILE, help="TREC run to write.")
+def rerank_cmd(model_dir: str, corpus: str, queries: str, run_path: str, top_k: int, batch_size: int,
+               interpolate: bool, out: str) -> None:
+    """Rerank a first-stage run with a trained student (raw logits, or interpolated)."""
+    from distill.data import read_corpus, read_queries, read_run, write_run
+    from distill.errors import MissingPrerequisiteError
+    from distill.student.interpolate import InterpolationConfig, interpolate_runs, load_interpolation
+    from distill.student.model import load_student, rerank_with_student
+
+    model, tok = load_student(model_dir)
+    first = read_run(run_path)
+    run = rerank_with_student(model, tok, read_corpus(corpus), read_queries(queries), first, top_k, batch_size)
+    tag = "student"
+    if interpolate:
+        path = Path(model_dir) / "interpolation.json"
+        if not path.exists():
+            raise MissingPrerequisiteError(f"{path} not found; train with --dev-run to tune the interpolation weight")
+        interp = load_interpolation(path)
+        cfg = InterpolationConfig(first_stage_norm=interp.first_stage_norm, student_norm=interp.student_norm)  # type: ignore[arg-type]
+        run = interpolate_runs(first, run, interp.alpha, cfg)
+        tag = f"student_interp_a{interp.alpha:.2f}"
+    write_run(out, run, tag=tag)
+    click.echo(f"wrote {sum(len(v) for v in run.values())} results for {len(run)} queries to {out}", file=sys.stderr)
