@@ -50,39 +50,9 @@ class PipelineInputs:
 
 def _tiny_models(out: Path) -> tuple[str, str]:
     """Random 2-layer decoder and BERT built from configs with the real tokenizers (the ``tiny`` preset)."""
-    import torch
-    from transformers import (
-        AutoTokenizer,
-        BertConfig,
-        BertForSequenceClassification,
-        LlamaConfig,
-        LlamaForCausalLM,
-    )
+    from distill.tiny_models import build_tiny_cross_encoder, build_tiny_decoder
 
-    from distill._io import atomic_dir
-    from distill.base_models import resolve_student_base, resolve_teacher_base
-
-    dec, enc = out / "decoder", out / "encoder"
-    torch.manual_seed(0)
-    if not (dec / "config.json").exists():
-        tok = AutoTokenizer.from_pretrained(resolve_teacher_base("default"))
-        if tok.pad_token is None:
-            tok.pad_token = tok.eos_token
-        cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                          num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=512,
-                          pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
-                          tie_word_embeddings=True)
-        with atomic_dir(dec) as tmp:
-            LlamaForCausalLM(cfg).save_pretrained(tmp)
-            tok.save_pretrained(tmp)
-    if not (enc / "config.json").exists():
-        tok = AutoTokenizer.from_pretrained(resolve_student_base("default"))
-        cfg = BertConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                         intermediate_size=64, max_position_embeddings=512, num_labels=1)
-        with atomic_dir(enc) as tmp:
-            BertForSequenceClassification(cfg).save_pretrained(tmp)
-            tok.save_pretrained(tmp)
-    return str(dec), str(enc)
+    return str(build_tiny_decoder(out / "decoder")), str(build_tiny_cross_encoder(out / "encoder"))
 
 
 def _run_hash(run: Run) -> str:

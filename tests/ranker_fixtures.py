@@ -1,14 +1,17 @@
 """Fixtures for the ranker tests: an exported tiny cross-encoder dir and a real server on 127.0.0.1.
 
-Imported by tests/test_ranker_*.py (``from ranker_fixtures import ...``) so the shared conftest
-stays untouched.
+Registered once for the whole session by ``pytest_plugins`` in conftest.py (so the tiny model is exported
+once); test modules import only its helpers (``free_port``, ``wait_ready``, ``serve``, ...).
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -97,10 +100,44 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_ready(url: str, proc: subprocess.Popen | None = None, timeout: float = 60.0) -> None:
+    """Poll ``url/ready`` until it answers 200; fail early if ``proc`` (the server process) exits."""
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"the server exited with code {proc.returncode} before it was ready")
+        try:
+            if httpx.get(f"{url}/ready", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"{url}/ready did not answer 200 within {timeout:.0f} s")
+
+
+@contextmanager
+def serve(model_dir: Path, *args: str) -> Iterator[str]:
+    """``distilrank serve --model model_dir *args`` as a subprocess on a free 127.0.0.1 port; yields its URL."""
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "distill.cli", "serve", "--model", str(model_dir),
+                             "--port", str(port), *args], env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(url, proc)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
 @contextmanager
 def running_server(app) -> Iterator[str]:
     """Run ``app`` under a real uvicorn server in a thread on a free 127.0.0.1 port; yield its base URL."""
-    import httpx
     import uvicorn
 
     port = free_port()
@@ -108,17 +145,11 @@ def running_server(app) -> Iterator[str]:
     thread = threading.Thread(target=lambda: asyncio.run(server.serve()), daemon=True)
     thread.start()
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/ready", timeout=1).status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        time.sleep(0.05)
-    else:
+    try:
+        wait_ready(url, timeout=30)
+    except RuntimeError:
         server.should_exit = True
-        raise RuntimeError("server did not become ready within 30 s")
+        raise
     try:
         yield url
     finally:

@@ -3,46 +3,21 @@
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from ranker_fixtures import free_port, ranker_hf_dir, ranker_model_dir  # noqa: F401
+from ranker_fixtures import free_port, serve
 
 from distill.cli import main
 
 
 @pytest.fixture(scope="module")
-def ranker_url(ranker_model_dir: Path) -> Iterator[str]:  # noqa: F811
+def ranker_url(ranker_model_dir: Path) -> Iterator[str]:
     """The real ranker service (`distilrank serve`) on 127.0.0.1 with the tiny exported model."""
-    import httpx
-
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "distill.cli", "serve", "--model", str(ranker_model_dir),
-                             "--port", str(port), "--threads", "1", "--no-spin"],
-                            env={**os.environ, "HF_HUB_OFFLINE": "1"})
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"distilrank serve exited with code {proc.returncode}")
-        try:
-            if httpx.get(f"{url}/ready", timeout=1).status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    else:
-        proc.kill()
-        pytest.fail("ranker did not become ready within 60 s")
-    yield url
-    proc.terminate()
-    proc.wait(timeout=30)
+    with serve(ranker_model_dir, "--threads", "1", "--no-spin") as url:
+        yield url
 
 
 def _run(url: str, tmp_path: Path, slo: dict | None, processes: int = 1) -> int:

@@ -7,10 +7,7 @@ The ranker side is a small deterministic /v1/rerank server on 127.0.0.1 with swi
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
-import sys
 import threading
 import time
 import zlib
@@ -20,7 +17,7 @@ from pathlib import Path
 from random import Random
 
 import pytest
-from ranker_fixtures import free_port, ranker_hf_dir, ranker_model_dir  # noqa: F401
+from ranker_fixtures import serve
 
 from distill.cli import main
 from distill.data import Document, read_corpus
@@ -317,26 +314,9 @@ DEMO_INDEX = "distilrank-demo"
 
 
 @pytest.fixture(scope="module")
-def real_ranker(ranker_model_dir: Path) -> Iterator[str]:  # noqa: F811
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "distill.cli", "serve", "--model", str(ranker_model_dir), "--port",
-                             str(port), "--threads", "1", "--scores", "raw"], env={**os.environ, "HF_HUB_OFFLINE": "1"})
-    url = f"http://127.0.0.1:{port}"
-    import httpx
-
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/ready", timeout=1).status_code == 200:
-                break
-        except httpx.TransportError:
-            time.sleep(0.2)
-    else:
-        proc.kill()
-        pytest.fail("ranker did not become ready")
-    yield url
-    proc.terminate()
-    proc.wait(timeout=30)
+def real_ranker(ranker_model_dir: Path) -> Iterator[str]:
+    with serve(ranker_model_dir, "--threads", "1", "--scores", "raw") as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

@@ -7,11 +7,10 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 
 import httpx
 import pytest
-from ranker_fixtures import free_port, ranker_hf_dir, ranker_model_dir, tampered_model_dir  # noqa: F401
+from ranker_fixtures import free_port, wait_ready
 
 pytestmark = pytest.mark.integration
 
@@ -23,20 +22,16 @@ def _serve(*args: str, env_extra: dict[str, str] | None = None) -> subprocess.Po
     return subprocess.Popen([*cmd, "serve", *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
 
 
-def test_serve_subprocess_answers_and_stops_cleanly(ranker_model_dir):  # noqa: F811
+def test_serve_subprocess_answers_and_stops_cleanly(ranker_model_dir):
     port = free_port()
     proc = _serve("--model", str(ranker_model_dir), "--port", str(port), "--threads", "1", "--max-docs", "10",
                   env_extra={"DISTILRANK_API_KEY": "k"})
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and proc.poll() is None:
-            try:
-                if httpx.get(f"{url}/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.1)
-        assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
+        try:
+            wait_ready(url, proc)
+        except RuntimeError as exc:
+            pytest.fail(f"{exc}: {proc.stdout.read() if proc.stdout else ''}")
         r = httpx.post(f"{url}/v1/rerank", json={"query": "q", "documents": ["a", "b"]}, headers={"Authorization": "Bearer k"})
         assert r.status_code == 200 and len(r.json()["results"]) == 2
         assert httpx.post(f"{url}/v1/rerank", json={"query": "q", "documents": ["a"]}).status_code == 401  # key from env
@@ -49,14 +44,14 @@ def test_serve_subprocess_answers_and_stops_cleanly(ranker_model_dir):  # noqa: 
     assert "Application shutdown complete" in out and "queued requests were finished" in out
 
 
-def test_serve_refuses_tampered_model(tampered_model_dir):  # noqa: F811
+def test_serve_refuses_tampered_model(tampered_model_dir):
     proc = _serve("--model", str(tampered_model_dir), "--port", str(free_port()))
     out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 4, out
     assert "checksum mismatch for model.onnx" in out and "re-export" in out
 
 
-def test_serve_bad_config_and_missing_model(tmp_path, ranker_model_dir):  # noqa: F811
+def test_serve_bad_config_and_missing_model(tmp_path, ranker_model_dir):
     proc = _serve("--model", str(ranker_model_dir), "--max-queue", "5", "--max-docs", "10")
     out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 2 and "max_queue=5 < max_docs=10" in out, out

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from ranker_fixtures import ranker_hf_dir, ranker_model_dir, ranker_runtime, tampered_model_dir  # noqa: F401
 
 from distill.errors import ConfigError, MissingPrerequisiteError
 from export.model_card import ModelCardError
@@ -14,7 +13,7 @@ DOCS = ["a short doc", "a much longer document about cell biology and many other
         "cells divide by mitosis " * 80, "mid size document here", "another one about proteins"]
 
 
-def test_scores_match_pytorch_and_unsorted_single_pairs(ranker_runtime, ranker_model_dir, ranker_hf_dir):  # noqa: F811
+def test_scores_match_pytorch_and_unsorted_single_pairs(ranker_runtime, ranker_model_dir, ranker_hf_dir):
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
@@ -34,14 +33,14 @@ def test_scores_match_pytorch_and_unsorted_single_pairs(ranker_runtime, ranker_m
     assert np.ptp(scores) > 1e-2, "fixture scores should be spread out"
 
 
-def test_order_restored_under_permutation(ranker_runtime):  # noqa: F811
+def test_order_restored_under_permutation(ranker_runtime):
     scores = ranker_runtime.score("q", DOCS)
     perm = [3, 0, 5, 1, 4, 2]
     permuted = ranker_runtime.score("q", [DOCS[i] for i in perm])
     np.testing.assert_allclose(permuted, scores[perm], rtol=1e-5, atol=1e-5)
 
 
-def test_overlong_texts_are_truncated_not_rejected(ranker_runtime):  # noqa: F811
+def test_overlong_texts_are_truncated_not_rejected(ranker_runtime):
     long_doc = "word " * 5000
     a = ranker_runtime.score("query", [long_doc])
     b = ranker_runtime.score("query", ["word " * 1000])  # same first max_seq_len tokens
@@ -50,7 +49,7 @@ def test_overlong_texts_are_truncated_not_rejected(ranker_runtime):  # noqa: F81
     assert np.isfinite(long_query).all()
 
 
-def test_score_pairs_mixed_queries_and_empty(ranker_runtime):  # noqa: F811
+def test_score_pairs_mixed_queries_and_empty(ranker_runtime):
     assert ranker_runtime.score_pairs([], []).shape == (0,)
     mixed = ranker_runtime.score_pairs(["q1", "q2"], ["d1", "d2"])
     np.testing.assert_allclose(mixed, [ranker_runtime.score("q1", ["d1"])[0], ranker_runtime.score("q2", ["d2"])[0]],
@@ -59,7 +58,7 @@ def test_score_pairs_mixed_queries_and_empty(ranker_runtime):  # noqa: F811
         ranker_runtime.score_pairs(["a", "b"], ["c"])
 
 
-def test_checksum_mismatch_refuses_to_load(tampered_model_dir):  # noqa: F811
+def test_checksum_mismatch_refuses_to_load(tampered_model_dir):
     with pytest.raises(ModelCardError, match="checksum mismatch for model.onnx"):
         RerankRuntime.load(tampered_model_dir)
 

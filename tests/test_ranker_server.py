@@ -11,13 +11,7 @@ import time
 import httpx
 import numpy as np
 import pytest
-from ranker_fixtures import (  # noqa: F401
-    SlowRuntime,
-    ranker_hf_dir,
-    ranker_model_dir,
-    ranker_runtime,
-    running_server,
-)
+from ranker_fixtures import SlowRuntime, running_server
 
 from distill.errors import ConfigError
 from ranker.client import AsyncRerankClient, RerankClient, RerankClientError, RetryPolicy
@@ -31,7 +25,7 @@ DOCS = ["Mitochondria produce ATP for the cell.", "The stock market fell today."
 
 
 @pytest.fixture(scope="module")
-def server(ranker_runtime):  # noqa: F811
+def server(ranker_runtime):
     app = create_app(ranker_runtime, ServerConfig(max_docs=50, max_chars=2000, max_queue=200, cache_size=0))
     with running_server(app) as url:
         yield url
@@ -41,7 +35,7 @@ def expected(runtime, query, docs):
     return sigmoid(runtime.score(query, docs))
 
 
-def test_cohere_contract(server, ranker_runtime):  # noqa: F811
+def test_cohere_contract(server, ranker_runtime):
     r = httpx.post(f"{server}/v1/rerank", json={"query": "what makes ATP", "documents": DOCS, "model": "any"})
     assert r.status_code == 200, r.text
     body = r.json()
@@ -67,7 +61,7 @@ def test_cohere_top_n_object_documents_and_return_documents(server):
     assert [x["index"] for x in results] == [x["index"] for x in full[:2]]
 
 
-def test_tei_contract(server, ranker_runtime):  # noqa: F811
+def test_tei_contract(server, ranker_runtime):
     r = httpx.post(f"{server}/rerank", json={"query": "what makes ATP", "texts": DOCS, "return_text": True})
     assert r.status_code == 200, r.text
     items = r.json()
@@ -81,7 +75,7 @@ def test_tei_contract(server, ranker_runtime):  # noqa: F811
     assert "text" not in raw[0]
 
 
-def test_ops_endpoints(server, ranker_runtime):  # noqa: F811
+def test_ops_endpoints(server, ranker_runtime):
     assert httpx.get(f"{server}/health").json() == {"status": "ok"}
     assert httpx.get(f"{server}/ready").json()["ready"] is True
     info = httpx.get(f"{server}/info").json()
@@ -153,7 +147,7 @@ def test_bad_json_and_tei_errors(server):
     assert r.status_code == 400 and r.json()["error"]["type"] == "invalid_header"
 
 
-def test_concurrent_clients_get_their_own_results(server, ranker_runtime):  # noqa: F811
+def test_concurrent_clients_get_their_own_results(server, ranker_runtime):
     rng = np.random.default_rng(0)
     words = "cell protein gene ATP mitosis market penguin ice virus immune brain drug trial dose".split()
     requests = []
@@ -173,7 +167,7 @@ def test_concurrent_clients_get_their_own_results(server, ranker_runtime):  # no
         np.testing.assert_allclose([by_index[i] for i in range(len(docs))], w, rtol=1e-5, atol=1e-6)
 
 
-def test_overload_gives_fast_503_then_recovers(ranker_runtime):  # noqa: F811
+def test_overload_gives_fast_503_then_recovers(ranker_runtime):
     slow = SlowRuntime(ranker_runtime, delay_s=0.4)
     app = create_app(slow, ServerConfig(max_batch_pairs=4, max_wait_ms=0, max_queue=8, max_docs=4))
     with running_server(app) as url:
@@ -201,7 +195,7 @@ def test_overload_gives_fast_503_then_recovers(ranker_runtime):  # noqa: F811
         assert 'distilrank_errors_total{type="queue_full"}' in httpx.get(f"{url}/metrics").text
 
 
-def test_deadline_gives_504(ranker_runtime):  # noqa: F811
+def test_deadline_gives_504(ranker_runtime):
     slow = SlowRuntime(ranker_runtime, delay_s=0.5)
     app = create_app(slow, ServerConfig(max_wait_ms=0))
     with running_server(app) as url:
@@ -216,7 +210,7 @@ def test_deadline_gives_504(ranker_runtime):  # noqa: F811
         assert r.status_code == 200
 
 
-def test_auth_on(ranker_runtime):  # noqa: F811
+def test_auth_on(ranker_runtime):
     app = create_app(ranker_runtime, ServerConfig(api_key="s3cret"))
     with running_server(app) as url:
         body = {"query": "q", "documents": ["a"]}
@@ -234,7 +228,7 @@ def test_auth_on(ranker_runtime):  # noqa: F811
             client.rerank("q", ["a"])
 
 
-def test_cache_hits_and_identical_scores(ranker_runtime):  # noqa: F811
+def test_cache_hits_and_identical_scores(ranker_runtime):
     app = create_app(ranker_runtime, ServerConfig(cache_size=3))
     with running_server(app) as url, RerankClient(url) as client:
         first = client.rerank("q", DOCS[:3])
@@ -248,7 +242,7 @@ def test_cache_hits_and_identical_scores(ranker_runtime):  # noqa: F811
         assert ratio == pytest.approx(5 / 10)
 
 
-def test_client_retries_503_and_reports_errors(ranker_runtime):  # noqa: F811
+def test_client_retries_503_and_reports_errors(ranker_runtime):
     slow = SlowRuntime(ranker_runtime, delay_s=0.3)
     app = create_app(slow, ServerConfig(max_batch_pairs=2, max_wait_ms=0, max_queue=2, max_docs=2))
     with running_server(app) as url:
@@ -282,7 +276,7 @@ def test_server_config_validation():
         ServerConfig(max_batch_pairs=0)
 
 
-def test_graceful_shutdown_finishes_in_flight(ranker_runtime):  # noqa: F811
+def test_graceful_shutdown_finishes_in_flight(ranker_runtime):
     slow = SlowRuntime(ranker_runtime, delay_s=0.5)
     app = create_app(slow, ServerConfig(max_wait_ms=0))
     result: dict[str, object] = {}

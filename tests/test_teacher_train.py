@@ -7,9 +7,9 @@ import pytest
 import torch
 from teacher_fixtures import write_mini
 
+from distill._config import load_config
 from distill.errors import ConfigError
 from distill.teacher import _train
-from distill.teacher._config_io import load_config
 from distill.teacher._data import QueryDocPair
 from distill.teacher.config import CPTConfig, SFTConfig
 from distill.teacher.cpt import IGNORE, build_cpt_example, collate_cpt, run_cpt

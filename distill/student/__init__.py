@@ -6,8 +6,7 @@ Imports here are lazy-safe: nothing below imports torch at package import time e
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from distill._lazy import lazy_exports
 
 __all__ = [
     "HybridDistillLoss",
@@ -48,7 +47,4 @@ _WHERE = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _WHERE:
-        raise AttributeError(f"module 'distill.student' has no attribute {name!r}")
-    return getattr(importlib.import_module(f"distill.student.{_WHERE[name]}"), name)
+__getattr__, __dir__ = lazy_exports(__name__, _WHERE)

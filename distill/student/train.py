@@ -25,11 +25,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from distill._config import from_mapping, to_dict
 from distill._io import atomic_dir, config_hash
 from distill.data import Qrels, Run
 from distill.errors import ConfigError, DataError
 from distill.manifest import write_manifest
-from distill.student._dataclass import from_mapping, to_dict
 from distill.student.interpolate import InterpolationConfig
 from distill.student.loss import LossWeights
 from distill.student.model import StudentModelConfig

@@ -5,8 +5,7 @@ Imports are lazy (PEP 562) so ``import distill.teacher`` does not import torch.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from distill._lazy import lazy_exports
 
 __all__ = [
     "CPTConfig",
@@ -30,7 +29,7 @@ __all__ = [
 
 _WHERE = {
     "CPTConfig": "config", "LabelConfig": "config", "LoRAConfig": "config", "SFTConfig": "config",
-    "SynthConfig": "config", "load_config": "_config_io",
+    "SynthConfig": "config", "load_config": "distill._config",
     "TeacherRanker": "scoring", "TeacherScorer": "scoring", "load_teacher": "scoring",
     "YesNoScorer": "zero_shot", "listwise_softmax_ce": "sft",
     "rerank_run": "rerank", "rerank_with": "rerank",
@@ -38,11 +37,4 @@ _WHERE = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    if name in _WHERE:
-        return getattr(importlib.import_module(f"{__name__}.{_WHERE[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__getattr__, __dir__ = lazy_exports(__name__, _WHERE)

@@ -86,6 +86,40 @@ def apply_lora(model: nn.Module, lora: LoRAConfig):  # -> peft model or None
     return get_peft_model(model, cfg)
 
 
+@dataclass
+class TrainableLM:
+    """What CPT and SFT start from: the base causal LM ready to train (fp32 master weights, LoRA if enabled)."""
+
+    base: Path
+    tokenizer: object
+    model: nn.Module
+    peft_model: object | None
+    device: torch.device
+    dtype: torch.dtype
+
+
+def load_trainable_lm(config: TrainConfig) -> TrainableLM:
+    """Resolve ``config.base_model``, load tokenizer + causal LM, then gradient checkpointing and LoRA as configured."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from distill.base_models import resolve_teacher_base
+    from distill.teacher._device import pick_device, pick_dtype
+    from distill.teacher.scoring import prepare_tokenizer
+
+    base = resolve_teacher_base(config.base_model)
+    device = pick_device(config.device)
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+    prepare_tokenizer(tokenizer, model)
+    model.config.use_cache = False
+    if config.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+    peft_model = apply_lora(model, config.lora)
+    if peft_model is not None and config.gradient_checkpointing:
+        model.enable_input_require_grads()  # frozen embeddings would cut the checkpointed graph
+    return TrainableLM(Path(base), tokenizer, model, peft_model, device, pick_dtype(config.precision, device))
+
+
 def merge_lora(peft_model) -> None:  # noqa: ANN001
     if peft_model is not None:
         peft_model.merge_and_unload()

@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from distill._config import to_dict
 from distill.errors import ConfigError
-from distill.teacher._config_io import config_to_dict
 
 __all__ = ["CPTConfig", "LabelConfig", "LoRAConfig", "SFTConfig", "SynthConfig", "TrainConfig"]
 
@@ -90,7 +90,7 @@ class TrainConfig:
         _one_of("precision", self.precision, ("auto", "fp32", "bf16", "fp16"))
 
     def to_dict(self) -> dict[str, Any]:
-        return config_to_dict(self)
+        return to_dict(self)
 
 
 @dataclass(frozen=True)
@@ -201,7 +201,7 @@ class LabelConfig:
         _one_of("device", self.device, ("auto", "cpu", "cuda"))
 
     def to_dict(self) -> dict[str, Any]:
-        return config_to_dict(self)
+        return to_dict(self)
 
 
 @dataclass(frozen=True)
@@ -233,4 +233,4 @@ class SynthConfig:
         _one_of("device", self.device, ("auto", "cpu", "cuda"))
 
     def to_dict(self) -> dict[str, Any]:
-        return config_to_dict(self)
+        return to_dict(self)

@@ -14,14 +14,12 @@ from pathlib import Path
 import torch
 
 from distill._io import atomic_dir
-from distill.base_models import resolve_teacher_base
 from distill.data import read_corpus, read_qrels, read_queries
 from distill.manifest import is_complete, write_manifest
 from distill.teacher import _train
 from distill.teacher._data import QueryDocPair, pairs_from_qrels, read_pairs_jsonl, subsample
-from distill.teacher._device import pick_device, pick_dtype
 from distill.teacher.config import CPTConfig
-from distill.teacher.scoring import end_token_id, pad_rows, prepare_tokenizer
+from distill.teacher.scoring import end_token_id, pad_rows
 
 __all__ = ["CPTExample", "build_cpt_example", "collate_cpt", "load_cpt_pairs", "run_cpt"]
 
@@ -75,8 +73,6 @@ def _inputs(config: CPTConfig) -> dict[str, str]:
 
 def run_cpt(config: CPTConfig, out_dir: str | Path, progress: bool = False) -> Path:
     """Train (or resume, or skip if complete) and return the HF causal-LM directory ``out_dir/model``."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     out_dir = Path(out_dir)
     model_dir = out_dir / CPT_MODEL_SUBDIR
     resolved = config.to_dict()
@@ -84,18 +80,8 @@ def run_cpt(config: CPTConfig, out_dir: str | Path, progress: bool = False) -> P
         logger.info("cpt: %s is complete for this config; skipping", out_dir)
         return model_dir
     started = time.perf_counter()
-    base = resolve_teacher_base(config.base_model)
-    device = pick_device(config.device)
-    dtype = pick_dtype(config.precision, device)
-    tokenizer = AutoTokenizer.from_pretrained(base)
-    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
-    prepare_tokenizer(tokenizer, model)
-    model.config.use_cache = False
-    if config.gradient_checkpointing:
-        model.gradient_checkpointing_enable()
-    peft_model = _train.apply_lora(model, config.lora)
-    if peft_model is not None and config.gradient_checkpointing:
-        model.enable_input_require_grads()  # frozen embeddings would cut the checkpointed graph
+    lm = _train.load_trainable_lm(config)
+    base, tokenizer, model, peft_model, device, dtype = lm.base, lm.tokenizer, lm.model, lm.peft_model, lm.device, lm.dtype
     model.to(device)
     end_id = end_token_id(tokenizer, model.config)
     pairs = load_cpt_pairs(config)

@@ -30,14 +30,12 @@ from distill.errors import DataError
 from distill.manifest import is_complete, write_manifest
 from distill.teacher import _train
 from distill.teacher._data import subsample
-from distill.teacher._device import pick_device, pick_dtype
 from distill.teacher.config import SFTConfig
 from distill.teacher.scoring import (
     TeacherRanker,
     TeacherSpec,
     end_token_id,
     pad_rows,
-    prepare_tokenizer,
     save_teacher,
     tokenize_pair,
 )
@@ -129,7 +127,7 @@ def _first_stage(config: SFTConfig, queries: dict[str, Query], corpus: dict[str,
 
 def run_sft(config: SFTConfig, out_dir: str | Path, progress: bool = False) -> Path:
     """Train (or resume, or skip if complete) the ranker; returns the teacher dir ``out_dir/teacher``."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
     out_dir = Path(out_dir)
     teacher_dir = out_dir / TEACHER_SUBDIR
@@ -138,9 +136,6 @@ def run_sft(config: SFTConfig, out_dir: str | Path, progress: bool = False) -> P
         logger.info("sft: %s is complete for this config; skipping", out_dir)
         return teacher_dir
     started = time.perf_counter()
-    base = resolve_teacher_base(config.base_model)
-    device = pick_device(config.device)
-    dtype = pick_dtype(config.precision, device)
 
     queries = read_queries(config.queries)
     qrels = read_qrels(config.qrels)
@@ -151,15 +146,8 @@ def run_sft(config: SFTConfig, out_dir: str | Path, progress: bool = False) -> P
     examples = build_sft_examples(queries, qrels, corpus, _first_stage(config, queries, corpus),
                                   config.num_negatives, config.negative_depth, config.seed)
 
-    tokenizer = AutoTokenizer.from_pretrained(base)
-    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
-    prepare_tokenizer(tokenizer, model)
-    model.config.use_cache = False
-    if config.gradient_checkpointing:
-        model.gradient_checkpointing_enable()
-    peft_model = _train.apply_lora(model, config.lora)
-    if peft_model is not None and config.gradient_checkpointing:
-        model.enable_input_require_grads()  # frozen embeddings would cut the checkpointed graph
+    lm = _train.load_trainable_lm(config)
+    base, tokenizer, model, peft_model, device, dtype = lm.base, lm.tokenizer, lm.model, lm.peft_model, lm.device, lm.dtype
     ranker = TeacherRanker(model).to(device)
     ref = None
     if config.kl_weight > 0:

@@ -1,4 +1,4 @@
-"""Build frozen config dataclasses from JSON files / dicts, rejecting unknown keys."""
+"""Build (nested) frozen config dataclasses from JSON files / dicts, rejecting unknown keys (teacher and student configs)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from distill.errors import ConfigError
 T = TypeVar("T")
 
 
-def config_from_mapping(cls: type[T], data: Mapping[str, Any] | None, where: str = "config") -> T:
+def from_mapping(cls: type[T], data: Mapping[str, Any] | None, where: str = "config") -> T:
     """``cls(**data)`` with nested dataclasses built recursively; errors name the offending key."""
     data = dict(data or {})
     hints = typing.get_type_hints(cls)
@@ -26,7 +26,7 @@ def config_from_mapping(cls: type[T], data: Mapping[str, Any] | None, where: str
     for name, value in data.items():
         hint = hints.get(name)
         if isinstance(hint, type) and dataclasses.is_dataclass(hint) and isinstance(value, Mapping):
-            value = config_from_mapping(hint, value, f"{where}.{name}")
+            value = from_mapping(hint, value, f"{where}.{name}")
         kwargs[name] = value
     try:
         return cls(**kwargs)
@@ -49,8 +49,8 @@ def load_config(cls: type[T], path: str | Path | None, overrides: Mapping[str, A
             raise ConfigError(f"{p}: the config must be a JSON object, got {type(loaded).__name__}")
         data.update(loaded)
     data.update({k: v for k, v in (overrides or {}).items() if v is not None})
-    return config_from_mapping(cls, data, where=str(path) if path else cls.__name__)
+    return from_mapping(cls, data, where=str(path) if path else cls.__name__)
 
 
-def config_to_dict(obj: object) -> dict[str, Any]:
+def to_dict(obj: object) -> dict[str, Any]:
     return dataclasses.asdict(obj)  # type: ignore[arg-type]

@@ -1,0 +1,198 @@
+"""SciFact through a real OpenSearch node: BM25 vs BM25 + distilrank rescore (plugin and client-side), and
+the latency of the rescore step.
+
+    nice -n 10 python bench/opensearch_scifact.py --model EXPORTED_DIR [--windows 20,50] [--max-queries 0]
+
+What runs: ``distilrank serve --model EXPORTED_DIR`` on 127.0.0.1, an OpenSearch node with the freshly
+built plugin (its own root and port, so the test suite's node is untouched), the SciFact corpus indexed
+with the project's mapping, then per test query and window size:
+
+* ``first_stage``: the ``multi_match`` BM25 query alone (``took`` recorded);
+* ``plugin``: the same query with the ``distilrank`` rescore clause; the rescore step's latency is the
+  plugin's own ranker-call time (delta of ``total_latency_ms`` in ``GET /_plugins/distilrank/stats``
+  around the search) and, for comparison, ``took(rescored) - took(first stage)``;
+* ``client``: the first stage's hits rescored in Python through ``/v1/rerank`` with the same arithmetic
+  (``opensearch_plugin.rescore_hits``); its step latency is the wall time of that call.
+
+Plugin and client-side agreement: identical document order for the top 10 (fraction of queries) and the
+largest |score difference|. Default weights: ``query_weight 0``, ``rescore_query_weight 1`` (pure
+reranking inside the window; BM25 order below it). Writes bench/results/opensearch_scifact.{json,md}.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+import click
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+logger = logging.getLogger(__name__)
+INDEX = "scifact"
+
+
+def _find(obj: object, key: str) -> float:
+    """Sum of every ``key`` value in a nested stats document (one entry per node)."""
+    if isinstance(obj, dict):
+        return sum((float(v) if k == key else _find(v, key)) for k, v in obj.items())
+    if isinstance(obj, list):
+        return sum(_find(v, key) for v in obj)
+    return 0.0
+
+
+def _pct(values: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values, dtype=np.float64), q)) if values else float("nan")
+
+
+def _index_corpus(os_client, corpus: Path) -> int:
+    import opensearch_plugin as osp
+    from distill.data import read_corpus
+
+    n_docs = len(read_corpus(corpus))
+    if os_client.indices.exists(index=INDEX) and os_client.count(index=INDEX)["count"] == n_docs:
+        return n_docs
+    return osp.load_corpus(os_client, INDEX, corpus, recreate=True)
+
+
+@click.command()
+@click.option("--model", "model_dir", required=True, type=click.Path(file_okay=False, exists=True, path_type=Path),
+              help="Exported model dir (model_card.json), served by `distilrank serve`.")
+@click.option("--data", type=click.Path(file_okay=False, exists=True, path_type=Path),
+              default=REPO.parent / "shared" / "data" / "beir-scifact", show_default=True)
+@click.option("--windows", default="20,50", show_default=True)
+@click.option("--max-queries", default=0, show_default=True, help="0 = every test query with qrels.")
+@click.option("--size", default=100, show_default=True, help="Hits per search (evaluation depth).")
+@click.option("--query-weight", default=0.0, show_default=True)
+@click.option("--rescore-query-weight", default=1.0, show_default=True)
+@click.option("--threads", default=os.cpu_count() or 1, show_default=True)
+@click.option("--port", default=9250, show_default=True, help="OpenSearch HTTP port for this bench's node.")
+@click.option("--os-root", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Node root [default: $DISTILRANK_HOME/opensearch-bench].")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=REPO / "bench" / "results")
+def main(model_dir: Path, data: Path, windows: str, max_queries: int, size: int, query_weight: float,
+         rescore_query_weight: float, threads: int, port: int, os_root: Path | None, out_dir: Path) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    from loadtest_calibration import start_server
+
+    import opensearch_plugin as osp
+    from distill._io import write_json
+    from distill.data import read_qrels, read_queries
+    from distill.evaluation import evaluate
+
+    window_sizes = sorted({int(w) for w in windows.split(",")})
+    qrels = read_qrels(data / "qrels.test.txt")
+    queries = {qid: q for qid, q in read_queries(data / "queries.test.tsv").items() if qid in qrels}
+    if max_queries:
+        queries = dict(sorted(queries.items())[:max_queries])
+    card = json.loads((model_dir / "model_card.json").read_text(encoding="utf-8"))
+
+    cfg = osp.NodeConfig(root=os_root or osp.distilrank_home() / "opensearch-bench", port=port)
+    osp.stop(cfg)
+    osp.install(cfg, osp.build_plugin())
+    osp.start(cfg)
+    proc, ranker_url = start_server(model_dir, threads, spin=False)
+    report: dict = {"model_dir": str(model_dir), "model_name": card.get("name"), "precision": card.get("precision"),
+                    "max_seq_len": card.get("max_seq_len"), "queries": len(queries), "size": size,
+                    "query_weight": query_weight, "rescore_query_weight": rescore_query_weight,
+                    "opensearch": osp.OPENSEARCH_VERSION, "cpu_count": os.cpu_count(), "threads": threads,
+                    "loadavg_start": round(os.getloadavg()[0], 2), "windows": {}}
+    try:
+        client = osp.client(cfg.url, timeout=120)
+        client.cluster.put_settings(body={"persistent": {"distilrank.ranker.endpoint": ranker_url,
+                                                         "distilrank.ranker.read_timeout": "60s"}})
+        report["documents"] = _index_corpus(client, data / "corpus.jsonl")
+        score_fn = osp.ranker_score_fn(ranker_url, timeout=60)
+        first_run: dict[str, dict[str, float]] = {}
+        first_took: list[float] = []
+        for qid, q in queries.items():
+            resp = client.search(index=INDEX, body=osp.search_body(q.text, size))
+            first_took.append(float(resp["took"]))
+            first_run[qid] = {h["_id"]: float(h["_score"]) for h in resp["hits"]["hits"]}
+        report["first_stage"] = {"metrics": evaluate(qrels, first_run).metrics,
+                                 "took_p50_ms": _pct(first_took, 50), "took_p95_ms": _pct(first_took, 95)}
+        logger.info("first stage: %s", report["first_stage"])
+        for w in window_sizes:
+            params = osp.RescoreParams(window_size=w, query_weight=query_weight,
+                                       rescore_query_weight=rescore_query_weight)
+            plugin_run: dict[str, dict[str, float]] = {}
+            client_run: dict[str, dict[str, float]] = {}
+            plugin_ms, took_delta, client_ms, same_top10, max_diff = [], [], [], 0, 0.0
+            failures_before = _find(client.transport.perform_request("GET", "/_plugins/distilrank/stats"), "failures")
+            for n, (qid, q) in enumerate(queries.items(), 1):
+                before = _find(client.transport.perform_request("GET", "/_plugins/distilrank/stats"), "total_latency_ms")
+                resp = client.search(index=INDEX, body=osp.search_body(q.text, size, params))
+                after = _find(client.transport.perform_request("GET", "/_plugins/distilrank/stats"), "total_latency_ms")
+                plugin_ms.append(after - before)
+                plugin_hits = [(h["_id"], float(h["_score"])) for h in resp["hits"]["hits"]]
+                plugin_run[qid] = dict(plugin_hits)
+                first = client.search(index=INDEX, body=osp.search_body(q.text, size))
+                took_delta.append(float(resp["took"]) - float(first["took"]))
+                t0 = time.perf_counter()
+                client_hits = osp.rescore_hits(first["hits"]["hits"], q.text, params, score_fn)
+                client_ms.append((time.perf_counter() - t0) * 1000)
+                client_run[qid] = dict(client_hits)
+                same_top10 += [d for d, _ in plugin_hits[:10]] == [d for d, _ in client_hits[:10]]
+                common = set(plugin_run[qid]) & set(client_run[qid])
+                max_diff = max([max_diff] + [abs(plugin_run[qid][d] - client_run[qid][d]) for d in common])
+                if n % 25 == 0:
+                    logger.info("window %d: %d/%d queries, plugin rescore p50 %.0f ms", w, n, len(queries),
+                                _pct(plugin_ms, 50))
+            failures = _find(client.transport.perform_request("GET", "/_plugins/distilrank/stats"), "failures")
+            report["windows"][str(w)] = {
+                "plugin": {"metrics": evaluate(qrels, plugin_run).metrics, "rescore_p50_ms": _pct(plugin_ms, 50),
+                           "rescore_p95_ms": _pct(plugin_ms, 95), "took_delta_p50_ms": _pct(took_delta, 50),
+                           "took_delta_p95_ms": _pct(took_delta, 95), "ranker_failures": failures - failures_before},
+                "client": {"metrics": evaluate(qrels, client_run).metrics, "rescore_p50_ms": _pct(client_ms, 50),
+                           "rescore_p95_ms": _pct(client_ms, 95)},
+                "agreement": {"same_top10_fraction": same_top10 / len(queries), "max_abs_score_diff": max_diff},
+            }
+            logger.info("window %d: %s", w, report["windows"][str(w)])
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+        osp.stop(cfg)
+    report["loadavg_end"] = round(os.getloadavg()[0], 2)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_json(out_dir / "opensearch_scifact.json", report)
+    md = _markdown(report)
+    (out_dir / "opensearch_scifact.md").write_text(md, encoding="utf-8")
+    click.echo(md)
+
+
+def _markdown(r: dict) -> str:
+    fs = r["first_stage"]["metrics"]
+    lines = [f"SciFact test ({r['queries']} queries, {r['documents']} docs), OpenSearch {r['opensearch']} BM25 "
+             f"(`multi_match` title+text, standard analyzer) + distilrank rescore with `{r['model_name']}` "
+             f"({r['precision']}, max_seq_len {r['max_seq_len']}); query_weight {r['query_weight']}, "
+             f"rescore_query_weight {r['rescore_query_weight']}, score_mode total. {r['cpu_count']} cores, shared by "
+             "OpenSearch, the ranker and the client.", "",
+             "| system | window | nDCG@10 | MRR@10 | R@100 | rescore step p50 ms | p95 ms |",
+             "|---|---:|---:|---:|---:|---:|---:|",
+             f"| OpenSearch BM25 | - | {fs['ndcg@10']:.4f} | {fs['mrr@10']:.4f} | {fs.get('recall@100', float('nan')):.4f} | - | - |"]
+    for w, cell in r["windows"].items():
+        for path, label in (("plugin", "BM25 + distilrank (plugin)"), ("client", "BM25 + distilrank (client-side)")):
+            m = cell[path]["metrics"]
+            lines.append(f"| {label} | {w} | {m['ndcg@10']:.4f} | {m['mrr@10']:.4f} | {m.get('recall@100', float('nan')):.4f} | "
+                         f"{cell[path]['rescore_p50_ms']:.0f} | {cell[path]['rescore_p95_ms']:.0f} |")
+    lines += ["", "| window | same top-10 order (plugin vs client) | max abs score diff | plugin took delta p50 / p95 ms | ranker failures |",
+              "|---:|---:|---:|---:|---:|"]
+    for w, cell in r["windows"].items():
+        a = cell["agreement"]
+        lines.append(f"| {w} | {a['same_top10_fraction']:.3f} | {a['max_abs_score_diff']:.2g} | "
+                     f"{cell['plugin']['took_delta_p50_ms']:.0f} / {cell['plugin']['took_delta_p95_ms']:.0f} | "
+                     f"{cell['plugin']['ranker_failures']:.0f} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()
