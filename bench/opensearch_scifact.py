@@ -78,9 +78,13 @@ def _index_corpus(os_client, corpus: Path) -> int:
 @click.option("--port", default=9250, show_default=True, help="OpenSearch HTTP port for this bench's node.")
 @click.option("--os-root", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Node root [default: $DISTILRANK_HOME/opensearch-bench].")
+@click.option("--loadtest-users", default="1,2", show_default=True,
+              help="After the quality runs: Locust `opensearch` scenario (window 20) at these user counts; '' = skip.")
+@click.option("--loadtest-run-time", default="30s", show_default=True)
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=REPO / "bench" / "results")
 def main(model_dir: Path, data: Path, windows: str, max_queries: int, size: int, query_weight: float,
-         rescore_query_weight: float, threads: int, port: int, os_root: Path | None, out_dir: Path) -> None:
+         rescore_query_weight: float, threads: int, port: int, os_root: Path | None, loadtest_users: str,
+         loadtest_run_time: str, out_dir: Path) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     from loadtest_calibration import start_server
 
@@ -157,6 +161,8 @@ def main(model_dir: Path, data: Path, windows: str, max_queries: int, size: int,
                 "agreement": {"same_top10_fraction": same_top10 / len(queries), "max_abs_score_diff": max_diff},
             }
             logger.info("window %d: %s", w, report["windows"][str(w)])
+        report["loadtest"] = _loadtest(cfg.url, data, [int(u) for u in loadtest_users.split(",") if u.strip()],
+                                       loadtest_run_time, out_dir.parent / "opensearch_loadtest")
     finally:
         proc.terminate()
         proc.wait(timeout=60)
@@ -167,6 +173,30 @@ def main(model_dir: Path, data: Path, windows: str, max_queries: int, size: int,
     md = _markdown(report)
     (out_dir / "opensearch_scifact.md").write_text(md, encoding="utf-8")
     click.echo(md)
+
+
+def _loadtest(url: str, data: Path, users: list[int], run_time: str, work: Path) -> list[dict]:
+    """Closed-loop Locust runs of the ``opensearch`` scenario (``_search`` + distilrank rescore, window 20)."""
+    from distill.errors import GateFailedError
+    from loadtests import LoadTestConfig, build_payloads, run_loadtest
+
+    work.mkdir(parents=True, exist_ok=True)
+    slo = work / "measure_only.json"
+    slo.write_text(json.dumps({"scenario": "opensearch", "description": "measure only"}))
+    payloads = build_payloads(work / "payloads_20.json", 20, data / "corpus.jsonl", data / "queries.test.tsv")
+    cells = []
+    for u in users:
+        cfg = LoadTestConfig(scenario="opensearch", host=url, users=u, spawn_rate=u, run_time=run_time, slo=slo,
+                             passages=20, out=work / f"u{u}", index=INDEX)
+        try:
+            result = run_loadtest(cfg, payloads)
+        except GateFailedError as exc:
+            logger.error("opensearch load test at %d users made no request: %s", u, exc)
+            result = json.loads((work / f"u{u}" / "slo_result.json").read_text(encoding="utf-8"))
+        m = result["measured"]["total"]
+        cells.append({"users": u, **{k: m[k] for k in ("requests", "failures", "p50_ms", "p95_ms", "p99_ms", "rps")}})
+        logger.info("opensearch load test: %s", cells[-1])
+    return cells
 
 
 def _markdown(r: dict) -> str:
@@ -191,6 +221,12 @@ def _markdown(r: dict) -> str:
         lines.append(f"| {w} | {a['same_top10_fraction']:.3f} | {a['max_abs_score_diff']:.2g} | "
                      f"{cell['plugin']['took_delta_p50_ms']:.0f} / {cell['plugin']['took_delta_p95_ms']:.0f} | "
                      f"{cell['plugin']['ranker_failures']:.0f} |")
+    if r.get("loadtest"):
+        lines += ["", "Locust `opensearch` scenario (`_search` + distilrank rescore, window 20, size 10), closed-loop users:", "",
+                  "| users | requests | failures | p50 ms | p95 ms | p99 ms | req/s |", "|---:|---:|---:|---:|---:|---:|---:|"]
+        for c in r["loadtest"]:
+            lines.append(f"| {c['users']} | {c['requests']} | {c['failures']} | {c['p50_ms']:.0f} | {c['p95_ms']:.0f} | "
+                         f"{c['p99_ms']:.0f} | {c['rps']:.2f} |")
     return "\n".join(lines) + "\n"
 
 

@@ -15,7 +15,8 @@ Presets (wall times measured on the 2-core development machine, see README):
 * ``demo``: the real base models (SmolLM2-135M teacher, all-MiniLM-L6-v2 student) on the bundled
   scifact_mini at a size that finishes within ~15 minutes on 2 CPU cores. The teacher gets only a
   handful of optimiser steps: it shows the machinery, not a good teacher.
-* ``small``: the real base models on a full collection (e.g. SciFact) at a CPU-feasible size.
+* ``small``: the real base models on a full collection at a CPU-feasible size: 48.6 minutes on BEIR
+  SciFact (README).
 * ``full``: GPU scale (longer sequences, many steps, 15 negatives as in RankLLaMA).
 """
 
@@ -55,8 +56,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "eval": {"top_k": 20, "teacher_top_k": 10, "max_queries": 0, "teacher_batch_size": 16},
     },
     "small": {
-        # ~40 min on 2 CPU cores for SciFact (README): most of it is the teacher's forward passes
-        # (SFT steps, labelling, and scoring the eval candidates), ~0.25 s per pair at 128 tokens.
+        # 48.6 min on 2 CPU cores for SciFact (README): teacher SFT/labelling/eval ~29 min, student ~16 min
         "teacher_model": "default", "student_model": "default",
         "synth": {"num_docs": 200},
         "cpt": {**_TEACHER_CPU, "max_length": 128, "max_steps": 40, "max_pairs": 160},
