@@ -16,7 +16,9 @@ with the project's mapping, then per test query and window size:
 
 Plugin and client-side agreement: identical document order for the top 10 (fraction of queries) and the
 largest |score difference|. Default weights: ``query_weight 0``, ``rescore_query_weight 1`` (pure
-reranking inside the window; BM25 order below it). Writes bench/results/opensearch_scifact.{json,md}.
+reranking inside the window; BM25 order below it), plus one blend at window 20 (``--blend-alpha``, the
+pipeline's tuned interpolation weight, turned into OpenSearch weights without looking at test labels; 0 = skip).
+Then Locust's ``opensearch`` scenario at ``--loadtest-users``. Writes bench/results/opensearch_scifact.{json,md}.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import json
 import logging
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -74,6 +77,8 @@ def _index_corpus(os_client, corpus: Path) -> int:
 @click.option("--size", default=100, show_default=True, help="Hits per search (evaluation depth).")
 @click.option("--query-weight", default=0.0, show_default=True)
 @click.option("--rescore-query-weight", default=1.0, show_default=True)
+@click.option("--blend-alpha", default=0.75, show_default=True, type=float,
+              help="Also run a BM25+ranker blend at window 20 with this first-stage weight (the pipeline's tuned a).")
 @click.option("--threads", default=os.cpu_count() or 1, show_default=True)
 @click.option("--port", default=9250, show_default=True, help="OpenSearch HTTP port for this bench's node.")
 @click.option("--os-root", type=click.Path(file_okay=False, path_type=Path), default=None,
@@ -83,7 +88,7 @@ def _index_corpus(os_client, corpus: Path) -> int:
 @click.option("--loadtest-run-time", default="30s", show_default=True)
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=REPO / "bench" / "results")
 def main(model_dir: Path, data: Path, windows: str, max_queries: int, size: int, query_weight: float,
-         rescore_query_weight: float, threads: int, port: int, os_root: Path | None, loadtest_users: str,
+         rescore_query_weight: float, blend_alpha: float, threads: int, port: int, os_root: Path | None, loadtest_users: str,
          loadtest_run_time: str, out_dir: Path) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     from loadtest_calibration import start_server
@@ -97,7 +102,8 @@ def main(model_dir: Path, data: Path, windows: str, max_queries: int, size: int,
     qrels = read_qrels(data / "qrels.test.txt")
     queries = {qid: q for qid, q in read_queries(data / "queries.test.tsv").items() if qid in qrels}
     if max_queries:
-        queries = dict(sorted(queries.items())[:max_queries])
+        queries = dict(list(queries.items())[:max_queries])  # file order, as `distilrank pipeline` picks them
+    qrels = {qid: qrels[qid] for qid in queries}  # evaluation counts unanswered judged queries as 0
     card = json.loads((model_dir / "model_card.json").read_text(encoding="utf-8"))
 
     cfg = osp.NodeConfig(root=os_root or osp.distilrank_home() / "opensearch-bench", port=port)
@@ -105,7 +111,7 @@ def main(model_dir: Path, data: Path, windows: str, max_queries: int, size: int,
     osp.install(cfg, osp.build_plugin())
     osp.start(cfg)
     proc, ranker_url = start_server(model_dir, threads, spin=False)
-    report: dict = {"model_dir": str(model_dir), "model_name": card.get("name"), "precision": card.get("precision"),
+    report: dict = {"model_dir": str(model_dir), "model_name": card.get("name") or model_dir.name, "precision": card.get("precision"),
                     "max_seq_len": card.get("max_seq_len"), "queries": len(queries), "size": size,
                     "query_weight": query_weight, "rescore_query_weight": rescore_query_weight,
                     "opensearch": osp.OPENSEARCH_VERSION, "cpu_count": os.cpu_count(), "threads": threads,
@@ -125,9 +131,19 @@ def main(model_dir: Path, data: Path, windows: str, max_queries: int, size: int,
         report["first_stage"] = {"metrics": evaluate(qrels, first_run).metrics,
                                  "took_p50_ms": _pct(first_took, 50), "took_p95_ms": _pct(first_took, 95)}
         logger.info("first stage: %s", report["first_stage"])
-        for w in window_sizes:
-            params = osp.RescoreParams(window_size=w, query_weight=query_weight,
-                                       rescore_query_weight=rescore_query_weight)
+        settings = [(f"rerank w{w}", w, query_weight, rescore_query_weight) for w in window_sizes]
+        if blend_alpha:
+            # BM25 + ranker blend mirroring the pipeline's interpolation a*minmax(BM25) + (1-a)*logit: OpenSearch
+            # cannot min-max per query, so BM25's spread is replaced by the median top-20 score range of
+            # this first stage (label-free), and a logit by 4 x sigmoid (its slope at 0 is 1/4).
+            ranges = [max(v) - min(v) for v in (sorted(d.values(), reverse=True)[:20] for d in first_run.values()) if v]
+            spread = float(np.median(ranges))
+            rqw = round(spread * 4 * (1 - blend_alpha) / blend_alpha, 3)
+            report["blend"] = {"alpha": blend_alpha, "bm25_top20_range_median": spread, "query_weight": 1.0,
+                               "rescore_query_weight": rqw}
+            settings.append((f"blend a={blend_alpha} w20", 20, 1.0, rqw))
+        for name, w, qw, rqw in settings:
+            params = osp.RescoreParams(window_size=w, query_weight=qw, rescore_query_weight=rqw)
             plugin_run: dict[str, dict[str, float]] = {}
             client_run: dict[str, dict[str, float]] = {}
             plugin_ms, took_delta, client_ms, same_top10, max_diff = [], [], [], 0, 0.0
@@ -152,7 +168,7 @@ def main(model_dir: Path, data: Path, windows: str, max_queries: int, size: int,
                     logger.info("window %d: %d/%d queries, plugin rescore p50 %.0f ms", w, n, len(queries),
                                 _pct(plugin_ms, 50))
             failures = _find(client.transport.perform_request("GET", "/_plugins/distilrank/stats"), "failures")
-            report["windows"][str(w)] = {
+            report["windows"][name] = {"window": w, "query_weight": qw, "rescore_query_weight": rqw,
                 "plugin": {"metrics": evaluate(qrels, plugin_run).metrics, "rescore_p50_ms": _pct(plugin_ms, 50),
                            "rescore_p95_ms": _pct(plugin_ms, 95), "took_delta_p50_ms": _pct(took_delta, 50),
                            "took_delta_p95_ms": _pct(took_delta, 95), "ranker_failures": failures - failures_before},
@@ -160,9 +176,9 @@ def main(model_dir: Path, data: Path, windows: str, max_queries: int, size: int,
                            "rescore_p95_ms": _pct(client_ms, 95)},
                 "agreement": {"same_top10_fraction": same_top10 / len(queries), "max_abs_score_diff": max_diff},
             }
-            logger.info("window %d: %s", w, report["windows"][str(w)])
+            logger.info("%s: %s", name, report["windows"][name])
         report["loadtest"] = _loadtest(cfg.url, data, [int(u) for u in loadtest_users.split(",") if u.strip()],
-                                       loadtest_run_time, out_dir.parent / "opensearch_loadtest")
+                                       loadtest_run_time, Path(tempfile.mkdtemp(prefix="opensearch_loadtest_")))
     finally:
         proc.terminate()
         proc.wait(timeout=60)
@@ -203,22 +219,22 @@ def _markdown(r: dict) -> str:
     fs = r["first_stage"]["metrics"]
     lines = [f"SciFact test ({r['queries']} queries, {r['documents']} docs), OpenSearch {r['opensearch']} BM25 "
              f"(`multi_match` title+text, standard analyzer) + distilrank rescore with `{r['model_name']}` "
-             f"({r['precision']}, max_seq_len {r['max_seq_len']}); query_weight {r['query_weight']}, "
-             f"rescore_query_weight {r['rescore_query_weight']}, score_mode total. {r['cpu_count']} cores, shared by "
-             "OpenSearch, the ranker and the client.", "",
-             "| system | window | nDCG@10 | MRR@10 | R@100 | rescore step p50 ms | p95 ms |",
-             "|---|---:|---:|---:|---:|---:|---:|",
-             f"| OpenSearch BM25 | - | {fs['ndcg@10']:.4f} | {fs['mrr@10']:.4f} | {fs.get('recall@100', float('nan')):.4f} | - | - |"]
-    for w, cell in r["windows"].items():
+             f"({r['precision']}, max_seq_len {r['max_seq_len']}), score_mode total, served scores = sigmoid. "
+             f"{r['cpu_count']} cores, shared by OpenSearch, the ranker and the client. Rescore step = the plugin's "
+             "own ranker-call time (stats delta), resp. the client's /v1/rerank call.", "",
+             "| system | setting | window | query_weight | rescore_query_weight | nDCG@10 | MRR@10 | R@100 | rescore step p50 ms | p95 ms |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+             f"| OpenSearch BM25 | - | - | - | - | {fs['ndcg@10']:.4f} | {fs['mrr@10']:.4f} | {fs.get('recall@100', float('nan')):.4f} | - | - |"]
+    for name, cell in r["windows"].items():
         for path, label in (("plugin", "BM25 + distilrank (plugin)"), ("client", "BM25 + distilrank (client-side)")):
             m = cell[path]["metrics"]
-            lines.append(f"| {label} | {w} | {m['ndcg@10']:.4f} | {m['mrr@10']:.4f} | {m.get('recall@100', float('nan')):.4f} | "
+            lines.append(f"| {label} | {name} | {cell['window']} | {cell['query_weight']:g} | {cell['rescore_query_weight']:g} | {m['ndcg@10']:.4f} | {m['mrr@10']:.4f} | {m.get('recall@100', float('nan')):.4f} | "
                          f"{cell[path]['rescore_p50_ms']:.0f} | {cell[path]['rescore_p95_ms']:.0f} |")
-    lines += ["", "| window | same top-10 order (plugin vs client) | max abs score diff | plugin took delta p50 / p95 ms | ranker failures |",
-              "|---:|---:|---:|---:|---:|"]
-    for w, cell in r["windows"].items():
+    lines += ["", "| setting | same top-10 order (plugin vs client) | max abs score diff | plugin took delta p50 / p95 ms | ranker failures |",
+              "|---|---:|---:|---:|---:|"]
+    for name, cell in r["windows"].items():
         a = cell["agreement"]
-        lines.append(f"| {w} | {a['same_top10_fraction']:.3f} | {a['max_abs_score_diff']:.2g} | "
+        lines.append(f"| {name} | {a['same_top10_fraction']:.3f} | {a['max_abs_score_diff']:.2g} | "
                      f"{cell['plugin']['took_delta_p50_ms']:.0f} / {cell['plugin']['took_delta_p95_ms']:.0f} | "
                      f"{cell['plugin']['ranker_failures']:.0f} |")
     if r.get("loadtest"):
