@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from distill._io import atomic_dir, config_hash, sha256_file, write_json
+from distill.base_models import DEFAULT_STUDENT
 from distill.errors import ConfigError, GateFailedError, MissingPrerequisiteError
 from export._candidates import CandidateLists, demo_candidates, eval_candidates
 from export._isa import resolve_isa
@@ -105,7 +106,17 @@ def _provenance(model_dir: Path, hf: dict[str, Any]) -> tuple[dict[str, Any], di
                 break
             except json.JSONDecodeError:
                 logger.warning("ignoring unreadable student manifest %s", cand)
-    base = {"student_dir": str(model_dir), "student_base": manifest.get("base_model") or hf.get("_name_or_path") or None,
+    student_base = manifest.get("base_model")
+    train_cfg_path = Path(manifest["_path"]).parent / "config.json" if manifest else None
+    if not student_base and train_cfg_path is not None and train_cfg_path.is_file():
+        # `distilrank student train` writes its resolved config (model.base = "default" or a local dir) beside the manifest
+        try:
+            spec = (json.loads(train_cfg_path.read_text(encoding="utf-8")).get("model") or {}).get("base")
+        except (json.JSONDecodeError, AttributeError):
+            spec = None
+        if spec:
+            student_base = DEFAULT_STUDENT if spec.lower() in ("default", "minilm") else spec
+    base = {"student_dir": str(model_dir), "student_base": student_base or hf.get("_name_or_path") or None,
             "architecture": (hf.get("architectures") or [None])[0], "num_hidden_layers": hf.get("num_hidden_layers")}
     if "teacher" in manifest:
         base["teacher"] = manifest["teacher"]

@@ -93,3 +93,22 @@ def test_cli_argument_errors(tmp_path: Path, tiny_cross_encoder_dir: Path, capsy
     assert main(["export", "--model", str(two), "--out", str(tmp_path / "o")]) == 2
     assert "num_labels=1" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def test_card_names_student_base_from_training_config(tmp_path) -> None:
+    import json
+
+    from export.exporter import _provenance
+
+    model = tmp_path / "student" / "model"
+    model.mkdir(parents=True)
+    (model / "config.json").write_text("{}")
+    (model.parent / "manifest.json").write_text(json.dumps({"stage": "student", "config_hash": "abc", "inputs": {}}))
+    hf = {"_name_or_path": "/tmp/somewhere", "architectures": ["BertForSequenceClassification"], "num_hidden_layers": 6}
+    (model.parent / "config.json").write_text(json.dumps({"model": {"base": "default"}}))
+    assert _provenance(model, hf)[0]["student_base"] == "all-MiniLM-L6-v2"
+    (model.parent / "config.json").write_text(json.dumps({"model": {"base": "/models/my-encoder"}}))
+    base, training = _provenance(model, hf)
+    assert base["student_base"] == "/models/my-encoder" and training["config_hash"] == "abc"
+    (model.parent / "config.json").unlink()
+    assert _provenance(model, hf)[0]["student_base"] == "/tmp/somewhere"
