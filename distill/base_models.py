@@ -17,7 +17,8 @@ from pathlib import Path
 from distill._io import atomic_dir
 from distill.errors import MissingPrerequisiteError
 
-__all__ = ["DEFAULT_STUDENT", "DEFAULT_TEACHER", "cache_dir", "resolve_model", "resolve_student_base", "resolve_teacher_base"]
+__all__ = ["DEFAULT_STUDENT", "DEFAULT_TEACHER", "cache_dir", "resolve_model", "resolve_student_base", "resolve_teacher_base",
+           "student_base_name"]
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +42,11 @@ def _local_dir(spec: str, role: str) -> Path:
     if not (path / "config.json").exists():
         raise MissingPrerequisiteError(f"{role} model directory {path} has no config.json; is it a Hugging Face model directory?")
     return path
+
+
+def student_base_name(spec: str) -> str:
+    """What a student ``base`` spec names, for model cards: the default model's name for its aliases, else ``spec``."""
+    return DEFAULT_STUDENT if spec.lower() in _STUDENT_ALIASES else spec
 
 
 def resolve_student_base(spec: str = "default") -> Path:

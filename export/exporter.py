@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from distill._io import atomic_dir, config_hash, sha256_file, write_json
-from distill.base_models import DEFAULT_STUDENT
+from distill.base_models import student_base_name
 from distill.errors import ConfigError, GateFailedError, MissingPrerequisiteError
 from export._candidates import CandidateLists, demo_candidates, eval_candidates
 from export._isa import resolve_isa
@@ -115,7 +115,7 @@ def _provenance(model_dir: Path, hf: dict[str, Any]) -> tuple[dict[str, Any], di
         except (json.JSONDecodeError, AttributeError):
             spec = None
         if spec:
-            student_base = DEFAULT_STUDENT if spec.lower() in ("default", "minilm") else spec
+            student_base = student_base_name(spec)
     base = {"student_dir": str(model_dir), "student_base": student_base or hf.get("_name_or_path") or None,
             "architecture": (hf.get("architectures") or [None])[0], "num_hidden_layers": hf.get("num_hidden_layers")}
     if "teacher" in manifest:
