@@ -20,11 +20,8 @@ import json
 import logging
 import os
 import platform
-import socket
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import click
@@ -36,34 +33,6 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 logger = logging.getLogger(__name__)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_server(model: Path, threads: int, spin: bool) -> tuple[subprocess.Popen[bytes], str]:
-    import httpx
-
-    port = _free_port()
-    cmd = [sys.executable, "-m", "distill.cli", "-q", "serve", "--model", str(model), "--port", str(port),
-           "--threads", str(threads), "--max-docs", "200", "--spin" if spin else "--no-spin"]
-    proc = subprocess.Popen(cmd)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"distilrank serve exited with code {proc.returncode}")
-        try:
-            if httpx.get(f"{url}/ready", timeout=2).status_code == 200:
-                return proc, url
-        except httpx.TransportError:
-            pass
-        time.sleep(0.3)
-    proc.kill()
-    raise RuntimeError("distilrank serve did not become ready within 180 s")
 
 
 def knee(cells: list[dict[str, float]], factor: float) -> dict[str, float] | None:
@@ -142,6 +111,7 @@ def main(model_dir: Path | None, users: str, passages: str, run_time: str, threa
     from distill._io import write_json
     from distill.errors import GateFailedError
     from loadtests import LoadTestConfig, build_payloads, run_loadtest
+    from ranker.process import start_serve, stop_serve
 
     user_counts = sorted({int(u) for u in users.split(",")})
     passage_counts = sorted({int(p) for p in passages.split(",")})
@@ -160,7 +130,8 @@ def main(model_dir: Path | None, users: str, passages: str, run_time: str, threa
                     "spin": spin, "run_time": run_time, "users": user_counts, "passages": passage_counts,
                     "degrade_factor": degrade_factor, "locust_version": version("locust"), "cpu_count": os.cpu_count(),
                     "platform": platform.platform(), "loadavg_start": round(os.getloadavg()[0], 2), "cells": []}
-    proc, url = start_server(model_dir, threads, spin)
+    proc, url = start_serve(model_dir, "--threads", str(threads), "--max-docs", "200",
+                            "--spin" if spin else "--no-spin", quiet=True, timeout=180)
     try:
         for p in passage_counts:
             payloads = build_payloads(work / f"payloads_{p}.json", p)
@@ -179,8 +150,7 @@ def main(model_dir: Path | None, users: str, passages: str, run_time: str, threa
                                         "rps": m["rps"], "locust_out": str(cell_out)})
                 logger.info("%d passages x %d users: %s", p, u, report["cells"][-1])
     finally:
-        proc.terminate()
-        proc.wait(timeout=60)
+        stop_serve(proc)
     report["loadavg_end"] = round(os.getloadavg()[0], 2)
     report["knee"] = {str(p): knee([c for c in report["cells"] if c["passages"] == p], degrade_factor)
                       for p in passage_counts}

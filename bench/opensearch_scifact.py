@@ -91,12 +91,11 @@ def main(model_dir: Path, data: Path, windows: str, max_queries: int, size: int,
          rescore_query_weight: float, blend_alpha: float, threads: int, port: int, os_root: Path | None, loadtest_users: str,
          loadtest_run_time: str, out_dir: Path) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    from loadtest_calibration import start_server
-
     import opensearch_plugin as osp
     from distill._io import write_json
     from distill.data import read_qrels, read_queries
     from distill.evaluation import evaluate
+    from ranker.process import start_serve, stop_serve
 
     window_sizes = sorted({int(w) for w in windows.split(",")})
     qrels = read_qrels(data / "qrels.test.txt")
@@ -110,7 +109,8 @@ def main(model_dir: Path, data: Path, windows: str, max_queries: int, size: int,
     osp.stop(cfg)
     osp.install(cfg, osp.build_plugin())
     osp.start(cfg)
-    proc, ranker_url = start_server(model_dir, threads, spin=False)
+    proc, ranker_url = start_serve(model_dir, "--threads", str(threads), "--max-docs", "200", "--no-spin", quiet=True,
+                                   timeout=180)
     report: dict = {"model_dir": str(model_dir), "model_name": card.get("name") or model_dir.name, "precision": card.get("precision"),
                     "max_seq_len": card.get("max_seq_len"), "queries": len(queries), "size": size,
                     "query_weight": query_weight, "rescore_query_weight": rescore_query_weight,
@@ -180,8 +180,7 @@ def main(model_dir: Path, data: Path, windows: str, max_queries: int, size: int,
         report["loadtest"] = _loadtest(cfg.url, data, [int(u) for u in loadtest_users.split(",") if u.strip()],
                                        loadtest_run_time, Path(tempfile.mkdtemp(prefix="opensearch_loadtest_")))
     finally:
-        proc.terminate()
-        proc.wait(timeout=60)
+        stop_serve(proc)
         osp.stop(cfg)
     report["loadavg_end"] = round(os.getloadavg()[0], 2)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -17,9 +17,7 @@ import asyncio
 import logging
 import os
 import shutil
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -88,22 +86,6 @@ def timed(fn, lists: list[tuple[str, list[str]]], k: int, reps: int) -> list[flo
         fn(q, docs[:k])
         times.append(time.perf_counter() - t0)
     return times
-
-
-def start_server(model: Path, port: int, threads: int) -> subprocess.Popen[bytes]:
-    exe = shutil.which("distilrank") or ""
-    cmd = [exe] if exe else [sys.executable, "-m", "distill.cli"]
-    proc = subprocess.Popen([*cmd, "-q", "serve", "--model", str(model), "--port", str(port), "--threads", str(threads),
-                             "--max-docs", "200"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    from ranker.client import RerankClient
-
-    with RerankClient(f"http://127.0.0.1:{port}") as client:
-        deadline = time.monotonic() + 120
-        while not client.ready():
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"server did not start: {proc.stderr.read().decode() if proc.stderr else ''}")
-            time.sleep(0.2)
-    return proc
 
 
 async def throughput(url: str, lists: list[tuple[str, list[str]]], k: int, clients: int, per_client: int) -> dict[str, float]:
@@ -192,6 +174,7 @@ def main(model_dir: str | None, student_dir: str | None, reps: int, threads: int
 
     from distill._io import atomic_write, write_json
     from ranker.client import RerankClient
+    from ranker.process import start_serve, stop_serve
     from ranker.runtime import RerankRuntime, RuntimeConfig
 
     threads = threads or os.cpu_count() or 1
@@ -223,9 +206,7 @@ def main(model_dir: str | None, student_dir: str | None, reps: int, threads: int
             return ce.predict([(q, d) for d in docs], batch_size=32, show_progress_bar=False)
 
         lists = candidate_lists(50, n_queries=max(reps, 20))
-        port = _free_port()
-        server = start_server(model, port, threads)
-        url = f"http://127.0.0.1:{port}"
+        server, url = start_serve(model, "--threads", str(threads), "--max-docs", "200", quiet=True)
         try:
             client = RerankClient(url, timeout=60)
             latency = []
@@ -246,8 +227,7 @@ def main(model_dir: str | None, student_dir: str | None, reps: int, threads: int
                 logger.info("throughput with %d clients", clients)
                 tp.append(asyncio.run(throughput(url, lists, 20, clients, per_client)))
         finally:
-            server.send_signal(signal.SIGTERM)
-            server.wait(30)
+            stop_serve(server)
         results = {"model": runtime.name, "precision": runtime.card.get("precision"), "max_seq_len": L,
                    "threads": threads, "cpu_count": os.cpu_count(), "reps": reps, "latency": latency,
                    "throughput": tp, "throughput_k": 20, "model_sha256": runtime.model_sha256,
@@ -263,14 +243,6 @@ def main(model_dir: str | None, student_dir: str | None, reps: int, threads: int
         click.echo(markdown(results))
     finally:
         shutil.rmtree(work, ignore_errors=True)
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 if __name__ == "__main__":

@@ -1,17 +1,14 @@
 """Fixtures for the ranker tests: an exported tiny cross-encoder dir and a real server on 127.0.0.1.
 
 Registered once for the whole session by ``pytest_plugins`` in conftest.py (so the tiny model is exported
-once); test modules import only its helpers (``free_port``, ``wait_ready``, ``serve``, ...).
+once); test modules import only its helpers (``SlowRuntime``, ``running_server``, ...). Starting
+``distilrank serve`` as a subprocess: :mod:`ranker.process`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
 import shutil
-import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -94,51 +91,12 @@ class SlowRuntime:
         return self.inner.score_pairs(queries, docs)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_ready(url: str, proc: subprocess.Popen | None = None, timeout: float = 60.0) -> None:
-    """Poll ``url/ready`` until it answers 200; fail early if ``proc`` (the server process) exits."""
-    import httpx
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"the server exited with code {proc.returncode} before it was ready")
-        try:
-            if httpx.get(f"{url}/ready", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    raise RuntimeError(f"{url}/ready did not answer 200 within {timeout:.0f} s")
-
-
-@contextmanager
-def serve(model_dir: Path, *args: str) -> Iterator[str]:
-    """``distilrank serve --model model_dir *args`` as a subprocess on a free 127.0.0.1 port; yields its URL."""
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "distill.cli", "serve", "--model", str(model_dir),
-                             "--port", str(port), *args], env={**os.environ, "HF_HUB_OFFLINE": "1"})
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_ready(url, proc)
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-
-
 @contextmanager
 def running_server(app) -> Iterator[str]:
     """Run ``app`` under a real uvicorn server in a thread on a free 127.0.0.1 port; yield its base URL."""
     import uvicorn
+
+    from ranker.process import free_port, wait_ready
 
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))

@@ -8,15 +8,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from ranker_fixtures import free_port, serve
 
 from distill.cli import main
+from ranker.process import free_port, serving
 
 
 @pytest.fixture(scope="module")
 def ranker_url(ranker_model_dir: Path) -> Iterator[str]:
     """The real ranker service (`distilrank serve`) on 127.0.0.1 with the tiny exported model."""
-    with serve(ranker_model_dir, "--threads", "1", "--no-spin") as url:
+    with serving(ranker_model_dir, "--threads", "1", "--no-spin", timeout=60) as url:
         yield url
 
 

@@ -17,10 +17,10 @@ from pathlib import Path
 from random import Random
 
 import pytest
-from ranker_fixtures import serve
 
 from distill.cli import main
 from distill.data import Document, read_corpus
+from ranker.process import serving
 
 pytestmark = pytest.mark.opensearch
 
@@ -315,7 +315,7 @@ DEMO_INDEX = "distilrank-demo"
 
 @pytest.fixture(scope="module")
 def real_ranker(ranker_model_dir: Path) -> Iterator[str]:
-    with serve(ranker_model_dir, "--threads", "1", "--scores", "raw") as url:
+    with serving(ranker_model_dir, "--threads", "1", "--scores", "raw", timeout=60) as url:
         yield url
 
 

@@ -10,7 +10,8 @@ import sys
 
 import httpx
 import pytest
-from ranker_fixtures import free_port, wait_ready
+
+from ranker.process import free_port, wait_ready
 
 pytestmark = pytest.mark.integration
 
