@@ -92,7 +92,7 @@ def main(model_dir: Path, data: Path, windows: str, max_queries: int, size: int,
          loadtest_run_time: str, out_dir: Path) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     import opensearch_plugin as osp
-    from distill._io import write_json
+    from distill.atomic_io import write_json
     from distill.data import read_qrels, read_queries
     from distill.evaluation import evaluate
     from ranker.process import start_serve, stop_serve

@@ -172,7 +172,7 @@ def main(model_dir: str | None, student_dir: str | None, reps: int, threads: int
     import torch
     from sentence_transformers import CrossEncoder
 
-    from distill._io import atomic_write, write_json
+    from distill.atomic_io import atomic_write, write_json
     from ranker.client import RerankClient
     from ranker.process import start_serve, stop_serve
     from ranker.runtime import RerankRuntime, RuntimeConfig

@@ -30,7 +30,7 @@ def _non_embedding_params(model) -> int:  # noqa: ANN001
 def main() -> None:
     import torch
 
-    from distill._io import atomic_write, write_json
+    from distill.atomic_io import atomic_write, write_json
     from distill.bm25 import BM25Index
     from distill.data import read_corpus, read_queries
     from distill.student.model import load_student, score_pairs

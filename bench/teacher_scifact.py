@@ -27,7 +27,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from distill._io import atomic_write, write_json  # noqa: E402
+from distill.atomic_io import atomic_write, write_json  # noqa: E402
 from distill.bm25 import BM25Index  # noqa: E402
 from distill.data import Run, read_corpus, read_qrels, read_queries  # noqa: E402
 from distill.evaluation import evaluate, format_markdown, plot_metrics  # noqa: E402

@@ -14,7 +14,7 @@ import logging
 import os
 from pathlib import Path
 
-from distill._io import atomic_dir
+from distill.atomic_io import atomic_dir
 from distill.errors import MissingPrerequisiteError
 
 __all__ = ["DEFAULT_STUDENT", "DEFAULT_TEACHER", "cache_dir", "resolve_model", "resolve_student_base", "resolve_teacher_base",

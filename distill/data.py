@@ -22,7 +22,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from distill._io import atomic_write
+from distill.atomic_io import atomic_write
 from distill.errors import DataError
 
 __all__ = [

@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from distill._io import atomic_write, write_json
+from distill.atomic_io import atomic_write, write_json
 from distill.data import Qrels, Run
 from distill.errors import ConfigError, DataError, MissingPrerequisiteError
 

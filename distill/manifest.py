@@ -15,7 +15,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from distill._io import config_hash, sha256_file, write_json
+from distill.atomic_io import config_hash, sha256_file, write_json
 
 __all__ = ["is_complete", "package_versions", "write_manifest"]
 

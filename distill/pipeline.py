@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from distill._io import atomic_write, config_hash, write_json
+from distill.atomic_io import atomic_write, config_hash, write_json
 from distill.data import Qrels, Run, read_corpus, read_qrels, read_queries, read_run, write_run
 from distill.errors import ConfigError
 from distill.manifest import is_complete, write_manifest

@@ -35,7 +35,8 @@ def pipeline(corpus: Path | None, train_queries: Path | None, train_qrels: Path 
     """
     from distill.evaluation import format_markdown
     from distill.pipeline import PipelineInputs, run_pipeline
-    from distill.presets import load_config_file, resolve_config
+    from distill.config import read_config_file
+    from distill.presets import resolve_config
 
     if corpus is None:
         if any(p is not None for p in (train_queries, train_qrels, eval_queries, eval_qrels, eval_run)):
@@ -44,7 +45,7 @@ def pipeline(corpus: Path | None, train_queries: Path | None, train_qrels: Path 
         eval_queries, eval_qrels = _DEMO / "queries.test.tsv", _DEMO / "qrels.test.txt"
     if eval_queries is None or eval_qrels is None:
         raise click.UsageError("--eval-queries and --eval-qrels are required with --corpus")
-    overrides = load_config_file(config_file) if config_file else {}
+    overrides = read_config_file(config_file) if config_file else {}
     if teacher_model:
         overrides["teacher_model"] = teacher_model
     if student_model:

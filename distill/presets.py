@@ -23,14 +23,12 @@ Presets (wall times measured on the 2-core development machine, see README):
 from __future__ import annotations
 
 import copy
-import json
-import tomllib
 from pathlib import Path
 from typing import Any
 
-from distill.errors import ConfigError, DataError
+from distill.errors import ConfigError
 
-__all__ = ["PRESETS", "load_config_file", "resolve_config"]
+__all__ = ["PRESETS", "resolve_config"]
 
 _TEACHER_CPU = {"max_length": 96, "batch_size": 2, "grad_accum": 1, "checkpoint_every": 50, "precision": "fp32"}
 
@@ -79,24 +77,6 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 _SECTIONS = {"preset", "teacher_model", "student_model", "synth", "cpt", "sft", "label", "student", "eval"}
-
-
-def load_config_file(path: str | Path) -> dict[str, Any]:
-    path = Path(path)
-    if not path.is_file():
-        raise DataError("config file not found", path=path)
-    try:
-        if path.suffix == ".toml":
-            data = tomllib.loads(path.read_text(encoding="utf-8"))
-        else:
-            data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise DataError(f"invalid JSON ({exc.msg})", path=path, line=exc.lineno) from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise DataError(f"invalid TOML ({exc})", path=path) from exc
-    if not isinstance(data, dict):
-        raise DataError("a config file must hold one object", path=path)
-    return data
 
 
 def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:

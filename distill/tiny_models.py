@@ -17,7 +17,7 @@ def build_tiny_decoder(out: str | os.PathLike[str], seed: int = 0) -> Path:
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    from distill._io import atomic_dir
+    from distill.atomic_io import atomic_dir
     from distill.base_models import resolve_teacher_base
 
     out = Path(out)
@@ -43,7 +43,7 @@ def build_tiny_cross_encoder(out: str | os.PathLike[str], seed: int = 0) -> Path
     import torch
     from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 
-    from distill._io import atomic_dir
+    from distill.atomic_io import atomic_dir
     from distill.base_models import resolve_student_base
 
     out = Path(out)

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from distill._io import atomic_dir, config_hash, sha256_file, write_json
+from distill.atomic_io import atomic_dir, config_hash, sha256_file, write_json
 from distill.base_models import student_base_name
 from distill.errors import ConfigError, GateFailedError, MissingPrerequisiteError
 from export._candidates import CandidateLists, demo_candidates, eval_candidates

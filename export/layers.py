@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from distill._io import atomic_dir
+from distill.atomic_io import atomic_dir
 from distill.errors import ConfigError, MissingPrerequisiteError
 
 __all__ = ["keep_layers"]

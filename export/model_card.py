@@ -27,7 +27,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from distill._io import sha256_file, write_json
+from distill.atomic_io import sha256_file, write_json
 from distill.errors import DataError, MissingPrerequisiteError
 
 __all__ = ["MODEL_CARD", "ModelCardError", "file_hashes", "load_model_card", "write_model_card"]

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from distill._io import atomic_write, write_json
+from distill.atomic_io import atomic_write, write_json
 from distill.errors import ConfigError
 
 __all__ = ["ReportConfig", "compression_report", "pareto_front"]

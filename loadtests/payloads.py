@@ -12,7 +12,7 @@ import logging
 import os
 from pathlib import Path
 
-from distill._io import atomic_write
+from distill.atomic_io import atomic_write
 from distill.errors import ConfigError, DataError
 
 __all__ = ["DEMO_DATASET", "build_payloads", "read_payloads"]

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from distill._io import atomic_write
+from distill.atomic_io import atomic_write
 from distill.errors import ConfigError, DistilrankError, GateFailedError, MissingPrerequisiteError
 from loadtests.slo import SLO, load_slo
 

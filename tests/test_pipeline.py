@@ -52,5 +52,6 @@ def test_config_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
     bad.write_text('{"preset": "tiny", "cpt": {"max_lenght": 5}}')
     assert main(["pipeline", "--config", str(bad), "--out", str(tmp_path / "o")]) == 2
     assert "max_lenght" in capsys.readouterr().err
-    bad.write_text("{oops")
-    assert main(["pipeline", "--config", str(bad), "--out", str(tmp_path / "o")]) == 4
+    bad.write_text("{oops")  # one config loader: a malformed config file is a config error (exit 2), like an unknown key
+    assert main(["pipeline", "--config", str(bad), "--out", str(tmp_path / "o")]) == 2
+    assert "cfg.json:1: invalid JSON" in capsys.readouterr().err

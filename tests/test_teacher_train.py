@@ -7,7 +7,7 @@ import pytest
 import torch
 from teacher_fixtures import write_mini
 
-from distill._config import load_config
+from distill.config import load_config
 from distill.errors import ConfigError
 from distill.teacher import _train
 from distill.teacher._data import QueryDocPair

@@ -33,10 +33,10 @@ def student() -> None:
 def train_cmd(labels: str, corpus: str, qrels: str | None, dev_run: str | None, config_file: str | None, base: str | None,
               num_layers: int | None, max_seq_len: int | None, max_steps: int | None, out: str, no_resume: bool) -> None:
     """Train the student with the hybrid pointwise + margin-MSE loss; keeps the best dev checkpoint."""
-    from distill.presets import load_config_file
+    from distill.config import read_config_file
     from distill.student.train import StudentTrainConfig, train_student
 
-    data = load_config_file(config_file) if config_file else {}
+    data = read_config_file(config_file) if config_file else {}
     data = dict(data.get("student", data))
     model = dict(data.get("model", {}))
     for key, value in (("base", base), ("num_layers", num_layers), ("max_seq_len", max_seq_len)):

@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
 
-from distill._io import write_json
+from distill.atomic_io import write_json
 from distill.data import Qrels, Run
 from distill.errors import ConfigError, DataError
 

@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from distill._config import from_mapping, to_dict
-from distill._io import atomic_dir, config_hash
+from distill.config import from_mapping, to_dict
+from distill.atomic_io import atomic_dir, config_hash
 from distill.data import Qrels, Run
 from distill.errors import ConfigError, DataError
 from distill.manifest import write_manifest

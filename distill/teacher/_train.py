@@ -22,7 +22,7 @@ from typing import TypeVar
 import torch
 from torch import nn
 
-from distill._io import atomic_dir, config_hash, write_json
+from distill.atomic_io import atomic_dir, config_hash, write_json
 from distill.errors import DistilrankError, MissingPrerequisiteError
 from distill.teacher._device import autocast
 from distill.teacher.config import LoRAConfig, TrainConfig

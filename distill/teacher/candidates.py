@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from distill._io import atomic_write, config_hash
+from distill.atomic_io import atomic_write, config_hash
 from distill.base_models import resolve_student_base
 from distill.bm25 import BM25Index
 from distill.data import Document, Qrels, Query, Run

@@ -60,7 +60,7 @@ def teacher() -> None:
 @click.option("--max-pairs", type=int, help="Seeded random subset of the pairs (0 = all).")
 def cpt_cmd(**kwargs: Any) -> None:
     """Continual pre-training: generate a relevant document from the query (loss on document tokens)."""
-    from distill._config import load_config
+    from distill.config import load_config
     from distill.teacher.config import CPTConfig
     from distill.teacher.cpt import run_cpt
 
@@ -83,7 +83,7 @@ def cpt_cmd(**kwargs: Any) -> None:
 @click.option("--kl-reference", help="Reference model for the KL term (default: --base-model).")
 def sft_cmd(**kwargs: Any) -> None:
     """Rank SFT: last-token score head, listwise softmax CE over 1 positive + k BM25 negatives."""
-    from distill._config import load_config
+    from distill.config import load_config
     from distill.teacher.config import SFTConfig
     from distill.teacher.sft import run_sft
 
@@ -107,7 +107,7 @@ def sft_cmd(**kwargs: Any) -> None:
 @click.option("--device", type=_DEVICE)
 def label_cmd(**kwargs: Any) -> None:
     """Score BM25 + dense + random + positive candidates of each query (raw logits, resumable)."""
-    from distill._config import load_config
+    from distill.config import load_config
     from distill.teacher.config import LabelConfig
     from distill.teacher.label import run_label
 
@@ -129,7 +129,7 @@ def label_cmd(**kwargs: Any) -> None:
 @click.option("--device", type=_DEVICE)
 def synthesize_cmd(**kwargs: Any) -> None:
     """Generate training queries from cropped passages; writes queries.tsv + qrels.txt."""
-    from distill._config import load_config
+    from distill.config import load_config
     from distill.teacher.config import SynthConfig
     from distill.teacher.synthesize import synthesize_queries
 

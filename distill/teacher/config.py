@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from distill._config import to_dict
+from distill.config import to_dict
 from distill.errors import ConfigError
 
 __all__ = ["CPTConfig", "LabelConfig", "LoRAConfig", "SFTConfig", "SynthConfig", "TrainConfig"]

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from distill._io import atomic_dir
+from distill.atomic_io import atomic_dir
 from distill.data import read_corpus, read_qrels, read_queries
 from distill.manifest import is_complete, write_manifest
 from distill.teacher import _train

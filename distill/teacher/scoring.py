@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from distill._io import atomic_write, write_json
+from distill.atomic_io import atomic_write, write_json
 from distill.errors import MissingPrerequisiteError
 from distill.teacher._device import autocast, pick_device, pick_dtype
 from distill.teacher.config import DEFAULT_TEMPLATE

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from distill._io import atomic_dir
+from distill.atomic_io import atomic_dir
 from distill.base_models import resolve_teacher_base
 from distill.bm25 import BM25Index
 from distill.data import Document, Qrels, Query, Run, read_corpus, read_qrels, read_queries, read_run

@@ -9,7 +9,7 @@ from typing import Any
 
 def lazy_exports(package: str, where: Mapping[str, str]) -> tuple[Callable[[str], Any], Callable[[], list[str]]]:
     """``(__getattr__, __dir__)`` for ``package``; ``where[name]`` is a submodule (``"loss"``) or an absolute
-    module (``"distill._config"``) that defines ``name``."""
+    module (``"distill.config"``) that defines ``name``."""
 
     def __getattr__(name: str) -> Any:  # noqa: N807 - the module-level hook's required name
         if name not in where:
