@@ -33,9 +33,9 @@ def pipeline(corpus: Path | None, train_queries: Path | None, train_qrels: Path 
 
     Without data flags it runs on the bundled scifact_mini. Completed stages are skipped on re-run.
     """
+    from distill.config import read_config_file
     from distill.evaluation import format_markdown
     from distill.pipeline import PipelineInputs, run_pipeline
-    from distill.config import read_config_file
     from distill.presets import resolve_config
 
     if corpus is None:

@@ -23,7 +23,6 @@ Presets (wall times measured on the 2-core development machine, see README):
 from __future__ import annotations
 
 import copy
-from pathlib import Path
 from typing import Any
 
 from distill.errors import ConfigError

@@ -43,7 +43,7 @@ def test_groups_positive_from_qrels_and_negatives_exclude_judged() -> None:
 
 def test_groups_teacher_top_and_hard_negatives() -> None:
     labels = [_lq("q1", {"a": 0.0, "b": 5.0, "c": 1.0, "d": 2.0, "e": 3.0})]
-    cfg = PairConfig(positive="teacher_top", negatives="teacher_hard", n_negatives=2)
+    cfg = PairConfig(positive="teacher_top", negatives="teacher_hard", n_negatives=2, groups_per_query=1)
     (g,) = build_groups(labels, {"q1": {"a": 1}}, cfg, NormalizationConfig("zscore"))
     assert g.doc_ids == ("b", "e", "d")  # top is b; judged "a" never a negative; hardest next: e, d
     assert g.teacher_scores[0] > g.teacher_scores[1] > g.teacher_scores[2]
@@ -52,6 +52,20 @@ def test_groups_teacher_top_and_hard_negatives() -> None:
 def test_groups_fall_back_to_teacher_top_without_qrels() -> None:
     (g,) = build_groups([_lq("q9", {"x": 1.0, "y": 9.0, "z": 2.0})], None, PairConfig(n_negatives=2), NormalizationConfig())
     assert g.doc_ids[0] == "y"
+
+
+def test_groups_auto_count_and_mixed_negatives() -> None:
+    """Auto groups use a long candidate list (ceil(100 / 8) capped at 4); "mixed" puts the teacher's hardest
+    non-positives in every group and a different hard slice in each group."""
+    scores = {f"d{i:03d}": float(100 - i) for i in range(100)}  # d000 is the teacher's top
+    groups = build_groups([_lq("q1", scores)], None, PairConfig(n_negatives=7), NormalizationConfig())
+    assert len(groups) == 4
+    hard = [g.doc_ids[1:4] for g in groups]  # 7 // 2 = 3 hard negatives per group, first in the group
+    assert hard[0] == ("d001", "d002", "d003") and hard[1] == ("d004", "d005", "d006")
+    for g in groups:
+        assert g.doc_ids[0] == "d000" and len(set(g.doc_ids)) == 8
+    assert len(build_groups([_lq("q1", scores)], None, PairConfig(n_negatives=7, max_auto_groups=20),
+                            NormalizationConfig())) == 13
 
 
 def test_groups_error_when_nothing_usable() -> None:
@@ -75,8 +89,10 @@ def test_build_student_drops_layers(tiny_cross_encoder_dir: Path) -> None:
     model, tok = build_student(StudentModelConfig(base=str(tiny_cross_encoder_dir), num_layers=1, max_seq_len=32))
     assert len(model.bert.encoder.layer) == 1 and model.config.num_hidden_layers == 1
     assert tok.model_max_length == 32 and model.config.num_labels == 1
-    with pytest.raises(ConfigError, match="max_seq_len must be in"):
+    with pytest.raises(ConfigError, match=r"max_seq_len must be an integer in \[8, 8192\]"):
         StudentModelConfig(max_seq_len=2)
+    with pytest.raises(ConfigError, match="max_query_tokens must be a positive integer"):
+        StudentModelConfig(max_query_tokens=0)
 
 
 def test_normalize_run_and_interpolate() -> None:

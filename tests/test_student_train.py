@@ -50,14 +50,13 @@ def test_train_writes_student_manifest_and_interpolation(trained) -> None:  # no
 def test_crossencoder_loads_and_scores_identically(trained) -> None:  # noqa: ANN001
     from sentence_transformers import CrossEncoder
 
-    from distill.student.model import load_student, score_pairs
+    from distill.student.model import student_scorer
 
     _, res = trained
     pairs = [("what causes fever", "Fever is caused by pyrogens released by the immune system."),
              ("a much longer query about protein folding in bacteria", "Short doc."),
              ("x", "word " * 200)]
-    model, tok = load_student(res.model_dir)
-    ours = score_pairs(model, tok, pairs)
+    ours = student_scorer(res.model_dir).score_pairs(pairs).tolist()
     ce = CrossEncoder(str(res.model_dir), device="cpu")
     theirs = ce.predict(pairs, convert_to_numpy=True).tolist()
     assert theirs == pytest.approx(ours, abs=1e-5)
@@ -70,7 +69,7 @@ def test_training_lowers_the_distillation_loss(label_files: dict[str, Path], tin
     from distill.data import read_corpus, read_qrels
     from distill.labels import read_labels
     from distill.student.loss import HybridDistillLoss
-    from distill.student.model import load_student, score_pairs
+    from distill.student.model import student_scorer
     from distill.student.normalize import NormalizationConfig
     from distill.student.pairs import PairConfig, build_groups
 
@@ -81,9 +80,8 @@ def test_training_lowers_the_distillation_loss(label_files: dict[str, Path], tin
                           PairConfig(n_negatives=3), NormalizationConfig())
 
     def loss_of(model_dir: Path) -> float:
-        model, tok = load_student(model_dir)
         pairs = [(g.query, corpus[d].full_text) for g in groups for d in g.doc_ids]
-        s = torch.tensor(score_pairs(model, tok, pairs, max_len=64)).view(len(groups), 4)
+        s = torch.from_numpy(student_scorer(model_dir, caps=cfg.model.caps).score_pairs(pairs)).view(len(groups), 4)
         return HybridDistillLoss()(s, torch.tensor([g.teacher_scores for g in groups])).item()
 
     assert loss_of(res.model_dir) < loss_of(tiny_cross_encoder_dir)
@@ -102,6 +100,35 @@ def test_resume_continues_from_checkpoint(label_files: dict[str, Path], tiny_cro
     res = train_student(cfg, label_files["labels"], label_files["corpus"], label_files["qrels"], tmp_path)
     assert any("resuming student training from" in r.message and "checkpoint-2" in r.message for r in caplog.records)
     assert res.steps == 4
+
+
+def test_torn_checkpoint_is_skipped_on_resume(label_files: dict[str, Path], tiny_cross_encoder_dir: Path,
+                                              tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A kill while checkpoint-4 was being written leaves a torn directory: resume skips it and uses checkpoint-2."""
+    cfg = _config(tiny_cross_encoder_dir, max_steps=4, eval_steps=2)
+    train_student(cfg, label_files["labels"], label_files["corpus"], label_files["qrels"], tmp_path)
+    torn = tmp_path / "checkpoints" / "checkpoint-4"
+    (torn / "trainer_state.json").unlink()  # written last by the Trainer: a kill mid-write never has it
+    (torn / "model.safetensors").write_bytes(b"\0" * 100)
+    caplog.set_level("INFO", logger="distill.student.train")
+    res = train_student(cfg, label_files["labels"], label_files["corpus"], label_files["qrels"], tmp_path)
+    assert any("checkpoint-4 is incomplete" in r.message for r in caplog.records)
+    assert any("resuming student training from" in r.message and "checkpoint-2" in r.message for r in caplog.records)
+    assert res.steps == 4
+
+
+def test_train_without_qrels_uses_the_teacher_ranking_as_dev(label_files: dict[str, Path], tiny_cross_encoder_dir: Path,
+                                                             tmp_path: Path) -> None:
+    """Labels from a teacher alone (no judgments): training works, the dev signal says so, and the
+    interpolation weight is the documented conservative one, not tuned on teacher-made labels."""
+    from distill.student.train import CONSERVATIVE_ALPHA
+
+    cfg = _config(tiny_cross_encoder_dir, max_steps=4, eval_steps=2)
+    res = train_student(cfg, label_files["labels"], label_files["corpus"], None, tmp_path, dev_run_path=label_files["run"])
+    assert res.dev_signal == "teacher ranking (top 3)"
+    interp = json.loads(res.interpolation_path.read_text())
+    assert interp["alpha"] == CONSERVATIVE_ALPHA and interp["tuned_on"].startswith("not tuned")
+    assert json.loads((tmp_path / "manifest.json").read_text())["dev_signal"] == "teacher ranking (top 3)"
 
 
 def test_bad_config_is_a_config_error(tiny_cross_encoder_dir: Path) -> None:

@@ -65,11 +65,10 @@ def rerank_cmd(model_dir: str, corpus: str, queries: str, run_path: str, top_k: 
     from distill.data import read_corpus, read_queries, read_run, write_run
     from distill.errors import MissingPrerequisiteError
     from distill.student.interpolate import InterpolationConfig, interpolate_runs, load_interpolation
-    from distill.student.model import load_student, rerank_with_student
+    from distill.student.model import student_scorer
 
-    model, tok = load_student(model_dir)
     first = read_run(run_path)
-    run = rerank_with_student(model, tok, read_corpus(corpus), read_queries(queries), first, top_k, batch_size)
+    run = student_scorer(model_dir, batch_size=batch_size).rerank(read_corpus(corpus), read_queries(queries), first, top_k)
     tag = "student"
     if interpolate:
         path = Path(model_dir) / "interpolation.json"

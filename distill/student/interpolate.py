@@ -58,6 +58,8 @@ class InterpolationResult:
     dev_score_student_only: float
     dev_score_first_stage_only: float
     n_dev_queries: int
+    #: how ``alpha`` was chosen (tuned on real dev judgments, or a conservative default)
+    tuned_on: str = "dev split of the training queries (real qrels)"
 
     def save(self, path: str | Path) -> Path:
         return write_json(path, asdict(self))

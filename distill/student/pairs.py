@@ -3,10 +3,15 @@
 Which ``d+``: ``positive="qrels"`` (default) takes a judged relevant doc that the teacher labelled,
 falling back to the teacher's top-scored doc when the query has none among its candidates;
 ``positive="teacher_top"`` always takes the teacher's top doc. Negatives are never judged positives.
-``negatives="random"`` (default) samples uniformly among the other labelled candidates (which
-already mix BM25, dense and random sources); ``negatives="teacher_hard"`` takes the candidates the
-teacher scored highest. Queries with fewer than ``n_negatives`` usable negatives are skipped with a
-log line, so every group has the same size and batches stay rectangular.
+``negatives="mixed"`` (default) takes half of each group's negatives from the teacher's ranking
+(the highest-scored non-positives, a different slice per group) and half uniformly from the rest, so
+the student sees both the hard distinctions the teacher makes near the top and the easy ones that
+keep its scale; ``"teacher_hard"`` takes only the former, ``"random"`` only the latter. False
+negatives among hard ones do little harm: margin-MSE asks for the teacher's (small) margin, not for
+a large one. ``groups_per_query=0`` (auto) builds ``ceil(candidates / group size)`` groups, at most
+``max_auto_groups``, so a 100-candidate label file is used, not sampled 8 at a time. Queries with
+fewer than ``n_negatives`` usable negatives are skipped with a log line, so every group has the same
+size and batches stay rectangular.
 """
 
 from __future__ import annotations
@@ -29,21 +34,23 @@ logger = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class PairConfig:
     positive: Literal["qrels", "teacher_top"] = "qrels"
-    negatives: Literal["random", "teacher_hard"] = "random"
-    n_negatives: int = 4
-    #: groups built per query (each with another positive and/or another negative sample)
-    groups_per_query: int = 1
+    negatives: Literal["random", "teacher_hard", "mixed"] = "mixed"
+    n_negatives: int = 7
+    #: groups built per query (each with another positive and/or another negative sample); 0 = auto
+    groups_per_query: int = 0
+    max_auto_groups: int = 4
     seed: int = 13
 
     def __post_init__(self) -> None:
         if self.positive not in ("qrels", "teacher_top"):
             raise ConfigError(f"pairs.positive must be 'qrels' or 'teacher_top', got {self.positive!r}")
-        if self.negatives not in ("random", "teacher_hard"):
-            raise ConfigError(f"pairs.negatives must be 'random' or 'teacher_hard', got {self.negatives!r}")
+        if self.negatives not in ("random", "teacher_hard", "mixed"):
+            raise ConfigError(f"pairs.negatives must be 'random', 'teacher_hard' or 'mixed', got {self.negatives!r}")
         if self.n_negatives < 1:
             raise ConfigError(f"pairs.n_negatives must be >= 1 (margin-MSE needs a negative), got {self.n_negatives}")
-        if self.groups_per_query < 1:
-            raise ConfigError(f"pairs.groups_per_query must be >= 1, got {self.groups_per_query}")
+        if self.groups_per_query < 0 or self.max_auto_groups < 1:
+            raise ConfigError(f"pairs.groups_per_query must be >= 0 (0 = auto) and max_auto_groups >= 1, got "
+                              f"{self.groups_per_query} and {self.max_auto_groups}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,14 +83,16 @@ def build_groups(labels: Iterable[LabeledQuery], qrels: Mapping[str, Mapping[str
         if len(pool) < config.n_negatives:
             skipped += 1
             continue
-        for g in range(config.groups_per_query):
+        n_groups = config.groups_per_query or max(1, min(config.max_auto_groups,
+                                                          -(-len(ids) // (1 + config.n_negatives))))
+        ranked = sorted(pool, key=lambda d: (-scores[d], d))
+        n_hard = {"teacher_hard": config.n_negatives, "random": 0}.get(config.negatives, config.n_negatives // 2)
+        for g in range(n_groups):
             pos = positives[g % len(positives)]
-            if config.negatives == "teacher_hard":
-                ranked = sorted(pool, key=lambda d: (-scores[d], d))
-                start = (g * config.n_negatives) % max(1, len(ranked) - config.n_negatives + 1)
-                negs = ranked[start:start + config.n_negatives]
-            else:
-                negs = rng.sample(pool, config.n_negatives)
+            start = (g * max(n_hard, 1)) % max(1, len(ranked) - n_hard + 1)
+            hard = ranked[start:start + n_hard]
+            rest = [d for d in pool if d not in hard]
+            negs = hard + rng.sample(rest, config.n_negatives - len(hard))
             doc_ids = (pos, *negs)
             groups.append(PairGroup(lq.qid, lq.query, doc_ids, tuple(scores[d] for d in doc_ids)))
     if skipped:

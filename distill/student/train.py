@@ -9,10 +9,17 @@ directly: checkpoints and ``resume_from_checkpoint``, ``load_best_model_at_end``
 fp16/bf16 on GPU, and accelerate multi-GPU. The saved artifact is a plain
 ``BertForSequenceClassification`` either way, which CrossEncoder loads (see :mod:`.model`).
 
-Dev evaluation: every ``eval_steps`` the current model reranks the dev queries' candidates and
-nDCG@10 is computed with :func:`distill.evaluation.evaluate`; the best checkpoint is kept.
-Dev queries are a deterministic slice (by qid hash) of the labelled queries that have qrels; their
-candidates are the first-stage run when given, otherwise the labelled candidates.
+Dev evaluation: every ``eval_steps`` the current model reranks the dev queries' candidates (through
+the shared :mod:`distill.cross_encoder` scorer, the same truncation as serving) and nDCG@10 is
+computed with :func:`distill.evaluation.evaluate`; the best checkpoint is kept. Dev queries are a
+deterministic slice (by qid hash) of the labelled queries, at least ``dev_min_queries`` of them. With
+qrels the dev signal is the qrels; without any (labels from a teacher alone) it is the teacher's own
+ranking of the held-out queries (its top ``pseudo_qrels_top`` candidates count as relevant), and the
+result says so (``dev_signal``). Candidates are the first-stage run when given, else the labelled ones.
+
+Interpolation with the first stage is tuned on the dev split only when the dev qrels are real
+judgments (``qrels_kind="real"``); with synthetic or teacher-derived dev labels a documented
+conservative weight is written instead (:data:`CONSERVATIVE_ALPHA`).
 """
 
 from __future__ import annotations
@@ -25,18 +32,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from distill.atomic_io import atomic_dir, atomic_write, config_hash
 from distill.config import from_mapping, to_dict
-from distill.atomic_io import atomic_dir, config_hash
 from distill.data import Qrels, Run
 from distill.errors import ConfigError, DataError
 from distill.manifest import write_manifest
-from distill.student.interpolate import InterpolationConfig
+from distill.student.interpolate import InterpolationConfig, InterpolationResult
 from distill.student.loss import LossWeights
 from distill.student.model import StudentModelConfig
 from distill.student.normalize import NormalizationConfig
 from distill.student.pairs import PairConfig, PairGroup
 
-__all__ = ["StudentTrainConfig", "TrainResult", "is_dev_qid", "train_student"]
+__all__ = ["CONSERVATIVE_ALPHA", "StudentTrainConfig", "TrainResult", "choose_dev", "last_good_checkpoint",
+           "train_student"]
+
+#: first-stage weight used when no real judgments exist to tune it: z-scored first stage and z-scored
+#: student, the first stage keeping the larger say (a reranker tuned on nothing must not take over).
+CONSERVATIVE_ALPHA = 0.6
 
 logger = logging.getLogger(__name__)
 
@@ -48,18 +60,24 @@ class StudentTrainConfig:
     normalization: NormalizationConfig = field(default_factory=NormalizationConfig)
     loss: LossWeights = field(default_factory=LossWeights)
     interpolation: InterpolationConfig = field(default_factory=InterpolationConfig)
-    learning_rate: float = 3e-5
+    #: 8e-5: the fresh 1-logit head and the encoder move together; 3e-5 left the loss flat for an epoch
+    learning_rate: float = 8e-5
+    #: learning rate of the fresh classification head (None = learning_rate)
+    head_learning_rate: float | None = None
     #: groups per optimiser step (each group is 1 + n_negatives pairs)
-    batch_size: int = 8
+    batch_size: int = 4
     #: total optimiser steps; None = ``epochs`` passes over the groups
     max_steps: int | None = None
     epochs: float = 1.0
     warmup_ratio: float = 0.1
     weight_decay: float = 0.01
     eval_steps: int = 50
-    #: fraction of labelled queries (with qrels) held out as the dev split
+    #: fraction of labelled queries held out as the dev split (at least dev_min_queries, at most dev_max_queries)
     dev_fraction: float = 0.15
+    dev_min_queries: int = 30
     dev_max_queries: int = 100
+    #: without qrels: the teacher's top-N candidates of a dev query are its pseudo-relevant docs
+    pseudo_qrels_top: int = 3
     #: candidates reranked per dev query
     dev_top_k: int = 20
     eval_batch_size: int = 32
@@ -73,6 +91,10 @@ class StudentTrainConfig:
             raise ConfigError(f"student learning_rate must be > 0, got {self.learning_rate}")
         if self.batch_size < 1 or self.eval_steps < 1 or self.dev_top_k < 1 or self.eval_batch_size < 1:
             raise ConfigError("student batch_size, eval_steps, dev_top_k and eval_batch_size must be >= 1")
+        if self.head_learning_rate is not None and not self.head_learning_rate > 0:
+            raise ConfigError(f"student head_learning_rate must be > 0 or null, got {self.head_learning_rate}")
+        if self.dev_min_queries < 1 or self.dev_max_queries < self.dev_min_queries or self.pseudo_qrels_top < 1:
+            raise ConfigError("student needs 1 <= dev_min_queries <= dev_max_queries and pseudo_qrels_top >= 1")
         if self.max_steps is not None and self.max_steps < 1:
             raise ConfigError(f"student max_steps must be >= 1 or null, got {self.max_steps}")
         if not 0 < self.dev_fraction < 1:
@@ -88,12 +110,6 @@ class StudentTrainConfig:
         return to_dict(self)
 
 
-def is_dev_qid(qid: str, fraction: float) -> bool:
-    """Deterministic, order-independent split: a qid is dev when its hash falls below ``fraction``."""
-    h = int(hashlib.sha1(qid.encode()).hexdigest()[:8], 16)
-    return h / 0xFFFFFFFF < fraction
-
-
 @dataclass
 class TrainResult:
     model_dir: Path
@@ -101,6 +117,64 @@ class TrainResult:
     interpolation_path: Path | None
     steps: int
     wall_time_s: float
+    #: "qrels" or "teacher ranking (top N)": what the dev metric and checkpoint choice were measured against
+    dev_signal: str = "qrels"
+
+
+def _qid_hash(qid: str) -> int:
+    return int(hashlib.sha1(qid.encode()).hexdigest()[:8], 16)
+
+
+def choose_dev(labels: list[Any], qrels: Qrels, config: StudentTrainConfig) -> tuple[set[str], Qrels, str]:
+    """(dev qids, their relevance, what the relevance is): qrels when the labelled queries have them,
+    else the teacher's own top candidates. The split is a deterministic slice by qid hash."""
+    judged = [lq for lq in labels if any(r >= 1 for r in qrels.get(lq.qid, {}).values())]
+    pool = judged or list(labels)
+    if len(pool) < 2:
+        raise DataError(f"{len(pool)} labelled queries: a dev split needs at least 2 (one to train on, one to check)")
+    ranked = sorted(pool, key=lambda lq: (_qid_hash(lq.qid), lq.qid))
+    n = min(round(len(pool) * config.dev_fraction), config.dev_max_queries)
+    n = max(n, min(config.dev_min_queries, len(pool) // 2), 1)
+    dev = ranked[:n]
+    if judged:
+        return {lq.qid for lq in dev}, {lq.qid: qrels[lq.qid] for lq in dev}, "qrels"
+    top = config.pseudo_qrels_top
+    pseudo = {lq.qid: {d.doc_id: 1 for d in sorted(lq.docs, key=lambda d: (-d.score, d.doc_id))[:top]} for lq in dev}
+    logger.warning("no labelled query has qrels: the dev split (%d queries) is judged against the teacher's own top %d "
+                   "candidates, so the student is chosen for agreeing with the teacher", len(dev), top)
+    return {lq.qid for lq in dev}, pseudo, f"teacher ranking (top {top})"
+
+
+def last_good_checkpoint(ckpt_dir: Path) -> str | None:
+    """The newest Trainer checkpoint that was written completely; torn ones (a kill mid-write) are removed.
+
+    HF Trainer writes ``trainer_state.json`` after the weights, optimiser, scheduler and RNG state, so a
+    checkpoint whose state file parses, whose weights open and whose optimiser/scheduler files exist is
+    complete.
+    """
+    import json
+    import shutil
+
+    if not ckpt_dir.is_dir():
+        return None
+    found = sorted((p for p in ckpt_dir.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()),
+                   key=lambda p: int(p.name.split("-")[-1]), reverse=True)
+    for path in found:
+        try:
+            json.loads((path / "trainer_state.json").read_text())
+            from safetensors import safe_open
+
+            with safe_open(str(path / "model.safetensors"), "pt") as fh:
+                list(fh.keys())
+            for name in ("optimizer.pt", "scheduler.pt"):
+                if not (path / name).is_file():
+                    raise FileNotFoundError(name)
+            return str(path)
+        except Exception as exc:  # any unreadable part means the checkpoint is torn
+            logger.warning("student: checkpoint %s is incomplete (%s: %s); removing it and resuming from an earlier one",
+                           path, type(exc).__name__, exc)
+            shutil.rmtree(path, ignore_errors=True)
+    return None
 
 
 def _precision(cfg: StudentTrainConfig) -> dict[str, bool]:
@@ -115,23 +189,24 @@ def _precision(cfg: StudentTrainConfig) -> dict[str, bool]:
 
 def train_student(config: StudentTrainConfig, labels_path: str | Path, corpus_path: str | Path,
                   qrels_path: str | Path | None, out_dir: str | Path, dev_run_path: str | Path | None = None,
-                  resume: bool = True) -> TrainResult:
-    """Train, keep the best dev checkpoint, tune interpolation; the student lands in ``out_dir/model``.
+                  resume: bool = True, qrels_kind: str = "real") -> TrainResult:
+    """Train, keep the best dev checkpoint, set the interpolation; the student lands in ``out_dir/model``.
 
-    ``out_dir/checkpoints`` holds Trainer checkpoints; an interrupted run resumes from the last one
-    (when ``resume`` and the config hash matches). ``out_dir/model/interpolation.json`` carries the
-    tuned first-stage weight and normalisations.
+    ``out_dir/checkpoints`` holds Trainer checkpoints; an interrupted run resumes from the last complete
+    one (when ``resume`` and the config hash matches). ``out_dir/model/interpolation.json`` carries the
+    first-stage weight and normalisations: tuned on the dev split when ``qrels_kind == "real"``, else
+    :data:`CONSERVATIVE_ALPHA`.
     """
     import torch
     from transformers import Trainer, TrainerCallback, TrainingArguments
-    from transformers.trainer_utils import get_last_checkpoint
 
+    from distill.cross_encoder import PairEncoder
     from distill.data import read_corpus, read_qrels, read_run, write_run
     from distill.evaluation import evaluate
     from distill.labels import read_labels
     from distill.student.interpolate import tune_alpha
     from distill.student.loss import HybridDistillLoss
-    from distill.student.model import build_student, encode_pairs, rerank_with_student, save_student
+    from distill.student.model import build_student, save_student, student_scorer
     from distill.student.pairs import build_groups
 
     start = time.perf_counter()
@@ -146,21 +221,13 @@ def train_student(config: StudentTrainConfig, labels_path: str | Path, corpus_pa
         raise DataError(f"{len(missing)} labelled doc ids are not in the corpus (e.g. {missing[:3]}); "
                         f"label and train with the same corpus", path=labels_path)
 
-    judged = [lq for lq in labels if any(r >= 1 for r in qrels.get(lq.qid, {}).values())]
-    dev_ids = {lq.qid for lq in judged if is_dev_qid(lq.qid, config.dev_fraction)}
-    if not dev_ids and len(judged) >= 2:  # tiny sets: hold out at least one query
-        dev_ids = {judged[-1].qid}
-    dev_ids = set(sorted(dev_ids)[: config.dev_max_queries])
-    if not dev_ids:
-        raise DataError("no labelled query has qrels, so there is no dev split to select the best checkpoint; "
-                        "pass --qrels for the labelled queries", path=labels_path)
+    dev_ids, dev_qrels, dev_signal = choose_dev(labels, qrels, config)
     train_labels = [lq for lq in labels if lq.qid not in dev_ids]
     groups = build_groups(train_labels, qrels, config.pairs, config.normalization)
     query_text = {lq.qid: lq.query for lq in labels}
     from distill.data import Query
 
     dev_queries = {q: Query(q, query_text[q]) for q in dev_ids}
-    dev_qrels = {q: qrels[q] for q in dev_ids}
     if dev_run_path:
         first_stage: Run = {q: d for q, d in read_run(dev_run_path).items() if q in dev_ids}
         if not first_stage:
@@ -168,13 +235,16 @@ def train_student(config: StudentTrainConfig, labels_path: str | Path, corpus_pa
                             path=dev_run_path)
     else:
         first_stage = {lq.qid: {d.doc_id: 0.0 for d in lq.docs} for lq in labels if lq.qid in dev_ids}
-    logger.info("student: %d training groups of %d docs from %d queries; %d dev queries",
-                len(groups), 1 + config.pairs.n_negatives, len(train_labels), len(dev_ids))
+    logger.info("student: %d training groups of %d docs from %d queries; %d dev queries (dev signal: %s)",
+                len(groups), 1 + config.pairs.n_negatives, len(train_labels), len(dev_ids), dev_signal)
 
-    torch.manual_seed(config.seed)
+    from transformers import set_seed
+
+    set_seed(config.seed)  # before the head is created: a resumed run must build the same initial model
     model, tokenizer = build_student(config.model)
     loss_fn = HybridDistillLoss(config.loss)
-    max_len = config.model.max_seq_len
+    caps = config.model.caps
+    encoder = PairEncoder(tokenizer.backend_tokenizer, caps)
     group_size = 1 + config.pairs.n_negatives
 
     class _Groups(torch.utils.data.Dataset):
@@ -188,15 +258,24 @@ def train_student(config: StudentTrainConfig, labels_path: str | Path, corpus_pa
         batch: list[PairGroup] = [groups[it["idx"]] for it in items]
         qs = [g.query for g in batch for _ in g.doc_ids]
         ds = [corpus[d].full_text for g in batch for d in g.doc_ids]
-        enc = dict(encode_pairs(tokenizer, qs, ds, max_len))
+        enc = {k: torch.from_numpy(v) for k, v in encoder.batch(qs, ds).items()}
         enc["teacher_scores"] = torch.tensor([g.teacher_scores for g in batch], dtype=torch.float32)
         return enc
 
     def dev_rerank(m: Any) -> Run:
-        return rerank_with_student(m, tokenizer, corpus, dev_queries, first_stage, config.dev_top_k,
-                                   config.eval_batch_size, max_len)
+        return student_scorer(m, tokenizer, caps, config.eval_batch_size).rerank(corpus, dev_queries, first_stage,
+                                                                                config.dev_top_k)
 
     class _DistillTrainer(Trainer):
+        def create_optimizer(self):  # noqa: ANN202 - the fresh head may learn faster than the pre-trained encoder
+            if self.optimizer is None and config.head_learning_rate is not None:
+                head = {id(p) for n, p in self.model.named_parameters() if n.startswith("classifier")}
+                params = [p for p in self.model.parameters() if p.requires_grad]
+                groups = [{"params": [p for p in params if id(p) not in head], "lr": config.learning_rate},
+                          {"params": [p for p in params if id(p) in head], "lr": config.head_learning_rate}]
+                self.optimizer = torch.optim.AdamW(groups, lr=config.learning_rate, weight_decay=config.weight_decay)
+            return super().create_optimizer()
+
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):  # noqa: ANN001
             teacher = inputs.pop("teacher_scores")
             logits = model(**inputs).logits.view(-1, group_size).float()
@@ -224,12 +303,17 @@ def train_student(config: StudentTrainConfig, labels_path: str | Path, corpus_pa
     hash_file = ckpt_dir / "config_hash.txt"
     chash = config_hash(config.to_dict())
     resume_from = None
-    if resume and ckpt_dir.exists() and hash_file.exists() and hash_file.read_text().strip() == chash:
-        resume_from = get_last_checkpoint(str(ckpt_dir))
+    if ckpt_dir.exists() and not (resume and hash_file.exists() and hash_file.read_text().strip() == chash):
+        import shutil
+
+        shutil.rmtree(ckpt_dir)  # checkpoints of another config (or --no-resume) never leak into this run
+    if resume and ckpt_dir.exists():
+        resume_from = last_good_checkpoint(ckpt_dir)
         if resume_from:
             logger.info("resuming student training from %s", resume_from)
     ckpt_dir.mkdir(parents=True, exist_ok=True)
-    hash_file.write_text(chash)
+    with atomic_write(hash_file) as fh:
+        fh.write(chash)
     args = TrainingArguments(
         output_dir=str(ckpt_dir), max_steps=n_steps, per_device_train_batch_size=config.batch_size,
         learning_rate=config.learning_rate, warmup_ratio=config.warmup_ratio, weight_decay=config.weight_decay,
@@ -250,10 +334,13 @@ def train_student(config: StudentTrainConfig, labels_path: str | Path, corpus_pa
     model_dir = out_dir / "model"
     interp_path = None
     with atomic_dir(model_dir) as tmp:
-        save_student(best, tokenizer, tmp, max_len)
+        save_student(best, tokenizer, tmp, caps)
         write_run(tmp / "dev_run.student.trec", dev_run, tag="student")
         if dev_run_path:
-            interp = tune_alpha(dev_qrels, first_stage, dev_run, config.interpolation)
+            if qrels_kind == "real" and dev_signal == "qrels":
+                interp = tune_alpha(dev_qrels, first_stage, dev_run, config.interpolation)
+            else:
+                interp = _conservative_interpolation(dev_qrels, first_stage, dev_run, config.interpolation, qrels_kind)
             interp.save(tmp / "interpolation.json")
     if dev_run_path:
         interp_path = model_dir / "interpolation.json"
@@ -265,5 +352,26 @@ def train_student(config: StudentTrainConfig, labels_path: str | Path, corpus_pa
         inputs["dev_run"] = dev_run_path
     write_manifest(out_dir, "student", config.to_dict(), inputs=inputs, metrics={f"dev_{k}": v for k, v in dev_metrics.items()},
                    wall_time_s=wall, extra={"model_dir": str(model_dir), "steps": trainer.state.global_step,
-                                            "best_checkpoint": trainer.state.best_model_checkpoint})
-    return TrainResult(model_dir, dev_metrics, interp_path, trainer.state.global_step, wall)
+                                            "best_checkpoint": trainer.state.best_model_checkpoint,
+                                            "dev_signal": dev_signal, "n_dev_queries": len(dev_ids),
+                                            "n_train_groups": len(groups)})
+    return TrainResult(model_dir, dev_metrics, interp_path, trainer.state.global_step, wall, dev_signal)
+
+
+def _conservative_interpolation(dev_qrels: Qrels, first_stage: Run, dev_run: Run, base: InterpolationConfig,
+                                qrels_kind: str) -> InterpolationResult:
+    """:data:`CONSERVATIVE_ALPHA` on z-scored runs; the dev scores are reported, not used to choose."""
+    from distill.evaluation import evaluate
+    from distill.student.interpolate import interpolate_runs
+
+    cfg = InterpolationConfig(first_stage_norm="zscore", student_norm="zscore", grid_steps=base.grid_steps, metric=base.metric)
+    dev = {q: d for q, d in dev_run.items() if q in dev_qrels and d}
+
+    def score(a: float) -> float:
+        return evaluate(dev_qrels, interpolate_runs(first_stage, dev, a, cfg), [cfg.metric]).metrics[cfg.metric]
+
+    logger.info("interpolation: no real judgments (%s dev labels); using the conservative a=%.2f", qrels_kind,
+                CONSERVATIVE_ALPHA)
+    return InterpolationResult(CONSERVATIVE_ALPHA, cfg.first_stage_norm, cfg.student_norm, cfg.metric,
+                               score(CONSERVATIVE_ALPHA), score(0.0), score(1.0), len(dev),
+                               tuned_on=f"not tuned: conservative default ({qrels_kind} dev labels)")

@@ -107,6 +107,7 @@ def load_trainable_lm(config: TrainConfig) -> TrainableLM:
     from distill.teacher.scoring import prepare_tokenizer
 
     base = resolve_teacher_base(config.base_model)
+    torch.manual_seed(config.seed)  # before any parameter is created (LoRA adapters are initialised below)
     device = pick_device(config.device)
     tokenizer = AutoTokenizer.from_pretrained(base)
     model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)

@@ -132,14 +132,18 @@ def pad_rows(rows: Sequence[Sequence[int]], pad_id: int, padding_side: str = "ri
 class TeacherRanker(nn.Module):
     """``model``: an HF causal LM (or bare decoder); ``score(...)`` -> raw logits [batch]."""
 
-    def __init__(self, model: nn.Module, head: nn.Linear | None = None):
+    def __init__(self, model: nn.Module, head: nn.Linear | None = None, seed: int = 0):
         super().__init__()
         self.model = model
         hidden = model.config.hidden_size
         if head is None:
+            # a private generator: the head's initial weights depend on ``seed`` only, not on whatever
+            # consumed the global RNG earlier in this process (a resumed run must equal an uninterrupted one)
             head = nn.Linear(hidden, 1)
-            nn.init.normal_(head.weight, std=1.0 / math.sqrt(hidden))
-            nn.init.zeros_(head.bias)
+            gen = torch.Generator().manual_seed(seed)
+            with torch.no_grad():
+                head.weight.copy_(torch.randn(head.weight.shape, generator=gen) / math.sqrt(hidden))
+                head.bias.zero_()
         self.head = head
 
     @property

@@ -148,7 +148,7 @@ def run_sft(config: SFTConfig, out_dir: str | Path, progress: bool = False) -> P
 
     lm = _train.load_trainable_lm(config)
     base, tokenizer, model, peft_model, device, dtype = lm.base, lm.tokenizer, lm.model, lm.peft_model, lm.device, lm.dtype
-    ranker = TeacherRanker(model).to(device)
+    ranker = TeacherRanker(model, seed=config.seed).to(device)
     ref = None
     if config.kl_weight > 0:
         ref_path = resolve_teacher_base(config.kl_reference) if config.kl_reference else base

@@ -1,0 +1,311 @@
+"""The one place where (query, document) pairs are turned into cross-encoder scores.
+
+Every path that scores pairs with a BERT-style cross-encoder goes through :class:`CrossEncoderScorer`:
+the student's dev evaluation and ``student rerank`` (torch backend), the export gates (torch and ONNX
+Runtime backends) and the ranker service (ONNX Runtime). They share
+
+* **one tokenisation and truncation rule** (:class:`PairEncoder`, Rust ``tokenizers``, no
+  ``transformers`` needed): the query is cut to ``max_query_tokens``, the document to
+  ``max_doc_tokens`` and to whatever room ``max_seq_len`` leaves after the query and the special
+  tokens; the model's own post-processor adds ``[CLS] q [SEP] d [SEP]`` (or ``<s> q </s></s> d </s>``);
+* **one batching rule**: pairs sorted by token length (longest first), cut into batches of
+  ``batch_size``, each padded only to its own longest pair; scores come back in input order.
+  Attention masks hide padding, so a pair's score does not depend on its batch mates (within float
+  rounding).
+
+The token caps travel with the model: :func:`save_caps` writes ``scoring.json`` beside a trained
+student, export copies the caps into the model card, and serving reads them from there, so training,
+gates and serving truncate identically. Scores are raw logits (higher = more relevant).
+
+Importing this module needs only numpy and tokenizers; torch or onnxruntime are imported by the
+backend that uses them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from distill.atomic_io import write_json
+from distill.errors import ConfigError, MissingPrerequisiteError
+
+__all__ = ["CAPS_FILE", "CrossEncoderScorer", "OnnxBackend", "PairEncoder", "TokenCaps", "TorchBackend", "load_caps",
+           "save_caps"]
+
+logger = logging.getLogger(__name__)
+
+CAPS_FILE = "scoring.json"
+
+#: a backend maps padded int64 arrays (input_ids, attention_mask, token_type_ids) to float32 logits (n,)
+Backend = Callable[[dict[str, np.ndarray]], np.ndarray]
+
+
+@dataclass(frozen=True)
+class TokenCaps:
+    """Token budget of one (query, document) pair.
+
+    ``max_seq_len`` bounds the whole pair (special tokens included); ``max_query_tokens`` and
+    ``max_doc_tokens`` bound each side (None = only ``max_seq_len`` bounds it). A query never takes
+    more than ``max_seq_len // 2`` tokens, so a very long query cannot push the document out.
+    """
+
+    max_seq_len: int = 256
+    max_query_tokens: int | None = 64
+    max_doc_tokens: int | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.max_seq_len, int) or not 8 <= self.max_seq_len <= 8192:
+            raise ConfigError(f"max_seq_len must be an integer in [8, 8192], got {self.max_seq_len!r}")
+        for name in ("max_query_tokens", "max_doc_tokens"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or value < 1):
+                raise ConfigError(f"{name} must be a positive integer or null (no cap), got {value!r}")
+
+    def to_dict(self) -> dict[str, int | None]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TokenCaps:
+        known = {k: data[k] for k in ("max_seq_len", "max_query_tokens", "max_doc_tokens") if k in data}
+        return cls(**known)
+
+
+def save_caps(model_dir: str | os.PathLike[str], caps: TokenCaps) -> Path:
+    return write_json(Path(model_dir) / CAPS_FILE, caps.to_dict())
+
+
+def load_caps(model_dir: str | os.PathLike[str], default: TokenCaps | None = None) -> TokenCaps:
+    """Caps saved beside a model; without ``scoring.json``, ``default`` or the tokenizer's own max length."""
+    path = Path(model_dir) / CAPS_FILE
+    if path.is_file():
+        try:
+            return TokenCaps.from_dict(json.loads(path.read_text(encoding="utf-8")))
+        except (json.JSONDecodeError, TypeError, AttributeError) as exc:
+            raise ConfigError(f"{path}: not a valid token-caps file ({exc}); re-save the model") from exc
+    if default is not None:
+        return default
+    cfg = Path(model_dir) / "tokenizer_config.json"
+    max_len = 512
+    if cfg.is_file():
+        value = json.loads(cfg.read_text(encoding="utf-8")).get("model_max_length")
+        if isinstance(value, int | float) and 8 <= value <= 8192:
+            max_len = int(value)
+    return TokenCaps(max_seq_len=max_len)
+
+
+class PairEncoder:
+    """Tokenises (query, document) pairs with the model's ``tokenizer.json`` under :class:`TokenCaps`."""
+
+    def __init__(self, tokenizer: str | os.PathLike[str] | Any, caps: TokenCaps):
+        """``tokenizer``: a model directory holding ``tokenizer.json``, or a ``tokenizers.Tokenizer`` (copied)."""
+        from tokenizers import Tokenizer
+
+        if isinstance(tokenizer, Tokenizer):
+            self.tokenizer = Tokenizer.from_str(tokenizer.to_str())
+        else:
+            path = Path(tokenizer) / "tokenizer.json"
+            if not path.is_file():
+                raise MissingPrerequisiteError(f"{path} not found: the model directory needs a fast tokenizer "
+                                               "(save it with a transformers fast tokenizer, which writes tokenizer.json)")
+            try:
+                self.tokenizer = Tokenizer.from_file(str(path))
+            except Exception as exc:  # the Rust side raises plain Exception for a malformed file
+                raise MissingPrerequisiteError(f"{path} is not a valid tokenizer file ({exc}); re-export the model") from exc
+        self.tokenizer.no_truncation()
+        self.tokenizer.no_padding()
+        self.caps = caps
+        self.n_special = self.tokenizer.num_special_tokens_to_add(True)
+        if caps.max_seq_len <= self.n_special + 2:
+            raise ConfigError(f"max_seq_len={caps.max_seq_len} leaves no room for text after {self.n_special} special tokens")
+        self.pad_id = self._pad_id()
+
+    def _pad_id(self) -> int:
+        for name in ("[PAD]", "<pad>"):
+            tid = self.tokenizer.token_to_id(name)
+            if tid is not None:
+                return int(tid)
+        return 0
+
+    def encode(self, queries: Sequence[str], docs: Sequence[str]) -> list[tuple[list[int], list[int]]]:
+        """(input_ids, token_type_ids) per pair, truncated by the caps, unpadded."""
+        if len(queries) != len(docs):
+            raise ValueError(f"{len(queries)} queries but {len(docs)} documents: pass one query per document")
+        caps = self.caps
+        room = caps.max_seq_len - self.n_special
+        q_cap = room // 2 if caps.max_query_tokens is None else min(caps.max_query_tokens, room // 2)
+        unique_q = list(dict.fromkeys(queries))
+        q_enc = dict(zip(unique_q, self.tokenizer.encode_batch(unique_q, add_special_tokens=False), strict=True))
+        d_enc = self.tokenizer.encode_batch(list(docs), add_special_tokens=False)
+        out: list[tuple[list[int], list[int]]] = []
+        for q, d in zip(queries, d_enc, strict=True):
+            qe = q_enc[q]
+            q_len = min(len(qe.ids), q_cap)
+            d_cap = room - q_len
+            if caps.max_doc_tokens is not None:
+                d_cap = min(d_cap, caps.max_doc_tokens)
+            qe_t = _truncated(qe, q_len)
+            de_t = _truncated(d, d_cap)
+            pair = self.tokenizer.post_process(qe_t, de_t, add_special_tokens=True)
+            out.append((pair.ids, pair.type_ids))
+        return out
+
+    def pad(self, rows: Sequence[tuple[list[int], list[int]]]) -> dict[str, np.ndarray]:
+        """Right-pad rows to their longest one (int64 arrays, as BERT exports expect)."""
+        width = max(len(ids) for ids, _ in rows)
+        input_ids = np.full((len(rows), width), self.pad_id, dtype=np.int64)
+        mask = np.zeros((len(rows), width), dtype=np.int64)
+        types = np.zeros((len(rows), width), dtype=np.int64)
+        for r, (ids, tt) in enumerate(rows):
+            input_ids[r, : len(ids)] = ids
+            mask[r, : len(ids)] = 1
+            types[r, : len(tt)] = tt
+        return {"input_ids": input_ids, "attention_mask": mask, "token_type_ids": types}
+
+    def batch(self, queries: Sequence[str], docs: Sequence[str]) -> dict[str, np.ndarray]:
+        return self.pad(self.encode(queries, docs))
+
+
+def _truncated(enc: Any, n: int) -> Any:
+    if len(enc.ids) <= n:
+        return enc
+    enc.truncate(max(n, 0))
+    return enc
+
+
+class TorchBackend:
+    """A PyTorch ``*ForSequenceClassification`` with one label (the student while it trains, or a saved one)."""
+
+    def __init__(self, model: Any):
+        import torch
+
+        self._torch = torch
+        self.model = model
+
+    @classmethod
+    def load(cls, model_dir: str | os.PathLike[str], device: str | None = None) -> TorchBackend:
+        try:
+            import torch
+            from transformers import AutoModelForSequenceClassification
+        except ImportError as exc:
+            raise MissingPrerequisiteError("the torch backend needs the training stack: pip install 'distilrank[train]'") from exc
+        model = AutoModelForSequenceClassification.from_pretrained(str(model_dir), dtype=torch.float32).eval()
+        if device:
+            model.to(device)
+        return cls(model)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> np.ndarray:
+        torch = self._torch
+        model = self.model
+        device = next(model.parameters()).device
+        was_training = model.training
+        model.eval()
+        try:
+            with torch.inference_mode():
+                feed = {k: torch.from_numpy(v).to(device) for k, v in batch.items()}
+                logits = model(**feed).logits
+        finally:
+            model.train(was_training)
+        return logits.view(len(batch["input_ids"]), -1)[:, 0].float().cpu().numpy()
+
+
+class OnnxBackend:
+    """An ONNX Runtime session over one ``.onnx`` cross-encoder (inputs named as the Optimum export names them)."""
+
+    def __init__(self, session: Any):
+        self.session = session
+        self.input_names = [i.name for i in session.get_inputs()]
+
+    @classmethod
+    def load(cls, onnx_path: str | os.PathLike[str], threads: int | None = None, providers: Sequence[str] | None = None,
+             spin: bool = True) -> OnnxBackend:
+        try:
+            import onnxruntime as ort
+        except ImportError as exc:
+            raise MissingPrerequisiteError("ONNX scoring needs onnxruntime: pip install 'distilrank[serve]'") from exc
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads or (os.cpu_count() or 1)
+        opts.inter_op_num_threads = 1
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
+        try:
+            session = ort.InferenceSession(str(onnx_path), sess_options=opts,
+                                           providers=list(providers or ["CPUExecutionProvider"]))
+        except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
+            from distill.errors import DataError
+
+            raise DataError(f"onnxruntime cannot load the model ({type(exc).__name__}: {str(exc)[:200]}); re-export it",
+                            path=onnx_path) from exc
+        return cls(session)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> np.ndarray:
+        logits = self.session.run(None, {name: batch[name] for name in self.input_names})[0]
+        logits = np.asarray(logits, dtype=np.float32)
+        if logits.ndim == 2 and logits.shape[1] == 1:
+            return logits[:, 0]
+        if logits.ndim == 1:
+            return logits
+        raise ConfigError(f"the model outputs logits of shape {logits.shape}; a cross-encoder scorer needs one logit per pair")
+
+
+class CrossEncoderScorer:
+    """``score(queries, docs)`` -> raw logits, float32, in input order (see the module docstring)."""
+
+    def __init__(self, encoder: PairEncoder, backend: Backend, batch_size: int = 32):
+        if batch_size < 1:
+            raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+        self.encoder = encoder
+        self.backend = backend
+        self.batch_size = batch_size
+
+    @property
+    def caps(self) -> TokenCaps:
+        return self.encoder.caps
+
+    @classmethod
+    def from_torch_dir(cls, model_dir: str | os.PathLike[str], caps: TokenCaps | None = None, batch_size: int = 32,
+                       device: str | None = None) -> CrossEncoderScorer:
+        caps = caps or load_caps(model_dir)
+        return cls(PairEncoder(model_dir, caps), TorchBackend.load(model_dir, device), batch_size)
+
+    def score(self, queries: Sequence[str], docs: Sequence[str]) -> np.ndarray:
+        n = len(docs)
+        if n == 0:
+            return np.zeros(0, dtype=np.float32)
+        rows = self.encoder.encode(queries, docs)
+        order = sorted(range(n), key=lambda i: -len(rows[i][0]))
+        out = np.empty(n, dtype=np.float32)
+        for start in range(0, n, self.batch_size):
+            idx = order[start:start + self.batch_size]
+            out[idx] = self.backend(self.encoder.pad([rows[i] for i in idx]))
+        return out
+
+    def score_pairs(self, pairs: Sequence[tuple[str, str]]) -> np.ndarray:
+        return self.score([q for q, _ in pairs], [d for _, d in pairs])
+
+    def rerank(self, corpus: Mapping[str, Any], queries: Mapping[str, Any], run: Mapping[str, Mapping[str, float]],
+               top_k: int) -> dict[str, dict[str, float]]:
+        """Rescore each query's top ``top_k`` first-stage candidates (``corpus[d].full_text``, ``queries[q].text``)."""
+        qs: list[str] = []
+        ds: list[str] = []
+        keys: list[tuple[str, str]] = []
+        for qid, docs in run.items():
+            if qid not in queries:
+                continue
+            for doc_id, _ in sorted(docs.items(), key=lambda kv: (-kv[1], kv[0]))[:top_k]:
+                if doc_id in corpus:
+                    qs.append(queries[qid].text)
+                    ds.append(corpus[doc_id].full_text)
+                    keys.append((qid, doc_id))
+        scores = self.score(qs, ds)
+        out: dict[str, dict[str, float]] = {}
+        for (qid, doc_id), s in zip(keys, scores.tolist(), strict=True):
+            out.setdefault(qid, {})[doc_id] = float(s)
+        return out
