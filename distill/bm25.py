@@ -7,7 +7,7 @@ Snowball/Porter stemming via PyStemmer) over ``title + text``.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from distill.data import Document, Query, Run
@@ -71,3 +71,16 @@ class BM25Index:
             docs, scores = self._retriever.retrieve([toks], k=k, show_progress=False, return_as="tuple")
             run[qid] = {self._doc_ids[int(i)]: float(s) for i, s in zip(docs[0], scores[0], strict=True) if s > 0}
         return run
+
+    def score_docs(self, query: str, doc_ids: Sequence[str]) -> dict[str, float]:
+        """BM25 score of ``query`` for each of ``doc_ids`` (0 for documents sharing no term with it)."""
+        import bm25s
+
+        if not hasattr(self, "_pos"):
+            self._pos = {d: i for i, d in enumerate(self._doc_ids)}
+        toks = bm25s.tokenize([query], stopwords=self.config.stopwords, stemmer=self._stemmer, show_progress=False,
+                              return_ids=False)[0]
+        if not toks:
+            return dict.fromkeys(doc_ids, 0.0)
+        scores = self._retriever.get_scores(toks)
+        return {d: float(scores[self._pos[d]]) for d in doc_ids}

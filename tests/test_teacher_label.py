@@ -80,8 +80,14 @@ def test_label_schema_sources_scores_and_resume(tiny_teacher, demo_data, tmp_pat
 
 
 def test_label_config_errors():
-    with pytest.raises(ConfigError, match="label needs --teacher"):
+    with pytest.raises(ConfigError, match="the llm source needs --teacher"):
         LabelConfig(queries="q", corpus="c")
+    with pytest.raises(ConfigError, match="the run source needs --run"):
+        LabelConfig(source="run", queries="q", corpus="c")
+    with pytest.raises(ConfigError, match="the endpoint source needs --endpoint-url"):
+        LabelConfig(source="ensemble", members=("dense", "endpoint"), queries="q", corpus="c")
+    with pytest.raises(ConfigError, match=r"shard must be 'I/N'"):
+        LabelConfig(source="bm25", queries="q", corpus="c", shard="4/4")
     with pytest.raises(ConfigError, match="n_bm25, n_dense and n_random must be >= 0"):
         LabelConfig(teacher="t", queries="q", corpus="c", n_bm25=-1)
 

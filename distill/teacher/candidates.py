@@ -1,14 +1,14 @@
 """Candidate lists for labelling (TWOLAR-style diversity): BM25, dense bi-encoder, random, judged positives.
 
 Candidates are de-duplicated per query; a document found by several sources records them joined
-with ``+`` in a fixed order (``bm25+dense+random+positive``).
+with ``+`` in a fixed order (``run+bm25+dense+random+positive``; ``run``: a teacher run's own top list).
 """
 
 from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +22,7 @@ __all__ = ["SOURCES", "DenseRetriever", "gather_candidates", "merge_candidates"]
 
 logger = logging.getLogger(__name__)
 
-SOURCES = ("bm25", "dense", "random", "positive")
+SOURCES = ("run", "bm25", "dense", "random", "positive")
 
 
 class DenseRetriever:
@@ -64,6 +64,20 @@ class DenseRetriever:
             run[qid] = {self._doc_ids[i]: float(sims[row][i]) for i in top}
         return run
 
+    def score_docs(self, queries: Mapping[str, Query], candidates: Mapping[str, Sequence[str]]) -> Run:
+        """Cosine of each query with each of its candidates."""
+        if not hasattr(self, "_pos"):
+            self._pos = {d: i for i, d in enumerate(self._doc_ids)}
+        qids = list(candidates)
+        q = self._model.encode([queries[x].text for x in qids], normalize_embeddings=True, convert_to_numpy=True,
+                               show_progress_bar=False)
+        run: Run = {}
+        for row, qid in enumerate(qids):
+            docs = list(candidates[qid])
+            sims = self._emb[[self._pos[d] for d in docs]] @ q[row]
+            run[qid] = dict(zip(docs, sims.astype(float).tolist(), strict=True))
+        return run
+
 
 def merge_candidates(per_source: Mapping[str, list[str]]) -> list[tuple[str, str]]:
     """[(doc_id, "src1+src2")] in first-seen order over :data:`SOURCES`, each doc once."""
@@ -78,17 +92,18 @@ def merge_candidates(per_source: Mapping[str, list[str]]) -> list[tuple[str, str
 
 def gather_candidates(queries: Mapping[str, Query], corpus: Mapping[str, Document], n_bm25: int, n_dense: int,
                       n_random: int, qrels: Qrels | None = None, dense_model: str = "default",
-                      cache_dir: Path | None = None, seed: int = 13) -> dict[str, list[tuple[str, str]]]:
-    """qid -> de-duplicated [(doc_id, source)] from all configured sources."""
-    bm25 = BM25Index(corpus).search(queries, top_k=n_bm25) if n_bm25 else {}
-    dense = DenseRetriever(corpus, dense_model, cache_dir).search(queries, top_k=n_dense) if n_dense else {}
+                      cache_dir: Path | None = None, seed: int = 13, bm25: BM25Index | None = None,
+                      dense: DenseRetriever | None = None) -> dict[str, list[tuple[str, str]]]:
+    """qid -> de-duplicated [(doc_id, source)] from all configured sources (pass built indexes to reuse them)."""
+    bm25_run = (bm25 or BM25Index(corpus)).search(queries, top_k=n_bm25) if n_bm25 else {}
+    dense_run = (dense or DenseRetriever(corpus, dense_model, cache_dir)).search(queries, top_k=n_dense) if n_dense else {}
     doc_ids = list(corpus)
     out: dict[str, list[tuple[str, str]]] = {}
     for qid in queries:
         rng = random.Random(f"{seed}:{qid}")
         per = {
-            "bm25": sorted(bm25.get(qid, {}), key=lambda d: -bm25[qid][d]),
-            "dense": sorted(dense.get(qid, {}), key=lambda d: -dense[qid][d]),
+            "bm25": sorted(bm25_run.get(qid, {}), key=lambda d: -bm25_run[qid][d]),
+            "dense": sorted(dense_run.get(qid, {}), key=lambda d: -dense_run[qid][d]),
             "random": rng.sample(doc_ids, min(n_random, len(doc_ids))),
             "positive": [d for d, rel in (qrels or {}).get(qid, {}).items() if rel > 0 and d in corpus],
         }

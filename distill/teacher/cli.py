@@ -94,10 +94,26 @@ def sft_cmd(**kwargs: Any) -> None:
 @teacher.command("label")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False))
 @click.option("--out", required=True, type=click.Path(file_okay=False))
-@click.option("--teacher", "teacher_dir", type=click.Path(file_okay=False), help="Teacher dir from `teacher sft`.")
+@click.option("--source", type=click.Choice(["llm", "run", "endpoint", "dense", "bm25", "ensemble"]),
+              help="Teacher source [default: llm]; see distill.teacher.sources.")
+@click.option("--teacher", "teacher_dir", type=click.Path(file_okay=False),
+              help="llm: a `teacher sft` dir (--llm-score head) or any causal LM dir (--llm-score qlm).")
+@click.option("--llm-score", type=click.Choice(["head", "qlm"]), help="llm: score head, or query likelihood.")
+@click.option("--run", type=click.Path(dir_okay=False), help="run: TREC run of the teacher (e.g. a 7B reranker's).")
+@click.option("--run-depth", type=int, help="run: candidates per query taken from the run [100].")
+@click.option("--endpoint-url", help="endpoint: Cohere-compatible rerank URL, e.g. http://host:8080/v1/rerank.")
+@click.option("--endpoint-model", help="endpoint: model name sent in the request.")
+@click.option("--endpoint-api-key", envvar="DISTILRANK_ENDPOINT_API_KEY", help="endpoint: bearer token (or env).")
+@click.option("--endpoint-batch-size", type=int, help="endpoint: documents per request [32].")
+@click.option("--endpoint-retries", type=int, help="endpoint: retries with exponential backoff [4].")
+@click.option("--members", help="ensemble: comma-separated members [llm,dense,bm25].")
+@click.option("--weights", help="ensemble: fixed weights, e.g. dense=0.5,bm25=0.5 (default: fitted on qrels).")
+@click.option("--fit-queries", type=int, help="ensemble: labelled queries with qrels used to fit weights [100].")
+@click.option("--qrels-kind", type=click.Choice(["real", "synthetic"]), help="What --qrels are (recorded).")
+@click.option("--shard", help="Label only slice I of N (0-based), e.g. 0/4; the label files concatenate.")
 @click.option("--queries", type=click.Path(dir_okay=False))
 @click.option("--corpus", type=click.Path(dir_okay=False))
-@click.option("--qrels", type=click.Path(dir_okay=False), help="Adds judged positives to the candidates.")
+@click.option("--qrels", type=click.Path(dir_okay=False), help="Adds judged positives to the candidates; fits ensembles.")
 @click.option("--n-bm25", type=int)
 @click.option("--n-dense", type=int)
 @click.option("--n-random", type=int)
@@ -106,12 +122,20 @@ def sft_cmd(**kwargs: Any) -> None:
 @click.option("--max-length", type=int)
 @click.option("--device", type=_DEVICE)
 def label_cmd(**kwargs: Any) -> None:
-    """Score BM25 + dense + random + positive candidates of each query (raw logits, resumable)."""
+    """Score candidates of each training query with a teacher source (labels JSONL, resumable)."""
     from distill.config import load_config
+    from distill.errors import ConfigError
     from distill.teacher.config import LabelConfig
     from distill.teacher.label import run_label
 
     kwargs["teacher"] = kwargs.pop("teacher_dir")
+    if kwargs.get("members"):
+        kwargs["members"] = tuple(m.strip() for m in kwargs["members"].split(",") if m.strip())
+    if kwargs.get("weights"):
+        try:
+            kwargs["weights"] = {k.strip(): float(v) for k, v in (p.split("=") for p in kwargs["weights"].split(","))}
+        except ValueError as exc:
+            raise ConfigError(f"--weights {kwargs['weights']!r}: use NAME=NUMBER pairs, e.g. dense=0.5,bm25=0.5") from exc
     cfg = load_config(LabelConfig, kwargs["config_file"], _overrides(kwargs))
     click.echo(f"labels: {run_label(cfg, kwargs['out'], progress=_progress())}")
 

@@ -167,16 +167,47 @@ class SFTConfig(TrainConfig):
         _check(self.max_queries >= 0, f"max_queries must be >= 0, got {self.max_queries}")
 
 
+LabelSource = Literal["llm", "run", "endpoint", "dense", "bm25", "ensemble"]
+_LABEL_SOURCES = ("llm", "run", "endpoint", "dense", "bm25", "ensemble")
+
+
 @dataclass(frozen=True)
 class LabelConfig:
-    """Score candidate lists of training queries with the teacher.
+    """Score candidate lists of training queries with a teacher source (:mod:`distill.teacher.sources`).
 
     Candidates: BM25 top ``n_bm25``, dense bi-encoder top ``n_dense`` (``dense_model`` embeddings of
     the corpus, cached in ``<out>/cache``), ``n_random`` random corpus documents and the judged positives
-    (when ``qrels`` is given); de-duplicated, sources joined with ``+``. Scores are raw logits.
+    (when ``qrels`` is given); de-duplicated, sources joined with ``+``. With ``source="run"`` the
+    candidates are the run's top ``run_depth`` instead (plus judged positives).
+
+    ``source="ensemble"`` combines ``members`` (per-query z-scores, weighted sum). ``weights`` fixes the
+    weights; otherwise they are fitted by coordinate ascent on nDCG@10 over up to ``fit_queries``
+    labelled queries that have qrels (real ones, or synthetic ones: ``qrels_kind`` records which), and a
+    member whose fitted weight is 0 is not run on the remaining queries. Without qrels the members get
+    equal weights. ``shard="I/N"`` labels only the I-th of N disjoint slices of the queries (0-based),
+    so N machines label in parallel and the files concatenate; every shard fits the same weights on
+    the same fit queries.
     """
 
+    source: LabelSource = "llm"
+    #: llm: a teacher dir (``teacher sft``) for ``llm_score="head"``, any causal LM dir for ``"qlm"``
     teacher: str = ""
+    llm_score: Literal["head", "qlm"] = "head"
+    #: run: a TREC run of the teacher over (at least) the queries to label
+    run: str | None = None
+    run_depth: int = 100
+    #: endpoint: a Cohere-compatible POST /v1/rerank URL
+    endpoint_url: str | None = None
+    endpoint_model: str | None = None
+    endpoint_api_key: str | None = None
+    endpoint_batch_size: int = 32
+    endpoint_timeout_s: float = 60.0
+    endpoint_retries: int = 4
+    #: ensemble
+    members: tuple[str, ...] = ("llm", "dense", "bm25")
+    weights: dict[str, float] | None = None
+    fit_queries: int = 100
+    qrels_kind: Literal["real", "synthetic"] = "real"
     queries: str = ""
     corpus: str = ""
     qrels: str | None = None
@@ -185,23 +216,51 @@ class LabelConfig:
     n_random: int = 10
     dense_model: str = "default"
     max_queries: int = 0
+    shard: str | None = None
     batch_size: int = 8
     max_length: int = 192
     seed: int = 13
     device: Device = "auto"
 
     def __post_init__(self) -> None:
-        _check(bool(self.teacher), "label needs --teacher (a directory written by `distilrank teacher sft`)")
+        object.__setattr__(self, "members", tuple(self.members))
+        _one_of("source", self.source, _LABEL_SOURCES)
+        _one_of("llm_score", self.llm_score, ("head", "qlm"))
+        _one_of("qrels_kind", self.qrels_kind, ("real", "synthetic"))
+        used = set(self.members) if self.source == "ensemble" else {self.source}
+        for m in self.members:
+            _one_of("ensemble member", m, tuple(x for x in _LABEL_SOURCES if x != "ensemble"))
+        _check(self.source != "ensemble" or len(self.members) >= 1, "an ensemble needs at least one member")
+        _check("llm" not in used or bool(self.teacher),
+               "the llm source needs --teacher (a `distilrank teacher sft` dir, or any causal LM dir with llm_score=qlm)")
+        _check("run" not in used or bool(self.run), "the run source needs --run (a TREC run file of the teacher)")
+        _check("endpoint" not in used or bool(self.endpoint_url), "the endpoint source needs --endpoint-url")
         _check(bool(self.queries and self.corpus), "label needs --queries and --corpus")
         _check(min(self.n_bm25, self.n_dense, self.n_random) >= 0, "n_bm25, n_dense and n_random must be >= 0")
-        _check(self.n_bm25 + self.n_dense + self.n_random > 0 or self.qrels is not None,
+        _check(self.source == "run" or self.n_bm25 + self.n_dense + self.n_random > 0 or self.qrels is not None,
                "no candidate source: set n_bm25, n_dense or n_random > 0")
+        _check(self.run_depth >= 2 and self.fit_queries >= 1, "run_depth must be >= 2 and fit_queries >= 1")
         _check(self.batch_size >= 1 and self.max_length >= 16, "batch_size must be >= 1 and max_length >= 16")
         _check(self.max_queries >= 0, f"max_queries must be >= 0, got {self.max_queries}")
+        if self.weights is not None:
+            _check(isinstance(self.weights, dict) and set(self.weights) <= set(self.members),
+                   f"weights must map ensemble members {list(self.members)} to numbers, got {self.weights!r}")
+        self.shard_index()
         _one_of("device", self.device, ("auto", "cpu", "cuda"))
 
+    def shard_index(self) -> tuple[int, int]:
+        """(I, N) of ``shard="I/N"``; (0, 1) without sharding."""
+        if self.shard is None:
+            return 0, 1
+        i, _, n = str(self.shard).partition("/")
+        _check(i.isdigit() and n.isdigit() and 0 <= int(i) < int(n),
+               f"shard must be 'I/N' with 0 <= I < N (e.g. 0/4), got {self.shard!r}")
+        return int(i), int(n)
+
     def to_dict(self) -> dict[str, Any]:
-        return to_dict(self)
+        out = to_dict(self)
+        out["endpoint_api_key"] = "***" if self.endpoint_api_key else None  # never written to disk
+        return out
 
 
 @dataclass(frozen=True)

@@ -1,31 +1,141 @@
-"""``distilrank teacher label``: teacher scores (raw logits) for candidate lists of training queries.
+"""``distilrank teacher label``: teacher scores for candidate lists of training queries, from any teacher source.
 
 Output follows :mod:`distill.labels`; one line is appended (and fsynced) per query, so an interrupted
-run resumes with the queries not yet labelled. The manifest is written last, when every query is done.
+run resumes with the queries not yet labelled, whatever the source (a dead endpoint included). An
+ensemble's fitted weights are written to ``ensemble.json`` before any label, so a resumed run labels
+with the same weights. The manifest is written last, when every query is done.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import time
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
-from distill.data import read_corpus, read_qrels, read_queries
+from distill.atomic_io import write_json
+from distill.data import Document, Qrels, Query, read_corpus, read_qrels, read_queries
 from distill.labels import LabeledDoc, LabeledQuery, append_labels, valid_qids
 from distill.manifest import is_complete, write_manifest
 from distill.teacher._data import subsample
 from distill.teacher.candidates import gather_candidates
 from distill.teacher.config import LabelConfig
-from distill.teacher.scoring import TeacherScorer
+from distill.teacher.sources import EnsembleSource, TeacherSource, fit_weights
 
-__all__ = ["LABELS_FILE", "run_label"]
+__all__ = ["ENSEMBLE_FILE", "LABELS_FILE", "SourceFactory", "run_label"]
 
 logger = logging.getLogger(__name__)
 
 LABELS_FILE = "labels.jsonl"
+ENSEMBLE_FILE = "ensemble.json"
+#: queries whose candidates are gathered together (BM25 and dense retrieval run as one batch)
+_CHUNK = 16
 
 
-def run_label(config: LabelConfig, out_dir: str | Path, progress: bool = False) -> Path:
+class SourceFactory:
+    """Builds teacher sources over one corpus, sharing one BM25 index and one dense index between the
+    candidate generator and the sources (each index is built once per corpus)."""
+
+    def __init__(self, config: LabelConfig, corpus: Mapping[str, Document], cache_dir: Path | None):
+        self.config, self.corpus, self.cache_dir = config, corpus, cache_dir
+        self._bm25: Any = None
+        self._dense: Any = None
+
+    @property
+    def bm25_index(self) -> Any:
+        if self._bm25 is None:
+            from distill.bm25 import BM25Index
+
+            self._bm25 = BM25Index(self.corpus)
+        return self._bm25
+
+    @property
+    def dense_retriever(self) -> Any:
+        if self._dense is None:
+            from distill.teacher.candidates import DenseRetriever
+
+            self._dense = DenseRetriever(self.corpus, self.config.dense_model, self.cache_dir)
+        return self._dense
+
+    def build(self, name: str) -> TeacherSource:
+        from distill.teacher import sources as s
+
+        cfg = self.config
+        if name == "bm25":
+            return s.BM25Source(self.corpus, self.bm25_index)
+        if name == "dense":
+            return s.DenseSource(self.corpus, retriever=self.dense_retriever)
+        if name == "run":
+            return s.RunSource(cfg.run or "")
+        if name == "endpoint":
+            return s.EndpointSource(self.corpus, s.EndpointConfig(
+                url=cfg.endpoint_url or "", model=cfg.endpoint_model, api_key=cfg.endpoint_api_key,
+                batch_size=cfg.endpoint_batch_size, timeout_s=cfg.endpoint_timeout_s, retries=cfg.endpoint_retries))
+        if name == "llm":
+            return s.LLMSource(self.corpus, cfg.teacher, cfg.llm_score, cfg.batch_size, cfg.max_length, cfg.device)
+        raise ValueError(f"unknown source {name!r}")
+
+    def candidates(self, queries: Mapping[str, Query], qrels: Qrels | None, run_source: Any = None) -> dict[str, list[tuple[str, str]]]:
+        cfg = self.config
+        if cfg.source == "run":
+            from distill.teacher.candidates import merge_candidates
+
+            return {q: merge_candidates({"run": run_source.candidates(q, cfg.run_depth),
+                                         "positive": [d for d, r in (qrels or {}).get(q, {}).items()
+                                                      if r > 0 and d in self.corpus]}) for q in queries}
+        return gather_candidates(queries, self.corpus, cfg.n_bm25, cfg.n_dense, cfg.n_random, qrels, cfg.dense_model,
+                                 self.cache_dir, cfg.seed, bm25=self.bm25_index if cfg.n_bm25 else None,
+                                 dense=self.dense_retriever if cfg.n_dense else None)
+
+
+def _hash_order(qids: list[str]) -> list[str]:
+    return sorted(qids, key=lambda q: (hashlib.sha1(q.encode()).hexdigest(), q))
+
+
+def _ensemble(config: LabelConfig, factory: SourceFactory, queries: Mapping[str, Query], qids: list[str],
+              qrels: Qrels | None, out_dir: Path) -> EnsembleSource:
+    """The ensemble with fixed, resumed or freshly fitted weights (written to ``ensemble.json`` first)."""
+    path = out_dir / ENSEMBLE_FILE
+    members = {m: factory.build(m) for m in config.members}
+    fit_key = {"members": list(config.members), "weights": config.weights, "qrels": config.qrels,
+               "fit_queries": config.fit_queries, "seed": config.seed}
+    if path.exists():
+        saved = json.loads(path.read_text())
+        if saved.get("fit_key") == fit_key:
+            logger.info("ensemble: resuming with the saved weights %s", saved["weights"])
+            return EnsembleSource(members, saved["weights"])
+    info: dict[str, Any] = {"fit_key": fit_key, "members": list(config.members)}
+    if config.weights is not None:
+        weights = {m: float(config.weights.get(m, 0.0)) for m in config.members}
+        info.update(weights=weights, fitted_on="given in the config")
+    else:
+        judged = [q for q in _hash_order(qids) if any(r >= 1 for r in (qrels or {}).get(q, {}).values())]
+        fit = judged[: config.fit_queries]
+        if len(fit) < 5:
+            weights = dict.fromkeys(config.members, round(1.0 / len(config.members), 4))
+            logger.warning("ensemble: %d labelled queries have qrels (need >= 5 to fit): equal weights %s", len(fit), weights)
+            info.update(weights=weights, fitted_on="equal weights (too few queries with qrels to fit)")
+        else:
+            fq = {q: queries[q] for q in fit}
+            cands = {q: [d for d, _ in c] for q, c in factory.candidates(fq, qrels).items()}
+            runs = {m: src.score(fq, cands) for m, src in members.items()}
+            weights, alone = fit_weights(runs, {q: qrels[q] for q in fit}, seed=config.seed)  # type: ignore[index]
+            combined = EnsembleSource(members, weights).combine(runs)
+            from distill.evaluation import evaluate
+
+            info.update(weights=weights, dev_ndcg10_alone=alone, n_fit_queries=len(fit),
+                        dev_ndcg10_ensemble=evaluate({q: qrels[q] for q in fit}, combined, ["ndcg@10"]).metrics["ndcg@10"],  # type: ignore[index]
+                        fitted_on=f"{len(fit)} labelled queries with {config.qrels_kind} qrels (coordinate ascent on nDCG@10)")
+    write_json(path, info)
+    return EnsembleSource(members, info["weights"])
+
+
+def run_label(config: LabelConfig, out_dir: str | Path, progress: bool = False,
+              corpus: Mapping[str, Document] | None = None, factory: SourceFactory | None = None) -> Path:
+    """Label (or resume labelling) the configured queries; returns the labels file."""
     out_dir = Path(out_dir)
     out = out_dir / LABELS_FILE
     resolved = config.to_dict()
@@ -35,33 +145,46 @@ def run_label(config: LabelConfig, out_dir: str | Path, progress: bool = False) 
     started = time.perf_counter()
     out_dir.mkdir(parents=True, exist_ok=True)
     queries = read_queries(config.queries)
-    corpus = read_corpus(config.corpus)
+    corpus = corpus if corpus is not None else read_corpus(config.corpus)
     qrels = read_qrels(config.qrels) if config.qrels else None
     qids = subsample(list(queries), config.max_queries, config.seed)
+    shard_i, shard_n = config.shard_index()
+    if shard_n > 1:
+        qids = [q for k, q in enumerate(sorted(qids)) if k % shard_n == shard_i]
+        logger.info("label: shard %d/%d holds %d queries", shard_i, shard_n, len(qids))
     done = valid_qids(out)
-    todo = {q: queries[q] for q in qids if q not in done}
-    logger.info("label: %d queries, %d already labelled, %d to go", len(qids), len(qids) - len(todo), len(todo))
+    todo = [q for q in qids if q not in done]
+    logger.info("label: %d queries, %d already labelled, %d to go (source %s)", len(qids), len(qids) - len(todo), len(todo),
+                config.source)
+    factory = factory or SourceFactory(config, corpus, out_dir / "cache")
     n_docs = 0
-    if todo:
-        cands = gather_candidates(todo, corpus, config.n_bm25, config.n_dense, config.n_random, qrels,
-                                  config.dense_model, out_dir / "cache", config.seed)
-        scorer = TeacherScorer(config.teacher, batch_size=config.batch_size, max_length=config.max_length,
-                               device=config.device)
-        items = list(todo.items())
+    extra: dict[str, Any] = {"source": config.source}
+    if todo or config.source == "ensemble":
+        source: TeacherSource = (_ensemble(config, factory, queries, qids, qrels, out_dir) if config.source == "ensemble"
+                                 else factory.build(config.source))
+        if isinstance(source, EnsembleSource):
+            extra["ensemble"] = json.loads((out_dir / ENSEMBLE_FILE).read_text())
+        chunks = [todo[i:i + _CHUNK] for i in range(0, len(todo), _CHUNK)]
         if progress:
             from tqdm.auto import tqdm
 
-            items = tqdm(items, desc="label", unit="query")
-        for qid, query in items:
-            docs = cands[qid]
-            scores = scorer.score_triples([(query.text, corpus[d].title, corpus[d].text) for d, _ in docs])
-            record = LabeledQuery(qid, query.text, tuple(LabeledDoc(d, s, src) for (d, src), s in zip(docs, scores, strict=True)))
-            append_labels(out, record)
-            n_docs += len(docs)
-    inputs = {"teacher_spec": str(Path(config.teacher) / "teacher.json"), "queries": config.queries, "corpus": config.corpus}
+            chunks = tqdm(chunks, desc="label", unit="chunk")
+        for chunk in chunks:
+            cq = {q: queries[q] for q in chunk}
+            cands = factory.candidates(cq, qrels, source if config.source == "run" else None)
+            for qid in chunk:  # scored and appended one query at a time: the resume unit of slow teachers
+                scores = source.score({qid: cq[qid]}, {qid: [d for d, _ in cands[qid]]})
+                docs = tuple(LabeledDoc(d, float(scores[qid][d]), src) for d, src in cands[qid])
+                append_labels(out, LabeledQuery(qid, queries[qid].text, docs))
+                n_docs += len(docs)
+    inputs = {"queries": config.queries, "corpus": config.corpus}
+    if config.source == "llm" or "llm" in (config.members if config.source == "ensemble" else ()):
+        inputs["teacher_spec"] = str(Path(config.teacher) / "teacher.json")
+    if config.run:
+        inputs["run"] = config.run
     if config.qrels:
         inputs["qrels"] = config.qrels
     write_manifest(out_dir, "teacher-label", resolved, inputs=inputs,
                    metrics={"queries": len(qids), "labelled_this_run": len(todo), "docs_scored_this_run": n_docs},
-                   wall_time_s=time.perf_counter() - started)
+                   wall_time_s=time.perf_counter() - started, extra=extra)
     return out

@@ -1,0 +1,331 @@
+"""Teacher sources: everything that can score (query, candidate) pairs for distillation, behind one interface.
+
+A source maps ``{qid: Query}`` and ``{qid: [doc_id, ...]}`` to a run ``{qid: {doc_id: score}}`` that
+covers every candidate (higher = more relevant; the scale is the source's own):
+
+* ``bm25``: the in-process BM25 score of each candidate (:mod:`distill.bm25`);
+* ``dense``: bi-encoder cosine (default all-MiniLM-L6-v2 from its PyPI package, or a local dir);
+* ``llm``: the CPT+SFT decoder teacher, score ``head`` (linear head on the final token) or ``qlm``
+  (RankingGPT's query likelihood: mean log p(query tokens | document prompt), usable zero-shot);
+* ``run``: a TREC run from anywhere (e.g. a 7B LLM reranker run on a GPU box). A candidate the run
+  does not rank gets the query's lowest run score minus 1: "below everything the teacher ranked";
+* ``endpoint``: any Cohere-compatible ``POST /v1/rerank`` (TEI, Cohere, a vLLM reranker, or
+  ``distilrank serve`` of a larger model), batched, retried with backoff;
+* ``ensemble``: a per-query z-scored weighted sum of members, weights fitted on dev queries with
+  qrels by coordinate ascent on nDCG@10 (:func:`fit_weights`).
+
+Labels files (:mod:`distill.labels`) are written one query at a time by :mod:`distill.teacher.label`,
+so every source is resumable in the same way.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+import numpy as np
+
+from distill.data import Document, Qrels, Query, Run, read_run
+from distill.errors import ConfigError, DataError, MissingPrerequisiteError
+
+__all__ = ["SOURCE_NAMES", "BM25Source", "DenseSource", "EndpointError", "EndpointSource", "EnsembleSource",
+           "LLMSource", "RunSource", "TeacherSource", "fit_weights", "zscore_run"]
+
+logger = logging.getLogger(__name__)
+
+SOURCE_NAMES = ("llm", "run", "endpoint", "dense", "bm25", "ensemble")
+Candidates = Mapping[str, Sequence[str]]
+
+
+class TeacherSource(Protocol):
+    name: str
+
+    def score(self, queries: Mapping[str, Query], candidates: Candidates) -> Run:
+        """Scores of every candidate of every query (the caller batches queries as it likes)."""
+        ...
+
+
+def zscore_run(run: Run) -> Run:
+    """Per query: (s - mean) / std over that query's candidates (std 0 -> all 0)."""
+    out: Run = {}
+    for qid, docs in run.items():
+        vals = np.array(list(docs.values()), dtype=np.float64)
+        if len(vals) == 0:
+            out[qid] = {}
+            continue
+        std = float(vals.std())
+        z = (vals - vals.mean()) / std if std > 1e-12 else np.zeros_like(vals)
+        out[qid] = dict(zip(docs, z.tolist(), strict=True))
+    return out
+
+
+class BM25Source:
+    name = "bm25"
+
+    def __init__(self, corpus: Mapping[str, Document], index: Any = None):
+        from distill.bm25 import BM25Index
+
+        self.index = index or BM25Index(corpus)
+
+    def score(self, queries: Mapping[str, Query], candidates: Candidates) -> Run:
+        return {qid: self.index.score_docs(queries[qid].text, docs) for qid, docs in candidates.items()}
+
+
+class DenseSource:
+    name = "dense"
+
+    def __init__(self, corpus: Mapping[str, Document], model: str = "default", cache_dir: Path | None = None,
+                 retriever: Any = None):
+        from distill.teacher.candidates import DenseRetriever
+
+        self.retriever = retriever or DenseRetriever(corpus, model, cache_dir)
+
+    def score(self, queries: Mapping[str, Query], candidates: Candidates) -> Run:
+        return self.retriever.score_docs({q: queries[q] for q in candidates}, candidates)
+
+
+class RunSource:
+    """Scores read from a TREC run file; unranked candidates go below the query's last ranked one."""
+
+    name = "run"
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.run = read_run(self.path)
+
+    def candidates(self, qid: str, depth: int) -> list[str]:
+        docs = self.run.get(qid, {})
+        return [d for d, _ in sorted(docs.items(), key=lambda kv: (-kv[1], kv[0]))[:depth]]
+
+    def score(self, queries: Mapping[str, Query], candidates: Candidates) -> Run:
+        out: Run = {}
+        for qid, docs in candidates.items():
+            ranked = self.run.get(qid)
+            if not ranked:
+                raise DataError(f"the teacher run has no results for query {qid!r}; label only queries the run covers "
+                                "(or re-run the teacher on them)", path=self.path)
+            floor = min(ranked.values()) - 1.0
+            out[qid] = {d: ranked.get(d, floor) for d in docs}
+        return out
+
+
+class EndpointError(MissingPrerequisiteError):
+    """The rerank endpoint is down, keeps failing, or answers something that is not a rerank response."""
+
+
+@dataclass(frozen=True)
+class EndpointConfig:
+    url: str = ""
+    model: str | None = None
+    api_key: str | None = None
+    #: documents per request (most hosted rerankers cap this, e.g. Cohere at 1000, TEI at its max_client_batch_size)
+    batch_size: int = 32
+    timeout_s: float = 60.0
+    retries: int = 4
+    backoff_s: float = 0.5
+    #: characters of each document sent (the endpoint truncates to its own token limit anyway)
+    max_doc_chars: int = 4000
+
+    def __post_init__(self) -> None:
+        if not self.url.startswith(("http://", "https://")):
+            raise ConfigError(f"endpoint url must start with http:// or https://, got {self.url!r}")
+        if self.batch_size < 1 or self.retries < 0 or not self.timeout_s > 0 or self.backoff_s < 0:
+            raise ConfigError("endpoint needs batch_size >= 1, retries >= 0, timeout_s > 0 and backoff_s >= 0")
+        if self.api_key is not None and not self.api_key.strip():
+            raise ConfigError("endpoint api_key is empty; leave it unset for an open endpoint")
+
+
+class EndpointSource:
+    """Cohere-style ``POST {url}`` with ``{"query", "documents", "top_n", "return_documents": false}``;
+    reads ``results[].index`` / ``results[].relevance_score``. Retries connection errors, timeouts, 429 and
+    5xx with exponential backoff (``backoff_s * 2**attempt``, honouring ``Retry-After``); 4xx other than 429
+    and malformed answers fail at once with :class:`EndpointError` (exit code 3)."""
+
+    name = "endpoint"
+
+    def __init__(self, corpus: Mapping[str, Document], config: EndpointConfig, client: Any = None):
+        import httpx
+
+        self.corpus = corpus
+        self.config = config
+        headers = {"Authorization": f"Bearer {config.api_key}"} if config.api_key else {}
+        self.client = client or httpx.Client(timeout=config.timeout_s, headers=headers)
+
+    def _post(self, query: str, docs: list[str]) -> list[float]:
+        import httpx
+
+        cfg = self.config
+        body: dict[str, Any] = {"query": query, "documents": docs, "top_n": len(docs), "return_documents": False}
+        if cfg.model:
+            body["model"] = cfg.model
+        last = ""
+        for attempt in range(cfg.retries + 1):
+            wait = cfg.backoff_s * (2 ** attempt)
+            try:
+                resp = self.client.post(cfg.url, json=body)
+            except httpx.HTTPError as exc:
+                last = f"{type(exc).__name__}: {exc}"
+            else:
+                if resp.status_code == 200:
+                    return self._parse(resp, len(docs))
+                last = f"HTTP {resp.status_code}: {resp.text[:200]}"
+                if resp.status_code != 429 and resp.status_code < 500:
+                    raise EndpointError(f"rerank endpoint {cfg.url} refused the request ({last}); check the URL, "
+                                        "model name and API key")
+                retry_after = resp.headers.get("Retry-After", "")
+                if retry_after.replace(".", "", 1).isdigit():
+                    wait = max(wait, float(retry_after))
+            if attempt < cfg.retries:
+                logger.warning("endpoint: %s; retry %d/%d in %.1f s", last, attempt + 1, cfg.retries, wait)
+                time.sleep(wait)
+        raise EndpointError(f"rerank endpoint {cfg.url} failed {cfg.retries + 1} times (last: {last}); is it up? "
+                            "Labels written so far are kept: re-run the same command to resume")
+
+    def _parse(self, resp: Any, n: int) -> list[float]:
+        try:
+            results = resp.json()["results"]
+            scores: dict[int, float] = {}
+            for r in results:
+                idx, score = int(r["index"]), float(r["relevance_score"])
+                if not 0 <= idx < n or not math.isfinite(score):
+                    raise ValueError(f"index {idx} or score {score} out of range")
+                scores[idx] = score
+            if len(scores) != n:
+                raise ValueError(f"{len(scores)} scores for {n} documents")
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+            raise EndpointError(f"rerank endpoint {self.config.url} answered something that is not a rerank response "
+                                f"({exc}; body starts {resp.text[:120]!r}); expected "
+                                '{"results": [{"index": int, "relevance_score": float}, ...]}') from exc
+        return [scores[i] for i in range(n)]
+
+    def score(self, queries: Mapping[str, Query], candidates: Candidates) -> Run:
+        out: Run = {}
+        bs = self.config.batch_size
+        for qid, docs in candidates.items():
+            texts = [self.corpus[d].full_text[: self.config.max_doc_chars] for d in docs]
+            scores: list[float] = []
+            for start in range(0, len(texts), bs):
+                scores.extend(self._post(queries[qid].text, texts[start:start + bs]))
+            out[qid] = dict(zip(docs, scores, strict=True))
+        return out
+
+
+LLMScore = Literal["head", "qlm"]
+
+
+class LLMSource:
+    """The decoder teacher: ``head`` reads the SFT score head; ``qlm`` the query log-likelihood (any causal LM dir)."""
+
+    name = "llm"
+
+    def __init__(self, corpus: Mapping[str, Document], model_dir: str | Path, score: LLMScore = "head",
+                 batch_size: int = 8, max_length: int = 192, device: str = "auto"):
+        self.corpus = corpus
+        if score == "head":
+            from distill.teacher.scoring import TeacherScorer
+
+            self.scorer: Any = TeacherScorer(model_dir, batch_size=batch_size, max_length=max_length, device=device)
+        elif score == "qlm":
+            from distill.teacher.qlm import QueryLikelihoodScorer
+
+            self.scorer = QueryLikelihoodScorer(model_dir, batch_size=batch_size, max_length=max_length, device=device)
+        else:
+            raise ConfigError(f"llm score must be 'head' or 'qlm', got {score!r}")
+
+    def score(self, queries: Mapping[str, Query], candidates: Candidates) -> Run:
+        out: Run = {}
+        for qid, docs in candidates.items():
+            triples = [(queries[qid].text, self.corpus[d].title, self.corpus[d].text) for d in docs]
+            out[qid] = dict(zip(docs, self.scorer.score_triples(triples), strict=True))
+        return out
+
+
+@dataclass
+class EnsembleSource:
+    """Per-query z-score of each member, weighted sum. Members with weight 0 are never called."""
+
+    members: dict[str, TeacherSource]
+    weights: dict[str, float] = field(default_factory=dict)
+    name: str = "ensemble"
+
+    def __post_init__(self) -> None:
+        if not self.members:
+            raise ConfigError("an ensemble needs at least one member source")
+        if not self.weights:
+            self.weights = dict.fromkeys(self.members, 1.0 / len(self.members))
+        unknown = set(self.weights) - set(self.members)
+        if unknown:
+            raise ConfigError(f"ensemble weights name sources that are not members: {sorted(unknown)}")
+        if any(w < 0 or not math.isfinite(w) for w in self.weights.values()) or sum(self.weights.values()) <= 0:
+            raise ConfigError(f"ensemble weights must be >= 0 and not all 0, got {self.weights}")
+
+    def member_runs(self, queries: Mapping[str, Query], candidates: Candidates, only_weighted: bool = True) -> dict[str, Run]:
+        return {name: src.score(queries, candidates) for name, src in self.members.items()
+                if not only_weighted or self.weights.get(name, 0.0) > 0}
+
+    def combine(self, runs: Mapping[str, Run]) -> Run:
+        return combine_runs(runs, self.weights)
+
+    def score(self, queries: Mapping[str, Query], candidates: Candidates) -> Run:
+        return self.combine(self.member_runs(queries, candidates))
+
+
+def combine_runs(runs: Mapping[str, Run], weights: Mapping[str, float]) -> Run:
+    """Σ_s w_s · zscore_s over the candidates every weighted member scored (the first member's candidates)."""
+    active = [s for s in runs if weights.get(s, 0.0) > 0]
+    if not active:
+        raise ConfigError(f"no member with a positive weight among {sorted(runs)} (weights {dict(weights)})")
+    z = {s: zscore_run(runs[s]) for s in active}
+    first = z[active[0]]
+    return {qid: {d: sum(weights[s] * z[s][qid][d] for s in active) for d in docs} for qid, docs in first.items()}
+
+
+def fit_weights(runs: Mapping[str, Run], qrels: Qrels, metric: str = "ndcg@10", rounds: int = 3,
+                grid: Sequence[float] = tuple(i / 10 for i in range(11)), seed: int = 13) -> tuple[dict[str, float], dict[str, float]]:
+    """Coordinate ascent on ``metric`` over the queries of ``qrels``: (weights summing to 1, each member alone).
+
+    Starts from the best single member; each round tries every grid value for each member in a seeded
+    order and keeps a change only when it improves the metric (ties keep the simpler, earlier weights).
+    """
+    from distill.evaluation import evaluate
+
+    qids = [q for q in qrels if all(q in r and r[q] for r in runs.values())]
+    if not qids:
+        raise DataError("no dev query has both qrels and scores from every ensemble member; cannot fit weights")
+    dev_qrels = {q: qrels[q] for q in qids}
+    sub = {s: {q: r[q] for q in qids} for s, r in runs.items()}
+
+    def value(w: Mapping[str, float]) -> float:
+        if sum(w.values()) <= 0:
+            return -1.0
+        return evaluate(dev_qrels, combine_runs(sub, w), [metric]).metrics[metric]
+
+    alone = {s: value({t: float(t == s) for t in runs}) for s in runs}
+    best_src = max(alone, key=lambda s: (alone[s], s))
+    weights = {s: float(s == best_src) for s in runs}
+    best = alone[best_src]
+    order = list(runs)
+    rng = random.Random(seed)
+    for _ in range(rounds):
+        improved = False
+        rng.shuffle(order)
+        for s in order:
+            for g in grid:
+                trial = {**weights, s: g}
+                v = value(trial)
+                if v > best + 1e-9:
+                    best, weights, improved = v, trial, True
+        if not improved:
+            break
+    total = sum(weights.values())
+    weights = {s: round(w / total, 4) for s, w in weights.items()}
+    logger.info("ensemble weights %s: dev %s %.4f on %d queries (alone: %s)", weights, metric, best, len(qids),
+                {s: round(v, 4) for s, v in alone.items()})
+    return weights, alone
