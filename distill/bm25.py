@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from distill.data import Document, Query, Run
-from distill.errors import ConfigError, MissingPrerequisiteError
+from distill.errors import ConfigError, DataError, MissingPrerequisiteError
 
 __all__ = ["BM25Config", "BM25Index"]
 
@@ -40,7 +40,7 @@ class BM25Index:
         self.config = config or BM25Config()
         self._doc_ids = list(corpus)
         if not self._doc_ids:
-            raise ConfigError("cannot index an empty corpus")
+            raise DataError("cannot index an empty corpus")
         self._stemmer = None
         if self.config.stemmer:
             try:
@@ -50,6 +50,9 @@ class BM25Index:
             self._stemmer = Stemmer.Stemmer(self.config.stemmer)
         tokens = bm25s.tokenize([corpus[d].full_text for d in self._doc_ids], stopwords=self.config.stopwords,
                                 stemmer=self._stemmer, show_progress=show_progress)
+        if not tokens.vocab:
+            raise DataError(f"no indexable terms in {len(self._doc_ids)} documents: every word is a stop word "
+                            f"({self.config.stopwords!r} list) or not a word (bm25s keeps tokens of 2+ word characters)")
         self._retriever = bm25s.BM25(k1=self.config.k1, b=self.config.b, method=self.config.method)
         self._retriever.index(tokens, show_progress=show_progress)
 

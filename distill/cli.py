@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from distill.errors import DistilrankError, exit_code_for
+from distill.errors import ConfigError, DistilrankError, exit_code_for
 
 logger = logging.getLogger(__name__)
 
@@ -77,56 +77,111 @@ def retrieve() -> None:
     """First-stage retrieval (candidate generation)."""
 
 
+_IDENTICAL_IDS_HELP = ("Drop hits whose doc id equals the query id, as BEIR's evaluator does (ignore_identical_ids). "
+                       "Default: auto -- on when queries look like documents (most queries whose id is a doc id "
+                       "retrieve that doc first); the choice and its reason are printed.")
+
+
+def _identical_ids_option(f):  # noqa: ANN001, ANN202 - a click decorator
+    return click.option("--ignore-identical-ids/--keep-identical-ids", "ignore_identical_ids", default=None,
+                        help=_IDENTICAL_IDS_HELP)(f)
+
+
 @retrieve.command("bm25")
-@click.option("--corpus", required=True, type=click.Path(dir_okay=False), help="BEIR JSONL or MS MARCO TSV corpus.")
-@click.option("--queries", required=True, type=click.Path(dir_okay=False), help="Queries TSV or BEIR JSONL.")
+@click.option("--corpus", required=True, type=click.Path(dir_okay=False), help="BEIR JSONL or MS MARCO TSV corpus (.gz/.bz2 ok).")
+@click.option("--queries", required=True, type=click.Path(dir_okay=False), help="Queries TSV or BEIR JSONL (.gz/.bz2 ok).")
 @click.option("--top-k", default=100, show_default=True, type=click.IntRange(min=1), help="Candidates per query.")
-@click.option("--out", required=True, type=click.Path(dir_okay=False), help="TREC run to write (atomically).")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="TREC run to write (atomically; .gz compresses).")
 @click.option("--k1", default=0.9, show_default=True, type=float)
 @click.option("--b", default=0.4, show_default=True, type=float)
-def retrieve_bm25(corpus: str, queries: str, top_k: int, out: str, k1: float, b: float) -> None:
+@_identical_ids_option
+def retrieve_bm25(corpus: str, queries: str, top_k: int, out: str, k1: float, b: float,
+                  ignore_identical_ids: bool | None) -> None:
     """BM25 (bm25s, Lucene variant, English stemming) over title + text."""
     from distill.bm25 import BM25Config, BM25Index
     from distill.data import read_corpus, read_queries, write_run
+    from distill.evaluation import drop_self_hits, resolve_identical_ids
 
+    config = BM25Config(k1=k1, b=b)
     docs = read_corpus(corpus)
     qs = read_queries(queries)
     logger.info("indexing %d documents", len(docs))
-    index = BM25Index(docs, BM25Config(k1=k1, b=b), show_progress=sys.stderr.isatty())
-    run = index.search(qs, top_k=top_k)
-    path = write_run(out, run, tag="bm25")
-    click.echo(f"wrote {sum(len(v) for v in run.values())} results for {len(run)} queries to {path}")
+    index = BM25Index(docs, config, show_progress=sys.stderr.isatty())
+    # one spare candidate, so that a dropped self hit still leaves top_k (BEIR's searchers do the same)
+    run = index.search(qs, top_k=top_k + 1)
+    drop, why = resolve_identical_ids(ignore_identical_ids, [run], doc_ids=docs)
+    dropped = 0
+    if drop:
+        run, dropped = drop_self_hits(run)
+    path = _write_output(lambda: write_run(out, run, tag="bm25", top_k=top_k), out)
+    n_results = sum(min(len(v), top_k) for v in run.values())
+    click.echo(f"wrote {n_results} results for {len(run)} queries to {path}")
+    click.echo(f"identical ids: {'dropped' if drop else 'kept'} ({why}; {dropped} self hits removed)")
+
+
+def _write_output(write, path: str):  # noqa: ANN001, ANN202
+    """Run ``write``; an OS error on the output path (a file where a folder should be, no permission)
+    is a bad argument (exit 2), not a traceback. Missing parent folders are created by atomic_write."""
+    try:
+        return write()
+    except OSError as exc:
+        raise ConfigError(f"cannot write {path}: {exc.strerror or exc}") from exc
+
+
+def _run_spec(spec: str) -> tuple[str, Path]:
+    name, sep, path = spec.partition("=")
+    if not sep:
+        name, path = "", spec
+    if not path.strip():
+        raise ConfigError(f"--run {spec!r}: empty path; use --run PATH or --run NAME=PATH")
+    file = Path(path)
+    if file.is_dir():
+        raise ConfigError(f"--run {spec!r}: {file} is a directory; give the run file inside it")
+    from distill.data import compression_of
+
+    return name or (file.with_suffix("") if compression_of(file) else file).stem, file
 
 
 @cli.command("evaluate")
-@click.option("--qrels", required=True, type=click.Path(dir_okay=False), help="TREC or BEIR-TSV qrels.")
-@click.option("--run", "runs", required=True, multiple=True, help="TREC run; repeat to compare. NAME=PATH names a run.")
+@click.option("--qrels", required=True, type=click.Path(dir_okay=False), help="TREC or BEIR-TSV qrels (.gz/.bz2 ok).")
+@click.option("--run", "runs", required=True, multiple=True,
+              help="TREC run (.gz/.bz2 ok); repeat to compare. NAME=PATH names a run.")
 @click.option("--metrics", default=",".join(("ndcg@10", "mrr@10", "recall@100")), show_default=True,
-              help="Comma-separated: ndcg@k, mrr@k, recall@k, map[@k], p@k.")
+              help="Comma-separated: ndcg@k, mrr@k, recall@k, map[@k], p@k (k >= 1).")
 @click.option("--rel-threshold", default=1, show_default=True, type=click.IntRange(min=1),
               help="Minimum relevance counted as relevant for MRR/recall/MAP/P (2 for TREC DL).")
 @click.option("--corpus", type=click.Path(dir_okay=False), help="Check that every doc id in qrels and runs exists.")
 @click.option("--allow-unknown-ids", is_flag=True, help="Only warn about doc ids unknown to --corpus.")
-@click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Write metrics as JSON.")
+@_identical_ids_option
+@click.option("--json", "json_out", type=click.Path(dir_okay=False),
+              help="Write metrics and a 'conventions' block as JSON (parent folders are created).")
 @click.option("--markdown", "md_out", type=click.Path(dir_okay=False), help="Write a Markdown table.")
 @click.option("--plot", "plot_out", type=click.Path(dir_okay=False), help="Write a bar chart PNG.")
 def evaluate_cmd(qrels: str, runs: tuple[str, ...], metrics: str, rel_threshold: int, corpus: str | None,
-                 allow_unknown_ids: bool, json_out: str | None, md_out: str | None, plot_out: str | None) -> None:
+                 allow_unknown_ids: bool, ignore_identical_ids: bool | None, json_out: str | None,
+                 md_out: str | None, plot_out: str | None) -> None:
     """Evaluate one or more TREC runs (ir-measures / trec_eval definitions)."""
+    import dataclasses
+
     from distill.data import check_ids, iter_corpus, read_qrels, read_run
     from distill.errors import DataError
-    from distill.evaluation import evaluate, format_markdown, write_reports
+    from distill.evaluation import (
+        evaluate,
+        format_markdown,
+        parse_metrics,
+        resolve_identical_ids,
+        write_reports,
+    )
 
-    metric_list = [m.strip() for m in metrics.split(",") if m.strip()]
+    metric_list = parse_metrics(metrics)
+    specs = [_run_spec(spec) for spec in runs]
     judged = read_qrels(qrels)
     loaded: dict[str, dict[str, dict[str, float]]] = {}
-    for spec in runs:
-        name, sep, path = spec.partition("=")
-        if not sep:
-            name, path = Path(spec).stem, spec
+    for name, path in specs:
         if name in loaded:
             name = f"{name}#{len(loaded)}"
         loaded[name] = read_run(path)
+    doc_ids: list[str] | None = None
     if corpus:
         doc_ids = [d.doc_id for d in iter_corpus(corpus)]
         for what, pairs in [(qrels, judged), *loaded.items()]:
@@ -136,9 +191,19 @@ def evaluate_cmd(qrels: str, runs: tuple[str, ...], metrics: str, rel_threshold:
                     logger.warning(check.describe(what))
                 else:
                     raise DataError(check.describe(str(what)) + "; fix the ids or pass --allow-unknown-ids")
-    results = {name: evaluate(judged, run, metric_list, rel_threshold).metrics for name, run in loaded.items()}
+    drop, why = resolve_identical_ids(ignore_identical_ids, loaded.values(), judged, doc_ids)
+    evaluated = {name: evaluate(judged, run, metric_list, rel_threshold, ignore_identical_ids=drop,
+                                identical_ids_reason=why) for name, run in loaded.items()}
+    results = {name: res.metrics for name, res in evaluated.items()}
+    conventions = dataclasses.replace(next(iter(evaluated.values())).conventions,
+                                      self_hits_dropped=sum(r.conventions.self_hits_dropped for r in evaluated.values()))
     click.echo(format_markdown(results), nl=False)
-    write_reports(results, json_out, md_out, plot_out, single=len(results) == 1)
+    click.echo(conventions.describe())
+    for out in (json_out, md_out, plot_out):
+        if out and Path(out).is_dir():
+            raise ConfigError(f"{out} is a directory; give a file path")
+    _write_output(lambda: write_reports(results, json_out, md_out, plot_out, single=len(results) == 1,
+                                        conventions=conventions), json_out or md_out or plot_out or "")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,20 +10,32 @@ Supported shapes (chosen by file content, not only extension):
 
 Every reader validates as it goes: a malformed line raises :class:`~distill.errors.DataError`
 naming the file, the 1-based line number, what was wrong and the expected shape.
+
+Every file goes through one opener, :func:`open_text`: ``.gz`` and ``.bz2`` are decompressed as a
+stream (``.zst`` too when the ``zstandard`` package is installed), writers compress when the path
+ends in one of those suffixes, and a UTF-8 byte-order mark is dropped (Windows editors add one; read
+as text it would silently become part of the first id). Format detection looks through the
+compression suffix: ``corpus.jsonl.gz`` is JSONL.
 """
 
 from __future__ import annotations
 
+import bz2
+import contextlib
+import gzip
+import io
 import json
 import logging
 import math
 import os
+import zlib
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 from distill.atomic_io import atomic_write
-from distill.errors import DataError
+from distill.errors import DataError, MissingPrerequisiteError
 
 __all__ = [
     "Document",
@@ -32,11 +44,16 @@ __all__ = [
     "Query",
     "Run",
     "check_ids",
+    "compression_of",
     "iter_corpus",
+    "iter_lines",
+    "open_text",
     "read_corpus",
     "read_qrels",
     "read_queries",
     "read_run",
+    "text_suffix",
+    "write_corpus",
     "write_qrels",
     "write_queries",
     "write_run",
@@ -53,6 +70,11 @@ _CORPUS_SHAPE = 'BEIR JSONL {"_id": str, "title": str, "text": str} or MS MARCO 
 _QUERY_SHAPE = 'TSV "qid<TAB>text" or BEIR JSONL {"_id": str, "text": str}'
 _QRELS_SHAPE = 'TREC "qid 0 docid rel" or BEIR TSV "query-id<TAB>corpus-id<TAB>score" with header'
 _RUN_SHAPE = 'TREC "qid Q0 docid rank score tag"'
+#: trec_eval stores relevance in a C int; pytrec_eval raises OverflowError beyond it.
+_INT32 = (-(2**31), 2**31 - 1)
+_COMPRESSION = {".gz": "gzip", ".bz2": "bz2", ".zst": "zstd"}
+#: what a broken compressed stream raises while being read
+_STREAM_ERRORS = (EOFError, zlib.error, gzip.BadGzipFile, OSError)
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,25 +95,111 @@ class Query:
     text: str
 
 
-def _open(path: Path) -> Iterator[tuple[int, str]]:
-    if not path.exists():
-        raise DataError("file not found", path=path)
-    with open(path, encoding="utf-8") as fh:
+def compression_of(path: str | os.PathLike[str]) -> str | None:
+    """``"gzip"``, ``"bz2"``, ``"zstd"`` or None, from the last suffix of ``path``."""
+    return _COMPRESSION.get(Path(path).suffix.lower())
+
+
+def text_suffix(path: str | os.PathLike[str]) -> str:
+    """The suffix that names the format, looking through a compression suffix (``a.jsonl.gz`` -> ``.jsonl``)."""
+    path = Path(path)
+    if compression_of(path):
+        path = path.with_suffix("")
+    return path.suffix.lower()
+
+
+def _zstd():  # -> module
+    try:
+        import zstandard
+    except ImportError as exc:
+        raise MissingPrerequisiteError("reading or writing .zst files needs zstandard: pip install zstandard") from exc
+    return zstandard
+
+
+_MAGIC = {b"\x1f\x8b": "gzip", b"BZh": "bz2", b"\x28\xb5\x2f\xfd": "zstd"}
+
+
+def _sniff(raw: io.BufferedReader) -> str | None:
+    head = raw.peek(4)[:4]
+    return next((kind for magic, kind in _MAGIC.items() if head.startswith(magic)), None)
+
+
+def _wrap_binary(raw: IO[bytes], kind: str | None, mode: str) -> IO[bytes]:
+    """A (de)compressing binary stream over ``raw`` that never closes ``raw``; ``mode``: "rb", "wb", "ab"."""
+    if kind == "gzip":
+        # mtime=0: the same content compresses to the same bytes (stable hashes in manifests)
+        return gzip.GzipFile(fileobj=raw, mode=mode, mtime=0)
+    if kind == "bz2":
+        return bz2.BZ2File(raw, mode=mode)
+    if kind == "zstd":
+        zstd = _zstd()
+        if mode == "rb":
+            return zstd.ZstdDecompressor().stream_reader(raw, read_across_frames=True, closefd=False)
+        return zstd.ZstdCompressor().stream_writer(raw, closefd=False)
+    return raw
+
+
+@contextlib.contextmanager
+def open_text(path: str | os.PathLike[str], mode: str = "r") -> Iterator[IO[str]]:
+    """Open a text file, (de)compressing it; the one opener behind every reader and writer.
+
+    ``mode`` "r": UTF-8 with a leading BOM dropped, decompressed as a stream (nothing is written
+    to disk); compression is recognised by its magic bytes, whatever the suffix. "w": atomic
+    (written beside ``path``, renamed into place on success), compressed when the suffix is
+    ``.gz``/``.bz2``/``.zst``. "a": append, fsynced on close; on a compressed file each append adds
+    a member, which readers see as one stream.
+    """
+    path = Path(path)
+    if mode == "r":
+        if path.is_dir():
+            raise DataError("is a directory, not a file", path=path)
+        if not path.exists():
+            raise DataError("file not found", path=path)
+        with open(path, "rb") as raw:
+            binary = _wrap_binary(raw, _sniff(raw), "rb")
+            with io.TextIOWrapper(binary, encoding="utf-8-sig") as fh:
+                yield fh
+        return
+    if mode not in {"w", "a"}:
+        raise ValueError(f"mode must be 'r', 'w' or 'a', not {mode!r}")
+    kind = compression_of(path)
+    opener = atomic_write(path, "wb") if mode == "w" else open(path, "ab")
+    with opener as raw:
+        binary = _wrap_binary(raw, kind, mode + "b")
+        fh = io.TextIOWrapper(binary, encoding="utf-8", newline="\n", write_through=True)
+        yield fh
+        fh.flush()
+        fh.detach()  # so that collecting the wrapper cannot close ``raw`` under atomic_write
+        if binary is not raw:
+            binary.close()  # writes the compressed stream's trailer
+        if mode == "a":
+            raw.flush()
+            os.fsync(raw.fileno())
+
+
+def iter_lines(path: str | os.PathLike[str]) -> Iterator[tuple[int, str]]:
+    """``(1-based line number, line without its newline)`` for every non-blank line of a text file."""
+    path = Path(path)
+    lineno = 0
+    with open_text(path) as fh:
         try:
             for lineno, raw in enumerate(fh, start=1):
                 line = raw.rstrip("\n").rstrip("\r")
                 if line.strip():
                     yield lineno, line
         except UnicodeDecodeError as exc:
-            raise DataError(f"not valid UTF-8 ({exc.reason})", path=path) from exc
+            raise DataError(f"not valid UTF-8 ({exc.reason}) after line {lineno}", path=path) from exc
+        except _STREAM_ERRORS as exc:
+            raise DataError(f"corrupt or truncated compressed data after line {lineno} ({exc})", path=path) from exc
 
 
 def _is_jsonl(path: Path) -> bool:
-    if path.suffix in {".jsonl", ".json"}:
+    suffix = text_suffix(path)
+    if suffix in {".jsonl", ".json"}:
         return True
-    if path.suffix in {".tsv", ".txt", ".tab"}:
+    if suffix in {".tsv", ".txt", ".tab"}:
         return False
-    for _, line in _open(path):
+    for _, line in iter_lines(path):
         return line.lstrip().startswith("{")
     return False
 
@@ -124,7 +232,7 @@ def iter_corpus(path: str | os.PathLike[str]) -> Iterator[Document]:
     path = Path(path)
     seen: set[str] = set()
     jsonl = _is_jsonl(path)
-    for lineno, line in _open(path):
+    for lineno, line in iter_lines(path):
         if jsonl:
             obj = _json_line(path, lineno, line, _CORPUS_SHAPE)
             doc_id = _str_field(obj, "_id", path, lineno, _CORPUS_SHAPE)
@@ -148,14 +256,17 @@ def iter_corpus(path: str | os.PathLike[str]) -> Iterator[Document]:
 
 def read_corpus(path: str | os.PathLike[str]) -> dict[str, Document]:
     """Read a whole corpus into ``{doc_id: Document}`` (insertion order = file order)."""
-    return {doc.doc_id: doc for doc in iter_corpus(path)}
+    docs = {doc.doc_id: doc for doc in iter_corpus(path)}
+    if not docs:
+        raise DataError("no documents", path=path, expected=_CORPUS_SHAPE)
+    return docs
 
 
 def read_queries(path: str | os.PathLike[str]) -> dict[str, Query]:
     path = Path(path)
     jsonl = _is_jsonl(path)
     out: dict[str, Query] = {}
-    for lineno, line in _open(path):
+    for lineno, line in iter_lines(path):
         if jsonl:
             obj = _json_line(path, lineno, line, _QUERY_SHAPE)
             qid = _str_field(obj, "_id", path, lineno, _QUERY_SHAPE)
@@ -172,6 +283,8 @@ def read_queries(path: str | os.PathLike[str]) -> dict[str, Query]:
         if qid in out:
             raise DataError(f"duplicate query id {qid!r}", path=path, line=lineno, expected="unique ids")
         out[qid] = Query(qid, text.strip())
+    if not out:
+        raise DataError("no queries", path=path, expected=_QUERY_SHAPE)
     return out
 
 
@@ -182,15 +295,24 @@ def _parse_int(value: str, what: str, path: Path, lineno: int, expected: str) ->
         raise DataError(f"{what} {value!r} is not a number", path=path, line=lineno, expected=expected) from None
     if not number.is_integer():
         raise DataError(f"{what} {value!r} is not an integer", path=path, line=lineno, expected=expected)
+    if not _INT32[0] <= number <= _INT32[1]:
+        raise DataError(f"{what} {value!r} does not fit a 32-bit integer (trec_eval's range)",
+                        path=path, line=lineno, expected=expected)
     return int(number)
 
 
 def read_qrels(path: str | os.PathLike[str]) -> Qrels:
-    """Read TREC or BEIR-TSV qrels into ``{qid: {doc_id: rel}}``."""
+    """Read TREC or BEIR-TSV qrels into ``{qid: {doc_id: rel}}``.
+
+    A (qid, doc_id) pair judged twice with the same grade is kept once (one warning per file); with
+    different grades it is an error naming both lines, since either choice would change the metrics.
+    """
     path = Path(path)
     out: Qrels = {}
+    line_of: dict[tuple[str, str], int] = {}
+    n_repeats = 0
     first = True
-    for lineno, line in _open(path):
+    for lineno, line in iter_lines(path):
         if "\t" in line:
             parts = [p.strip() for p in line.split("\t")]
         else:
@@ -206,7 +328,21 @@ def read_qrels(path: str | os.PathLike[str]) -> Qrels:
         else:
             raise DataError(f"{len(parts)} columns", path=path, line=lineno, expected=_QRELS_SHAPE)
         rel = _parse_int(rel_s, "relevance", path, lineno, _QRELS_SHAPE)
-        out.setdefault(qid, {})[doc_id] = rel
+        docs = out.setdefault(qid, {})
+        if doc_id in docs:
+            earlier = line_of[qid, doc_id]
+            if docs[doc_id] != rel:
+                raise DataError(f"query {qid!r} judges document {doc_id!r} {rel}, but line {earlier} judged it "
+                                f"{docs[doc_id]}", path=path, line=lineno, expected="one grade per (qid, docid)")
+            n_repeats += 1
+            if n_repeats == 1:
+                logger.warning("%s:%d: repeats the judgment of line %d (same grade); duplicates are kept once",
+                               path, lineno, earlier)
+            continue
+        docs[doc_id] = rel
+        line_of[qid, doc_id] = lineno
+    if n_repeats > 1:
+        logger.warning("%s: %d repeated identical judgments in all, each kept once", path, n_repeats)
     if not out:
         raise DataError("no judgments", path=path, expected=_QRELS_SHAPE)
     return out
@@ -216,7 +352,7 @@ def read_run(path: str | os.PathLike[str]) -> Run:
     """Read a TREC run into ``{qid: {doc_id: score}}``."""
     path = Path(path)
     out: Run = {}
-    for lineno, line in _open(path):
+    for lineno, line in iter_lines(path):
         parts = line.split()
         if len(parts) != 6:
             raise DataError(f"{len(parts)} columns", path=path, line=lineno, expected=_RUN_SHAPE)
@@ -240,7 +376,7 @@ def read_run(path: str | os.PathLike[str]) -> Run:
 def write_run(path: str | os.PathLike[str], run: Mapping[str, Mapping[str, float]], tag: str = "distilrank", top_k: int | None = None) -> Path:
     """Write a TREC run atomically, each query's docs sorted by score (ties by doc id)."""
     path = Path(path)
-    with atomic_write(path) as fh:
+    with open_text(path, "w") as fh:
         for qid, docs in run.items():
             ranked = sorted(docs.items(), key=lambda kv: (-kv[1], kv[0]))
             if top_k is not None:
@@ -251,7 +387,8 @@ def write_run(path: str | os.PathLike[str], run: Mapping[str, Mapping[str, float
 
 
 def write_queries(path: str | os.PathLike[str], queries: Iterable[Query]) -> Path:
-    with atomic_write(path) as fh:
+    """Queries as TSV (whitespace in the text collapsed), compressed by suffix, written atomically."""
+    with open_text(path, "w") as fh:
         for q in queries:
             text = " ".join(q.text.split())
             fh.write(f"{q.qid}\t{text}\n")
@@ -259,10 +396,23 @@ def write_queries(path: str | os.PathLike[str], queries: Iterable[Query]) -> Pat
 
 
 def write_qrels(path: str | os.PathLike[str], qrels: Mapping[str, Mapping[str, int]]) -> Path:
-    with atomic_write(path) as fh:
+    """TREC qrels, compressed by suffix, written atomically."""
+    with open_text(path, "w") as fh:
         for qid, docs in qrels.items():
             for doc_id, rel in docs.items():
                 fh.write(f"{qid} 0 {doc_id} {int(rel)}\n")
+    return Path(path)
+
+
+def write_corpus(path: str | os.PathLike[str], docs: Iterable[Document]) -> Path:
+    """BEIR JSONL, or MS MARCO TSV (``id<TAB>title<TAB>text``) when the suffix is ``.tsv``; compressed by suffix."""
+    tsv = text_suffix(path) == ".tsv"
+    with open_text(path, "w") as fh:
+        for d in docs:
+            if tsv:
+                fh.write("\t".join(" ".join(x.split()) for x in (d.doc_id, d.title, d.text)) + "\n")
+            else:
+                fh.write(json.dumps({"_id": d.doc_id, "title": d.title, "text": d.text}, ensure_ascii=False) + "\n")
     return Path(path)
 
 

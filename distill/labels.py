@@ -13,6 +13,8 @@ One JSON object per line::
 
 Files are appended one query at a time (flushed), so a crashed labelling run resumes from the
 qids already present; a torn last line from a crash is ignored on resume with a warning.
+A path ending in ``.gz`` or ``.bz2`` is read and appended compressed (one member per query), through
+:func:`distill.data.open_text` like every other data file.
 """
 
 from __future__ import annotations
@@ -21,10 +23,12 @@ import json
 import logging
 import math
 import os
+import zlib
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from distill.data import compression_of, iter_lines, open_text
 from distill.errors import DataError
 
 __all__ = ["LabeledDoc", "LabeledQuery", "append_labels", "iter_labels", "read_labels", "valid_qids"]
@@ -77,10 +81,8 @@ def iter_labels(path: str | os.PathLike[str]) -> Iterator[LabeledQuery]:
     path = Path(path)
     if not path.exists():
         raise DataError("label file not found", path=path)
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
-            if line.strip():
-                yield _parse(path, lineno, line)
+    for lineno, line in iter_lines(path):
+        yield _parse(path, lineno, line)
 
 
 def read_labels(path: str | os.PathLike[str]) -> list[LabeledQuery]:
@@ -92,6 +94,8 @@ def valid_qids(path: str | os.PathLike[str]) -> set[str]:
     path = Path(path)
     if not path.exists():
         return set()
+    if compression_of(path):
+        return _valid_qids_compressed(path)
     done: set[str] = set()
     good_bytes = 0
     with open(path, "rb") as fh:
@@ -108,9 +112,31 @@ def valid_qids(path: str | os.PathLike[str]) -> set[str]:
     return done
 
 
+def _valid_qids_compressed(path: Path) -> set[str]:
+    """:func:`valid_qids` for a compressed file: a crash leaves a torn member, which cannot be cut
+    off in place, so the complete lines are rewritten (atomically) when the tail is torn."""
+    good: list[str] = []
+    torn = False
+    try:
+        with open_text(path) as fh:
+            for lineno, line in enumerate(fh, start=1):
+                if not line.endswith("\n"):
+                    torn = True
+                    break
+                if line.strip():
+                    _parse(path, lineno, line)
+                good.append(line)
+    except (EOFError, OSError, zlib.error) as exc:  # the stream itself ends mid-member
+        torn = True
+        logger.debug("%s: compressed stream ends early: %s", path, exc)
+    if torn:
+        logger.warning("%s:%d: dropping an incomplete last record (interrupted run)", path, len(good) + 1)
+        with open_text(path, "w") as out:
+            out.writelines(good)
+    return {json.loads(line)["qid"] for line in good if line.strip()}
+
+
 def append_labels(path: str | os.PathLike[str], record: LabeledQuery) -> None:
     """Append one query's labels as a single line, flushed and fsynced (the resume unit)."""
-    with open(path, "a", encoding="utf-8") as fh:
+    with open_text(path, "a") as fh:
         fh.write(record.to_json() + "\n")
-        fh.flush()
-        os.fsync(fh.fileno())
