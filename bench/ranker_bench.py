@@ -27,6 +27,8 @@ from typing import BinaryIO
 import click
 import numpy as np
 
+from distill.datasets import bundled_dataset
+
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -60,7 +62,7 @@ def candidate_lists(k_max: int, n_queries: int) -> list[tuple[str, list[str]]]:
     from distill.bm25 import BM25Index
     from distill.data import read_corpus, read_queries
 
-    data = REPO / "distill" / "datasets" / "scifact_mini"
+    data = bundled_dataset().root
     corpus = read_corpus(data / "corpus.jsonl")
     queries = read_queries(data / "queries.test.tsv")
     qs = dict(list(queries.items())[:n_queries])

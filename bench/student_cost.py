@@ -18,9 +18,11 @@ import statistics
 import time
 from pathlib import Path
 
+from distill.datasets import bundled_dataset
+
 logger = logging.getLogger(__name__)
 
-DEMO = Path(__file__).resolve().parent.parent / "distill" / "datasets" / "scifact_mini"
+DEMO = bundled_dataset().root
 
 
 def _non_embedding_params(model) -> int:  # noqa: ANN001

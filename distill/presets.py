@@ -1,67 +1,76 @@
-"""Pipeline presets and config files.
+"""The pipeline's typed config (:class:`PipelineConfig`) and its size presets.
 
-A pipeline config is a JSON (or TOML) object with one section per stage; every section is optional
+A pipeline config is a JSON or TOML object with one section per stage; every section is optional
 and overrides the preset it starts from::
 
-    {"preset": "demo",
-     "teacher_model": "default", "student_model": "default",
+    {"preset": "demo", "teacher_model": "default", "student_model": "default",
+     "synthesize": "auto", "allow_regression": false,
      "synth": {...SynthConfig}, "cpt": {...CPTConfig training fields}, "sft": {...SFTConfig},
-     "label": {...LabelConfig}, "student": {...StudentTrainConfig},
-     "eval": {"top_k": 20, "teacher_top_k": 10, "max_queries": 0, "teacher_batch_size": 8}}
+     "label": {...LabelConfig: source, members, weights, run, endpoint_url, candidates...},
+     "student": {...StudentTrainConfig}, "eval": {...EvalConfig}}
+
+Every key of every section is validated when the config is built (an unknown key anywhere is exit 2
+with its dotted name); the fields the pipeline fills itself (data paths, the teacher directory) are
+refused in the sections.
 
 Presets (wall times measured on the 2-core development machine, see README):
 
 * ``tiny``: random 2-layer models built from configs with the real tokenizers; ~2 minutes; used by CI.
 * ``demo``: the real base models (SmolLM2-135M teacher, all-MiniLM-L6-v2 student) on the bundled
-  scifact_mini at a size that finishes within ~15 minutes on 2 CPU cores. The teacher gets only a
-  handful of optimiser steps: it shows the machinery, not a good teacher.
-* ``small``: the real base models on a full collection at a CPU-feasible size: 48.6 minutes on BEIR
-  SciFact (README).
-* ``full``: GPU scale (longer sequences, many steps, 15 negatives as in RankLLaMA).
+  scifact_mini, within 15 minutes on 2 CPU cores. The teacher is the ensemble of the (briefly) trained
+  LLM, the dense bi-encoder and BM25, weights fitted on training queries.
+* ``small``: the same recipe on a full collection at a CPU-feasible size (SciFact: README).
+* ``full``: GPU scale: the LLM teacher alone (longer sequences, many steps, 15 negatives as in RankLLaMA).
 """
 
 from __future__ import annotations
 
 import copy
-from typing import Any
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
+from distill.config import from_mapping
 from distill.errors import ConfigError
 
-__all__ = ["PRESETS", "resolve_config"]
+__all__ = ["PRESETS", "EvalConfig", "PipelineConfig", "resolve_config"]
 
 _TEACHER_CPU = {"max_length": 96, "batch_size": 2, "grad_accum": 1, "checkpoint_every": 50, "precision": "fp32"}
+_CPU_ENSEMBLE = {"source": "ensemble", "members": ["llm", "dense", "bm25"]}
 
 PRESETS: dict[str, dict[str, Any]] = {
     "tiny": {
         "teacher_model": "tiny", "student_model": "tiny",
-        "synth": {"num_docs": 8, "max_new_tokens": 8},
+        "synth": {"num_docs": 16, "max_new_tokens": 8},
         "cpt": {"max_length": 64, "batch_size": 4, "max_steps": 2, "max_pairs": 16},
         "sft": {"max_length": 64, "batch_size": 2, "max_steps": 2, "max_queries": 8, "num_negatives": 2},
-        "label": {"max_length": 64, "max_queries": 12, "n_bm25": 5, "n_dense": 2, "n_random": 1, "batch_size": 16},
+        "label": {**_CPU_ENSEMBLE, "max_length": 64, "max_queries": 12, "n_bm25": 5, "n_dense": 2, "n_random": 1,
+                  "batch_size": 16, "fit_queries": 12},
         "student": {"model": {"max_seq_len": 64}, "max_steps": 4, "batch_size": 4, "eval_steps": 2,
-                    "dev_fraction": 0.3, "dev_top_k": 10, "pairs": {"n_negatives": 2}},
+                    "dev_fraction": 0.3, "dev_min_queries": 2, "dev_top_k": 10, "pairs": {"n_negatives": 2}},
         "eval": {"top_k": 10, "teacher_top_k": 10, "max_queries": 10, "teacher_batch_size": 16},
     },
     "demo": {
         "teacher_model": "default", "student_model": "default",
-        "synth": {"num_docs": 40},
+        "synth": {"num_docs": 60},
         "cpt": {**_TEACHER_CPU, "max_steps": 4, "max_pairs": 16},
         "sft": {**_TEACHER_CPU, "max_steps": 6, "max_queries": 24, "num_negatives": 3},
-        "label": {"max_length": 96, "max_queries": 60, "n_bm25": 8, "n_dense": 4, "n_random": 2, "batch_size": 16},
-        "student": {"model": {"max_seq_len": 128}, "max_steps": 40, "batch_size": 4, "eval_steps": 20,
-                    "dev_fraction": 0.2, "dev_top_k": 15, "pairs": {"n_negatives": 4}},
-        "eval": {"top_k": 20, "teacher_top_k": 10, "max_queries": 0, "teacher_batch_size": 16},
+        "label": {**_CPU_ENSEMBLE, "max_length": 96, "n_bm25": 20, "n_dense": 10, "n_random": 2, "batch_size": 16,
+                  "fit_queries": 30},
+        "student": {"model": {"max_seq_len": 160, "max_query_tokens": 32}, "max_steps": 150, "eval_steps": 50,
+                    "dev_fraction": 0.25, "dev_min_queries": 20, "dev_top_k": 20, "pairs": {"n_negatives": 7}},
+        "eval": {"top_k": 20, "teacher_top_k": 20, "max_queries": 0, "teacher_batch_size": 16},
     },
     "small": {
-        # 48.6 min on 2 CPU cores for SciFact (README): teacher SFT/labelling/eval ~29 min, student ~16 min
         "teacher_model": "default", "student_model": "default",
-        "synth": {"num_docs": 200},
+        "synth": {"num_docs": 800},
         "cpt": {**_TEACHER_CPU, "max_length": 128, "max_steps": 40, "max_pairs": 160},
         "sft": {**_TEACHER_CPU, "max_length": 128, "max_steps": 50, "max_queries": 200, "num_negatives": 3},
-        "label": {"max_length": 128, "max_queries": 120, "n_bm25": 10, "n_dense": 4, "n_random": 2, "batch_size": 16},
-        "student": {"model": {"max_seq_len": 192}, "max_steps": 250, "batch_size": 4, "eval_steps": 50,
-                    "pairs": {"n_negatives": 4, "groups_per_query": 3}},
-        "eval": {"top_k": 20, "teacher_top_k": 20, "max_queries": 100, "teacher_batch_size": 16},
+        "label": {**_CPU_ENSEMBLE, "max_length": 128, "n_bm25": 30, "n_dense": 20, "n_random": 10, "batch_size": 16,
+                  "fit_queries": 50},
+        "student": {"model": {"max_seq_len": 192, "max_query_tokens": 32}, "max_steps": 400, "eval_steps": 100,
+                    "dev_min_queries": 40, "dev_max_queries": 80, "dev_top_k": 20, "pairs": {"n_negatives": 7}},
+        "eval": {"top_k": 20, "teacher_top_k": 20, "max_queries": 0, "teacher_batch_size": 16},
     },
     "full": {
         "teacher_model": "default", "student_model": "default",
@@ -69,24 +78,119 @@ PRESETS: dict[str, dict[str, Any]] = {
         "cpt": {"max_length": 512, "batch_size": 8, "epochs": 1, "checkpoint_every": 500, "gradient_checkpointing": True},
         "sft": {"max_length": 512, "batch_size": 4, "epochs": 2, "num_negatives": 15, "negative_depth": 100,
                 "gradient_checkpointing": True, "kl_weight": 0.1},
-        "label": {"max_length": 512, "n_bm25": 50, "n_dense": 30, "n_random": 10, "batch_size": 32},
-        "student": {"model": {"max_seq_len": 256}, "epochs": 2, "batch_size": 32, "eval_steps": 500},
+        "label": {"source": "llm", "max_length": 512, "n_bm25": 50, "n_dense": 30, "n_random": 10, "batch_size": 32},
+        "student": {"model": {"max_seq_len": 256, "max_query_tokens": 48}, "epochs": 2, "batch_size": 32,
+                    "eval_steps": 500, "dev_max_queries": 500, "dev_top_k": 100},
         "eval": {"top_k": 100, "teacher_top_k": 100, "max_queries": 0, "teacher_batch_size": 32},
     },
 }
 
-_SECTIONS = {"preset", "teacher_model", "student_model", "synth", "cpt", "sft", "label", "student", "eval"}
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Every system reranks the first stage's top ``top_k`` of each eval query (the teacher its top
+    ``teacher_top_k``); ``max_queries`` > 0 keeps the first N judged eval queries (0 = all)."""
+
+    top_k: int = 20
+    teacher_top_k: int = 20
+    max_queries: int = 0
+    teacher_batch_size: int = 16
+    #: BEIR's rule: drop hits whose doc id is the query id; None = auto (distill.evaluation.resolve_identical_ids)
+    ignore_identical_ids: bool | None = None
+
+    def __post_init__(self) -> None:
+        if min(self.top_k, self.teacher_top_k, self.teacher_batch_size) < 1 or self.max_queries < 0:
+            raise ConfigError("eval: top_k, teacher_top_k and teacher_batch_size must be >= 1 and max_queries >= 0")
 
 
-def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+#: fields of each stage config the pipeline fills itself (paths between stages, the chosen models)
+_OWNED = {
+    "synth": {"corpus", "generator"},
+    "cpt": {"base_model", "queries", "qrels", "corpus", "pairs"},
+    "sft": {"base_model", "queries", "qrels", "corpus", "run"},
+    "label": {"teacher", "queries", "corpus", "qrels", "qrels_kind", "dense_model"},
+    "student": set(),
+}
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    preset: str = "demo"
+    teacher_model: str = "default"
+    student_model: str = "default"
+    #: synthesise training queries: ``auto`` only when none are given, ``always`` also beside given ones, ``never``
+    synthesize: Literal["auto", "always", "never"] = "auto"
+    #: finish with exit 0 even when the interpolated student does not beat the first stage on dev
+    allow_regression: bool = False
+    synth: dict[str, Any] = field(default_factory=dict)
+    cpt: dict[str, Any] = field(default_factory=dict)
+    sft: dict[str, Any] = field(default_factory=dict)
+    label: dict[str, Any] = field(default_factory=dict)
+    student: dict[str, Any] = field(default_factory=dict)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def __post_init__(self) -> None:
+        if self.synthesize not in ("auto", "always", "never"):
+            raise ConfigError(f"synthesize must be auto, always or never, got {self.synthesize!r}")
+        if not isinstance(self.allow_regression, bool):
+            raise ConfigError(f"allow_regression must be true or false, got {self.allow_regression!r}")
+        for name in ("synth", "cpt", "sft", "label", "student"):
+            section = getattr(self, name)
+            if not isinstance(section, Mapping):
+                raise ConfigError(f"{name}: expected an object, got {type(section).__name__}")
+            owned = sorted(set(section) & _OWNED[name])
+            if owned:
+                raise ConfigError(f"{name}: {owned} are set by the pipeline itself (from the data flags and the "
+                                  "previous stages); remove them from the config")
+        self.stage_config("synth", corpus="c", generator="g")
+        self.stage_config("cpt", base_model="b", queries="q", qrels="r", corpus="c")
+        self.stage_config("sft", base_model="b", queries="q", qrels="r", corpus="c")
+        self.stage_config("label", teacher="t", queries="q", corpus="c")
+        self.stage_config("student")
+
+    def stage_config(self, name: str, **owned: Any) -> Any:
+        """The validated config of stage ``name`` with the pipeline-owned fields given."""
+        from distill.student.train import StudentTrainConfig
+        from distill.teacher.config import CPTConfig, LabelConfig, SFTConfig, SynthConfig
+
+        cls = {"synth": SynthConfig, "cpt": CPTConfig, "sft": SFTConfig, "label": LabelConfig,
+               "student": StudentTrainConfig}[name]
+        if name == "student":
+            data = copy.deepcopy(dict(self.student))
+            if "base" in owned:
+                data["model"] = {**data.get("model", {}), "base": owned["base"]}
+            return from_mapping(cls, data, "student")
+        return from_mapping(cls, {**getattr(self, name), **owned}, name)
+
+    def uses_llm(self) -> bool:
+        label = self.label
+        source = label.get("source", "llm")
+        members = label.get("members", ("llm", "dense", "bm25"))
+        if source == "llm":
+            return True
+        if source != "ensemble" or "llm" not in members:
+            return False
+        weights = label.get("weights")
+        return weights is None or float(weights.get("llm", 0.0)) > 0
+
+    def to_dict(self) -> dict[str, Any]:
+        from dataclasses import asdict
+
+        return asdict(self)
+
+
+_SECTIONS = {f for f in PipelineConfig.__dataclass_fields__}
+
+
+def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
     out = copy.deepcopy(base)
     for key, value in over.items():
-        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+        out[key] = _merge(out[key], value) if isinstance(value, Mapping) and isinstance(out.get(key), dict) else value
     return out
 
 
-def resolve_config(preset: str | None, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Preset (default ``demo``) merged with a config file's sections; unknown sections are an error."""
+def resolve_config(preset: str | None, overrides: Mapping[str, Any] | None = None) -> PipelineConfig:
+    """Preset (``--preset``, else the file's ``preset``, else ``demo``) merged with a config file's sections."""
     overrides = dict(overrides or {})
     unknown = sorted(set(overrides) - _SECTIONS)
     if unknown:
@@ -95,4 +199,4 @@ def resolve_config(preset: str | None, overrides: dict[str, Any] | None = None) 
     overrides.pop("preset", None)
     if name not in PRESETS:
         raise ConfigError(f"unknown preset {name!r}; choose from {', '.join(PRESETS)}")
-    return {"preset": name, **_merge(PRESETS[name], overrides)}
+    return from_mapping(PipelineConfig, {"preset": name, **_merge(PRESETS[name], overrides)}, "config")

@@ -7,10 +7,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from distill.data import Document, Qrels, Query, Run
+from distill.datasets import bundled_dataset
 
 logger = logging.getLogger(__name__)
 
-DEMO_DIR = Path(__file__).resolve().parent.parent / "distill" / "datasets" / "scifact_mini"
+DEMO_DIR = bundled_dataset().root
 
 
 @dataclass

@@ -13,13 +13,14 @@ import os
 from pathlib import Path
 
 from distill.atomic_io import atomic_write
+from distill.datasets import bundled_dataset
 from distill.errors import ConfigError, DataError
 
 __all__ = ["DEMO_DATASET", "build_payloads", "read_payloads"]
 
 logger = logging.getLogger(__name__)
 
-DEMO_DATASET = Path(__file__).resolve().parent.parent / "distill" / "datasets" / "scifact_mini"
+DEMO_DATASET = bundled_dataset().root
 
 
 def build_payloads(out: str | os.PathLike[str], passages: int, corpus: str | os.PathLike[str] | None = None,

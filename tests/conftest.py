@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from distill.datasets import bundled_dataset
+
 #: ranker fixtures (tiny exported model, servers) registered once for the session
 pytest_plugins = ["ranker_fixtures"]
 
@@ -17,7 +19,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = Path(os.environ.get("DISTILRANK_SHARED_DATA", REPO.parent / "shared" / "data"))
 SCIFACT = SHARED_DATA / "beir-scifact"
-DEMO_DATA = REPO / "distill" / "datasets" / "scifact_mini"
+DEMO_DATA = bundled_dataset().root
 
 
 @pytest.fixture(scope="session")

@@ -20,6 +20,7 @@ import pytest
 
 from distill.cli import main
 from distill.data import Document, read_corpus
+from distill.datasets import bundled_dataset
 from ranker.process import serving
 
 pytestmark = pytest.mark.opensearch
@@ -309,7 +310,7 @@ def test_evaluate_cli_writes_runs_and_metrics(node, ok_ranker: FakeRanker, tmp_p
 # Kept in this module so the session-scoped `node` fixture is instantiated once (importing a fixture
 # into another module would register a second definition and restart the node).
 
-DEMO = Path(__file__).resolve().parent.parent / "distill" / "datasets" / "scifact_mini"
+DEMO = bundled_dataset().root
 DEMO_INDEX = "distilrank-demo"
 
 

@@ -13,8 +13,20 @@ from distill.presets import resolve_config
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("pipeline") / "out"
-    assert main(["pipeline", "--preset", "tiny", "--out", str(out)]) == 0
+    code = main(["pipeline", "--preset", "tiny", "--out", str(out)])
+    report = json.loads((out / "report.json").read_text())
+    # random 2-layer models: the gate decides from the dev split whether this student may ship
+    assert code == (5 if report["regression"] else 0)
+    assert main(["pipeline", "--preset", "tiny", "--allow-regression", "--out", str(out)]) == 0
     return out
+
+
+def test_regression_gate_says_so_first(tiny_run: Path) -> None:
+    report = json.loads((tiny_run / "report.json").read_text())
+    first_line = (tiny_run / "report.md").read_text().splitlines()[0]
+    interp = report["interpolation"]
+    assert report["regression"] == (not interp["dev_ndcg@10"] > interp["dev_ndcg@10_first_stage"])
+    assert first_line.startswith("**REGRESSION" if report["regression"] else "**OK")
 
 
 def test_tiny_pipeline_report_contract(tiny_run: Path) -> None:
@@ -24,7 +36,9 @@ def test_tiny_pipeline_report_contract(tiny_run: Path) -> None:
             value = report["metrics"][system][metric]
             assert isinstance(value, float) and 0.0 <= value <= 1.0
     assert set(report["stage_wall_time_s"]) >= {"teacher_cpt", "teacher_sft", "teacher_label", "student", "eval_teacher"}
-    for path in (report["artifacts"]["teacher"], report["artifacts"]["student"], report["artifacts"]["labels"],
+    assert report["teacher"]["source"] == "ensemble" and set(report["teacher"]["weights"]) == {"llm", "dense", "bm25"}
+    assert report["conventions"]["ignore_identical_ids"] is False
+    for path in (*report["artifacts"]["teacher_llm"].values(), report["artifacts"]["student"], report["artifacts"]["labels"],
                  *report["artifacts"]["runs"].values()):
         assert Path(path).exists(), path
     assert 0.0 <= report["interpolation"]["alpha_first_stage"] <= 1.0
@@ -37,10 +51,51 @@ def test_tiny_pipeline_report_contract(tiny_run: Path) -> None:
 def test_rerun_skips_completed_stages(tiny_run: Path) -> None:
     before = {p: p.stat().st_mtime_ns for p in tiny_run.glob("*/manifest.json")}
     first = json.loads((tiny_run / "report.json").read_text())
-    assert main(["pipeline", "--preset", "tiny", "--out", str(tiny_run)]) == 0
+    assert main(["pipeline", "--preset", "tiny", "--allow-regression", "--out", str(tiny_run)]) == 0
     after = {p: p.stat().st_mtime_ns for p in tiny_run.glob("*/manifest.json")}
     assert before == after  # no stage redid its work
-    assert json.loads((tiny_run / "report.json").read_text())["metrics"] == first["metrics"]
+    report = json.loads((tiny_run / "report.json").read_text())
+    assert report["metrics"] == first["metrics"]
+    assert set(report["stages_skipped"]) >= {"teacher_cpt", "teacher_sft", "teacher_label", "student", "eval_student"}
+
+
+def test_relative_and_absolute_out_are_the_same_run(tiny_run: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Paths are not part of any stage key: spelling --out relative instead of absolute retrains nothing."""
+    before = {p: p.stat().st_mtime_ns for p in tiny_run.glob("*/manifest.json")}
+    monkeypatch.chdir(tiny_run.parent)
+    assert main(["pipeline", "--preset", "tiny", "--allow-regression", "--out", tiny_run.name]) == 0
+    assert {p: p.stat().st_mtime_ns for p in tiny_run.glob("*/manifest.json")} == before
+
+
+def test_upstream_change_reruns_everything_downstream(tiny_run: Path, tmp_path: Path) -> None:
+    """A different SFT config re-trains the teacher and so relabels, retrains the student and re-evaluates;
+    stages upstream of SFT (CPT, first stages) are kept."""
+    import shutil
+
+    out = tmp_path / "copy"
+    shutil.copytree(tiny_run, out)
+    before = {p.parent.name: p.stat().st_mtime_ns for p in out.glob("*/manifest.json")}
+    cfg = tmp_path / "cfg.json"
+    cfg.write_text(json.dumps({"sft": {"max_steps": 3}}))
+    assert main(["pipeline", "--preset", "tiny", "--config", str(cfg), "--allow-regression", "--out", str(out)]) == 0
+    after = {p.parent.name: p.stat().st_mtime_ns for p in out.glob("*/manifest.json")}
+    changed = {name for name in after if after[name] != before.get(name)}
+    assert changed == {"teacher_sft", "teacher_label", "student", "eval_teacher", "eval_student"}
+
+
+def test_tiny_runs_on_a_corpus_without_training_queries(demo_data: Path, tmp_path: Path) -> None:
+    """No training queries: the (random) generator's queries are filtered, the crop fallback fills in, the
+    pipeline finishes, and the report shows kept/rejected counts and samples."""
+    out = tmp_path / "synth"
+    code = main(["pipeline", "--preset", "tiny", "--allow-regression", "--corpus", str(demo_data / "corpus.jsonl"),
+                 "--eval-queries", str(demo_data / "queries.test.tsv"), "--eval-qrels", str(demo_data / "qrels.test.txt"),
+                 "--out", str(out)])
+    assert code == 0
+    report = json.loads((out / "report.json").read_text())
+    sq = report["synthetic_queries"]
+    assert sq["kept"] >= 1 and sq["kept"] == sq["kept_generated"] + sq["cropped"]
+    assert report["interpolation"]["tuned_on"].startswith("not tuned")
+    assert "## Synthetic queries" in (out / "report.md").read_text()
 
 
 def test_config_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -48,6 +103,12 @@ def test_config_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
         resolve_config("huge")
     with pytest.raises(ConfigError, match=r"unknown config section\(s\) \['teachr'\]"):
         resolve_config("tiny", {"teachr": {}})
+    with pytest.raises(ConfigError, match=r"eval: unknown key\(s\) \['top_kk'\]"):
+        resolve_config("tiny", {"eval": {"top_kk": 3}})
+    with pytest.raises(ConfigError, match=r"student.pairs: unknown key\(s\) \['n_neg'\]"):
+        resolve_config("tiny", {"student": {"pairs": {"n_neg": 3}}})
+    with pytest.raises(ConfigError, match=r"label: \['queries'\] are set by the pipeline"):
+        resolve_config("tiny", {"label": {"queries": "x"}})
     bad = tmp_path / "cfg.json"
     bad.write_text('{"preset": "tiny", "cpt": {"max_lenght": 5}}')
     assert main(["pipeline", "--config", str(bad), "--out", str(tmp_path / "o")]) == 2

@@ -265,21 +265,23 @@ class LabelConfig:
 
 @dataclass(frozen=True)
 class SynthConfig:
-    """Synthetic training queries (TWOLAR-style): crop ``crop_sentences`` consecutive sentences of a
-    document, ask the instruct model to write a query the passage answers (greedy), then filter:
-    ``min_words``..``max_words`` words, not a verbatim copy of the passage, case-insensitive de-dup.
+    """Synthetic training queries (see :mod:`distill.teacher.synthesize`): few-shot generation from
+    ``crop_sentences`` consecutive sentences of ``num_docs`` documents, filters (meta-text, copies,
+    length ``min_words``..``max_words``, duplicates), a round-trip check (the source document in the top
+    ``roundtrip_k`` of BM25 or dense; 0 = off) and a cropped-span fallback for rejected documents.
     """
 
     corpus: str = ""
     generator: str = "default"
     num_docs: int = 100
     crop_sentences: int = 3
-    max_passage_chars: int = 800
-    max_new_tokens: int = 32
+    max_passage_chars: int = 600
+    max_new_tokens: int = 24
     batch_size: int = 8
     min_words: int = 3
-    max_words: int = 24
-    instruction: str = "Write a search query that this passage answers. Reply with the query only."
+    max_words: int = 20
+    roundtrip_k: int = 10
+    crop_fallback: bool = True
     qid_prefix: str = "syn"
     seed: int = 13
     device: Device = "auto"
@@ -289,6 +291,7 @@ class SynthConfig:
         _check(self.num_docs >= 1 and self.crop_sentences >= 1, "num_docs and crop_sentences must be >= 1")
         _check(1 <= self.min_words <= self.max_words, f"need 1 <= min_words <= max_words, got {self.min_words}, {self.max_words}")
         _check(self.max_new_tokens >= 4 and self.batch_size >= 1, "max_new_tokens must be >= 4 and batch_size >= 1")
+        _check(self.roundtrip_k >= 0, f"roundtrip_k must be >= 0 (0 = no round-trip filter), got {self.roundtrip_k}")
         _one_of("device", self.device, ("auto", "cpu", "cuda"))
 
     def to_dict(self) -> dict[str, Any]:

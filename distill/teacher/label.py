@@ -53,6 +53,10 @@ class SourceFactory:
         return self._bm25
 
     @property
+    def bm25_config(self) -> Any:
+        return self.bm25_index.config
+
+    @property
     def dense_retriever(self) -> Any:
         if self._dense is None:
             from distill.teacher.candidates import DenseRetriever

@@ -288,11 +288,14 @@ def combine_runs(runs: Mapping[str, Run], weights: Mapping[str, float]) -> Run:
 
 
 def fit_weights(runs: Mapping[str, Run], qrels: Qrels, metric: str = "ndcg@10", rounds: int = 3,
-                grid: Sequence[float] = tuple(i / 10 for i in range(11)), seed: int = 13) -> tuple[dict[str, float], dict[str, float]]:
+                grid: Sequence[float] = tuple(i / 10 for i in range(11)), seed: int = 13,
+                min_gain: float = 0.005) -> tuple[dict[str, float], dict[str, float]]:
     """Coordinate ascent on ``metric`` over the queries of ``qrels``: (weights summing to 1, each member alone).
 
     Starts from the best single member; each round tries every grid value for each member in a seeded
     order and keeps a change only when it improves the metric (ties keep the simpler, earlier weights).
+    Then each member whose removal costs less than ``min_gain`` (absolute, e.g. 0.005 = half a point) is
+    dropped: a weight that dev noise alone can explain is not worth running a slow teacher for.
     """
     from distill.evaluation import evaluate
 
@@ -324,6 +327,13 @@ def fit_weights(runs: Mapping[str, Run], qrels: Qrels, metric: str = "ndcg@10", 
                     best, weights, improved = v, trial, True
         if not improved:
             break
+    for s in sorted(runs, key=lambda m: weights[m]):
+        if weights[s] > 0 and sum(w > 0 for w in weights.values()) > 1:
+            without = {**weights, s: 0.0}
+            v = value(without)
+            if best - v < min_gain:
+                logger.info("ensemble: dropping %s (it adds %.4f %s on dev, < min_gain %.4f)", s, best - v, metric, min_gain)
+                weights, best = without, v
     total = sum(weights.values())
     weights = {s: round(w / total, 4) for s, w in weights.items()}
     logger.info("ensemble weights %s: dev %s %.4f on %d queries (alone: %s)", weights, metric, best, len(qids),
