@@ -14,7 +14,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from export.exporter import EvalData, export_model
     from export.layers import keep_layers
     from export.report import ReportConfig, compression_report
-    from export.scoring import OnnxScorer, TorchScorer
+    from export.scoring import onnx_scorer, torch_scorer
 
 __all__ = [
     "MODEL_CARD",
@@ -22,20 +22,20 @@ __all__ = [
     "ExportConfig",
     "GateTolerances",
     "ModelCardError",
-    "OnnxScorer",
     "ReportConfig",
-    "TorchScorer",
     "compression_report",
     "export_model",
     "file_hashes",
     "keep_layers",
+    "onnx_scorer",
+    "torch_scorer",
     "load_model_card",
     "write_model_card",
 ]
 
 _LAZY = {"EvalData": "export.exporter", "export_model": "export.exporter", "keep_layers": "export.layers",
          "ReportConfig": "export.report", "compression_report": "export.report",
-         "OnnxScorer": "export.scoring", "TorchScorer": "export.scoring"}
+         "onnx_scorer": "export.scoring", "torch_scorer": "export.scoring"}
 
 
 def __getattr__(name: str) -> Any:

@@ -24,7 +24,7 @@ logger = logging.getLogger(__name__)
 @click.option("--no-fallback", is_flag=True, help="Try only the requested int8 recipe (no static/per-channel fallback).")
 @click.option("--isa", type=click.Choice(["auto", "avx2", "avx512", "avx512_vnni", "arm64"]), default="auto", show_default=True,
               help="int8 kernel target; auto reads /proc/cpuinfo.")
-@click.option("--max-seq-len", default=256, show_default=True, type=click.IntRange(8, 512))
+@click.option("--max-seq-len", type=click.IntRange(8, 512), help="Override the student's token budget (default: its scoring.json).")
 @click.option("--eval-queries", type=click.Path(dir_okay=False), help="Eval queries (with --eval-qrels/--eval-run/--corpus).")
 @click.option("--eval-qrels", type=click.Path(dir_okay=False))
 @click.option("--eval-run", type=click.Path(dir_okay=False), help="First-stage run whose candidates are reranked.")
@@ -34,7 +34,7 @@ logger = logging.getLogger(__name__)
 @click.option("--report", "report_dir", default=None, type=click.Path(file_okay=False),
               help="Also write the compression report (depth x precision x length) into this dir.")
 def export_cmd(model_dir: str, out_dir: str, optimize: str, quantize: str, int8_mode: str, per_channel: bool,
-               op_types: str | None, no_fallback: bool, isa: str, max_seq_len: int, eval_queries: str | None,
+               op_types: str | None, no_fallback: bool, isa: str, max_seq_len: int | None, eval_queries: str | None,
                eval_qrels: str | None, eval_run: str | None, corpus: str | None, spearman_median_min: float | None,
                ndcg_drop_max: float | None, report_dir: str | None) -> None:
     """Export a student to ONNX with graph optimisation and gated int8; write model_card.json.

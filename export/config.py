@@ -78,8 +78,8 @@ class ExportConfig:
     #: ONNX operator types to quantise; None = onnxruntime's defaults for the mode.
     op_types: tuple[str, ...] | None = None
     int8_fallback: bool = True
-    #: tokens; longer (query, passage) pairs are truncated on the passage side.
-    max_seq_len: int = 256
+    #: tokens per (query, passage) pair; None = the student's own caps (scoring.json), which training used
+    max_seq_len: int | None = None
     batch_size: int = 16
     #: gate candidate lists: at most this many queries x candidates per query.
     gate_queries: int = 30
@@ -93,13 +93,15 @@ class ExportConfig:
         for name, allowed in (("optimize", _OPTIMIZE), ("quantize", _QUANTIZE), ("int8_mode", _INT8_MODES), ("isa", _ISAS)):
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"{name}={getattr(self, name)!r} is not one of {', '.join(allowed)}")
-        for name in ("max_seq_len", "batch_size", "gate_queries", "gate_candidates", "calibration_pairs", "latency_reps"):
+        if self.max_seq_len is not None and (not isinstance(self.max_seq_len, int) or self.max_seq_len < 8):
+            raise ConfigError(f"max_seq_len must be an integer >= 8 or unset (the student's caps), got {self.max_seq_len!r}")
+        for name in ("batch_size", "gate_queries", "gate_candidates", "calibration_pairs", "latency_reps"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ConfigError(f"{name} must be a positive integer, got {value!r}")
         if self.gate_candidates < 10:
             raise ConfigError(f"gate_candidates must be >= 10 for the top-10 overlap gate, got {self.gate_candidates}")
-        if self.max_seq_len > 512:
+        if self.max_seq_len is not None and self.max_seq_len > 512:
             raise ConfigError(f"max_seq_len={self.max_seq_len} exceeds BERT's 512 positions")
         if self.op_types is not None and not self.op_types:
             raise ConfigError("op_types must be None (onnxruntime defaults) or a non-empty list of ONNX op types")

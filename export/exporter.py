@@ -21,6 +21,7 @@ import numpy as np
 
 from distill.atomic_io import atomic_dir, config_hash, sha256_file, write_json
 from distill.base_models import student_base_name
+from distill.cross_encoder import CrossEncoderScorer, TokenCaps
 from distill.errors import ConfigError, GateFailedError, MissingPrerequisiteError
 from export._candidates import CandidateLists, demo_candidates, eval_candidates
 from export._isa import resolve_isa
@@ -35,7 +36,7 @@ from export.gates import (
 )
 from export.latency import measure_latency
 from export.model_card import load_model_card, write_model_card
-from export.scoring import OnnxScorer, Pair, TorchScorer
+from export.scoring import Pair, export_caps, onnx_scorer, torch_scorer, with_batch_size
 
 __all__ = ["EvalData", "Int8Recipe", "export_model"]
 
@@ -155,7 +156,7 @@ def _score_lists(scorer: Any, lists: CandidateLists, cfg: ExportConfig) -> list[
         _, ps = lists.pairs(qid)
         flat.extend(ps)
         sizes.append(len(ps))
-    scores = scorer.score(flat, cfg.batch_size, bucketed=True)
+    scores = scorer.score_pairs(flat)
     return np.split(scores, np.cumsum(sizes)[:-1])
 
 
@@ -169,21 +170,22 @@ def _ndcg(scorer: Any, lists: CandidateLists, cfg: ExportConfig) -> float:
 
 def _score_all(scorer: Any, gate_lists: CandidateLists, mixed: list[Pair], ndcg_lists: CandidateLists | None,
                cfg: ExportConfig) -> _Scored:
-    out = _Scored(_score_lists(scorer, gate_lists, cfg), scorer.score(mixed, 1, bucketed=False),
-                  scorer.score(mixed, len(mixed), bucketed=False))
+    out = _Scored(_score_lists(scorer, gate_lists, cfg), with_batch_size(scorer, 1).score_pairs(mixed),
+                  with_batch_size(scorer, len(mixed)).score_pairs(mixed))
     if ndcg_lists is not None:
         out.ndcg = _ndcg(scorer, ndcg_lists, cfg)
     return out
 
 
-def _calibration(lists: CandidateLists, tokenizer_scorer: Any, cfg: ExportConfig) -> list[dict[str, np.ndarray]]:
+def _calibration(lists: CandidateLists, tokenizer_scorer: CrossEncoderScorer, cfg: ExportConfig) -> list[dict[str, np.ndarray]]:
     pairs: list[Pair] = []
     for qid in lists.run:
         pairs.extend(lists.pairs(qid)[1])
         if len(pairs) >= cfg.calibration_pairs:
             break
     pairs = pairs[:cfg.calibration_pairs]
-    return [tokenizer_scorer.encode(pairs[i:i + 8]) for i in range(0, len(pairs), 8)]
+    enc = tokenizer_scorer.encoder
+    return [enc.batch([q for q, _ in pairs[i:i + 8]], [d for _, d in pairs[i:i + 8]]) for i in range(0, len(pairs), 8)]
 
 
 def export_model(model_dir: str | Path, out_dir: str | Path, config: ExportConfig | None = None,
@@ -198,6 +200,7 @@ def export_model(model_dir: str | Path, out_dir: str | Path, config: ExportConfi
     if not model_dir.is_dir():
         raise MissingPrerequisiteError(f"student dir {model_dir} does not exist")
     hf = _check_student(model_dir)
+    caps = export_caps(model_dir, cfg.max_seq_len)
     isa = resolve_isa(cfg.isa)
     t_start = time.perf_counter()
 
@@ -222,8 +225,8 @@ def export_model(model_dir: str | Path, out_dir: str | Path, config: ExportConfi
             from export._onnx import optimize
             fp32_path = optimize(raw_path.parent, cfg.optimize, work / "optimized")
 
-        torch_scores = _score_lists(TorchScorer(model_dir, cfg.max_seq_len), gate_lists, cfg)
-        fp32_scorer = OnnxScorer(fp32_path, model_dir, cfg.max_seq_len)
+        torch_scores = _score_lists(torch_scorer(model_dir, caps, cfg.batch_size), gate_lists, cfg)
+        fp32_scorer = onnx_scorer(fp32_path, model_dir, caps, cfg.batch_size)
         fp32 = _score_all(fp32_scorer, gate_lists, mixed, ndcg_lists, cfg)
         score_std = float(np.concatenate(fp32.per_query).std())
         gates: dict[str, GateResult] = {}
@@ -234,7 +237,7 @@ def export_model(model_dir: str | Path, out_dir: str | Path, config: ExportConfi
         raise_if_failed(gates, f"fp32 ONNX export ({cfg.optimize})")
 
         latency_pairs = gate_lists.pairs(next(iter(gate_lists.run)))[1]
-        fp32_latency = measure_latency(fp32_scorer, latency_pairs, cfg.batch_size, True, cfg.latency_reps)
+        fp32_latency = measure_latency(fp32_scorer, latency_pairs, cfg.batch_size, cfg.latency_reps)
         served, precision, decision = fp32_path, "fp32", "fp32 (no quantisation requested)"
         latency = {"fp32": fp32_latency}
         metrics: dict[str, Any] = {"score_std_fp32": score_std}
@@ -246,13 +249,13 @@ def export_model(model_dir: str | Path, out_dir: str | Path, config: ExportConfi
             calib_lists = demo_candidates("train", cfg.gate_candidates)
             for recipe in _recipes(cfg):
                 path, results, ndcg = _try_int8(recipe, fp32_path, raw_path, work, isa, cfg, fp32, score_std, fp32_scorer,
-                                                calib_lists, gate_lists, mixed, ndcg_lists)
+                                                calib_lists, gate_lists, mixed, ndcg_lists, model_dir, caps)
                 int8_trials[recipe.name] = {"gates": {r.name: r.to_dict() for r in results}, "ndcg@10": ndcg,
                                             "passed": all(r.passed for r in results)}
                 if all(r.passed for r in results):
                     chosen = recipe
-                    int8_scorer = OnnxScorer(path, model_dir, cfg.max_seq_len)
-                    latency["int8"] = measure_latency(int8_scorer, latency_pairs, cfg.batch_size, True, cfg.latency_reps)
+                    int8_scorer = onnx_scorer(path, model_dir, caps, cfg.batch_size)
+                    latency["int8"] = measure_latency(int8_scorer, latency_pairs, cfg.batch_size, cfg.latency_reps)
                     gates.update({r.name: r for r in results})
                     if ndcg is not None:
                         metrics["ndcg@10_int8"] = ndcg
@@ -276,7 +279,8 @@ def export_model(model_dir: str | Path, out_dir: str | Path, config: ExportConfi
         logger.info("decision: %s", decision)
 
         card = {
-            "precision": precision, "max_seq_len": cfg.max_seq_len, "score": SCORE_SEMANTICS,
+            "precision": precision, "max_seq_len": caps.max_seq_len, "token_caps": caps.to_dict(),
+            "layers": hf.get("num_hidden_layers"), "score": SCORE_SEMANTICS,
             "tokenizer": "tokenizer.json", "optimization": cfg.optimize, "isa": isa,
             "quantization": ({"recipe": chosen.name, "mode": chosen.mode, "per_channel": chosen.per_channel,
                               "op_types": list(cfg.op_types) if cfg.op_types else "onnxruntime defaults",
@@ -301,8 +305,8 @@ def export_model(model_dir: str | Path, out_dir: str | Path, config: ExportConfi
             card["export_wall_time_s"] = round(time.perf_counter() - t_start, 2)
             write_json(stage / "provenance" / "export_config.json", cfg.to_dict())
             write_model_card(stage, card)
-            _self_check(stage, onnx_name, cfg, latency_pairs[:4],
-                        OnnxScorer(served, model_dir, cfg.max_seq_len).score(latency_pairs[:4], 4, False))
+            _self_check(stage, onnx_name, caps, latency_pairs[:4],
+                        onnx_scorer(served, model_dir, caps, 4).score_pairs(latency_pairs[:4]))
     logger.info("exported %s (%s) to %s", onnx_name, precision, out_dir)
     return out_dir
 
@@ -314,8 +318,9 @@ def _onnx_export(model_dir: Path, work: Path) -> Path:
 
 
 def _try_int8(recipe: Int8Recipe, fp32_path: Path, raw_path: Path, work: Path, isa: str, cfg: ExportConfig, fp32: _Scored,
-              score_std: float, fp32_scorer: OnnxScorer, calib_lists: CandidateLists, gate_lists: CandidateLists,
-              mixed: list[Pair], ndcg_lists: CandidateLists | None) -> tuple[Path, list[GateResult], float | None]:
+              score_std: float, fp32_scorer: CrossEncoderScorer, calib_lists: CandidateLists, gate_lists: CandidateLists,
+              mixed: list[Pair], ndcg_lists: CandidateLists | None, model_dir: Path,
+              caps: TokenCaps) -> tuple[Path, list[GateResult], float | None]:
     from export._onnx import quantize_dynamic_int8, quantize_static_int8
 
     dst = work / f"int8_{recipe.name}.onnx"
@@ -327,8 +332,7 @@ def _try_int8(recipe: Int8Recipe, fp32_path: Path, raw_path: Path, work: Path, i
                              _calibration(calib_lists, fp32_scorer, cfg))
     else:
         quantize_dynamic_int8(fp32_path, dst, isa, recipe.per_channel, cfg.op_types)
-    scored = _score_all(OnnxScorer(dst, fp32_scorer.tokenizer.name_or_path, cfg.max_seq_len), gate_lists, mixed,
-                        ndcg_lists, cfg)
+    scored = _score_all(onnx_scorer(dst, model_dir, caps, cfg.batch_size), gate_lists, mixed, ndcg_lists, cfg)
     tol = cfg.gates
     results = ranking_agreement(fp32.per_query, scored.per_query, tol.spearman_median_min, tol.spearman_worst_min,
                                 tol.top10_overlap_mean_min)
@@ -339,10 +343,10 @@ def _try_int8(recipe: Int8Recipe, fp32_path: Path, raw_path: Path, work: Path, i
     return dst, results, scored.ndcg
 
 
-def _self_check(stage: Path, onnx_name: str, cfg: ExportConfig, pairs: Sequence[Pair], expected: np.ndarray) -> None:
+def _self_check(stage: Path, onnx_name: str, caps: TokenCaps, pairs: Sequence[Pair], expected: np.ndarray) -> None:
     """The staged artifact verifies against its card and reproduces the gated scores."""
     load_model_card(stage, verify=True)
-    got = OnnxScorer(stage / onnx_name, stage, cfg.max_seq_len).score(pairs, len(pairs), False)
+    got = onnx_scorer(stage / onnx_name, stage, caps, len(pairs)).score_pairs(pairs)
     if not np.allclose(got, expected, atol=1e-5):
         raise GateFailedError(f"artifact self-check: staged model scores differ from the gated model by "
                               f"{float(np.abs(got - expected).max()):.3g}")

@@ -12,26 +12,28 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from export.scoring import Pair, _Tokenized
+from distill.cross_encoder import CrossEncoderScorer
+from export.scoring import Pair, with_batch_size
 
 __all__ = ["measure_latency"]
 
 logger = logging.getLogger(__name__)
 
 
-def measure_latency(scorer: _Tokenized, pairs: Sequence[Pair], batch_size: int, bucketed: bool, reps: int,
+def measure_latency(scorer: CrossEncoderScorer, pairs: Sequence[Pair], batch_size: int, reps: int,
                     warmup: int = 2) -> dict[str, float]:
-    """Wall time of scoring ``pairs`` end to end (tokenisation included), in milliseconds."""
+    """Wall time of scoring ``pairs`` end to end (tokenisation and length bucketing included), in milliseconds."""
     if reps < 1:
         raise ValueError(f"reps must be >= 1, got {reps}")
+    scorer = with_batch_size(scorer, batch_size)
     for _ in range(warmup):
-        scorer.score(pairs, batch_size, bucketed)
+        scorer.score_pairs(pairs)
     times = []
     for _ in range(reps):
         t0 = time.perf_counter()
-        scorer.score(pairs, batch_size, bucketed)
+        scorer.score_pairs(pairs)
         times.append(1000.0 * (time.perf_counter() - t0))
     arr = np.asarray(times)
     return {"p50_ms": float(np.percentile(arr, 50)), "p95_ms": float(np.percentile(arr, 95)),
             "mean_ms": float(arr.mean()), "reps": float(reps), "pairs": float(len(pairs)),
-            "batch_size": float(batch_size), "bucketed": float(bucketed)}
+            "batch_size": float(batch_size)}

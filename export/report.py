@@ -114,7 +114,7 @@ def compression_report(model_dir: str | Path, out_dir: str | Path, config: Repor
     from export._onnx import export_fp32, optimize, quantize_static_int8
     from export.latency import measure_latency
     from export.layers import keep_layers
-    from export.scoring import OnnxScorer
+    from export.scoring import export_caps, onnx_scorer
 
     cfg = config or ReportConfig()
     model_dir, out_dir = Path(model_dir), Path(out_dir)
@@ -139,20 +139,22 @@ def compression_report(model_dir: str | Path, out_dir: str | Path, config: Repor
             raw = export_fp32(src, work / f"L{depth}_onnx")
             paths = {"fp32": optimize(raw.parent, "O2", work / f"L{depth}_o2")}
             if "int8" in cfg.precisions:
-                enc = OnnxScorer(paths["fp32"], src, 256)
+                enc = onnx_scorer(paths["fp32"], src, export_caps(src, 256)).encoder
                 pairs = [p for q in list(calib.run)[:8] for p in calib.pairs(q)[1]][:128]
-                batches = [enc.encode(pairs[i:i + 8]) for i in range(0, len(pairs), 8)]
+                batches = [enc.batch([q for q, _ in pairs[i:i + 8]], [d for _, d in pairs[i:i + 8]])
+                           for i in range(0, len(pairs), 8)]
                 paths["int8"] = quantize_static_int8(raw, work / f"L{depth}_int8.onnx", isa, True, ("MatMul",), batches)
             for precision in cfg.precisions:
                 for max_len in cfg.max_lens:
-                    scorer = OnnxScorer(paths[precision], src, max_len)
+                    scorer = onnx_scorer(paths[precision], src, export_caps(src, max_len), 32)
                     run = {}
                     for qid in lists.run:
                         ids, ps = lists.pairs(qid)
-                        run[qid] = dict(zip(ids, map(float, scorer.score(ps, 32, True)), strict=True))
+                        run[qid] = dict(zip(ids, map(float, scorer.score_pairs(ps)), strict=True))
                     ndcg = evaluate(lists.qrels or {}, run, ["ndcg@10"]).metrics["ndcg@10"]
+                    # "unbucketed": the whole request as one batch padded to its longest pair
                     latency = {str(n): {mode: measure_latency(scorer, lat_pairs[:n], n if mode == "unbucketed" else cfg.bucket_batch_size,
-                                                              mode == "bucketed", cfg.reps)
+                                                              cfg.reps)
                                         for mode in ("unbucketed", "bucketed")} for n in cfg.n_passages}
                     rows.append({"layers": depth, "precision": precision, "max_len": max_len, "ndcg@10": ndcg,
                                  "latency": latency})

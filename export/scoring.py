@@ -1,96 +1,49 @@
-"""Score (query, passage) pairs with an ONNX cross-encoder or its PyTorch original.
+"""Scorers for the export gates and the compression report: the shared :mod:`distill.cross_encoder`
+scorer over the PyTorch student or an ONNX file, with the student's own token caps.
 
-Scores are raw logits of a 1-label cross-encoder (higher = more relevant). Pairs are truncated on
-the passage side to ``max_seq_len`` tokens. ``bucketed=True`` sorts pairs by token length before
-cutting them into batches, so each batch is padded only to its own longest pair; results are always
-returned in input order.
+There is no export-specific tokenisation or batching: gates score exactly as training evaluated and
+as the ranker serves.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
+from distill.cross_encoder import (
+    CrossEncoderScorer,
+    OnnxBackend,
+    PairEncoder,
+    TokenCaps,
+    TorchBackend,
+    load_caps,
+)
 
-__all__ = ["OnnxScorer", "Pair", "TorchScorer", "batch_order"]
+__all__ = ["Pair", "export_caps", "onnx_scorer", "torch_scorer", "with_batch_size"]
 
 logger = logging.getLogger(__name__)
 
 Pair = tuple[str, str]
 
 
-def batch_order(lengths: Sequence[int], batch_size: int, bucketed: bool) -> list[list[int]]:
-    """Indices of each batch: input order, or sorted by length (longest first) when ``bucketed``."""
-    order = sorted(range(len(lengths)), key=lambda i: -lengths[i]) if bucketed else list(range(len(lengths)))
-    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+def export_caps(model_dir: str | os.PathLike[str], max_seq_len: int | None) -> TokenCaps:
+    """The student's caps (``scoring.json``), with ``max_seq_len`` overridden when given."""
+    caps = load_caps(model_dir)
+    if max_seq_len is None or max_seq_len == caps.max_seq_len:
+        return caps
+    return TokenCaps(max_seq_len, caps.max_query_tokens, caps.max_doc_tokens)
 
 
-class _Tokenized:
-    def __init__(self, tokenizer_dir: str | os.PathLike[str], max_seq_len: int):
-        from transformers import AutoTokenizer
-
-        self.tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
-        self.max_seq_len = max_seq_len
-
-    def encode(self, pairs: Sequence[Pair]) -> dict[str, np.ndarray]:
-        enc = self.tokenizer([q for q, _ in pairs], [p for _, p in pairs], truncation="only_second",
-                             max_length=self.max_seq_len, padding=True, return_tensors="np")
-        return {k: v.astype(np.int64) for k, v in enc.items()}
-
-    def lengths(self, pairs: Sequence[Pair]) -> list[int]:
-        enc = self.tokenizer([q for q, _ in pairs], [p for _, p in pairs], truncation="only_second",
-                             max_length=self.max_seq_len)
-        return [len(ids) for ids in enc["input_ids"]]
-
-    def score(self, pairs: Sequence[Pair], batch_size: int, bucketed: bool) -> np.ndarray:
-        if not pairs:
-            return np.zeros(0, dtype=np.float32)
-        lengths = self.lengths(pairs) if bucketed else [0] * len(pairs)
-        out = np.empty(len(pairs), dtype=np.float32)
-        for idx in batch_order(lengths, batch_size, bucketed):
-            out[idx] = self._run(self.encode([pairs[i] for i in idx]))
-        return out
-
-    def _run(self, batch: dict[str, np.ndarray]) -> np.ndarray:  # pragma: no cover - abstract
-        raise NotImplementedError
+def onnx_scorer(onnx_path: str | os.PathLike[str], tokenizer_dir: str | os.PathLike[str], caps: TokenCaps,
+                batch_size: int = 16, threads: int | None = None) -> CrossEncoderScorer:
+    return CrossEncoderScorer(PairEncoder(Path(tokenizer_dir), caps), OnnxBackend.load(onnx_path, threads), batch_size)
 
 
-class OnnxScorer(_Tokenized):
-    """onnxruntime session over one ``.onnx`` file; the tokenizer is read from ``tokenizer_dir``."""
-
-    def __init__(self, onnx_path: str | os.PathLike[str], tokenizer_dir: str | os.PathLike[str], max_seq_len: int = 256,
-                 intra_op_threads: int = 0):
-        import onnxruntime as ort
-
-        super().__init__(tokenizer_dir, max_seq_len)
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = intra_op_threads
-        self.path = Path(onnx_path)
-        self.session = ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])
-        self.input_names = [i.name for i in self.session.get_inputs()]
-
-    def _run(self, batch: dict[str, np.ndarray]) -> np.ndarray:
-        feed = {name: batch[name] for name in self.input_names}
-        logits = self.session.run(None, feed)[0]
-        return np.asarray(logits, dtype=np.float32).reshape(len(batch["input_ids"]), -1)[:, 0]
+def torch_scorer(model_dir: str | os.PathLike[str], caps: TokenCaps, batch_size: int = 16) -> CrossEncoderScorer:
+    return CrossEncoderScorer(PairEncoder(Path(model_dir), caps), TorchBackend.load(model_dir), batch_size)
 
 
-class TorchScorer(_Tokenized):
-    """The PyTorch student (an HF ``*ForSequenceClassification`` dir with one label)."""
-
-    def __init__(self, model_dir: str | os.PathLike[str], max_seq_len: int = 256):
-        import torch
-        from transformers import AutoModelForSequenceClassification
-
-        super().__init__(model_dir, max_seq_len)
-        self._torch = torch
-        self.model = AutoModelForSequenceClassification.from_pretrained(str(model_dir), dtype=torch.float32).eval()
-
-    def _run(self, batch: dict[str, np.ndarray]) -> np.ndarray:
-        torch = self._torch
-        with torch.inference_mode():
-            logits = self.model(**{k: torch.from_numpy(v) for k, v in batch.items()}).logits
-        return logits[:, 0].float().numpy()
+def with_batch_size(scorer: CrossEncoderScorer, batch_size: int) -> CrossEncoderScorer:
+    """The same tokeniser and model, another batch size (batch-invariance gates score alone and mixed)."""
+    return CrossEncoderScorer(scorer.encoder, scorer.backend, batch_size)

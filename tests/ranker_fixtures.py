@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 
-def export_onnx_dir(hf_dir: Path, out: Path, max_seq_len: int = 128) -> Path:
+def export_onnx_dir(hf_dir: Path, out: Path, max_seq_len: int = 128, token_caps: object = None) -> Path:
     """Export an HF cross-encoder dir the way ``distilrank export`` lays it out (ONNX + tokenizer + card)."""
     from optimum.onnxruntime import ORTModelForSequenceClassification
     from transformers import AutoTokenizer
@@ -28,7 +28,8 @@ def export_onnx_dir(hf_dir: Path, out: Path, max_seq_len: int = 128) -> Path:
 
     ORTModelForSequenceClassification.from_pretrained(hf_dir, export=True).save_pretrained(out)
     AutoTokenizer.from_pretrained(hf_dir).save_pretrained(out)
-    write_model_card(out, {"name": "tiny-ce", "onnx_file": "model.onnx", "precision": "fp32", "max_seq_len": max_seq_len,
+    caps = {"token_caps": token_caps.to_dict(), "max_seq_len": token_caps.max_seq_len} if token_caps else {}  # type: ignore[attr-defined]
+    write_model_card(out, {"name": "tiny-ce", "onnx_file": "model.onnx", "precision": "fp32", "max_seq_len": max_seq_len, **caps,
                            "score": "raw logit of a 1-label cross-encoder; higher = more relevant",
                            "tokenizer": "tokenizer.json", "decision": "test fixture"})
     return out

@@ -81,13 +81,14 @@ def test_artifact_loads_with_optimum_and_sentence_transformers(int8_artifact: Pa
     from sentence_transformers import CrossEncoder
     from transformers import AutoTokenizer
 
-    from export.scoring import OnnxScorer
+    from export.scoring import onnx_scorer
+    from ranker.runtime import card_caps
 
     card = load_model_card(int8_artifact)
     pairs = [("what causes fever", "Fever is caused by pyrogens released during infection."),
              ("what causes fever", "The stock market closed higher on Tuesday."),
              ("protein folding", "Chaperones assist the folding of nascent polypeptides.")]
-    expected = OnnxScorer(int8_artifact / card["onnx_file"], int8_artifact).score(pairs, 1, bucketed=False)
+    expected = onnx_scorer(int8_artifact / card["onnx_file"], int8_artifact, card_caps(card, int8_artifact), 1).score_pairs(pairs)
 
     ort_model = ORTModelForSequenceClassification.from_pretrained(int8_artifact, file_name=card["onnx_file"])
     tok = AutoTokenizer.from_pretrained(int8_artifact)

@@ -13,7 +13,6 @@ from distill.errors import ConfigError, GateFailedError
 from export._isa import detect_isa
 from export.config import ExportConfig, GateTolerances
 from export.gates import batch_invariance_gate, ndcg_gate, parity_gate, raise_if_failed, ranking_agreement
-from export.scoring import batch_order
 
 
 def test_config_validation() -> None:
@@ -61,9 +60,24 @@ def test_detect_isa_from_cpuinfo(tmp_path: Path) -> None:
     assert detect_isa(tmp_path / "absent") == "avx2"
 
 
-def test_batch_order_sorts_by_length_and_keeps_all() -> None:
-    assert batch_order([3, 9, 1, 5], 2, bucketed=True) == [[1, 3], [0, 2]]
-    assert batch_order([3, 9, 1, 5], 3, bucketed=False) == [[0, 1, 2], [3]]
+def test_scorer_buckets_by_length_and_keeps_input_order(tiny_cross_encoder_dir: Path) -> None:
+    """Batches are cut from the pairs sorted longest first, each padded to its own longest pair; scores
+    come back in input order (the recording backend returns each row's real length as its score)."""
+    import numpy as np
+
+    from distill.cross_encoder import CrossEncoderScorer, PairEncoder, TokenCaps
+
+    widths: list[int] = []
+
+    def backend(batch: dict[str, np.ndarray]) -> np.ndarray:
+        widths.append(batch["input_ids"].shape[1])
+        return batch["attention_mask"].sum(axis=1).astype(np.float32)
+
+    scorer = CrossEncoderScorer(PairEncoder(tiny_cross_encoder_dir, TokenCaps(64)), backend, batch_size=2)
+    docs = ["a " * 3, "a " * 30, "a", "a " * 10]
+    lengths = scorer.score(["q"] * 4, docs)
+    assert list(lengths) == [1 + 3 + 3, 1 + 30 + 3, 1 + 1 + 3, 1 + 10 + 3]  # query + document + [CLS] [SEP] [SEP]
+    assert widths == [34, 7]  # [30-word, 10-word] then [3-word, 1-word]
 
 
 def test_keep_layers_keeps_spread_layers(tiny_cross_encoder_dir: Path, tmp_path: Path) -> None:

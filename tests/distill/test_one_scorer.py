@@ -1,0 +1,69 @@
+"""One scorer, four paths: the student's dev evaluation (in-memory model), ``student rerank`` (saved dir),
+the export gates (torch and ONNX) and the ranker runtime score the same pairs identically, long query
+and long document included, because they share :mod:`distill.cross_encoder`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from distill.cross_encoder import PairEncoder, TokenCaps
+
+LONG_QUERY = " ".join(f"word{i}" for i in range(200))
+PAIRS = [
+    ("what causes fever", "Fever is caused by pyrogens released by the immune system."),
+    (LONG_QUERY, "A short document."),
+    ("x", "token " * 600),
+    (LONG_QUERY, "another " * 600),
+    ("protein folding in bacteria", "Chaperones assist the folding of nascent polypeptides in E. coli."),
+]
+CAPS = TokenCaps(max_seq_len=48, max_query_tokens=12, max_doc_tokens=30)
+
+
+def test_truncation_rule(tiny_cross_encoder_dir: Path) -> None:
+    enc = PairEncoder(tiny_cross_encoder_dir, CAPS)
+    rows = enc.encode([q for q, _ in PAIRS], [d for _, d in PAIRS])
+    for (ids, types), (q, _) in zip(rows, PAIRS, strict=True):
+        assert len(ids) <= CAPS.max_seq_len
+        n_query = types.index(1) - 2  # [CLS] q [SEP] | d [SEP]
+        assert n_query <= CAPS.max_query_tokens
+        assert len(ids) - n_query - 3 <= CAPS.max_doc_tokens
+    assert len(rows[3][0]) == 3 + 12 + 30  # both sides capped
+
+
+@pytest.fixture(scope="module")
+def student_dir(ranker_hf_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from distill.student.model import load_student, save_student
+
+    import torch
+
+    out = tmp_path_factory.mktemp("student")
+    model, tok = load_student(ranker_hf_dir)
+    with torch.no_grad():  # spread the random model's scores so an order check means something
+        model.classifier.weight.mul_(100.0)
+    return save_student(model, tok, out, CAPS)
+
+
+def test_four_paths_score_alike(student_dir: Path, tmp_path: Path) -> None:
+    from distill.student.model import load_student, student_scorer
+    from export.scoring import export_caps, onnx_scorer, torch_scorer
+    from ranker.runtime import RerankRuntime, RuntimeConfig
+    from tests.ranker_fixtures import export_onnx_dir
+
+    model, tok = load_student(student_dir)
+    dev_eval = student_scorer(model, tok, CAPS, batch_size=2).score_pairs(PAIRS)       # training's dev evaluation
+    rerank_cmd = student_scorer(student_dir, batch_size=32).score_pairs(PAIRS)          # `distilrank student rerank`
+    caps = export_caps(student_dir, None)
+    assert caps == CAPS
+    gate_torch = torch_scorer(student_dir, caps, 3).score_pairs(PAIRS)                  # export gate, PyTorch side
+    onnx_dir = export_onnx_dir(student_dir, tmp_path / "onnx", token_caps=CAPS)
+    gate_onnx = onnx_scorer(onnx_dir / "model.onnx", onnx_dir, caps, 4).score_pairs(PAIRS)  # export gate, ONNX side
+    runtime = RerankRuntime.load(onnx_dir, RuntimeConfig(threads=1, chunk_size=2))
+    served = runtime.score_pairs([q for q, _ in PAIRS], [d for _, d in PAIRS])          # the ranker service
+    gaps = np.abs(np.diff(np.sort(dev_eval)))
+    assert gaps.min() > 1e-2  # distinct scores: the order check means something
+    for other in (rerank_cmd, gate_torch, gate_onnx, served):
+        np.testing.assert_allclose(other, dev_eval, atol=1e-4 * float(np.ptp(dev_eval)) + 1e-5, rtol=0)
+        assert list(np.argsort(-other)) == list(np.argsort(-dev_eval))
