@@ -290,6 +290,7 @@ def write_results(out_dir: Path, result: dict) -> None:
 def main(before_dir: str, model_dir: str | None, work: str, duration: float, clients: int, docs: int, out_dir: str) -> None:
     """Before vs after: capacity, then goodput and accepted p99 at 1x/2x/4x capacity with a 1 s deadline."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     t0 = time.monotonic()
     work_dir = Path(work)
     work_dir.mkdir(parents=True, exist_ok=True)
