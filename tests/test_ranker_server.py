@@ -279,6 +279,21 @@ def test_graceful_timeout_answers_and_logs_dropped_requests(ranker_runtime, capl
     assert "queued requests were finished" not in log
 
 
+def test_unhandled_error_is_a_counted_json_500(ranker_runtime):
+    class BrokenCard(SlowRuntime):
+        @property
+        def card(self):
+            raise KeyError("onnx_file")  # a bug: /info cannot be built
+
+    app = create_app(BrokenCard(ranker_runtime, 0.0), ServerConfig())
+    with running_server(app) as url:
+        r = httpx.get(f"{url}/info")
+        assert r.status_code == 500 and r.headers["content-type"].startswith("application/json"), r.text
+        assert r.json()["error"]["type"] == "internal_error"
+        assert httpx.get(f"{url}/health").status_code == 200
+        assert 'distilrank_requests_total{endpoint="/info",status="500"} 1.0' in httpx.get(f"{url}/metrics").text
+
+
 def test_auth_on(ranker_runtime):
     app = create_app(ranker_runtime, ServerConfig(api_key="s3cret"))
     with running_server(app) as url:
