@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import logging
+import os
 
 import click
+
+from distill.errors import ConfigError
 
 __all__ = ["serve"]
 
@@ -22,6 +25,18 @@ logger = logging.getLogger(__name__)
               help="How long a batch waits for more requests after the first arrives.")
 @click.option("--max-queue", default=1024, show_default=True, type=click.IntRange(min=1),
               help="Most pairs waiting; beyond it requests get 503 + Retry-After at once.")
+@click.option("--max-queue-requests", default=32, show_default=True, type=click.IntRange(min=1),
+              help="Most requests waiting (whatever their size); beyond it 503 + Retry-After at once.")
+@click.option("--default-deadline-ms", default=None, type=click.FloatRange(min=0, min_open=True),
+              help="Deadline for requests without the X-Request-Timeout-Ms header [default: none, so they are shed "
+                   "only by the queue bounds, never by time].")
+@click.option("--max-body-bytes", default=None, type=click.IntRange(min=1024),
+              help="Largest request body; bigger is 413 before it is read [default: the largest body max-docs texts "
+                   "of max-chars characters can take: (max_docs+1) x (6 x max_chars + 1 KiB) + 64 KiB].")
+@click.option("--header-timeout", default=10.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
+              help="Seconds for a client to send the request line and headers (408 and close after).")
+@click.option("--body-timeout", default=10.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
+              help="Seconds each read of a request body may stall (408 after).")
 @click.option("--max-docs", default=1000, show_default=True, type=click.IntRange(min=1), help="Most documents per request.")
 @click.option("--max-chars", default=20_000, show_default=True, type=click.IntRange(min=1),
               help="Most characters per text; longer is 413 (token truncation happens below this anyway).")
@@ -38,26 +53,32 @@ logger = logging.getLogger(__name__)
 @click.option("--scores", type=click.Choice(["sigmoid", "raw"]), default="sigmoid", show_default=True,
               help="relevance_score of /v1/rerank: sigmoid(logit) in [0,1] or the raw logit.")
 @click.option("--graceful-timeout", default=30, show_default=True, type=click.IntRange(min=1),
-              help="Seconds to finish in-flight requests on SIGTERM/SIGINT.")
+              help="Seconds to finish in-flight requests on SIGTERM/SIGINT; requests still running then get 503 "
+                   "and are logged as dropped.")
 def serve(model_dir: str, host: str, port: int, max_batch_pairs: int, max_wait_ms: float, max_queue: int,
-          max_docs: int, max_chars: int, threads: int | None, chunk_size: int, spin: bool, provider: str, api_key: str | None,
-          cache_size: int, scores: str, graceful_timeout: int) -> None:
+          max_queue_requests: int, default_deadline_ms: float | None, max_body_bytes: int | None, header_timeout: float,
+          body_timeout: float, max_docs: int, max_chars: int, threads: int | None, chunk_size: int, spin: bool,
+          provider: str, api_key: str | None, cache_size: int, scores: str, graceful_timeout: int) -> None:
     """Serve the reranker: POST /v1/rerank (Cohere), POST /rerank (TEI), /health, /ready, /info, /metrics."""
-    import uvicorn
-
     from ranker.runtime import RerankRuntime, RuntimeConfig
-    from ranker.server import ServerConfig, create_app
+    from ranker.server import ServerConfig, create_app, make_server
 
+    # click reads an empty DISTILRANK_API_KEY as unset; an empty key is a mistake, never "auth off"
+    if api_key is None and "DISTILRANK_API_KEY" in os.environ:
+        raise ConfigError("DISTILRANK_API_KEY is set but empty: give it a non-empty token, or unset it to run without "
+                          "auth")
+    if api_key is not None and not api_key.strip():
+        raise ConfigError("--api-key is empty: give a non-empty token, or leave the option out to run without auth")
     # validate everything before loading the model, so a typo fails in milliseconds
     config = ServerConfig(max_batch_pairs=max_batch_pairs, max_wait_ms=max_wait_ms, max_queue=max_queue,
-                          max_docs=max_docs, max_chars=max_chars, api_key=api_key, cache_size=cache_size,
-                          scores=scores)  # type: ignore[arg-type]
+                          max_queue_requests=max_queue_requests, default_deadline_ms=default_deadline_ms,
+                          max_body_bytes=max_body_bytes, header_timeout_s=header_timeout, body_timeout_s=body_timeout,
+                          graceful_timeout_s=graceful_timeout, max_docs=max_docs, max_chars=max_chars, api_key=api_key,
+                          cache_size=cache_size, scores=scores)  # type: ignore[arg-type]
     runtime = RerankRuntime.load(model_dir, RuntimeConfig(threads=threads, chunk_size=chunk_size, provider=provider, spin=spin))
     if host not in ("127.0.0.1", "localhost", "::1") and api_key is None:
         logger.warning("binding %s without --api-key: anyone who can reach this port can use the model", host)
-    app = create_app(runtime, config)
-    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False,
-                                           timeout_graceful_shutdown=graceful_timeout, lifespan="on"))
+    server = make_server(create_app(runtime, config), host=host, port=port)
     server.run()
     if not server.started:
         raise SystemExit(1)

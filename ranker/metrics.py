@@ -22,6 +22,7 @@ class RankerMetrics:
         r = self.registry
         self.request_latency = Histogram("distilrank_request_latency_seconds", "Rerank request latency (end to end in the server)",
                                          ["endpoint"], buckets=_LATENCY_BUCKETS, registry=r)
+        # every response of every endpoint, 5xx included; status 499 = the client left before any response
         self.requests = Counter("distilrank_requests", "Requests answered, by endpoint and HTTP status",
                                 ["endpoint", "status"], registry=r)
         self.batch_size = Histogram("distilrank_batch_size_pairs", "Pairs per inference batch (across requests)",
@@ -29,6 +30,12 @@ class RankerMetrics:
         self.batch_latency = Histogram("distilrank_batch_latency_seconds", "Inference time per batch",
                                        buckets=_LATENCY_BUCKETS, registry=r)
         self.queue_depth = Gauge("distilrank_queue_depth_pairs", "Pairs waiting for the inference worker", registry=r)
+        self.queue_requests = Gauge("distilrank_queue_depth_requests", "Requests waiting for the inference worker",
+                                    registry=r)
+        self.service_rate = Gauge("distilrank_service_rate_pairs_per_second",
+                                  "Measured scoring rate (EWMA over batches) used for admission control", registry=r)
+        self.dropped_at_shutdown = Counter("distilrank_dropped_at_shutdown",
+                                           "Requests still in flight when the graceful shutdown timeout hit", registry=r)
         self.errors = Counter("distilrank_errors", "Error responses by type", ["type"], registry=r)
         self.cache_hits = Counter("distilrank_cache_hits", "Scores served from the score cache", registry=r)
         self.cache_misses = Counter("distilrank_cache_misses", "Scores computed because the cache missed", registry=r)
@@ -39,6 +46,10 @@ class RankerMetrics:
     def observe_batch(self, pairs: int, seconds: float) -> None:
         self.batch_size.observe(pairs)
         self.batch_latency.observe(seconds)
+
+    def observe_queue(self, pairs: int, requests: int) -> None:
+        self.queue_depth.set(pairs)
+        self.queue_requests.set(requests)
 
     def observe_cache(self, hits: int, misses: int) -> None:
         self.cache_hits.inc(hits)

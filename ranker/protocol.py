@@ -11,14 +11,18 @@ Two APIs are served from the same model:
 Results are always sorted by score, descending; ``index`` points into the request's list. Unknown
 request fields are rejected (422) so a typo is never silently ignored. Over-long texts are
 truncated by tokens (the document side, to the model's ``max_seq_len``), never rejected for length
-in tokens; ``--max-chars`` bounds characters per text.
+in tokens; ``--max-chars`` bounds characters per text. Every text must be valid Unicode: a lone
+UTF-16 surrogate (JSON ``"\\ud800"``) cannot be encoded as UTF-8 for the tokenizer and is rejected with
+422 naming the field (``query``, ``documents.3``, ``texts.0``), before it can reach a batch.
+
+Every 4xx/5xx body has the same shape, :class:`ErrorResponse`: ``{"error": {"type", "message"}}``.
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 __all__ = [
     "ApiError",
@@ -48,13 +52,33 @@ def _non_blank(value: str, what: str) -> str:
     return value
 
 
+def _valid_unicode(value: str) -> str:
+    """Reject text that has no UTF-8 encoding (lone surrogates): the tokenizer would raise on it."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        bad = value[exc.start]
+        raise ValueError(f"invalid Unicode: lone surrogate U+{ord(bad):04X} at character {exc.start}; "
+                         "send valid UTF-8 text (pair the surrogates or drop them client-side)") from None
+    return value
+
+
+def _valid_document(value: str | CohereDocument) -> str | CohereDocument:
+    _valid_unicode(value if isinstance(value, str) else value.text)
+    return value
+
+
+#: a text that will be scored; the validator runs per item, so an error's location is ``documents.3``
+Text = Annotated[str, AfterValidator(_valid_unicode)]
+
+
 class CohereDocument(BaseModel):
     """A document given as an object; only ``text`` is scored, other fields are accepted and ignored
     (Cohere lets callers attach ids and metadata)."""
 
     model_config = ConfigDict(extra="allow")
 
-    text: str
+    text: str  # checked for valid Unicode by RerankRequest, so the error names documents.<i>
 
     @field_validator("text")
     @classmethod
@@ -65,8 +89,8 @@ class CohereDocument(BaseModel):
 class RerankRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    query: str = Field(description="The search query. Must not be blank.")
-    documents: list[str | CohereDocument] = Field(
+    query: Text = Field(description="The search query. Must not be blank.")
+    documents: list[Annotated[str | CohereDocument, AfterValidator(_valid_document)]] = Field(
         min_length=1, description='Texts to rank: strings or objects with a "text" field.')
     top_n: int | None = Field(default=None, ge=1, description="Return only the best n results (default: all).")
     return_documents: bool = Field(default=False, description="Echo each document's text in the results.")
@@ -119,8 +143,8 @@ class RerankResponse(BaseModel):
 class TEIRerankRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    query: str
-    texts: list[str] = Field(min_length=1)
+    query: Text
+    texts: list[Text] = Field(min_length=1)
     return_text: bool = False
     truncate: bool = Field(default=True, description="Accepted for TEI compatibility; texts are always truncated by tokens.")
     raw_scores: bool = Field(default=False, description="Return raw logits instead of sigmoid(logit).")

@@ -4,32 +4,48 @@ Endpoints: ``POST /v1/rerank`` (Cohere), ``POST /rerank`` (TEI), ``GET /health``
 ``/info``, ``/metrics``. Inference runs in the batcher's worker thread, never on the event loop.
 With ``api_key`` set, the rerank endpoints and ``/info`` require ``Authorization: Bearer <key>``;
 health, readiness and metrics stay open for probes and scrapers.
+
+Order of checks for a request (see :mod:`ranker._http_guard`): auth (401, body unread) ->
+``Content-Length`` against ``max_body_bytes`` (413) -> body read with a stall timeout (408) -> JSON and
+schema (400/422) -> limits (413) -> admission by the batcher (503 + Retry-After) -> scoring, or 504
+when the deadline passes first. Every 4xx/5xx body is :class:`~ranker.protocol.ErrorResponse`, and
+every response is counted in ``distilrank_requests_total{endpoint,status}``.
+
+Timeouts (defaults): request line + headers 10 s from connection open (408, connection closed);
+each read of the body 10 s (408); keep-alive idle 5 s; graceful shutdown 30 s (requests still running
+then are answered 503 ``shutting_down`` and logged as dropped).
 """
 
 from __future__ import annotations
 
-import hmac
+import asyncio
 import logging
 import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 import numpy as np
+import uvicorn
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security import HTTPBearer
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from distill.errors import ConfigError
 from ranker._cache import ScoreCache
+from ranker._http_guard import GuardSettings, InFlight, RequestGuard
+from ranker._transport import DrainingServer, header_timeout_protocol
 from ranker.batcher import (
+    AdmissionError,
     BatcherConfig,
     DeadlineExceededError,
     MicroBatcher,
-    QueueFullError,
+    OverloadedError,
+    ScoringError,
     ShuttingDownError,
 )
 from ranker.metrics import RankerMetrics
@@ -50,31 +66,48 @@ from ranker.protocol import (
 )
 from ranker.runtime import RerankRuntime, sigmoid
 
-__all__ = ["ServerConfig", "create_app"]
+__all__ = ["ServerConfig", "create_app", "make_server"]
 
 logger = logging.getLogger(__name__)
 
 ScoreMode = Literal["sigmoid", "raw"]
 
-# module level: annotations are strings (PEP 563) and FastAPI resolves them in module globals
+# module level: annotations are strings (PEP 563) and FastAPI resolves them in module globals.
+# It only documents the scheme in OpenAPI: the token is checked by the guard, before the body is read.
 _BEARER = HTTPBearer(auto_error=False, description="Needed only when the server runs with --api-key")
+
+#: bytes per character in the worst legal case: a JSON \uXXXX escape (json.dumps' default for non-ASCII)
+_BYTES_PER_CHAR = 6
+_PER_DOC_OVERHEAD = 1024  # quotes, commas, {"text": ...} and the ids/metadata Cohere lets callers attach
+_BODY_MARGIN = 64 * 1024
 
 
 @dataclass(frozen=True)
 class ServerConfig:
     """Limits are per request: ``max_docs`` documents, ``max_chars`` characters per text (query
-    included). ``max_queue`` bounds queued pairs (>= max_docs so one full request always fits).
-    ``cache_size`` 0 disables the score cache."""
+    included), ``max_body_bytes`` bytes of body (None: derived, see :meth:`body_limit`).
+    ``max_queue`` bounds queued pairs (>= max_docs so one full request always fits),
+    ``max_queue_requests`` queued requests. ``default_deadline_ms`` applies to requests without the
+    deadline header; None (the default) means such requests are shed only by the queue bounds, never
+    by time -- callers that have a deadline should send it. ``cache_size`` 0 disables the score cache.
+    Timeouts are in seconds: ``header_timeout_s`` for the request line and headers, ``body_timeout_s``
+    for each read of the body, ``graceful_timeout_s`` for requests in flight at shutdown."""
 
     max_batch_pairs: int = 64
     max_wait_ms: float = 2.0
     max_queue: int = 1024
+    max_queue_requests: int = 32
     max_docs: int = 1000
     max_chars: int = 20_000
+    max_body_bytes: int | None = None
+    default_deadline_ms: float | None = None
     api_key: str | None = None
     cache_size: int = 0
     scores: ScoreMode = "sigmoid"
     warmup: bool = True
+    header_timeout_s: float = 10.0
+    body_timeout_s: float = 10.0
+    graceful_timeout_s: float = 30.0
 
     def __post_init__(self) -> None:
         if self.max_docs < 1:
@@ -90,68 +123,121 @@ class ServerConfig:
             raise ConfigError("api_key is empty; unset it to disable auth or give a non-empty token")
         if self.scores not in ("sigmoid", "raw"):
             raise ConfigError(f"scores={self.scores!r}: choose sigmoid or raw")
-        BatcherConfig(self.max_batch_pairs, self.max_wait_ms, self.max_queue)  # validates those three
+        if self.max_body_bytes is not None and self.max_body_bytes < 1024:
+            raise ConfigError(f"max_body_bytes={self.max_body_bytes}: must be >= 1024 bytes")
+        if self.default_deadline_ms is not None and not self.default_deadline_ms > 0:
+            raise ConfigError(f"default_deadline_ms={self.default_deadline_ms}: use a positive number of milliseconds "
+                              "or leave it unset (no time-based shedding)")
+        for name in ("header_timeout_s", "body_timeout_s", "graceful_timeout_s"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"{name}={getattr(self, name)}: must be > 0 seconds")
+        self.batcher_config()  # validates the batcher's fields
+
+    def batcher_config(self) -> BatcherConfig:
+        return BatcherConfig(self.max_batch_pairs, self.max_wait_ms, self.max_queue, self.max_queue_requests)
+
+    def body_limit(self) -> int:
+        """``max_body_bytes``, or the largest body a request within max_docs/max_chars can have: every
+        character \\u-escaped (6 bytes) plus 1 KiB per document for JSON syntax and metadata, + 64 KiB."""
+        if self.max_body_bytes is not None:
+            return self.max_body_bytes
+        return (self.max_docs + 1) * (_BYTES_PER_CHAR * self.max_chars + _PER_DOC_OVERHEAD) + _BODY_MARGIN
 
     def limits(self) -> dict[str, int | float | bool]:
         d = asdict(self)
-        return {k: d[k] for k in ("max_batch_pairs", "max_wait_ms", "max_queue", "max_docs", "max_chars", "cache_size")} | {
-            "auth": self.api_key is not None}
+        keys = ("max_batch_pairs", "max_wait_ms", "max_queue", "max_queue_requests", "max_docs", "max_chars", "cache_size",
+                "header_timeout_s", "body_timeout_s", "graceful_timeout_s")
+        out: dict[str, int | float | bool] = {k: d[k] for k in keys}
+        out["max_body_bytes"] = self.body_limit()
+        if self.default_deadline_ms is not None:
+            out["default_deadline_ms"] = self.default_deadline_ms
+        return out | {"auth": self.api_key is not None}
 
 
 _ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorResponse, "description": desc} for code, desc in {
-        400: "Malformed JSON", 401: "Missing or wrong bearer token (when auth is on)",
-        413: "Too many documents or a text longer than max_chars", 422: "Invalid request fields",
-        503: "Queue full or shutting down; retry after Retry-After seconds",
-        504: f"The {DEADLINE_HEADER} deadline cannot be met"}.items()}
+        400: "Malformed JSON or header", 401: "Missing or wrong bearer token (when auth is on)",
+        408: "The request body stalled", 413: "Body over max_body_bytes, too many documents or a text longer than max_chars",
+        422: "Invalid request fields (invalid Unicode included)",
+        500: "Scoring this request failed (only this request: batch-mates are retried on their own)",
+        503: "Queue full, expected wait beyond the deadline, or shutting down; retry after Retry-After seconds",
+        504: f"The {DEADLINE_HEADER} deadline passed before the request was scored"}.items()}
 
 
-def _deadline(request: Request) -> float | None:
+def _deadline(request: Request, default_ms: float | None) -> float | None:
+    """The request's deadline as a ``time.monotonic()`` instant, counted from its arrival at the server."""
     raw = request.headers.get(DEADLINE_HEADER)
     if raw is None:
+        ms = default_ms
+    else:
+        try:
+            ms = float(raw)
+        except ValueError:
+            ms = -1.0
+        if not 0 < ms < float("inf"):
+            raise ApiError(400, "invalid_header", f"{DEADLINE_HEADER}={raw!r}: give a positive number of milliseconds")
+    if ms is None:
         return None
-    try:
-        ms = float(raw)
-    except ValueError:
-        ms = -1.0
-    if not ms > 0:
-        raise ApiError(400, "invalid_header", f"{DEADLINE_HEADER}={raw!r}: give a positive number of milliseconds")
-    return time.monotonic() + ms / 1000
+    arrived = request.scope.get("state", {}).get("arrived", time.monotonic())
+    return float(arrived) + ms / 1000
 
 
 def create_app(runtime: RerankRuntime, config: ServerConfig | None = None) -> FastAPI:
     """Build the app around an already loaded (checksum-verified) runtime. The batcher starts in the
-    lifespan (after a warm-up) and is drained on shutdown, so in-flight requests finish."""
+    lifespan (after a warm-up) and is drained on shutdown; the log says how many requests in flight
+    were finished and how many the graceful timeout cut off."""
     config = config or ServerConfig()
     metrics = RankerMetrics()
     cache = ScoreCache(runtime.model_sha256, config.cache_size) if config.cache_size else None
-    state: dict[str, Any] = {"batcher": None, "ready": False}
+    inflight = InFlight()
+    state: dict[str, Any] = {"batcher": None, "ready": False, "draining": False, "in_flight_at_drain": 0}
     score_name: Literal["sigmoid", "raw_logit"] = "sigmoid" if config.scores == "sigmoid" else "raw_logit"
+
+    def begin_drain() -> None:
+        """Called when SIGTERM/SIGINT starts the graceful shutdown: not ready, no new work."""
+        state["draining"] = True
+        state["ready"] = False
+        state["in_flight_at_drain"] = inflight.now
+        logger.info("draining: %d request(s) in flight, up to %g s to finish them", inflight.now,
+                    config.graceful_timeout_s)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if config.warmup and not getattr(runtime, "warmed", False):
             runtime.warmup()
-        state["batcher"] = MicroBatcher(
-            runtime, BatcherConfig(config.max_batch_pairs, config.max_wait_ms, config.max_queue),
-            on_batch=metrics.observe_batch, on_queue_depth=metrics.queue_depth.set)
+        batcher = MicroBatcher(
+            runtime, config.batcher_config(), on_batch=metrics.observe_batch, on_queue_depth=metrics.observe_queue)
+        state["batcher"] = batcher
+        metrics.service_rate.set_function(lambda: batcher.service_rate)
         state["ready"] = True
         logger.info("ranker ready: %s", runtime.name)
         try:
             yield
         finally:
             state["ready"] = False
-            state["batcher"].close()
-            logger.info("ranker stopped; queued requests were finished")
+            # uvicorn gets here after every request finished or after it cancelled the rest at the graceful
+            # timeout; let the cancelled ones answer their 503 before counting
+            for _ in range(20):
+                if not inflight.now:
+                    break
+                await asyncio.sleep(0.01)
+            drained = await asyncio.get_running_loop().run_in_executor(None, batcher.close, config.graceful_timeout_s)
+            dropped = inflight.dropped + inflight.now
+            metrics.dropped_at_shutdown.inc(dropped)
+            at_drain = state["in_flight_at_drain"]
+            if dropped or not drained:
+                logger.warning("ranker stopped: %d request(s) were still in flight when the %g s graceful timeout hit "
+                               "and were dropped (answered 503 shutting_down where the connection was open); %d of "
+                               "%d in flight at shutdown were finished", dropped, config.graceful_timeout_s,
+                               max(at_drain - dropped, 0), at_drain)
+            else:
+                logger.info("ranker stopped; queued requests were finished (%d in flight at shutdown, none dropped)",
+                            at_drain)
 
     app = FastAPI(title="distilrank ranker", version="1", lifespan=lifespan,
                   description="Cross-encoder reranking: Cohere-compatible /v1/rerank and TEI-compatible /rerank.")
-    def check_auth(creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_BEARER)]) -> None:
-        if config.api_key is None:
-            return
-        if creds is None or not hmac.compare_digest(creds.credentials.encode(), config.api_key.encode()):
-            raise ApiError(401, "unauthorized", "missing or wrong bearer token: send 'Authorization: Bearer <key>' "
-                           "with the key the server was started with", headers={"WWW-Authenticate": "Bearer"})
+    app.add_middleware(RequestGuard, metrics=metrics, inflight=inflight, settings=GuardSettings(
+        api_key=config.api_key, max_body_bytes=config.body_limit(), body_timeout_s=config.body_timeout_s))
 
     def error_response(exc: ApiError) -> JSONResponse:
         metrics.errors.labels(exc.type).inc()
@@ -160,6 +246,20 @@ def create_app(runtime: RerankRuntime, config: ServerConfig | None = None) -> Fa
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
         return error_response(exc)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        # routing (404, 405) and body-parse failures (400) from FastAPI itself: same error schema
+        kinds = {400: "invalid_body", 404: "not_found", 405: "method_not_allowed"}
+        message = str(exc.detail)
+        if exc.status_code == 400:
+            message = "the body could not be parsed (not UTF-8 JSON?): send a JSON object with Content-Type: application/json"
+        elif exc.status_code == 404:
+            message = f"no endpoint {request.url.path}; see /openapi.json"
+        elif exc.status_code == 405:
+            message = f"{request.method} is not allowed on {request.url.path}; see /openapi.json"
+        return error_response(ApiError(exc.status_code, kinds.get(exc.status_code, "http_error"), message,
+                                       headers=dict(exc.headers or {})))
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -189,8 +289,11 @@ def create_app(runtime: RerankRuntime, config: ServerConfig | None = None) -> Fa
                                "cut it client-side (only the first max_seq_len tokens are scored anyway)")
 
     async def logits_for(request: Request, query: str, texts: list[str]) -> tuple[np.ndarray, int]:
-        deadline = _deadline(request)
+        deadline = _deadline(request, config.default_deadline_ms)
         batcher: MicroBatcher | None = state["batcher"]
+        if state["draining"]:
+            raise ApiError(503, "shutting_down", "the server is stopping; retry on another replica",
+                           headers={"Retry-After": "1", "Connection": "close"})
         if batcher is None or not state["ready"]:
             raise ApiError(503, "not_ready", "the model is loading or the server is stopping; retry shortly",
                            headers={"Retry-After": "1"})
@@ -210,33 +313,29 @@ def create_app(runtime: RerankRuntime, config: ServerConfig | None = None) -> Fa
         if missing:
             try:
                 scores = await batcher.submit(query, [texts[i] for i in missing], deadline)
-            except QueueFullError as exc:
-                retry = max(1, int(np.ceil(exc.retry_after_s)))
-                raise ApiError(503, "queue_full", f"the server is at capacity ({exc.pending} pairs queued); retry after "
-                               f"{retry} s or send fewer documents", headers={"Retry-After": str(retry)}) from exc
+            except AdmissionError as exc:
+                retry = str(max(1, int(np.ceil(exc.retry_after_s))))
+                if isinstance(exc, OverloadedError):
+                    raise ApiError(503, "overloaded", f"the deadline cannot be met: {exc}; retry after {retry} s, "
+                                   "on another replica, or with a longer deadline", headers={"Retry-After": retry}) from exc
+                raise ApiError(503, "queue_full", f"the server is at capacity ({exc}); retry after {retry} s or send "
+                               "fewer documents", headers={"Retry-After": retry}) from exc
             except DeadlineExceededError as exc:
                 raise ApiError(504, "deadline_exceeded", f"{exc}; raise {DEADLINE_HEADER} or retry later") from exc
             except ShuttingDownError as exc:
                 raise ApiError(503, "shutting_down", "the server is stopping; retry on another replica",
                                headers={"Retry-After": "1"}) from exc
+            except ScoringError as exc:
+                raise ApiError(500, "scoring_failed", f"{exc}; the other requests of its batch were answered. "
+                               "The server log has the traceback") from exc
             out[missing] = scores
             if cache is not None:
                 for i, s in zip(missing, scores, strict=True):
                     cache.put(keys[i], float(s))
         return out, len(texts) - len(missing)
 
-    @app.middleware("http")
-    async def _observe(request: Request, call_next):  # type: ignore[no-untyped-def]
-        t0 = time.perf_counter()
-        response = await call_next(request)
-        path = request.url.path
-        if path in ("/v1/rerank", "/rerank"):
-            metrics.request_latency.labels(path).observe(time.perf_counter() - t0)
-            metrics.requests.labels(path, str(response.status_code)).inc()
-        return response
-
     @app.post("/v1/rerank", response_model=RerankResponse, response_model_exclude_none=True,
-              responses=_ERROR_RESPONSES, dependencies=[Depends(check_auth)], tags=["rerank"],
+              responses=_ERROR_RESPONSES, dependencies=[Depends(_BEARER)], tags=["rerank"],
               summary="Cohere-compatible rerank")
     async def rerank_cohere(body: RerankRequest, request: Request) -> RerankResponse:
         texts = body.texts()
@@ -251,7 +350,7 @@ def create_app(runtime: RerankRuntime, config: ServerConfig | None = None) -> Fa
                               meta=RerankMeta(model=runtime.name, score=score_name, cached=cached))
 
     @app.post("/rerank", response_model=list[TEIRerankResult], response_model_exclude_none=True,
-              responses=_ERROR_RESPONSES, dependencies=[Depends(check_auth)], tags=["rerank"],
+              responses=_ERROR_RESPONSES, dependencies=[Depends(_BEARER)], tags=["rerank"],
               summary="TEI-compatible rerank")
     async def rerank_tei(body: TEIRerankRequest, request: Request) -> list[TEIRerankResult]:
         check_limits(body.query, body.texts)
@@ -269,9 +368,10 @@ def create_app(runtime: RerankRuntime, config: ServerConfig | None = None) -> Fa
     async def ready() -> Response:
         if state["ready"]:
             return JSONResponse(ReadyResponse(ready=True).model_dump())
-        return JSONResponse(ReadyResponse(ready=False, reason="model not loaded or warmed yet").model_dump(), status_code=503)
+        reason = "draining for shutdown" if state["draining"] else "model not loaded or warmed yet"
+        return JSONResponse(ReadyResponse(ready=False, reason=reason).model_dump(), status_code=503)
 
-    @app.get("/info", response_model=InfoResponse, dependencies=[Depends(check_auth)], responses={401: _ERROR_RESPONSES[401]},
+    @app.get("/info", response_model=InfoResponse, dependencies=[Depends(_BEARER)], responses={401: _ERROR_RESPONSES[401]},
              tags=["ops"])
     async def info() -> InfoResponse:
         card = runtime.card
@@ -288,4 +388,24 @@ def create_app(runtime: RerankRuntime, config: ServerConfig | None = None) -> Fa
     app.state.metrics = metrics
     app.state.config = config
     app.state.runtime = runtime
+    app.state.begin_drain = begin_drain
+    app.state.inflight = inflight
     return app
+
+
+def make_server(app: FastAPI, host: str = "127.0.0.1", port: int = 8080, **uvicorn_options: Any) -> uvicorn.Server:
+    """A uvicorn server for an app from :func:`create_app`, with the app's header timeout and graceful
+    timeout, and draining wired to the app (``/ready`` turns 503 when SIGTERM arrives)."""
+    config: ServerConfig = app.state.config
+    metrics: RankerMetrics = app.state.metrics
+
+    def on_protocol_error(status: int, type_: str) -> None:  # answered below the app: no path is known
+        metrics.errors.labels(type_).inc()
+        metrics.requests.labels("other", str(status)).inc()
+
+    options: dict[str, Any] = {"log_config": None, "access_log": False, "lifespan": "on", "timeout_keep_alive": 5,
+                               "timeout_graceful_shutdown": config.graceful_timeout_s}
+    options.update(uvicorn_options)
+    ucfg = uvicorn.Config(app, host=host, port=port, http=header_timeout_protocol(config.header_timeout_s, on_protocol_error),
+                          **options)
+    return DrainingServer(ucfg, on_drain=app.state.begin_drain)

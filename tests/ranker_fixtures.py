@@ -94,13 +94,13 @@ class SlowRuntime:
 
 @contextmanager
 def running_server(app) -> Iterator[str]:
-    """Run ``app`` under a real uvicorn server in a thread on a free 127.0.0.1 port; yield its base URL."""
-    import uvicorn
-
+    """Run ``app`` under the real uvicorn server of ``distilrank serve`` (:func:`ranker.server.make_server`:
+    header timeout, draining) in a thread on a free 127.0.0.1 port; yield its base URL."""
     from ranker.process import free_port, wait_ready
+    from ranker.server import make_server
 
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
+    server = make_server(app, port=port, log_level="warning")
     thread = threading.Thread(target=lambda: asyncio.run(server.serve()), daemon=True)
     thread.start()
     url = f"http://127.0.0.1:{port}"
@@ -114,3 +114,61 @@ def running_server(app) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(timeout=15)
+
+
+def raw_exchange(url: str, parts: Sequence[bytes | float], timeout: float = 15.0) -> tuple[int, dict[str, str], bytes, float]:
+    """Send ``parts`` on a fresh TCP connection to ``url`` (bytes are sent, a float pauses that many seconds), then
+    read one response. Returns ``(status, headers, body, seconds from first byte sent to response read)``; status 0
+    when the server closed without answering. Sending stops quietly if the server already closed."""
+    import socket
+    from urllib.parse import urlsplit
+
+    u = urlsplit(url)
+    with socket.create_connection((u.hostname, u.port), timeout=timeout) as sock:
+        t0 = time.monotonic()
+        for part in parts:
+            if isinstance(part, float):
+                time.sleep(part)
+                continue
+            try:
+                sock.sendall(part)
+            except OSError:  # the server answered early and closed: read what it said
+                break
+        data = b""
+        while True:
+            head, sep, rest = data.partition(b"\r\n\r\n")
+            if sep:
+                lines = head.decode("latin-1").split("\r\n")
+                headers = {k.strip().lower(): v.strip() for k, _, v in (ln.partition(":") for ln in lines[1:])}
+                if "content-length" in headers and len(rest) >= int(headers["content-length"]):
+                    return int(lines[0].split()[1]), headers, rest[:int(headers["content-length"])], time.monotonic() - t0
+            try:
+                chunk = sock.recv(65536)
+            except (ConnectionResetError, TimeoutError):
+                chunk = b""
+            if not chunk:
+                if sep:
+                    return int(lines[0].split()[1]), headers, rest, time.monotonic() - t0
+                return 0, {}, data, time.monotonic() - t0
+            data += chunk
+
+
+def http_request(method: str, path: str, body: bytes = b"", headers: dict[str, str] | None = None,
+                 content_length: int | None = None) -> bytes:
+    """Raw HTTP/1.1 request bytes; ``content_length`` overrides the real length (None: len(body); -1: no header)."""
+    hdrs = {"Host": "127.0.0.1", "Content-Type": "application/json", **(headers or {})}
+    length = len(body) if content_length is None else content_length
+    if length >= 0 and "Transfer-Encoding" not in hdrs:
+        hdrs["Content-Length"] = str(length)
+    head = f"{method} {path} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in hdrs.items()) + "\r\n"
+    return head.encode("latin-1") + body
+
+
+def metric_value(text: str, name: str, **labels: str) -> float:
+    """The value of one Prometheus sample in ``/metrics`` text (0.0 when absent)."""
+    want = ",".join(f'{k}="{v}"' for k, v in labels.items())
+    key = f"{name}{{{want}}}" if labels else name
+    for line in text.splitlines():
+        if line.startswith(key + " "):
+            return float(line.split()[-1])
+    return 0.0

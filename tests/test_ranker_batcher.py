@@ -15,7 +15,9 @@ from ranker.batcher import (
     BatcherConfig,
     DeadlineExceededError,
     MicroBatcher,
+    OverloadedError,
     QueueFullError,
+    ScoringError,
     ShuttingDownError,
 )
 
@@ -141,11 +143,122 @@ def test_scorer_failure_reaches_caller_and_worker_survives():
 
     batcher = MicroBatcher(Boom(), BatcherConfig(max_batch_pairs=8, max_wait_ms=0))
     try:
-        with pytest.raises(RuntimeError, match="onnx exploded"):
+        with pytest.raises(ScoringError, match="scoring this request failed \(RuntimeError\)"):
             batcher.submit_blocking("0", ["bad"])
         np.testing.assert_array_equal(batcher.submit_blocking("0", ["5"]), [5])
     finally:
         batcher.close()
+
+
+class Boom(FakeScorer):
+    """Raises on any batch that holds the document "bad" (as the tokenizer did on a lone surrogate)."""
+
+    def score_pairs(self, queries, docs):
+        if "bad" in docs:
+            self.gate.wait(10)
+            self.batches.append(list(zip(queries, docs, strict=True)))
+            raise RuntimeError("onnx exploded")
+        return super().score_pairs(queries, docs)
+
+
+def test_one_failing_request_does_not_fail_its_batch_mates():
+    scorer = Boom()
+    scorer.gate.clear()  # queue all requests first so they share one batch
+    batcher = MicroBatcher(scorer, BatcherConfig(max_batch_pairs=64, max_wait_ms=50, max_queue_pairs=100))
+
+    async def main() -> list[np.ndarray | BaseException]:
+        tasks = [asyncio.create_task(batcher.submit(str(q), ["bad" if q == 2 else str(q), "7"])) for q in range(1, 5)]
+        await asyncio.sleep(0.1)
+        scorer.gate.set()
+        return await asyncio.gather(*tasks, return_exceptions=True)
+
+    try:
+        results = asyncio.run(main())
+    finally:
+        batcher.close()
+    assert len(scorer.batches[0]) == 8, "the four requests were meant to share one batch"
+    assert [len(b) for b in scorer.batches[1:]] == [2, 2, 2, 2], "then each request on its own"
+    assert isinstance(results[1], ScoringError) and "RuntimeError" in str(results[1])
+    for q, r in zip((1, 3, 4), (results[0], results[2], results[3]), strict=True):
+        np.testing.assert_array_equal(r, [q + 1000 * q, 7 + 1000 * q])
+
+
+def test_queue_is_bounded_in_requests_not_only_pairs():
+    scorer = FakeScorer()
+    scorer.gate.clear()
+    batcher = MicroBatcher(scorer, BatcherConfig(max_batch_pairs=1, max_wait_ms=0, max_queue_pairs=1000,
+                                                 max_queue_requests=2))
+
+    async def main() -> None:
+        taken = asyncio.create_task(batcher.submit("0", ["1"]))  # the worker holds it
+        await asyncio.sleep(0.05)
+        queued = [asyncio.create_task(batcher.submit("0", [str(d)])) for d in (2, 3)]
+        await asyncio.sleep(0.01)
+        with pytest.raises(QueueFullError, match=r"1 pairs in 2 requests already queued \(limit on requests\)|"
+                                                 r"2 pairs in 2 requests already queued \(limit on requests\)"):
+            await batcher.submit("0", ["4"])
+        scorer.gate.set()
+        await taken
+        await asyncio.gather(*queued)
+
+    try:
+        asyncio.run(main())
+    finally:
+        batcher.close()
+
+
+def test_admission_rejects_when_expected_wait_exceeds_the_deadline():
+    scorer = FakeScorer(delay_s=0.05)
+    batcher = MicroBatcher(scorer, BatcherConfig(max_batch_pairs=4, max_wait_ms=0, max_queue_pairs=1000))
+
+    async def main() -> None:
+        await batcher.submit("0", ["1", "2", "3", "4"])  # measures the service rate: about 4 pairs / 0.05 s
+        assert 20 < batcher.service_rate < 100
+        scorer.gate.clear()
+        held = [asyncio.create_task(batcher.submit("0", [str(d) for d in range(4)])) for _ in range(5)]
+        await asyncio.sleep(0.02)
+        # ~16-20 pairs ahead at ~80 pairs/s: ~0.25 s of work, so a 100 ms deadline cannot be met
+        t0 = time.monotonic()
+        with pytest.raises(OverloadedError, match="ms of work is ahead of this request") as info:
+            await batcher.submit("0", ["9"], deadline=time.monotonic() + 0.1)
+        assert time.monotonic() - t0 < 0.05, "the rejection must be immediate"
+        assert info.value.retry_after_s > 0
+        # a request without a deadline, or with enough time, is still admitted
+        late = asyncio.create_task(batcher.submit("0", ["9"], deadline=time.monotonic() + 5))
+        scorer.gate.set()
+        await asyncio.gather(*held, late)
+
+    try:
+        asyncio.run(main())
+    finally:
+        batcher.close()
+
+
+def test_worker_drops_expired_requests_unscored():
+    """The worker itself answers a queued job whose deadline has passed (no event-loop timer involved)."""
+    scorer = FakeScorer()
+    scorer.gate.clear()
+    batcher = MicroBatcher(scorer, BatcherConfig(max_batch_pairs=1, max_wait_ms=0, max_queue_pairs=100))
+    errors: list[BaseException] = []
+
+    def expiring() -> None:
+        try:
+            batcher.submit_blocking("0", ["2"], deadline=time.monotonic() + 0.05)
+        except DeadlineExceededError as exc:
+            errors.append(exc)
+
+    first = threading.Thread(target=lambda: batcher.submit_blocking("0", ["1"]))
+    first.start()
+    time.sleep(0.05)
+    second = threading.Thread(target=expiring)
+    second.start()
+    time.sleep(0.1)  # its deadline passes while the worker is held
+    scorer.gate.set()
+    first.join(5)
+    second.join(5)
+    batcher.close()
+    assert len(errors) == 1 and "not scored" in str(errors[0])
+    assert [p for b in scorer.batches for p in b] == [("0", "1")], "expired work must not be computed"
 
 
 def test_config_validation():
@@ -155,3 +268,5 @@ def test_config_validation():
         BatcherConfig(max_wait_ms=-1)
     with pytest.raises(ConfigError, match="max_queue_pairs=0"):
         BatcherConfig(max_queue_pairs=0)
+    with pytest.raises(ConfigError, match="max_queue_requests=0"):
+        BatcherConfig(max_queue_requests=0)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -17,8 +16,9 @@ pytestmark = pytest.mark.integration
 
 
 def _serve(*args: str, env_extra: dict[str, str] | None = None) -> subprocess.Popen[str]:
-    exe = shutil.which("distilrank")
-    cmd = [exe] if exe else [sys.executable, "-m", "distill.cli"]
+    # `python -m` from the checkout, not the `distilrank` script: the script imports whatever tree was
+    # installed (an editable install may point at another checkout), not the code under test
+    cmd = [sys.executable, "-m", "distill.cli"]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", **(env_extra or {})}
     return subprocess.Popen([*cmd, "serve", *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
 
@@ -59,3 +59,16 @@ def test_serve_bad_config_and_missing_model(tmp_path, ranker_model_dir):
     proc = _serve("--model", str(tmp_path), "--port", str(free_port()))
     out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 3 and "no model_card.json" in out, out
+
+
+@pytest.mark.parametrize(("args", "env", "match"), [
+    ((), {"DISTILRANK_API_KEY": ""}, "DISTILRANK_API_KEY is set but empty"),
+    (("--api-key", ""), {}, "--api-key is empty"),
+    (("--api-key", "  "), {}, "--api-key is empty"),
+])
+def test_serve_refuses_an_empty_api_key(ranker_model_dir, args, env, match):
+    """An empty key is a configuration error (exit 2), never a silent "auth off"."""
+    proc = _serve("--model", str(ranker_model_dir), "--port", str(free_port()), *args, env_extra=env)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 2, out
+    assert match in out, out

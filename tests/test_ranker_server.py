@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import threading
 import time
 
@@ -124,11 +125,16 @@ def test_openapi_matches_server(server):
     ({"query": "q", "documents": ["a"] * 51}, 413, "too_many_documents", "51 documents > max_docs=50"),
     ({"query": "q", "documents": ["a", "x" * 2001]}, 413, "text_too_long", "document 1 has 2001 characters"),
     ({"query": "q" * 2001, "documents": ["a"]}, 413, "text_too_long", "query has 2001 characters"),
+    # lone UTF-16 surrogates: rejected at the schema, naming the field, before they can reach a batch
+    ({"query": "\ud800", "documents": ["x"]}, 422, "invalid_request", r"^query: .*lone surrogate U\+D800"),
+    ({"query": "q", "documents": ["a", "b", "c", "x\udc00"]}, 422, "invalid_request", r"^documents\.3: .*invalid Unicode"),
+    ({"query": "q", "documents": [{"text": "\udfff", "id": 1}]}, 422, "invalid_request", r"^documents\.0: .*invalid Unicode"),
 ])
 def test_cohere_errors(server, payload, status, etype, match):
     import re
 
-    r = httpx.post(f"{server}/v1/rerank", json=payload)
+    # json.dumps writes a lone surrogate as the escape "\ud800", as the probe sent it
+    r = httpx.post(f"{server}/v1/rerank", content=json.dumps(payload), headers={"Content-Type": "application/json"})
     assert r.status_code == status, r.text
     err = r.json()["error"]
     assert err["type"] == etype
@@ -145,6 +151,13 @@ def test_bad_json_and_tei_errors(server):
     assert r.status_code == 422 and "texts: Field required" in r.json()["error"]["message"]
     r = httpx.post(f"{server}/v1/rerank", json={"query": "q", "documents": ["a"]}, headers={"X-Request-Timeout-Ms": "soon"})
     assert r.status_code == 400 and r.json()["error"]["type"] == "invalid_header"
+    r = httpx.post(f"{server}/rerank", content=b'{"query": "q", "texts": ["a", "\\ud800"]}',
+                   headers={"Content-Type": "application/json"})
+    assert r.status_code == 422 and r.json()["error"]["message"].startswith("texts.1: ")
+    r = httpx.post(f"{server}/v1/rerank", content=b'{"query": "q"', headers={"Content-Type": "application/json"})
+    assert r.json() == {"error": {"type": "invalid_json", "message": r.json()["error"]["message"]}}
+    for resp in (httpx.get(f"{server}/nope"), httpx.get(f"{server}/v1/rerank")):
+        assert resp.status_code in (404, 405) and set(resp.json()["error"]) == {"type", "message"}, resp.text
 
 
 def test_concurrent_clients_get_their_own_results(server, ranker_runtime):
@@ -208,6 +221,77 @@ def test_deadline_gives_504(ranker_runtime):
         r = httpx.post(f"{url}/v1/rerank", json={"query": "q", "documents": ["a"]},
                        headers={"X-Request-Timeout-Ms": "5000"}, timeout=10)
         assert r.status_code == 200
+
+
+def test_expected_wait_beyond_deadline_is_shed_at_admission(ranker_runtime):
+    slow = SlowRuntime(ranker_runtime, delay_s=0.2)
+    app = create_app(slow, ServerConfig(max_batch_pairs=4, max_wait_ms=0, max_docs=4, max_queue=100))
+    with running_server(app) as url:
+        body = {"query": "q", "documents": ["a", "b", "c", "d"]}
+        assert httpx.post(f"{url}/v1/rerank", json=body).status_code == 200  # measures ~20 pairs/s
+        backlog = [threading.Thread(target=httpx.post, args=(f"{url}/v1/rerank",), kwargs={"json": body, "timeout": 30})
+                   for _ in range(6)]
+        for t in backlog:
+            t.start()
+        time.sleep(0.1)
+        t0 = time.monotonic()
+        r = httpx.post(f"{url}/v1/rerank", json=body, headers={"X-Request-Timeout-Ms": "500"}, timeout=10)
+        assert r.status_code == 503 and r.json()["error"]["type"] == "overloaded", r.text
+        assert time.monotonic() - t0 < 0.3, "the rejection must come at admission, not after queuing"
+        assert int(r.headers["Retry-After"]) >= 1
+        for t in backlog:
+            t.join(30)
+        text = httpx.get(f"{url}/metrics").text
+        assert 'distilrank_errors_total{type="overloaded"} 1.0' in text
+        assert "distilrank_service_rate_pairs_per_second" in text and "distilrank_queue_depth_requests" in text
+
+
+def test_graceful_timeout_answers_and_logs_dropped_requests(ranker_runtime, caplog):
+    from ranker.process import free_port, wait_ready
+    from ranker.server import make_server
+
+    slow = SlowRuntime(ranker_runtime, delay_s=3.0)
+    app = create_app(slow, ServerConfig(max_wait_ms=0, graceful_timeout_s=0.5))
+    port = free_port()
+    server = make_server(app, port=port)
+    thread = threading.Thread(target=lambda: asyncio.run(server.serve()), daemon=True)
+    result: dict[str, object] = {}
+    with caplog.at_level(logging.INFO):
+        thread.start()
+        url = f"http://127.0.0.1:{port}"
+        wait_ready(url, timeout=30)
+
+        def call() -> None:
+            r = httpx.post(f"{url}/v1/rerank", json={"query": "q", "documents": ["a"]}, timeout=30)
+            result["status"], result["body"] = r.status_code, r.json()
+
+        client = threading.Thread(target=call)
+        client.start()
+        time.sleep(0.3)
+        t0 = time.monotonic()
+        server.should_exit = True
+        client.join(10)
+        assert time.monotonic() - t0 < 2.5, "the graceful timeout (0.5 s) must bound the drain"
+        thread.join(10)
+    assert result.get("status") == 503 and result["body"]["error"]["type"] == "shutting_down", result
+    log = caplog.text
+    assert "1 request(s) were still in flight when the 0.5 s graceful timeout hit and were dropped" in log, log
+    assert "queued requests were finished" not in log
+
+
+def test_unhandled_error_is_a_counted_json_500(ranker_runtime):
+    class BrokenCard(SlowRuntime):
+        @property
+        def card(self):
+            raise KeyError("onnx_file")  # a bug: /info cannot be built
+
+    app = create_app(BrokenCard(ranker_runtime, 0.0), ServerConfig())
+    with running_server(app) as url:
+        r = httpx.get(f"{url}/info")
+        assert r.status_code == 500 and r.headers["content-type"].startswith("application/json"), r.text
+        assert r.json()["error"]["type"] == "internal_error"
+        assert httpx.get(f"{url}/health").status_code == 200
+        assert 'distilrank_requests_total{endpoint="/info",status="500"} 1.0' in httpx.get(f"{url}/metrics").text
 
 
 def test_auth_on(ranker_runtime):
@@ -274,6 +358,18 @@ def test_server_config_validation():
         ServerConfig(api_key=" ")
     with pytest.raises(ConfigError, match="max_batch_pairs=0"):
         ServerConfig(max_batch_pairs=0)
+    with pytest.raises(ConfigError, match="api_key is empty"):
+        ServerConfig(api_key="")
+    with pytest.raises(ConfigError, match="max_queue_requests=0"):
+        ServerConfig(max_queue_requests=0)
+    with pytest.raises(ConfigError, match="default_deadline_ms=0"):
+        ServerConfig(default_deadline_ms=0)
+    with pytest.raises(ConfigError, match="body_timeout_s=0"):
+        ServerConfig(body_timeout_s=0)
+    # the derived body limit fits the largest legal request (every character \u-escaped)
+    cfg = ServerConfig(max_docs=10, max_chars=100)
+    assert cfg.body_limit() >= len(json.dumps({"query": "\u00e9" * 100, "documents": ["\u00e9" * 100] * 10}))
+    assert ServerConfig(max_body_bytes=4096).body_limit() == 4096
 
 
 def test_graceful_shutdown_finishes_in_flight(ranker_runtime):
