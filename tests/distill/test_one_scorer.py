@@ -25,7 +25,7 @@ CAPS = TokenCaps(max_seq_len=48, max_query_tokens=12, max_doc_tokens=30)
 def test_truncation_rule(tiny_cross_encoder_dir: Path) -> None:
     enc = PairEncoder(tiny_cross_encoder_dir, CAPS)
     rows = enc.encode([q for q, _ in PAIRS], [d for _, d in PAIRS])
-    for (ids, types), (q, _) in zip(rows, PAIRS, strict=True):
+    for ids, types in rows:
         assert len(ids) <= CAPS.max_seq_len
         n_query = types.index(1) - 2  # [CLS] q [SEP] | d [SEP]
         assert n_query <= CAPS.max_query_tokens
@@ -35,9 +35,9 @@ def test_truncation_rule(tiny_cross_encoder_dir: Path) -> None:
 
 @pytest.fixture(scope="module")
 def student_dir(ranker_hf_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from distill.student.model import load_student, save_student
-
     import torch
+
+    from distill.student.model import load_student, save_student
 
     out = tmp_path_factory.mktemp("student")
     model, tok = load_student(ranker_hf_dir)
