@@ -1,0 +1,275 @@
+"""Teacher sources: bm25, dense, run, endpoint (against local stand-in servers, down/slow/garbage), llm (qlm),
+the ensemble's weight fitting, and labelling from each source with resume."""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from distill.bm25 import BM25Index
+from distill.cli import main
+from distill.data import Query, read_corpus, read_qrels, write_run
+from distill.errors import ConfigError, DataError
+from distill.labels import read_labels
+from distill.teacher.config import LabelConfig
+from distill.teacher.label import run_label
+from distill.teacher.sources import (
+    BM25Source,
+    EndpointConfig,
+    EndpointError,
+    EndpointSource,
+    EnsembleSource,
+    RunSource,
+    fit_weights,
+    zscore_run,
+)
+
+
+@pytest.fixture(scope="module")
+def mini(demo_data: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """4 training queries, their qrels, and a 200-document corpus (their positives + the first docs)."""
+    from tests.teacher_fixtures import write_mini
+
+    return write_mini(demo_data, tmp_path_factory.mktemp("mini"), n_queries=4, n_extra_docs=200)
+
+
+def test_zscore_and_bm25_source_scores_any_candidate(demo_data: Path) -> None:
+    corpus = read_corpus(demo_data / "corpus.jsonl")
+    index = BM25Index(corpus)
+    q = {"q": Query("q", "cancer cell apoptosis")}
+    top = index.search(q, top_k=3)["q"]
+    far = [d for d in corpus if d not in top][:2]
+    scores = BM25Source(corpus, index).score(q, {"q": [*top, *far]})["q"]
+    for d in top:
+        assert scores[d] == pytest.approx(top[d], rel=1e-5)  # same numbers as retrieval
+    z = zscore_run({"q": {"a": 1.0, "b": 3.0}, "e": {"c": 2.0}})
+    assert z == {"q": {"a": -1.0, "b": 1.0}, "e": {"c": 0.0}}
+
+
+def test_run_source_puts_unranked_below_the_last(tmp_path: Path) -> None:
+    path = write_run(tmp_path / "t.trec", {"q": {"a": 5.0, "b": 2.0}})
+    src = RunSource(path)
+    assert src.candidates("q", 1) == ["a"]
+    assert src.score({}, {"q": ["a", "b", "zzz"]})["q"] == {"a": 5.0, "b": 2.0, "zzz": 1.0}
+    with pytest.raises(DataError, match="no results for query 'other'"):
+        src.score({}, {"other": ["a"]})
+
+
+def test_fit_weights_prefers_the_informative_member_and_drops_noise() -> None:
+    qrels = {f"q{i}": {"rel": 1} for i in range(20)}
+    good = {q: {"rel": 2.0, "x": 1.0, "y": 0.5} for q in qrels}
+    noise = {q: {"rel": (i % 3) - 1.0, "x": 0.3, "y": 0.2} for i, q in enumerate(qrels)}
+    weights, alone = fit_weights({"good": good, "noise": noise}, qrels)
+    assert alone["good"] == pytest.approx(1.0) and alone["noise"] < 1.0
+    assert weights == {"good": 1.0, "noise": 0.0}
+    with pytest.raises(DataError, match="no dev query"):
+        fit_weights({"good": good}, {"other": {"d": 1}})
+
+
+def test_ensemble_never_calls_a_zero_weight_member() -> None:
+    class Boom:
+        name = "boom"
+
+        def score(self, queries, candidates):  # noqa: ANN001, ANN201
+            raise AssertionError("a member with weight 0 was called")
+
+    class Const:
+        name = "const"
+
+        def score(self, queries, candidates):  # noqa: ANN001, ANN201
+            return {q: {d: float(i) for i, d in enumerate(ds)} for q, ds in candidates.items()}
+
+    ens = EnsembleSource({"boom": Boom(), "const": Const()}, {"boom": 0.0, "const": 1.0})
+    assert ens.score({}, {"q": ["a", "b"]})["q"]["b"] > 0
+    with pytest.raises(ConfigError, match="weights must be >= 0"):
+        EnsembleSource({"const": Const()}, {"const": -1.0})
+
+
+# --- the endpoint source against local stand-in rerank servers -------------------------------------------------
+
+class _Rerank(BaseHTTPRequestHandler):
+    mode = "ok"
+    calls = 0
+
+    def log_message(self, *args: object) -> None:  # quiet
+        pass
+
+    def do_POST(self) -> None:  # noqa: N802
+        cls = type(self)
+        cls.calls += 1
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        if cls.mode == "slow":
+            time.sleep(1.5)
+        if cls.mode == "garbage" or (cls.mode == "garbage_after_1" and cls.calls > 1):
+            self._send(200, b"<html>gateway says hi</html>")
+            return
+        if cls.mode == "flaky" and cls.calls % 2 == 1:
+            self._send(503, b'{"error": "busy"}', {"Retry-After": "0"})
+            return
+        if cls.mode == "auth" and self.headers.get("Authorization") != "Bearer k":
+            self._send(401, b'{"error": "no"}')
+            return
+        words = set(body["query"].lower().split())
+        results = [{"index": i, "relevance_score": float(len(words & set(d.lower().split())))}
+                   for i, d in enumerate(body["documents"])]
+        self._send(200, json.dumps({"results": results[::-1]}).encode())
+
+    def _send(self, code: int, payload: bytes, headers: dict[str, str] | None = None) -> None:
+        self.send_response(code)
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+
+class _QuietServer(ThreadingHTTPServer):
+    def handle_error(self, request: object, client_address: object) -> None:
+        pass  # the client timed out and left (the "slow" case): not this test's business
+
+
+@contextmanager
+def stand_in(mode: str) -> Iterator[str]:
+    handler = type("H", (_Rerank,), {"mode": mode, "calls": 0})
+    server = _QuietServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/v1/rerank"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def _endpoint_cfg(mini: dict[str, Path], url: str, **kw: object) -> LabelConfig:
+    fields: dict[str, object] = {"endpoint_retries": 2, "endpoint_timeout_s": 1.0, "endpoint_batch_size": 4,
+                                 "n_bm25": 5, "n_dense": 0, "n_random": 2, **kw}
+    return LabelConfig(source="endpoint", endpoint_url=url, queries=str(mini["queries"]), corpus=str(mini["corpus"]),
+                       **fields)  # type: ignore[arg-type]
+
+
+def test_endpoint_labels_batches_and_reorders(mini: dict[str, Path], tmp_path: Path) -> None:
+    with stand_in("flaky") as url:  # every other call is a 503: retried with backoff
+        labels = read_labels(run_label(_endpoint_cfg(mini, url), tmp_path / "l"))
+    corpus = read_corpus(mini["corpus"])
+    assert len(labels) == 4
+    rec = labels[0]
+    words = set(rec.query.lower().split())
+    for d in rec.docs:  # the response's reversed order was put back by index
+        assert d.score == len(words & set(corpus[d.doc_id].full_text[:4000].lower().split()))
+
+
+@pytest.mark.parametrize(("mode", "match"), [("down", "failed 3 times"), ("slow", "failed 3 times"),
+                                             ("garbage", "not a rerank response"), ("auth", "refused the request")])
+def test_endpoint_failures_are_clear_and_keep_labels(mode: str, match: str, mini: dict[str, Path], tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "l"
+    if mode == "down":
+        url = "http://127.0.0.1:9/v1/rerank"  # discard port: nothing listens
+        args = []
+    else:
+        ctx = stand_in(mode)
+        url = ctx.__enter__()
+        args = [ctx]
+    try:
+        code = main(["teacher", "label", "--source", "endpoint", "--endpoint-url", url, "--endpoint-retries", "2",
+                     "--queries", str(mini["queries"]), "--corpus", str(mini["corpus"]), "--n-bm25", "5", "--n-dense", "0",
+                     "--n-random", "1", "--config", str(_timeout_cfg(tmp_path)), "--out", str(out)])
+    finally:
+        for c in args:
+            c.__exit__(None, None, None)
+    err = capsys.readouterr().err
+    assert code == 3 and match in err and "Traceback" not in err
+    assert not (out / "manifest.json").exists()
+
+
+def _timeout_cfg(tmp_path: Path) -> Path:
+    path = tmp_path / "label.json"
+    path.write_text(json.dumps({"endpoint_timeout_s": 0.5}))
+    return path
+
+
+def test_endpoint_dies_mid_run_and_resume_finishes(mini: dict[str, Path], tmp_path: Path) -> None:
+    out = tmp_path / "l"
+    with stand_in("garbage_after_1") as url, pytest.raises(EndpointError):  # one request per query, then garbage
+        run_label(_endpoint_cfg(mini, url, endpoint_batch_size=32), out)
+    kept = read_labels(out / "labels.jsonl")
+    assert len(kept) == 1  # the first query's labels survived the failure
+    with stand_in("ok") as url2:
+        # same config except the URL: the label file is the resume unit, whatever the endpoint's address
+        path = run_label(_endpoint_cfg(mini, url2, endpoint_batch_size=32), out)
+    labels = read_labels(path)
+    assert [r.qid for r in labels][:1] == [kept[0].qid] and len({r.qid for r in labels}) == 4
+
+
+def test_endpoint_config_errors() -> None:
+    with pytest.raises(ConfigError, match="must start with http"):
+        EndpointConfig(url="localhost:8080")
+    with pytest.raises(ConfigError, match="api_key is empty"):
+        EndpointConfig(url="http://x", api_key=" ")
+
+
+def test_endpoint_api_key_is_sent_and_never_written(mini: dict[str, Path], tmp_path: Path) -> None:
+    with stand_in("auth") as url:
+        path = run_label(_endpoint_cfg(mini, url, endpoint_api_key="k"), tmp_path / "l")
+        src = EndpointSource(read_corpus(mini["corpus"]), EndpointConfig(url=url, api_key="k"))
+        assert src.score({"q": Query("q", "x")}, {"q": []}) == {"q": {}}
+    assert len(read_labels(path)) == 4
+    assert '"k"' not in (tmp_path / "l" / "config.json").read_text()
+
+
+def test_label_from_bm25_dense_run_and_shards(mini: dict[str, Path], tmp_path: Path, tiny_cross_encoder_dir: Path) -> None:
+    base = {"queries": str(mini["queries"]), "corpus": str(mini["corpus"]), "n_bm25": 5, "n_dense": 3, "n_random": 1,
+            "dense_model": str(tiny_cross_encoder_dir)}
+    bm25_labels = read_labels(run_label(LabelConfig(source="bm25", **base), tmp_path / "bm25"))
+    dense_labels = read_labels(run_label(LabelConfig(source="dense", **base), tmp_path / "dense"))
+    assert len(bm25_labels) == len(dense_labels) == 4
+    assert all(-1.0 - 1e-6 <= d.score <= 1.0 + 1e-6 for r in dense_labels for d in r.docs)  # cosine
+    # a TREC run as the teacher: its top-k are the candidates, its scores the labels
+    run = {r.qid: {d.doc_id: d.score for d in r.docs} for r in bm25_labels}
+    run_path = write_run(tmp_path / "teacher.trec", run)
+    from_run = read_labels(run_label(LabelConfig(source="run", run=str(run_path), run_depth=3, **base), tmp_path / "run"))
+    for r in from_run:
+        assert len(r.docs) == 3 and all(d.source == "run" for d in r.docs)
+        assert {d.doc_id: d.score for d in r.docs} == pytest.approx(
+            dict(sorted(run[r.qid].items(), key=lambda kv: -kv[1])[:3]), abs=1e-5)
+    # shards are disjoint and together cover every query
+    shards = [read_labels(run_label(LabelConfig(source="bm25", shard=f"{i}/2", **base), tmp_path / f"s{i}")) for i in range(2)]
+    ids = [r.qid for s in shards for r in s]
+    assert sorted(ids) == sorted(r.qid for r in bm25_labels) and len(set(ids)) == len(ids)
+
+
+def test_ensemble_label_fits_weights_and_records_them(mini: dict[str, Path], tmp_path: Path,
+                                                      tiny_cross_encoder_dir: Path) -> None:
+    cfg = LabelConfig(source="ensemble", members=("dense", "bm25"), queries=str(mini["queries"]), corpus=str(mini["corpus"]),
+                      qrels=str(mini["qrels"]), n_bm25=5, n_dense=3, n_random=1, fit_queries=10,
+                      dense_model=str(tiny_cross_encoder_dir))
+    path = run_label(cfg, tmp_path / "ens")
+    info = json.loads((tmp_path / "ens" / "ensemble.json").read_text())
+    # 4 queries with qrels < 5: too few to fit, equal weights, and the file says so
+    assert info["weights"] == {"dense": 0.5, "bm25": 0.5} and "too few" in info["fitted_on"]
+    manifest = json.loads((tmp_path / "ens" / "manifest.json").read_text())
+    assert manifest["ensemble"]["weights"] == info["weights"]
+    assert len(read_labels(path)) == 4
+    qrels = read_qrels(mini["qrels"])
+    for rec in read_labels(path):
+        assert all(math.isfinite(d.score) for d in rec.docs)
+        assert {d.doc_id for d in rec.docs if "positive" in d.source} == {d for d, r in qrels[rec.qid].items() if r > 0}
+
+
+def test_qlm_scores_are_finite_and_batch_invariant(tiny_decoder_dir: Path) -> None:
+    from distill.teacher.qlm import QueryLikelihoodScorer
+
+    triples = [("fever cause", "Fever", "Fever is caused by pyrogens."), ("x", "", "word " * 300), ("a b c", "T", "short")]
+    one = QueryLikelihoodScorer(tiny_decoder_dir, batch_size=1, max_length=64, device="cpu").score_triples(triples)
+    many = QueryLikelihoodScorer(tiny_decoder_dir, batch_size=3, max_length=64, device="cpu").score_triples(triples)
+    assert all(math.isfinite(s) and s < 0 for s in one)  # mean log-probabilities
+    assert many == pytest.approx(one, abs=1e-4)
