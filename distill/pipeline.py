@@ -181,6 +181,10 @@ class PipelineReport:
                  + (f" (fitted on {self.teacher['fitted_on']})" if self.teacher.get("fitted_on") else "")
                  + (f"; each member's dev nDCG@10: {self.teacher['dev_ndcg10_alone']}" if self.teacher.get("dev_ndcg10_alone") else "")
                  + ".", "",
+                 *([f"Note: on the dev queries an ensemble of the LLM, dense and BM25 scored nDCG@10 "
+                    f"{self.teacher['ensemble_check']['dev_ndcg10_ensemble']:.4f} vs the LLM alone "
+                    f"{self.teacher['ensemble_check']['dev_ndcg10_alone']['llm']:.4f}: consider label.source = ensemble.", ""]
+                   if self.teacher.get("ensemble_check", {}).get("favours_ensemble") else []),
                  f"Interpolation: a = {self.interpolation['alpha_first_stage']:.2f} ({self.interpolation['tuned_on']}).", "",
                  format_markdown(rows),
                  f"Retention (student / teacher nDCG@10): {_fmt(self.retention['student_over_teacher_ndcg@10'])}.", ""]
@@ -349,6 +353,8 @@ def run_pipeline(inputs: PipelineInputs, config: PipelineConfig, out: str | Path
     teacher_info: dict[str, Any] = {"source": label_cfg.source}
     if ensemble_path.exists():
         teacher_info.update({k: v for k, v in json.loads(ensemble_path.read_text()).items() if k != "fit_key"})
+    if (label.dir / "ensemble_check.json").exists():  # the LLM alone: would the ensemble have done better on dev?
+        teacher_info["ensemble_check"] = json.loads((label.dir / "ensemble_check.json").read_text())
 
     # student distillation
     from distill.student.train import train_student

@@ -137,6 +137,36 @@ def _ensemble(config: LabelConfig, factory: SourceFactory, queries: Mapping[str,
     return EnsembleSource(members, info["weights"])
 
 
+def _ensemble_check(config: LabelConfig, factory: SourceFactory, queries: Mapping[str, Query], qids: list[str],
+                    qrels: Qrels, labels_path: Path, out_dir: Path) -> dict[str, Any]:
+    """With the LLM teacher alone: would an ensemble with dense and BM25 do better on the fit queries?
+
+    Uses the LLM scores already in the label file (no extra LLM call); the answer is written to
+    ``ensemble_check.json`` and logged as a warning when the ensemble wins by more than half a point.
+    """
+    from distill.evaluation import evaluate
+    from distill.labels import iter_labels
+
+    fit = set([q for q in _hash_order(qids) if any(r >= 1 for r in qrels.get(q, {}).values())][: config.fit_queries])
+    llm = {r.qid: {d.doc_id: d.score for d in r.docs} for r in iter_labels(labels_path) if r.qid in fit}
+    if len(llm) < 5:
+        return {"checked": False, "why": f"{len(llm)} labelled queries with qrels (need >= 5)"}
+    fq = {q: queries[q] for q in llm}
+    cands = {q: list(d) for q, d in llm.items()}
+    runs = {"llm": llm, **{m: factory.build(m).score(fq, cands) for m in ("dense", "bm25")}}
+    weights, alone = fit_weights(runs, {q: qrels[q] for q in llm}, seed=config.seed)
+    ens = evaluate({q: qrels[q] for q in llm}, EnsembleSource({m: factory.build(m) for m in runs}, weights).combine(runs),
+                   ["ndcg@10"]).metrics["ndcg@10"]
+    favours = ens > alone["llm"] + 0.005
+    info = {"checked": True, "n_queries": len(llm), "dev_ndcg10_alone": alone, "dev_ndcg10_ensemble": ens,
+            "ensemble_weights": weights, "favours_ensemble": favours}
+    write_json(out_dir / "ensemble_check.json", info)
+    if favours:
+        logger.warning("label: on %d queries with qrels an ensemble %s scores nDCG@10 %.4f vs the LLM alone %.4f; "
+                       "consider label.source = ensemble", len(llm), weights, ens, alone["llm"])
+    return info
+
+
 def run_label(config: LabelConfig, out_dir: str | Path, progress: bool = False,
               corpus: Mapping[str, Document] | None = None, factory: SourceFactory | None = None) -> Path:
     """Label (or resume labelling) the configured queries; returns the labels file."""
@@ -181,6 +211,8 @@ def run_label(config: LabelConfig, out_dir: str | Path, progress: bool = False,
                 docs = tuple(LabeledDoc(d, float(scores[qid][d]), src) for d, src in cands[qid])
                 append_labels(out, LabeledQuery(qid, queries[qid].text, docs))
                 n_docs += len(docs)
+    if config.source == "llm" and qrels:
+        extra["ensemble_check"] = _ensemble_check(config, factory, queries, qids, qrels, out, out_dir)
     inputs = {"queries": config.queries, "corpus": config.corpus}
     if config.source == "llm" or "llm" in (config.members if config.source == "ensemble" else ()):
         inputs["teacher_spec"] = str(Path(config.teacher) / "teacher.json")

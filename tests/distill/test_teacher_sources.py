@@ -273,3 +273,37 @@ def test_qlm_scores_are_finite_and_batch_invariant(tiny_decoder_dir: Path) -> No
     many = QueryLikelihoodScorer(tiny_decoder_dir, batch_size=3, max_length=64, device="cpu").score_triples(triples)
     assert all(math.isfinite(s) and s < 0 for s in one)  # mean log-probabilities
     assert many == pytest.approx(one, abs=1e-4)
+
+
+@pytest.mark.integration
+def test_distilrank_serve_is_a_teacher_endpoint(mini: dict[str, Path], tmp_path: Path, ranker_runtime) -> None:  # noqa: ANN001
+    """A (larger) model served by `distilrank serve` labels through the endpoint source: the labels equal
+    the runtime's own raw scores (the server is started with scores=raw)."""
+    from ranker.server import ServerConfig, create_app
+    from tests.ranker_fixtures import running_server
+
+    app = create_app(ranker_runtime, ServerConfig(scores="raw"))
+    with running_server(app) as base:
+        path = run_label(_endpoint_cfg(mini, f"{base}/v1/rerank", endpoint_batch_size=3), tmp_path / "l")
+    corpus = read_corpus(mini["corpus"])
+    for rec in read_labels(path):
+        docs = [corpus[d.doc_id].full_text for d in rec.docs]
+        expected = ranker_runtime.score(rec.query, docs)
+        assert [d.score for d in rec.docs] == pytest.approx(expected.tolist(), abs=1e-4)
+
+
+def test_llm_alone_reports_whether_an_ensemble_would_do_better(demo_data: Path, tmp_path: Path,
+                                                              tiny_cross_encoder_dir: Path, tiny_decoder_dir: Path) -> None:
+    """source=llm (the full preset's default) with qrels: the LLM's own labels, dense and BM25 are compared on
+    the fit queries, and the answer is recorded (no extra LLM call)."""
+    from tests.teacher_fixtures import write_mini
+
+    data = write_mini(demo_data, tmp_path / "d", n_queries=6, n_extra_docs=60)
+    cfg = LabelConfig(source="llm", teacher=str(tiny_decoder_dir), llm_score="qlm", queries=str(data["queries"]),
+                      corpus=str(data["corpus"]), qrels=str(data["qrels"]), n_bm25=5, n_dense=3, n_random=1,
+                      max_length=64, device="cpu", dense_model=str(tiny_cross_encoder_dir))
+    run_label(cfg, tmp_path / "l")
+    check = json.loads((tmp_path / "l" / "ensemble_check.json").read_text())
+    assert check["checked"] and set(check["dev_ndcg10_alone"]) == {"llm", "dense", "bm25"}
+    assert check["favours_ensemble"] == (check["dev_ndcg10_ensemble"] > check["dev_ndcg10_alone"]["llm"] + 0.005)
+    assert json.loads((tmp_path / "l" / "manifest.json").read_text())["ensemble_check"] == check
