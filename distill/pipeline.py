@@ -42,6 +42,7 @@ from distill.data import (
     write_run,
 )
 from distill.errors import ConfigError, DataError
+from distill.fault_injection import fault_point
 from distill.manifest import is_complete, write_manifest
 from distill.presets import PipelineConfig
 
@@ -135,9 +136,11 @@ class StageRunner:
         stage_dir.mkdir(parents=True, exist_ok=True)
         write_json(key_file, {"hash": h})
         logger.info("stage %s: starting", stage.name)
+        fault_point(f"{stage.name}:start")
         t0 = time.perf_counter()
         outputs = {k: Path(v) for k, v in stage.run(stage_dir).items()}
         wall = round(time.perf_counter() - t0, 2)
+        fault_point(f"{stage.name}:outputs")
         # this manifest replaces any a stage function wrote: the runner's key is the one that decides skipping
         write_manifest(stage_dir, stage.name, key, inputs=dict(stage.inputs), wall_time_s=wall,
                        extra={"outputs": {k: str(v) for k, v in outputs.items()}})

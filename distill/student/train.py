@@ -292,6 +292,11 @@ def train_student(config: StudentTrainConfig, labels_path: str | Path, corpus_pa
             return metrics
 
     class _Progress(TrainerCallback):
+        def on_save(self, args, state, control, **kwargs):  # noqa: ANN001, ANN201
+            from distill.fault_injection import fault_point
+
+            fault_point("student:checkpoint")
+
         def on_log(self, args, state, control, logs=None, **kwargs):  # noqa: ANN001
             if logs:
                 logger.info("step %d/%d %s", state.global_step, state.max_steps,

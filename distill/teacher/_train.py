@@ -48,6 +48,13 @@ class TrainResult:
 
 def _after_step(step: int) -> None:
     """Hook called after each optimiser step (tests use it to simulate a crash)."""
+    if step == 1:
+        from distill.fault_injection import fault_point
+
+        fault_point(f"{_STAGE[0]}:step")
+
+
+_STAGE = ["train"]
 
 
 def schedule_steps(n_examples: int, config: TrainConfig) -> tuple[int, int]:
@@ -199,6 +206,7 @@ def train_loop(module: nn.Module, param_groups: list[dict], examples: Sequence[E
         logger.info("%s: resuming from %s (step %d of %d)", stage, latest, start, total)
     else:
         torch.manual_seed(config.seed)
+    _STAGE[0] = stage
     logger.info("%s: %d examples, %d steps/epoch, %d steps total, batch %d x accum %d", stage, len(examples),
                 per_epoch, total, config.batch_size, config.grad_accum)
     params = [p for g in param_groups for p in g["params"]]

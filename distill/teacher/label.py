@@ -18,6 +18,7 @@ from typing import Any
 
 from distill.atomic_io import write_json
 from distill.data import Document, Qrels, Query, read_corpus, read_qrels, read_queries
+from distill.fault_injection import fault_point
 from distill.labels import LabeledDoc, LabeledQuery, append_labels, valid_qids
 from distill.manifest import is_complete, write_manifest
 from distill.teacher._data import subsample
@@ -211,6 +212,7 @@ def run_label(config: LabelConfig, out_dir: str | Path, progress: bool = False,
                 docs = tuple(LabeledDoc(d, float(scores[qid][d]), src) for d, src in cands[qid])
                 append_labels(out, LabeledQuery(qid, queries[qid].text, docs))
                 n_docs += len(docs)
+                fault_point("label:query")
     if config.source == "llm" and qrels:
         extra["ensemble_check"] = _ensemble_check(config, factory, queries, qids, qrels, out, out_dir)
     inputs = {"queries": config.queries, "corpus": config.corpus}
