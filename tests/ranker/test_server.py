@@ -12,12 +12,12 @@ import time
 import httpx
 import numpy as np
 import pytest
-from ranker_fixtures import SlowRuntime, running_server
 
 from distill.errors import ConfigError
 from ranker.client import AsyncRerankClient, RerankClient, RerankClientError, RetryPolicy
 from ranker.runtime import sigmoid
 from ranker.server import ServerConfig, create_app
+from tests.ranker_fixtures import SlowRuntime, running_server
 
 pytestmark = pytest.mark.integration
 
