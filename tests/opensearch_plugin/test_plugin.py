@@ -21,7 +21,7 @@ import pytest
 from distill.cli import main
 from distill.data import Document, read_corpus
 from distill.datasets import bundled_dataset
-from ranker.process import serving
+from tests.serve_process import serving
 
 pytestmark = pytest.mark.opensearch
 
