@@ -23,7 +23,8 @@ from distill.data import Document, read_corpus
 from distill.datasets import bundled_dataset
 from tests.serve_process import serving
 
-pytestmark = pytest.mark.opensearch
+# the first test's setup may fetch OpenSearch from Maven Central, build the plugin and start the node
+pytestmark = [pytest.mark.opensearch, pytest.mark.integration, pytest.mark.timeout(1200)]
 
 opensearchpy = pytest.importorskip("opensearchpy")
 
