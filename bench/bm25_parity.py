@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import platform
-import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
@@ -22,11 +21,10 @@ from pathlib import Path
 
 import click
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+from distill.atomic_io import atomic_write, write_json
+from distill.cli import main as distilrank
 
-from distill.atomic_io import atomic_write, write_json  # noqa: E402
-from distill.cli import main as distilrank  # noqa: E402
+REPO = Path(__file__).resolve().parent.parent
 
 METRICS = "ndcg@10,recall@100,map"
 VARIANT = ("bm25s Lucene BM25 k1=0.9 b=0.4, flat (title. text), bm25s tokenizer + English stop words, "

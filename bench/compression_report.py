@@ -1,6 +1,6 @@
 """Compression report for a student: depth (L6/L3/L2) x precision (fp32/int8) x max length (128/256).
 
-    nice -n 10 python bench/compression_report.py --model STUDENT_DIR [--out bench/results] [--reps 7]
+    nice -n 10 python -m bench.compression_report --model STUDENT_DIR [--out bench/results] [--reps 7]
 
 Writes bench/results/compression_report.{json,md} and compression_pareto.png (see export.report).
 Without --model it builds a stand-in: all-MiniLM-L6-v2 with a fresh seeded 1-logit head. Its nDCG is
@@ -11,14 +11,12 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 import tempfile
 from pathlib import Path
 
 import click
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 logger = logging.getLogger(__name__)

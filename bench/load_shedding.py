@@ -169,37 +169,12 @@ def summarize(outcomes: list[Outcome], duration: float, docs_per_request: int, d
     }
 
 
-def start_server(cwd: Path, model: Path, args: list[str]) -> tuple[subprocess.Popen, str]:
-    from ranker.process import free_port, wait_ready
-
-    port = free_port()
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(cwd)}
-    env.pop("DISTILRANK_API_KEY", None)
-    proc = subprocess.Popen([sys.executable, "-m", "distill.cli", "-q", "serve", "--model", str(model), "--port", str(port),
-                             *args], cwd=cwd, env=env)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_ready(url, proc, timeout=120)
-    except RuntimeError:
-        proc.kill()
-        proc.wait()
-        raise
-    return proc, url
-
-
-def stop_server(proc: subprocess.Popen) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-
-
 def run_variant(name: str, cwd: Path, model: Path, server_args: list[str], bodies: list[bytes], clients: int,
                 duration: float, docs: int, rates: dict[str, float] | None) -> dict:
     """Capacity (closed loop), then the open-loop levels (``rates``: label -> req/s; None: from this capacity)."""
-    proc, url = start_server(cwd, model, server_args)
+    from tests.serve_process import start_serve, stop_serve
+
+    proc, url = start_serve(model, *server_args, quiet=True, checkout=cwd)
     try:
         asyncio.run(closed_loop(url, bodies, clients, 3.0))  # warm-up: fills the service-rate estimate and caches
         cap = summarize(asyncio.run(closed_loop(url, bodies, clients, duration)), duration, docs, None)
@@ -217,7 +192,7 @@ def run_variant(name: str, cwd: Path, model: Path, server_args: list[str], bodie
             logger.info("%s %s: %s", name, label, res)
         return {"capacity_pairs_s": capacity, "capacity_run": cap, "levels": levels, "rates": rates}
     finally:
-        stop_server(proc)
+        stop_serve(proc, timeout=30)
 
 
 def write_results(out_dir: Path, result: dict) -> None:

@@ -2,9 +2,9 @@
 ``distilrank serve`` on 127.0.0.1, for 1 query x P passages (P = 20, 50) at U closed-loop users
 (U = 1, 2, 4 by default), payloads = scifact_mini test queries with their BM25 top-P texts.
 
-    nice -n 10 python bench/loadtest_calibration.py --model EXPORTED_DIR [--users 1,2,4,8] [--run-time 40s]
+    nice -n 10 python -m bench.loadtest_calibration --model EXPORTED_DIR [--users 1,2,4,8] [--run-time 40s]
 
-Without --model it builds the same stand-in as bench/ranker_bench.py (all-MiniLM-L6-v2 + an untrained
+Without --model it builds the same stand-in as bench.ranker_bench (all-MiniLM-L6-v2 + an untrained
 seeded 1-logit head, fp32 ONNX): the compute of the small student, meaningless scores.
 
 "Highest throughput before p95 degrades" = the most requests/s among the user counts whose p95 stays
@@ -20,15 +20,12 @@ import json
 import logging
 import os
 import platform
-import sys
 import tempfile
 from pathlib import Path
 
 import click
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "bench"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
@@ -111,14 +108,14 @@ def main(model_dir: Path | None, users: str, passages: str, run_time: str, threa
     from distill.atomic_io import write_json
     from distill.errors import GateFailedError
     from loadtests import LoadTestConfig, build_payloads, run_loadtest
-    from ranker.process import start_serve, stop_serve
+    from tests.serve_process import start_serve, stop_serve
 
     user_counts = sorted({int(u) for u in users.split(",")})
     passage_counts = sorted({int(p) for p in passages.split(",")})
     work = Path(work or tempfile.mkdtemp(prefix="loadtest_calibration_"))
     work.mkdir(parents=True, exist_ok=True)
     if model_dir is None:
-        from ranker_bench import stand_in_export
+        from bench.ranker_bench import stand_in_export
 
         model_dir, _ = stand_in_export(work, max_seq_len)
     card = json.loads((model_dir / "model_card.json").read_text(encoding="utf-8"))

@@ -1,7 +1,7 @@
 """SciFact through a real OpenSearch node: BM25 vs BM25 + distilrank rescore (plugin and client-side), and
 the latency of the rescore step.
 
-    nice -n 10 python bench/opensearch_scifact.py --model EXPORTED_DIR [--windows 20,50] [--max-queries 0]
+    nice -n 10 python -m bench.opensearch_scifact --model EXPORTED_DIR [--windows 20,50] [--max-queries 0]
 
 What runs: ``distilrank serve --model EXPORTED_DIR`` on 127.0.0.1, an OpenSearch node with the freshly
 built plugin (its own root and port, so the test suite's node is untouched), the SciFact corpus indexed
@@ -26,7 +26,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -35,8 +34,6 @@ import click
 import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "bench"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
@@ -95,7 +92,7 @@ def main(model_dir: Path, data: Path, windows: str, max_queries: int, size: int,
     from distill.atomic_io import write_json
     from distill.data import read_qrels, read_queries
     from distill.evaluation import evaluate
-    from ranker.process import start_serve, stop_serve
+    from tests.serve_process import start_serve, stop_serve
 
     window_sizes = sorted({int(w) for w in windows.split(",")})
     qrels = read_qrels(data / "qrels.test.txt")

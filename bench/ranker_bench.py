@@ -2,7 +2,7 @@
 CrossEncoder (PyTorch), for 1 query x 20 and x 50 real SciFact passages (BM25 top-k of the
 scifact_mini test queries); then throughput at 1, 2 and 4 concurrent clients.
 
-    nice -n 10 python bench/ranker_bench.py [--model EXPORTED_DIR] [--student HF_DIR] [--reps 20]
+    nice -n 10 python -m bench.ranker_bench [--model EXPORTED_DIR] [--student HF_DIR] [--reps 20]
 
 Without --model it builds a stand-in: all-MiniLM-L6-v2 + a fresh seeded 1-logit head (untrained:
 the scores are meaningless, the compute is the student's), exported to fp32 ONNX. The service is
@@ -30,7 +30,6 @@ import numpy as np
 from distill.datasets import bundled_dataset
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
@@ -176,8 +175,8 @@ def main(model_dir: str | None, student_dir: str | None, reps: int, threads: int
 
     from distill.atomic_io import atomic_write, write_json
     from ranker.client import RerankClient
-    from ranker.process import start_serve, stop_serve
     from ranker.runtime import RerankRuntime, RuntimeConfig
+    from tests.serve_process import start_serve, stop_serve
 
     threads = threads or os.cpu_count() or 1
     torch.set_num_threads(threads)

@@ -1,6 +1,6 @@
 """Student vs teacher cost per (query, document) pair on this machine, measured side by side.
 
-    nice -n 10 python bench/student_cost.py --teacher runs/demo/teacher_sft/teacher \
+    nice -n 10 python -m bench.student_cost --teacher runs/demo/teacher_sft/teacher \
         --student runs/demo/student/model --out bench/results/student_cost
 
 Both score the same pairs (SciFact-mini test queries x their BM25 top documents) at the same
@@ -34,8 +34,9 @@ def main() -> None:
 
     from distill.atomic_io import atomic_write, write_json
     from distill.bm25 import BM25Index
+    from distill.cross_encoder import TokenCaps
     from distill.data import read_corpus, read_queries
-    from distill.student.model import load_student, score_pairs
+    from distill.student.model import load_student, student_scorer
     from distill.teacher import TeacherScorer
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -59,7 +60,8 @@ def main() -> None:
     student, s_tok = load_student(args.student)
     teacher = TeacherScorer(args.teacher, batch_size=args.batch_size, max_length=args.max_length, device="cpu",
                             precision="fp32")
-    fns = {"student": lambda: score_pairs(student, s_tok, pairs, args.batch_size, args.max_length),
+    scorer = student_scorer(student, s_tok, TokenCaps(max_seq_len=args.max_length), args.batch_size)
+    fns = {"student": lambda: scorer.score_pairs(pairs),
            "teacher": lambda: teacher.score(pairs)}
     for fn in fns.values():  # warm-up
         fn()

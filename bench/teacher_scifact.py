@@ -3,7 +3,7 @@
 Train split for CPT/SFT, a seeded subset of the test split for evaluation; every system reranks the
 same BM25 top-k of the same queries. Writes bench/results/teacher_scifact.{json,md,png}.
 
-    HF_HUB_OFFLINE=1 nice -n 10 python bench/teacher_scifact.py
+    HF_HUB_OFFLINE=1 nice -n 10 python -m bench.teacher_scifact
 
 Interpolation: per-query min-max normalised teacher and BM25 scores, ``a * teacher + (1 - a) * bm25``.
 The reported system uses a = 0.5 fixed in advance (no tuning data at this budget); the sweep over a on
@@ -21,16 +21,16 @@ import sys
 import time
 from pathlib import Path
 
+# set before anything can import huggingface_hub, which reads them once at import
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
 
 from distill.atomic_io import atomic_write, write_json  # noqa: E402
 from distill.bm25 import BM25Index  # noqa: E402
 from distill.data import Run, read_corpus, read_qrels, read_queries  # noqa: E402
 from distill.evaluation import evaluate, format_markdown, plot_metrics  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
 
 logger = logging.getLogger("bench.teacher_scifact")
 METRICS = ("ndcg@10", "mrr@10")
@@ -123,7 +123,7 @@ def main() -> int:
         "metrics": results, "interpolation_sweep_ndcg@10_oracle_on_test": sweep,
         "wall_time_s": {k: round(v, 1) for k, v in times.items()},
         "torch_threads": torch.get_num_threads(), "device": "cuda" if torch.cuda.is_available() else "cpu",
-        "command": "HF_HUB_OFFLINE=1 nice -n 10 python bench/teacher_scifact.py " + " ".join(sys.argv[1:]),
+        "command": "HF_HUB_OFFLINE=1 nice -n 10 python -m bench.teacher_scifact " + " ".join(sys.argv[1:]),
     }
     args.out.mkdir(parents=True, exist_ok=True)
     write_json(args.out / "teacher_scifact.json", report)

@@ -24,16 +24,18 @@ def opensearch() -> None:
 
 
 @opensearch.command("build-plugin")
-def build_plugin_cmd() -> None:
-    """Build the plugin zip with Maven; prints its path."""
-    click.echo(build_plugin())
+@click.option("--source", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+              help="The plugin's Maven project (default: opensearch_plugin/java of this source checkout).")
+def build_plugin_cmd(source: Path | None) -> None:
+    """Build the plugin zip with Maven from a source checkout; prints its path."""
+    click.echo(build_plugin(source=source))
 
 
 @opensearch.command("install")
 @_port
 @click.option("--heap", default=DEFAULT_HEAP, show_default=True)
 @click.option("--plugin", "plugin_zip", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
-              help="Plugin zip to install (default: build it).")
+              help="Plugin zip to install (default: build it, which needs a source checkout).")
 @click.option("--no-plugin", is_flag=True, help="Install OpenSearch only.")
 def install_cmd(port: int, heap: str, plugin_zip: Path | None, no_plugin: bool) -> None:
     """Fetch OpenSearch from Maven Central, configure a single node, install the plugin."""

@@ -1,4 +1,14 @@
-"""Shared fixtures: tiny random models built offline from configs, real data paths."""
+"""Shared fixtures: tiny random models built offline from configs, real data paths.
+
+Fixtures convention (one for the whole suite; ``tests`` is a package, so every module is imported as
+``tests.<sub>.<name>`` and test file names only need to be unique per folder):
+
+- fixtures every folder uses live here;
+- fixtures of one area live in a ``tests/<area>_fixtures.py`` plugin module, registered once in
+  ``pytest_plugins`` below (so session-scoped ones are built once); test modules may import its plain helpers;
+- plain helpers (data builders, the ``distilrank serve`` process harness) are ordinary modules imported as
+  ``tests.<name>`` (``tests.teacher_data``, ``tests.student_data``, ``tests.serve_process``).
+"""
 
 from __future__ import annotations
 
@@ -10,7 +20,7 @@ import pytest
 from distill.datasets import bundled_dataset
 
 #: ranker fixtures (tiny exported model, servers) registered once for the session
-pytest_plugins = ["ranker_fixtures"]
+pytest_plugins = ["tests.ranker_fixtures"]
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")

@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 
 import httpx
 import pytest
-from ranker_fixtures import SlowRuntime, http_request, metric_value, raw_exchange, running_server
 
-from ranker.process import serving
 from ranker.server import ServerConfig, create_app
+from tests.ranker_fixtures import SlowRuntime, http_request, metric_value, raw_exchange, running_server
+from tests.serve_process import serving
 
 pytestmark = [pytest.mark.faults, pytest.mark.integration]
 

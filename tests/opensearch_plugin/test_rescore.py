@@ -9,8 +9,6 @@ from distill.data import Document
 from distill.errors import ConfigError
 from opensearch_plugin import RescoreParams, combine, document_text, rescore_clause, rescore_hits
 
-pytestmark = pytest.mark.opensearch
-
 FIRST = np.array([4.0, 3.0, 2.0, 1.0], dtype=np.float32)
 RANKER = np.array([0.5, 2.0, 5.0], dtype=np.float32)
 

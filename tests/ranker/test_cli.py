@@ -10,7 +10,7 @@ import sys
 import httpx
 import pytest
 
-from ranker.process import free_port, wait_ready
+from tests.serve_process import free_port, wait_ready
 
 pytestmark = pytest.mark.integration
 

@@ -57,6 +57,7 @@ def test_missing_teacher_package_names_pip_command(monkeypatch: pytest.MonkeyPat
         resolve_teacher_base("default")
 
 
+@pytest.mark.slow
 def test_teacher_base_cache_is_a_complete_hf_dir() -> None:
     path = resolve_teacher_base("default")
     assert {"config.json", "model.safetensors", "tokenizer.json"} <= {p.name for p in path.iterdir()}

@@ -5,7 +5,6 @@ import math
 import random
 
 import pytest
-from teacher_fixtures import write_mini
 
 from distill.data import read_qrels
 from distill.errors import ConfigError
@@ -15,6 +14,7 @@ from distill.teacher.config import LabelConfig
 from distill.teacher.label import run_label
 from distill.teacher.scoring import TeacherRanker, TeacherScorer, TeacherSpec, save_teacher
 from distill.teacher.synthesize import clean_query, crop_sentences, keep_query
+from tests.teacher_data import write_mini
 
 
 @pytest.fixture(scope="module")

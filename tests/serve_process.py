@@ -1,6 +1,9 @@
 """``distilrank serve`` as a child process on 127.0.0.1: start it, wait until ``/ready``, stop it.
 
-Used by the benches and the tests (one implementation of the port pick and the readiness wait).
+Used by the benches and the tests (one implementation of the port pick and the readiness wait). A dev-only
+harness, so it lives in the ``tests`` package and is not installed with ``ranker``: the tests import it as
+``tests.serve_process``, and ``bench/`` (run as ``python -m bench.x`` from a source checkout) does the same.
+It sits here rather than in ``bench/`` so the test suite never depends on benchmark code.
 """
 
 from __future__ import annotations
@@ -39,16 +42,23 @@ def wait_ready(url: str, proc: subprocess.Popen | None = None, timeout: float = 
     raise RuntimeError(f"{url}/ready did not answer 200 within {timeout:.0f} s")
 
 
-def start_serve(model_dir: str | os.PathLike[str], *args: str, quiet: bool = False,
-                timeout: float = 120.0) -> tuple[subprocess.Popen[bytes], str]:
+def start_serve(model_dir: str | os.PathLike[str], *args: str, quiet: bool = False, timeout: float = 120.0,
+                checkout: str | os.PathLike[str] | None = None) -> tuple[subprocess.Popen[bytes], str]:
     """Start ``distilrank [-q] serve --model model_dir --port P *args`` and wait until it is ready.
 
-    Returns ``(process, base_url)``; the process is killed when it does not become ready.
+    ``checkout``: run the server from that source tree instead of this one (a ``git worktree`` of an older
+    commit, for before/after benches). The child never inherits ``DISTILRANK_API_KEY``: pass ``--api-key``
+    in ``args`` to require one. Returns ``(process, base_url)``; the process is killed when it does not
+    become ready.
     """
     port = free_port()
     cmd = [sys.executable, "-m", "distill.cli", *(["-q"] if quiet else []), "serve", "--model", str(Path(model_dir)),
            "--port", str(port), *args]
-    proc = subprocess.Popen(cmd, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    env.pop("DISTILRANK_API_KEY", None)
+    if checkout is not None:
+        env["PYTHONPATH"] = str(checkout)
+    proc = subprocess.Popen(cmd, env=env, cwd=checkout)
     url = f"http://127.0.0.1:{port}"
     try:
         wait_ready(url, proc, timeout)

@@ -2,10 +2,9 @@ from __future__ import annotations
 
 import json
 
-from teacher_fixtures import write_mini
-
 from distill.cli import main
 from distill.data import read_run
+from tests.teacher_data import write_mini
 
 
 def test_cli_sft_then_rerank(tiny_decoder_dir, demo_data, tmp_path, capsys):

@@ -21,9 +21,10 @@ import pytest
 from distill.cli import main
 from distill.data import Document, read_corpus
 from distill.datasets import bundled_dataset
-from ranker.process import serving
+from tests.serve_process import serving
 
-pytestmark = pytest.mark.opensearch
+# the first test's setup may fetch OpenSearch from Maven Central, build the plugin and start the node
+pytestmark = [pytest.mark.opensearch, pytest.mark.integration, pytest.mark.timeout(1200)]
 
 opensearchpy = pytest.importorskip("opensearchpy")
 

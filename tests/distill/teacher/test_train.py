@@ -5,7 +5,6 @@ import math
 
 import pytest
 import torch
-from teacher_fixtures import write_mini
 
 from distill.config import load_config
 from distill.errors import ConfigError
@@ -22,6 +21,7 @@ from distill.teacher.sft import (
     run_sft,
     token_kl,
 )
+from tests.teacher_data import write_mini
 
 
 @pytest.fixture(scope="module")

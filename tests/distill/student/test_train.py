@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from distill.student.train import StudentTrainConfig, train_student
-from tests._student_helpers import make_labels
+from tests.student_data import make_labels
 
 
 @pytest.fixture(scope="module")
