@@ -36,7 +36,7 @@ from distill.teacher.sources import (
 @pytest.fixture(scope="module")
 def mini(demo_data: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """4 training queries, their qrels, and a 200-document corpus (their positives + the first docs)."""
-    from tests.teacher_fixtures import write_mini
+    from tests.teacher_data import write_mini
 
     return write_mini(demo_data, tmp_path_factory.mktemp("mini"), n_queries=4, n_extra_docs=200)
 
@@ -296,7 +296,7 @@ def test_llm_alone_reports_whether_an_ensemble_would_do_better(demo_data: Path, 
                                                               tiny_cross_encoder_dir: Path, tiny_decoder_dir: Path) -> None:
     """source=llm (the full preset's default) with qrels: the LLM's own labels, dense and BM25 are compared on
     the fit queries, and the answer is recorded (no extra LLM call)."""
-    from tests.teacher_fixtures import write_mini
+    from tests.teacher_data import write_mini
 
     data = write_mini(demo_data, tmp_path / "d", n_queries=6, n_extra_docs=60)
     cfg = LabelConfig(source="llm", teacher=str(tiny_decoder_dir), llm_score="qlm", queries=str(data["queries"]),

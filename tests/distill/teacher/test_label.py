@@ -104,31 +104,74 @@ def test_synthesis_cropping_cleaning_and_filters():
 
 
 
-def test_synthesize_pipeline_filters_dedups_and_maps_qrels(tiny_decoder_dir, demo_data, tmp_path, monkeypatch):
-    """Generation is replaced by canned outputs (a random tiny LM writes noise); everything else is real."""
+def test_synthesize_filters_meta_copies_lengths_dups_and_crops(tiny_decoder_dir, demo_data, tmp_path, monkeypatch):
+    """Generation is replaced by canned outputs (a random tiny LM writes noise); everything else is real.
+    The canned outputs are the meta-text a small instruct model really produced ("The search query is:")."""
     from distill.data import read_queries
     from distill.errors import DataError
     from distill.teacher import synthesize as synth
     from distill.teacher.config import SynthConfig
 
-    mini = write_mini(demo_data, tmp_path / "data", n_queries=1, n_extra_docs=6)
-    canned = iter(['Query: "what do myeloid suppressor cells do in MDS?"', "what do myeloid suppressor cells do in mds",
-                   "too short", "how is vitamin D linked to bone density in adults?"])
-    seen_prompts: list[str] = []
+    mini = write_mini(demo_data, tmp_path / "data", n_queries=1, n_extra_docs=10)
+    seen: list[str] = []
 
-    def fake_generate(model, tokenizer, prompts, max_new_tokens, stop_ids, device):
-        seen_prompts.extend(prompts)
-        return [next(canned) for _ in prompts]
+    def fake_generate(config, passages, progress):
+        seen.extend(passages)
+        canned = ['Query: "what do myeloid suppressor cells do in MDS?"',
+                  "This passage provides a clear explanation of the difference between subcutaneous fat and external fat.",
+                  "The search query is:", "Here is the query:", "too short",
+                  "what do myeloid suppressor cells do in mds",  # a duplicate after normalisation
+                  " ".join(passages[6].split()[:6])]  # a verbatim copy of the passage
+        return canned[: len(passages)]
 
     monkeypatch.setattr(synth, "_generate", fake_generate)
-    cfg = SynthConfig(corpus=str(mini["corpus"]), generator=str(tiny_decoder_dir), num_docs=4, device="cpu", batch_size=3)
+    cfg = SynthConfig(corpus=str(mini["corpus"]), generator=str(tiny_decoder_dir), num_docs=7, device="cpu",
+                      roundtrip_k=0, crop_fallback=False)
     q_path, qrels_path = synth.synthesize_queries(cfg, tmp_path / "syn")
     queries, qrels = read_queries(q_path), read_qrels(qrels_path)
-    assert [q.text for q in queries.values()] == ["what do myeloid suppressor cells do in MDS?",
-                                                 "how is vitamin D linked to bone density in adults?"]
-    assert list(queries) == ["syn-0", "syn-1"] and set(qrels) == set(queries)
-    assert all("Write a search query that this passage answers" in p and "Passage:" in p for p in seen_prompts)
-    assert json.loads((tmp_path / "syn" / "manifest.json").read_text())["metrics"] == {"docs": 4, "queries": 2, "rejected": 2}
-    monkeypatch.setattr(synth, "_generate", lambda *a, **k: ["x"] * len(a[2]))
-    with pytest.raises(DataError, match="all 4 generated queries were filtered out"):
-        synth.synthesize_queries(cfg, tmp_path / "syn2")
+    assert [q.text for q in queries.values()] == ["what do myeloid suppressor cells do in MDS?"]
+    assert set(qrels) == set(queries)
+    report = json.loads((tmp_path / "syn" / "synth_report.json").read_text())
+    assert report["rejected"] == {"copy": 1, "duplicate": 1, "length": 1, "meta": 3}
+    assert report["kept"] == 1 and report["cropped"] == 0
+    prompt = synth._prompt(seen[0])
+    assert prompt.count("Passage:") == 4 and prompt.endswith("Query:") and "<|im_start|>" not in prompt
+    # the crop fallback gives every rejected document a cropped query instead
+    cfg2 = SynthConfig(corpus=str(mini["corpus"]), generator=str(tiny_decoder_dir), num_docs=7, device="cpu",
+                       roundtrip_k=0)
+    synth.synthesize_queries(cfg2, tmp_path / "syn2")
+    report2 = json.loads((tmp_path / "syn2" / "synth_report.json").read_text())
+    assert report2["kept_generated"] == 1 and report2["cropped"] == 6 and report2["kept"] == 7
+    # nothing usable and no fallback: a clear error
+    monkeypatch.setattr(synth, "_generate", lambda config, passages, progress: ["x"] * len(passages))
+    with pytest.raises(DataError, match="all 7 generated queries were filtered out"):
+        synth.synthesize_queries(cfg, tmp_path / "syn3")
+
+
+def test_synthesize_round_trip_keeps_queries_that_find_their_document(tiny_decoder_dir, demo_data, tmp_path, monkeypatch):
+    from distill.data import read_corpus
+    from distill.teacher import synthesize as synth
+    from distill.teacher.config import SynthConfig
+
+    mini = write_mini(demo_data, tmp_path / "data", n_queries=1, n_extra_docs=30)
+    corpus = read_corpus(mini["corpus"])
+    titles = [d.title for d in corpus.values()]
+
+    def fake_generate(config, passages, progress):
+        # even: the passage's own longest words (finds its document); odd: other documents' titles
+        return [" ".join(sorted(p.split(), key=len)[-4:]) if i % 2 == 0 else titles[-1 - i] for i, p in enumerate(passages)]
+
+    monkeypatch.setattr(synth, "_generate", fake_generate)
+    cfg = SynthConfig(corpus=str(mini["corpus"]), generator=str(tiny_decoder_dir), num_docs=6, device="cpu",
+                      roundtrip_k=1, crop_fallback=False, min_words=2)
+    synth.synthesize_queries(cfg, tmp_path / "syn")
+    report = json.loads((tmp_path / "syn" / "synth_report.json").read_text())
+    assert report["rejected"].get("roundtrip", 0) >= 1 and report["kept"] >= 1
+    from distill.bm25 import BM25Index
+    from distill.data import read_queries
+
+    kept = read_queries(tmp_path / "syn" / "queries.tsv")
+    top1 = BM25Index(corpus).search(kept, top_k=1)
+    source = read_qrels(tmp_path / "syn" / "qrels.txt")
+    assert all(set(top1[q]) == set(source[q]) for q in kept)  # every kept query finds its own document first
+
