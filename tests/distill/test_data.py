@@ -125,3 +125,20 @@ def test_cli_missing_file_and_bad_args(tmp_path: Path, capsys: pytest.CaptureFix
     assert "nope.txt: file not found" in capsys.readouterr().err
     assert main(["evaluate", "--qrels", "x", "--run", "y", "--metrics", "ndcg@ten"]) in (2, 4)
     assert main(["retrieve", "bm25", "--top-k", "0", "--corpus", "c", "--queries", "q", "--out", "o"]) == 2
+
+
+def test_atomic_artifacts_get_the_usual_file_mode(tmp_path: Path) -> None:
+    """mkstemp/mkdtemp create 0600/0700; artifacts must be readable like any file the user writes."""
+    import os
+
+    from distill.atomic_io import atomic_dir, write_json
+
+    old = os.umask(0o022)
+    try:
+        path = write_json(tmp_path / "a.json", {"x": 1})
+        with atomic_dir(tmp_path / "d") as d:
+            (d / "f").write_text("x")
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "d").stat().st_mode & 0o777 == 0o755
