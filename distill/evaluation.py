@@ -236,8 +236,8 @@ def plot_metrics(results: Mapping[str, Mapping[str, float]], path: str | os.Path
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
-    except ImportError as exc:  # pragma: no cover - matplotlib is a core dependency
-        raise MissingPrerequisiteError("plots need matplotlib: pip install matplotlib") from exc
+    except ImportError as exc:  # matplotlib is the [plot] extra, not a core requirement
+        raise MissingPrerequisiteError("plots need matplotlib: pip install 'distilrank[plot]'") from exc
     import numpy as np
 
     systems = list(results)

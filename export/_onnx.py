@@ -26,7 +26,7 @@ def export_fp32(model_dir: Path, out_dir: Path) -> Path:
     try:
         from optimum.onnxruntime import ORTModelForSequenceClassification
     except ImportError as exc:  # pragma: no cover - dependency declared in pyproject
-        raise MissingPrerequisiteError("optimum-onnx is required: pip install 'distilrank[cpu]'") from exc
+        raise MissingPrerequisiteError("ONNX export needs optimum-onnx: pip install 'distilrank[export]'") from exc
     model = ORTModelForSequenceClassification.from_pretrained(str(model_dir), export=True)
     model.save_pretrained(str(out_dir))
     return out_dir / "model.onnx"
