@@ -50,9 +50,9 @@ def serve_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = subprocess.run(cmd, cwd=root, env=_clean_env(), capture_output=True, text=True, timeout=1500)
     log = out.stdout + out.stderr
     if out.returncode != 0:
-        tail = log.strip().splitlines()[-1] if log.strip() else "(no output)"
-        if any(marker in log for marker in _UNREACHABLE):
-            pytest.skip(f"pip cannot reach the package index (exit {out.returncode}): {tail}")
+        reason = next((line.strip() for line in log.splitlines() if any(m in line for m in _UNREACHABLE)), None)
+        if reason is not None:
+            pytest.skip(f"pip cannot reach the package index (exit {out.returncode}): {reason[:300]}")
         pytest.fail(f"pip install '.[serve]' failed (exit {out.returncode}):\n{log[-4000:]}")
     return venv / "bin"
 
