@@ -26,7 +26,8 @@ from pathlib import Path
 
 from distill.atomic_io import atomic_write, write_json
 from distill.data import Qrels, Run
-from distill.errors import ConfigError, DataError, MissingPrerequisiteError
+from distill.errors import ConfigError, DataError
+from distill.lazy import MissingExtraError
 
 __all__ = [
     "DEFAULT_METRICS",
@@ -237,7 +238,7 @@ def plot_metrics(results: Mapping[str, Mapping[str, float]], path: str | os.Path
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError as exc:  # matplotlib is the [plot] extra, not a core requirement
-        raise MissingPrerequisiteError("plots need matplotlib: pip install 'distilrank[plot]'") from exc
+        raise MissingExtraError("plots need matplotlib: pip install 'distilrank[plot]'", name=exc.name) from exc
     import numpy as np
 
     systems = list(results)

@@ -143,8 +143,9 @@ def test_scoring_backends_name_their_extra(load: str, module: str, extra: str, t
     mod, cls = load.split(":")
     backend = getattr(importlib.import_module(mod), cls)
     _block(monkeypatch, module)
-    with pytest.raises(MissingPrerequisiteError, match=rf"pip install 'distilrank\[{extra}\]'"):
+    with pytest.raises(MissingExtraError, match=rf"pip install 'distilrank\[{extra}\]'") as info:
         backend.load(tmp_path / "model.onnx")
+    assert info.value.name == module and isinstance(info.value, ImportError)
 
 
 def test_stub_helper_really_loads_a_click_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
