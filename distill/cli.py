@@ -14,6 +14,7 @@ from pathlib import Path
 import click
 
 from distill.errors import ConfigError, DistilrankError, exit_code_for
+from distill.lazy import MissingExtraError, missing_extra_error
 
 logger = logging.getLogger(__name__)
 
@@ -30,6 +31,35 @@ _LAZY_COMMANDS: dict[str, str] = {
     "loadtest": "loadtests.cli:loadtest",
 }
 
+#: command name -> the pip extra that installs what it imports (pyproject.toml); absent: core requirements.
+COMMAND_EXTRAS: dict[str, str] = {
+    "teacher": "train",
+    "student": "train",
+    "pipeline": "train",
+    "export": "export",
+    "serve": "serve",
+    "opensearch": "opensearch",
+    "loadtest": "loadtest",
+}
+
+
+def _missing_extra(name: str, exc: ModuleNotFoundError) -> MissingExtraError | None:
+    return missing_extra_error(exc, COMMAND_EXTRAS.get(name), f"distilrank {name}")
+
+
+def _unavailable(name: str, error: MissingExtraError) -> click.Command:
+    """Stands in for a command whose module cannot be imported for want of an extra: listed in --help
+    with the install line, and any invocation (``--help`` too) exits 3 with the full message."""
+
+    def callback() -> None:
+        raise error
+
+    extra = COMMAND_EXTRAS.get(name)
+    install = f"pip install 'distilrank[{extra}]'" if extra else "pip install distilrank"
+    return click.Command(name, callback=callback, add_help_option=False,
+                         context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
+                         help=str(error), short_help=f"(not installed: {install})")
+
 
 class _LazyGroup(click.Group):
     def list_commands(self, ctx: click.Context) -> list[str]:
@@ -37,6 +67,17 @@ class _LazyGroup(click.Group):
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         return self._load(cmd_name, quiet=False)
+
+    def invoke(self, ctx: click.Context) -> object:
+        # Commands import their heavy dependencies when they run: a third-party module missing there
+        # is a missing extra (exit 3, naming it), not a traceback.
+        try:
+            return super().invoke(ctx)
+        except ModuleNotFoundError as exc:
+            error = _missing_extra(ctx.invoked_subcommand or "", exc) if ctx.invoked_subcommand else None
+            if error is None:
+                raise
+            raise error from exc
 
     @staticmethod
     def _load(name: str, quiet: bool) -> click.Command | None:
@@ -49,6 +90,9 @@ class _LazyGroup(click.Group):
         except ModuleNotFoundError as exc:
             if exc.name and (module_name == exc.name or module_name.startswith(exc.name + ".")):
                 return None  # this part is not built yet: no placeholder command
+            error = _missing_extra(name, exc)
+            if error is not None:
+                return _unavailable(name, error)
             if quiet:
                 return None
             raise

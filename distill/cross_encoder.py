@@ -35,6 +35,7 @@ import numpy as np
 
 from distill.atomic_io import write_json
 from distill.errors import ConfigError, MissingPrerequisiteError
+from distill.lazy import MissingExtraError
 
 __all__ = ["CAPS_FILE", "CrossEncoderScorer", "OnnxBackend", "PairEncoder", "TokenCaps", "TorchBackend", "load_caps",
            "save_caps"]
@@ -194,7 +195,7 @@ class TorchBackend:
             import torch
             from transformers import AutoModelForSequenceClassification
         except ImportError as exc:
-            raise MissingPrerequisiteError("the torch backend needs the training stack: pip install 'distilrank[train]'") from exc
+            raise MissingExtraError("the torch backend needs the training stack: pip install 'distilrank[train]' (or [export])", name=exc.name) from exc
         model = AutoModelForSequenceClassification.from_pretrained(str(model_dir), dtype=torch.float32).eval()
         if device:
             model.to(device)
@@ -228,7 +229,7 @@ class OnnxBackend:
         try:
             import onnxruntime as ort
         except ImportError as exc:
-            raise MissingPrerequisiteError("ONNX scoring needs onnxruntime: pip install 'distilrank[serve]'") from exc
+            raise MissingExtraError("ONNX scoring needs onnxruntime: pip install 'distilrank[serve]'", name=exc.name) from exc
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads or (os.cpu_count() or 1)
         opts.inter_op_num_threads = 1

@@ -26,7 +26,8 @@ from pathlib import Path
 
 from distill.atomic_io import atomic_write, write_json
 from distill.data import Qrels, Run
-from distill.errors import ConfigError, DataError, MissingPrerequisiteError
+from distill.errors import ConfigError, DataError
+from distill.lazy import MissingExtraError
 
 __all__ = [
     "DEFAULT_METRICS",
@@ -236,8 +237,8 @@ def plot_metrics(results: Mapping[str, Mapping[str, float]], path: str | os.Path
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
-    except ImportError as exc:  # pragma: no cover - matplotlib is a core dependency
-        raise MissingPrerequisiteError("plots need matplotlib: pip install matplotlib") from exc
+    except ImportError as exc:  # matplotlib is the [plot] extra, not a core requirement
+        raise MissingExtraError("plots need matplotlib: pip install 'distilrank[plot]'", name=exc.name) from exc
     import numpy as np
 
     systems = list(results)

@@ -42,5 +42,14 @@ def __getattr__(name: str) -> Any:
     if name in _LAZY:
         import importlib
 
-        return getattr(importlib.import_module(_LAZY[name]), name)
+        from distill.lazy import missing_extra_error
+
+        try:
+            module = importlib.import_module(_LAZY[name])
+        except ModuleNotFoundError as exc:
+            err = missing_extra_error(exc, "export", f"export.{name}")
+            if err is None:
+                raise
+            raise err from exc
+        return getattr(module, name)
     raise AttributeError(f"module 'export' has no attribute {name!r}")

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from distill.errors import MissingPrerequisiteError
+from distill.lazy import MissingExtraError
 
 logger = logging.getLogger(__name__)
 
@@ -25,8 +25,8 @@ def export_fp32(model_dir: Path, out_dir: Path) -> Path:
     """Export the HF student to ``out_dir/model.onnx`` (plus config.json); returns the onnx path."""
     try:
         from optimum.onnxruntime import ORTModelForSequenceClassification
-    except ImportError as exc:  # pragma: no cover - dependency declared in pyproject
-        raise MissingPrerequisiteError("optimum-onnx is required: pip install 'distilrank[cpu]'") from exc
+    except ImportError as exc:  # optimum-onnx is the [export] extra
+        raise MissingExtraError("ONNX export needs optimum-onnx: pip install 'distilrank[export]'", name=exc.name) from exc
     model = ORTModelForSequenceClassification.from_pretrained(str(model_dir), export=True)
     model.save_pretrained(str(out_dir))
     return out_dir / "model.onnx"

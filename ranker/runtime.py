@@ -19,6 +19,7 @@ import numpy as np
 
 from distill.cross_encoder import CrossEncoderScorer, OnnxBackend, PairEncoder, TokenCaps
 from distill.errors import ConfigError, MissingPrerequisiteError
+from distill.lazy import MissingExtraError
 from export.model_card import ModelCardError, load_model_card
 
 __all__ = ["RerankRuntime", "RuntimeConfig", "sigmoid"]
@@ -109,7 +110,7 @@ class RerankRuntime:
         try:
             import onnxruntime as ort
         except ImportError as exc:  # pragma: no cover - depends on the environment
-            raise MissingPrerequisiteError("onnxruntime is not installed: pip install 'distilrank[serve]' (or [gpu])") from exc
+            raise MissingExtraError("onnxruntime is not installed: pip install 'distilrank[serve]' (or [gpu])", name=exc.name) from exc
         available = ort.get_available_providers()
         if config.provider == "cuda" and "CUDAExecutionProvider" not in available:
             raise MissingPrerequisiteError("provider=cuda but onnxruntime has no CUDAExecutionProvider: pip install 'distilrank[gpu]'")

@@ -47,4 +47,4 @@ _WHERE = {
 }
 
 
-__getattr__, __dir__ = lazy_exports(__name__, _WHERE)
+__getattr__, __dir__ = lazy_exports(__name__, _WHERE, extra="train")

@@ -24,6 +24,7 @@ from torch import nn
 
 from distill.atomic_io import atomic_dir, config_hash, write_json
 from distill.errors import DistilrankError, MissingPrerequisiteError
+from distill.lazy import MissingExtraError
 from distill.teacher._device import autocast
 from distill.teacher.config import LoRAConfig, TrainConfig
 
@@ -86,7 +87,7 @@ def apply_lora(model: nn.Module, lora: LoRAConfig):  # -> peft model or None
     try:
         from peft import LoraConfig, get_peft_model
     except ImportError as exc:
-        raise MissingPrerequisiteError("LoRA needs peft: pip install 'distilrank[lora]'") from exc
+        raise MissingExtraError("LoRA needs peft: pip install 'distilrank[lora]'", name=exc.name) from exc
     cfg = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
                      target_modules=list(lora.target_modules), task_type="CAUSAL_LM")
     # peft injects the adapters into ``model``'s own modules, so the caller keeps using ``model``
