@@ -34,8 +34,7 @@ from typing import Any
 import numpy as np
 
 from distill.atomic_io import write_json
-from distill.errors import ConfigError, MissingPrerequisiteError
-from distill.lazy import MissingExtraError
+from distill.errors import ConfigError, MissingExtraError, MissingPrerequisiteError
 
 __all__ = ["CAPS_FILE", "CrossEncoderScorer", "OnnxBackend", "PairEncoder", "TokenCaps", "TorchBackend", "load_caps",
            "save_caps"]

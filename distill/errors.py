@@ -12,6 +12,7 @@ __all__ = [
     "DataError",
     "DistilrankError",
     "GateFailedError",
+    "MissingExtraError",
     "MissingPrerequisiteError",
     "exit_code_for",
 ]
@@ -27,6 +28,11 @@ class ConfigError(DistilrankError, ValueError):
 
 class MissingPrerequisiteError(DistilrankError):
     """Something needed is absent: a package, a model directory, an earlier stage's artifact (3)."""
+
+
+class MissingExtraError(MissingPrerequisiteError, ImportError):
+    """A third-party module that an install extra provides is not installed (exit code 3, like any missing
+    prerequisite, and an ``ImportError`` for library callers); ``.name`` is the module."""
 
 
 class DataError(DistilrankError, ValueError):

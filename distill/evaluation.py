@@ -26,8 +26,7 @@ from pathlib import Path
 
 from distill.atomic_io import atomic_write, write_json
 from distill.data import Qrels, Run
-from distill.errors import ConfigError, DataError
-from distill.lazy import MissingExtraError
+from distill.errors import ConfigError, DataError, MissingExtraError
 
 __all__ = [
     "DEFAULT_METRICS",

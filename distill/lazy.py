@@ -7,17 +7,12 @@ import importlib
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from distill.errors import MissingPrerequisiteError
+from distill.errors import MissingExtraError
 
 __all__ = ["FIRST_PARTY", "MissingExtraError", "lazy_exports", "missing_extra_error"]
 
 #: this distribution's top-level packages: one of them missing is a broken install (a bug), not a missing extra
 FIRST_PARTY = frozenset({"distill", "export", "ranker", "opensearch_plugin", "loadtests"})
-
-
-class MissingExtraError(MissingPrerequisiteError, ImportError):
-    """A third-party module that an extra provides is not installed. Exit code 3 in the CLI (a
-    :class:`MissingPrerequisiteError`), and an ``ImportError`` for library callers; ``.name`` is the module."""
 
 
 def missing_extra_error(exc: ModuleNotFoundError, extra: str | None, what: str) -> MissingExtraError | None:

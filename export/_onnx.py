@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from distill.lazy import MissingExtraError
+from distill.errors import MissingExtraError
 
 logger = logging.getLogger(__name__)
 

@@ -18,8 +18,7 @@ from typing import Any
 import numpy as np
 
 from distill.cross_encoder import CrossEncoderScorer, OnnxBackend, PairEncoder, TokenCaps
-from distill.errors import ConfigError, MissingPrerequisiteError
-from distill.lazy import MissingExtraError
+from distill.errors import ConfigError, MissingExtraError, MissingPrerequisiteError
 from export.model_card import ModelCardError, load_model_card
 
 __all__ = ["RerankRuntime", "RuntimeConfig", "sigmoid"]
