@@ -300,7 +300,7 @@ def train_student(config: StudentTrainConfig, labels_path: str | Path, corpus_pa
         def on_log(self, args, state, control, logs=None, **kwargs):  # noqa: ANN001
             if logs:
                 logger.info("step %d/%d %s", state.global_step, state.max_steps,
-                            {k: round(v, 4) for k, v in logs.items() if isinstance(v, float)})
+                            {k: float(f"{v:.4g}") for k, v in logs.items() if isinstance(v, float)})
 
     n_steps = config.max_steps or max(1, int(len(groups) / config.batch_size * config.epochs + 0.999))
     eval_steps = min(config.eval_steps, n_steps)
