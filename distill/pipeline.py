@@ -363,11 +363,14 @@ def run_pipeline(inputs: PipelineInputs, config: PipelineConfig, out: str | Path
     from distill.student.train import train_student
 
     student_cfg = config.stage_config("student", base=student_model)
+    # with given and synthetic queries mixed, the dev split (checkpoint choice, interpolation) uses the given ones only
+    dev_eligible = set(read_queries(inputs.train_queries)) if len(parts) > 1 and inputs.train_queries else None
     student = runner.run(Stage(
         "student", {**student_cfg.to_dict(), "model": {**student_cfg.to_dict()["model"], "base": config.student_model},
-                    "qrels_kind": qrels_kind},
+                    "qrels_kind": qrels_kind, "dev_from_given_queries": dev_eligible is not None},
         lambda d: {"model": train_student(student_cfg, label.outputs["labels"], inputs.corpus, train_qrels, d,
-                                          dev_run_path=train_run, qrels_kind=qrels_kind).model_dir},
+                                          dev_run_path=train_run, qrels_kind=qrels_kind,
+                                          dev_eligible=dev_eligible).model_dir},
         inputs={"corpus": inputs.corpus, "train_qrels": train_qrels}, upstream=[label, fs_train]))
     student_dir = student.outputs["model"]
 

@@ -125,9 +125,13 @@ def _qid_hash(qid: str) -> int:
     return int(hashlib.sha1(qid.encode()).hexdigest()[:8], 16)
 
 
-def choose_dev(labels: list[Any], qrels: Qrels, config: StudentTrainConfig) -> tuple[set[str], Qrels, str]:
+def choose_dev(labels: list[Any], qrels: Qrels, config: StudentTrainConfig,
+               eligible: set[str] | None = None) -> tuple[set[str], Qrels, str]:
     """(dev qids, their relevance, what the relevance is): qrels when the labelled queries have them,
-    else the teacher's own top candidates. The split is a deterministic slice by qid hash."""
+    else the teacher's own top candidates. The split is a deterministic slice by qid hash, drawn from
+    ``eligible`` queries when given (e.g. only the real ones when synthetic queries are mixed in)."""
+    if eligible is not None:
+        labels = [lq for lq in labels if lq.qid in eligible] or labels
     judged = [lq for lq in labels if any(r >= 1 for r in qrels.get(lq.qid, {}).values())]
     pool = judged or list(labels)
     if len(pool) < 2:
@@ -189,7 +193,7 @@ def _precision(cfg: StudentTrainConfig) -> dict[str, bool]:
 
 def train_student(config: StudentTrainConfig, labels_path: str | Path, corpus_path: str | Path,
                   qrels_path: str | Path | None, out_dir: str | Path, dev_run_path: str | Path | None = None,
-                  resume: bool = True, qrels_kind: str = "real") -> TrainResult:
+                  resume: bool = True, qrels_kind: str = "real", dev_eligible: set[str] | None = None) -> TrainResult:
     """Train, keep the best dev checkpoint, set the interpolation; the student lands in ``out_dir/model``.
 
     ``out_dir/checkpoints`` holds Trainer checkpoints; an interrupted run resumes from the last complete
@@ -221,7 +225,7 @@ def train_student(config: StudentTrainConfig, labels_path: str | Path, corpus_pa
         raise DataError(f"{len(missing)} labelled doc ids are not in the corpus (e.g. {missing[:3]}); "
                         f"label and train with the same corpus", path=labels_path)
 
-    dev_ids, dev_qrels, dev_signal = choose_dev(labels, qrels, config)
+    dev_ids, dev_qrels, dev_signal = choose_dev(labels, qrels, config, dev_eligible)
     train_labels = [lq for lq in labels if lq.qid not in dev_ids]
     groups = build_groups(train_labels, qrels, config.pairs, config.normalization)
     query_text = {lq.qid: lq.query for lq in labels}

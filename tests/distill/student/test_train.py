@@ -148,3 +148,18 @@ def test_missing_labels_file_is_a_data_error(tiny_cross_encoder_dir: Path, demo_
     with pytest.raises(DataError, match="label file not found"):
         train_student(_config(tiny_cross_encoder_dir), tmp_path / "nope.jsonl", demo_data / "corpus.jsonl",
                       demo_data / "qrels.train.txt", tmp_path / "out")
+
+
+def test_dev_split_is_drawn_from_eligible_queries_only() -> None:
+    """Given and synthetic training queries mixed: the dev split (checkpoint choice, interpolation weight)
+    uses the given (real) queries only."""
+    from distill.labels import LabeledDoc, LabeledQuery
+    from distill.student.train import choose_dev
+
+    labels = [LabeledQuery(q, q, (LabeledDoc("d", 1.0, "bm25"),)) for q in [*(f"real{i}" for i in range(40)),
+                                                                             *(f"syn{i}" for i in range(200))]]
+    qrels = {lq.qid: {"d": 1} for lq in labels}
+    cfg = StudentTrainConfig.from_dict({"dev_fraction": 0.2, "dev_min_queries": 5})
+    dev, dev_qrels, signal = choose_dev(labels, qrels, cfg, eligible={f"real{i}" for i in range(40)})
+    assert dev and all(q.startswith("real") for q in dev) and set(dev_qrels) == dev and signal == "qrels"
+    assert len(choose_dev(labels, qrels, cfg)[0]) == 48  # without the restriction: 20% of all 240
