@@ -25,6 +25,8 @@ logger = logging.getLogger(__name__)
 @click.option("--isa", type=click.Choice(["auto", "avx2", "avx512", "avx512_vnni", "arm64"]), default="auto", show_default=True,
               help="int8 kernel target; auto reads /proc/cpuinfo.")
 @click.option("--max-seq-len", type=click.IntRange(8, 512), help="Override the student's token budget (default: its scoring.json).")
+@click.option("--max-query-tokens", type=click.IntRange(1, 512), help="Override the query cap (see bench/token_budget.py).")
+@click.option("--max-doc-tokens", type=click.IntRange(1, 512), help="Override the document cap.")
 @click.option("--eval-queries", type=click.Path(dir_okay=False), help="Eval queries (with --eval-qrels/--eval-run/--corpus).")
 @click.option("--eval-qrels", type=click.Path(dir_okay=False))
 @click.option("--eval-run", type=click.Path(dir_okay=False), help="First-stage run whose candidates are reranked.")
@@ -34,7 +36,8 @@ logger = logging.getLogger(__name__)
 @click.option("--report", "report_dir", default=None, type=click.Path(file_okay=False),
               help="Also write the compression report (depth x precision x length) into this dir.")
 def export_cmd(model_dir: str, out_dir: str, optimize: str, quantize: str, int8_mode: str, per_channel: bool,
-               op_types: str | None, no_fallback: bool, isa: str, max_seq_len: int | None, eval_queries: str | None,
+               op_types: str | None, no_fallback: bool, isa: str, max_seq_len: int | None, max_query_tokens: int | None,
+               max_doc_tokens: int | None, eval_queries: str | None,
                eval_qrels: str | None, eval_run: str | None, corpus: str | None, spearman_median_min: float | None,
                ndcg_drop_max: float | None, report_dir: str | None) -> None:
     """Export a student to ONNX with graph optimisation and gated int8; write model_card.json.
@@ -60,7 +63,8 @@ def export_cmd(model_dir: str, out_dir: str, optimize: str, quantize: str, int8_
     cfg = ExportConfig(optimize=optimize, quantize=quantize, int8_mode=int8_mode, per_channel=per_channel,  # type: ignore[arg-type]
                        isa=isa,  # type: ignore[arg-type]
                        op_types=tuple(t.strip() for t in op_types.split(",") if t.strip()) if op_types else None,
-                       int8_fallback=not no_fallback, max_seq_len=max_seq_len, gates=gates)
+                       int8_fallback=not no_fallback, max_seq_len=max_seq_len, max_query_tokens=max_query_tokens,
+                       max_doc_tokens=max_doc_tokens, gates=gates)
     eval_data = EvalData(Path(eval_queries), Path(eval_qrels), Path(eval_run), Path(corpus)) if all(given) else None  # type: ignore[arg-type]
     path = export_model(model_dir, out_dir, cfg, eval_data)
     card = load_model_card(path)

@@ -80,6 +80,9 @@ class ExportConfig:
     int8_fallback: bool = True
     #: tokens per (query, passage) pair; None = the student's own caps (scoring.json), which training used
     max_seq_len: int | None = None
+    #: per-side caps; None = the student's own (scoring.json). The model card records the caps used.
+    max_query_tokens: int | None = None
+    max_doc_tokens: int | None = None
     batch_size: int = 16
     #: gate candidate lists: at most this many queries x candidates per query.
     gate_queries: int = 30
@@ -93,6 +96,10 @@ class ExportConfig:
         for name, allowed in (("optimize", _OPTIMIZE), ("quantize", _QUANTIZE), ("int8_mode", _INT8_MODES), ("isa", _ISAS)):
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"{name}={getattr(self, name)!r} is not one of {', '.join(allowed)}")
+        for name in ("max_query_tokens", "max_doc_tokens"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or value < 1):
+                raise ConfigError(f"{name} must be a positive integer or unset (the student's caps), got {value!r}")
         if self.max_seq_len is not None and (not isinstance(self.max_seq_len, int) or self.max_seq_len < 8):
             raise ConfigError(f"max_seq_len must be an integer >= 8 or unset (the student's caps), got {self.max_seq_len!r}")
         for name in ("batch_size", "gate_queries", "gate_candidates", "calibration_pairs", "latency_reps"):

@@ -200,7 +200,7 @@ def export_model(model_dir: str | Path, out_dir: str | Path, config: ExportConfi
     if not model_dir.is_dir():
         raise MissingPrerequisiteError(f"student dir {model_dir} does not exist")
     hf = _check_student(model_dir)
-    caps = export_caps(model_dir, cfg.max_seq_len)
+    caps = export_caps(model_dir, cfg.max_seq_len, cfg.max_query_tokens, cfg.max_doc_tokens)
     isa = resolve_isa(cfg.isa)
     t_start = time.perf_counter()
 

@@ -27,12 +27,12 @@ logger = logging.getLogger(__name__)
 Pair = tuple[str, str]
 
 
-def export_caps(model_dir: str | os.PathLike[str], max_seq_len: int | None) -> TokenCaps:
-    """The student's caps (``scoring.json``), with ``max_seq_len`` overridden when given."""
+def export_caps(model_dir: str | os.PathLike[str], max_seq_len: int | None, max_query_tokens: int | None = None,
+                max_doc_tokens: int | None = None) -> TokenCaps:
+    """The student's caps (``scoring.json``), each overridden when given."""
     caps = load_caps(model_dir)
-    if max_seq_len is None or max_seq_len == caps.max_seq_len:
-        return caps
-    return TokenCaps(max_seq_len, caps.max_query_tokens, caps.max_doc_tokens)
+    return TokenCaps(max_seq_len or caps.max_seq_len, max_query_tokens or caps.max_query_tokens,
+                     max_doc_tokens or caps.max_doc_tokens)
 
 
 def onnx_scorer(onnx_path: str | os.PathLike[str], tokenizer_dir: str | os.PathLike[str], caps: TokenCaps,
