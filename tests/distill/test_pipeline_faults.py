@@ -43,7 +43,7 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, f
 
 
 @pytest.mark.parametrize(("point", "signal", "code"), [
-    ("teacher_cpt:start", "INT", 130),       # Ctrl-C as the teacher starts
+    ("teacher_sft:start", "INT", 130),       # Ctrl-C as SFT starts (the reported case: the head was seeded late)
     ("cpt:step", "KILL", -9),                # killed after CPT's first optimiser step
     ("sft:step", "KILL", -9),                # ... and SFT's
     ("label:query", "KILL", -9),             # killed with one query labelled
