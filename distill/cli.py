@@ -13,8 +13,11 @@ from pathlib import Path
 
 import click
 
-from distill.errors import ConfigError, DistilrankError, exit_code_for
-from distill.lazy import MissingExtraError, missing_extra_error
+from distill.bm25 import BM25Config
+from distill.config import default
+from distill.errors import ConfigError, DistilrankError, MissingExtraError, exit_code_for
+from distill.evaluation import DEFAULT_METRICS
+from distill.lazy import missing_extra_error
 
 logger = logging.getLogger(__name__)
 
@@ -136,8 +139,8 @@ def _identical_ids_option(f):  # noqa: ANN001, ANN202 - a click decorator
 @click.option("--queries", required=True, type=click.Path(dir_okay=False), help="Queries TSV or BEIR JSONL (.gz/.bz2 ok).")
 @click.option("--top-k", default=100, show_default=True, type=click.IntRange(min=1), help="Candidates per query.")
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="TREC run to write (atomically; .gz compresses).")
-@click.option("--k1", default=0.9, show_default=True, type=float)
-@click.option("--b", default=0.4, show_default=True, type=float)
+@click.option("--k1", default=default(BM25Config, "k1"), show_default=True, type=float)
+@click.option("--b", default=default(BM25Config, "b"), show_default=True, type=float)
 @_identical_ids_option
 def retrieve_bm25(corpus: str, queries: str, top_k: int, out: str, k1: float, b: float,
                   ignore_identical_ids: bool | None) -> None:
@@ -190,7 +193,7 @@ def _run_spec(spec: str) -> tuple[str, Path]:
 @click.option("--qrels", required=True, type=click.Path(dir_okay=False), help="TREC or BEIR-TSV qrels (.gz/.bz2 ok).")
 @click.option("--run", "runs", required=True, multiple=True,
               help="TREC run (.gz/.bz2 ok); repeat to compare. NAME=PATH names a run.")
-@click.option("--metrics", default=",".join(("ndcg@10", "mrr@10", "recall@100")), show_default=True,
+@click.option("--metrics", default=",".join(DEFAULT_METRICS), show_default=True,
               help="Comma-separated: ndcg@k, mrr@k, recall@k, map[@k], p@k (k >= 1).")
 @click.option("--rel-threshold", default=1, show_default=True, type=click.IntRange(min=1),
               help="Minimum relevance counted as relevant for MRR/recall/MAP/P (2 for TREC DL).")

@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 from distill.errors import ConfigError
 
-__all__ = ["from_mapping", "load_config", "read_config_file", "to_dict"]
+__all__ = ["choices", "default", "from_mapping", "load_config", "read_config_file", "to_dict"]
 
 T = TypeVar("T")
 
@@ -77,3 +77,24 @@ def load_config(cls: type[T], path: str | Path | None, overrides: Mapping[str, A
 
 def to_dict(obj: object) -> dict[str, Any]:
     return dataclasses.asdict(obj)  # type: ignore[arg-type]
+
+
+def default(cls: type, name: str) -> Any:
+    """The default of dataclass field ``name``: CLI options take their defaults from the config, never a literal."""
+    f = cls.__dataclass_fields__[name]  # type: ignore[attr-defined]
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    raise KeyError(f"{cls.__name__}.{name} has no default")
+
+
+def choices(cls: type, name: str) -> list[str]:
+    """The values of a ``Literal[...]`` field (``X | None`` unwrapped), for ``click.Choice``."""
+    hint = typing.get_type_hints(cls)[name]
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    if len(args) == 1 and typing.get_origin(args[0]) is typing.Literal:
+        args = list(typing.get_args(args[0]))
+    if not args or not all(isinstance(a, str) for a in args):
+        raise TypeError(f"{cls.__name__}.{name} is not a Literal of strings")
+    return list(args)

@@ -7,22 +7,29 @@ from pathlib import Path
 
 import click
 
+from distill.config import choices, default
+from export.config import ExportConfig
+
 logger = logging.getLogger(__name__)
 
 
 @click.command("export")
 @click.option("--model", "model_dir", required=True, type=click.Path(file_okay=False), help="Trained student dir (HF, 1 label).")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Artifact dir to write (atomically).")
-@click.option("--optimize", type=click.Choice(["none", "O1", "O2", "O3"]), default="O2", show_default=True,
+@click.option("--optimize", type=click.Choice(choices(ExportConfig, "optimize")), default=default(ExportConfig, "optimize"),
+              show_default=True,
               help="ORTOptimizer level (O3 adds a GELU approximation).")
-@click.option("--quantize", type=click.Choice(["none", "int8", "auto"]), default="none", show_default=True,
+@click.option("--quantize", type=click.Choice(choices(ExportConfig, "quantize")), default=default(ExportConfig, "quantize"),
+              show_default=True,
               help="int8: fail (exit 5) unless an int8 recipe passes the gates; auto: keep int8 only if it passes and is faster.")
-@click.option("--int8-mode", type=click.Choice(["dynamic", "static"]), default="dynamic", show_default=True,
+@click.option("--int8-mode", type=click.Choice(choices(ExportConfig, "int8_mode")), default=default(ExportConfig, "int8_mode"),
+              show_default=True,
               help="First int8 recipe to try; static is calibrated on bundled scifact_mini train pairs.")
-@click.option("--per-channel/--per-tensor", default=True, show_default=True, help="Weight quantisation granularity.")
+@click.option("--per-channel/--per-tensor", default=default(ExportConfig, "per_channel"), show_default=True,
+              help="Weight quantisation granularity.")
 @click.option("--op-types", default=None, help="Comma-separated ONNX op types to quantise (default: onnxruntime's).")
 @click.option("--no-fallback", is_flag=True, help="Try only the requested int8 recipe (no static/per-channel fallback).")
-@click.option("--isa", type=click.Choice(["auto", "avx2", "avx512", "avx512_vnni", "arm64"]), default="auto", show_default=True,
+@click.option("--isa", type=click.Choice(choices(ExportConfig, "isa")), default=default(ExportConfig, "isa"), show_default=True,
               help="int8 kernel target; auto reads /proc/cpuinfo.")
 @click.option("--max-seq-len", type=click.IntRange(8, 512), help="Override the student's token budget (default: its scoring.json).")
 @click.option("--max-query-tokens", type=click.IntRange(1, 512), help="Override the query cap (see bench/token_budget.py).")
@@ -48,7 +55,7 @@ def export_cmd(model_dir: str, out_dir: str, optimize: str, quantize: str, int8_
     from dataclasses import replace
 
     from distill.errors import ConfigError
-    from export.config import ExportConfig, GateTolerances
+    from export.config import GateTolerances
     from export.exporter import EvalData, export_model
     from export.model_card import load_model_card
 
