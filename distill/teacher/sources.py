@@ -294,8 +294,9 @@ def fit_weights(runs: Mapping[str, Run], qrels: Qrels, metric: str = "ndcg@10", 
 
     Starts from the best single member; each round tries every grid value for each member in a seeded
     order and keeps a change only when it improves the metric (ties keep the simpler, earlier weights).
-    Then each member whose removal costs less than ``min_gain`` (absolute, e.g. 0.005 = half a point) is
-    dropped: a weight that dev noise alone can explain is not worth running a slow teacher for.
+    Then each member is dropped whose removal costs less than ``min_gain`` (absolute, 0.005 = half a
+    point) or less than two standard errors of the per-query differences: a weight that dev noise alone
+    can explain (30 fit queries are noisy) is not worth running a slow teacher for.
     """
     from distill.evaluation import evaluate
 
@@ -304,6 +305,10 @@ def fit_weights(runs: Mapping[str, Run], qrels: Qrels, metric: str = "ndcg@10", 
         raise DataError("no dev query has both qrels and scores from every ensemble member; cannot fit weights")
     dev_qrels = {q: qrels[q] for q in qids}
     sub = {s: {q: r[q] for q in qids} for s, r in runs.items()}
+
+    def per_query(w: Mapping[str, float]) -> dict[str, float]:
+        res = evaluate(dev_qrels, combine_runs(sub, w), [metric])
+        return {q: v[metric] for q, v in res.per_query.items()}
 
     def value(w: Mapping[str, float]) -> float:
         if sum(w.values()) <= 0:
@@ -330,10 +335,14 @@ def fit_weights(runs: Mapping[str, Run], qrels: Qrels, metric: str = "ndcg@10", 
     for s in sorted(runs, key=lambda m: weights[m]):
         if weights[s] > 0 and sum(w > 0 for w in weights.values()) > 1:
             without = {**weights, s: 0.0}
-            v = value(without)
-            if best - v < min_gain:
-                logger.info("ensemble: dropping %s (it adds %.4f %s on dev, < min_gain %.4f)", s, best - v, metric, min_gain)
-                weights, best = without, v
+            with_q, without_q = per_query(weights), per_query(without)
+            diffs = np.array([with_q[q] - without_q[q] for q in with_q])
+            gain = float(diffs.mean())
+            se = float(diffs.std(ddof=1) / math.sqrt(len(diffs))) if len(diffs) > 1 else float("inf")
+            if gain < max(min_gain, 2 * se):
+                logger.info("ensemble: dropping %s (it adds %.4f %s on %d dev queries; needs >= %.4f and > 2 standard "
+                            "errors = %.4f)", s, gain, metric, len(diffs), min_gain, 2 * se)
+                weights, best = without, value(without)
     total = sum(weights.values())
     weights = {s: round(w / total, 4) for s, w in weights.items()}
     logger.info("ensemble weights %s: dev %s %.4f on %d queries (alone: %s)", weights, metric, best, len(qids),
