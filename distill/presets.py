@@ -57,8 +57,10 @@ PRESETS: dict[str, dict[str, Any]] = {
         "sft": {**_TEACHER_CPU, "max_steps": 6, "max_queries": 24, "num_negatives": 3},
         "label": {**_CPU_ENSEMBLE, "max_length": 96, "n_bm25": 20, "n_dense": 10, "n_random": 2, "batch_size": 16,
                   "fit_queries": 30},
-        "student": {"model": {"max_seq_len": 160, "max_query_tokens": 32}, "max_steps": 150, "eval_steps": 50,
-                    "dev_fraction": 0.25, "dev_min_queries": 20, "dev_top_k": 20, "pairs": {"n_negatives": 7}},
+        # 15-minute budget: 128 tokens, and a fast-learning fresh head (1e-3) so 200 steps get past the random start
+        "student": {"model": {"max_seq_len": 128, "max_query_tokens": 32}, "max_steps": 200, "eval_steps": 50,
+                    "head_learning_rate": 1e-3, "dev_fraction": 0.25, "dev_min_queries": 20, "dev_top_k": 20,
+                    "pairs": {"n_negatives": 7}},
         "eval": {"top_k": 20, "teacher_top_k": 20, "max_queries": 0, "teacher_batch_size": 16},
     },
     "small": {
