@@ -82,7 +82,8 @@ def save_caps(model_dir: str | os.PathLike[str], caps: TokenCaps) -> Path:
 
 
 def load_caps(model_dir: str | os.PathLike[str], default: TokenCaps | None = None) -> TokenCaps:
-    """Caps saved beside a model; without ``scoring.json``, ``default`` or the tokenizer's own max length."""
+    """Caps saved beside a model; without ``scoring.json``, ``default``, else the default budget capped at the
+    tokenizer's own max length."""
     path = Path(model_dir) / CAPS_FILE
     if path.is_file():
         try:
@@ -91,11 +92,12 @@ def load_caps(model_dir: str | os.PathLike[str], default: TokenCaps | None = Non
             raise ConfigError(f"{path}: not a valid token-caps file ({exc}); re-save the model") from exc
     if default is not None:
         return default
+    # a plain HF directory (no scoring.json): the default budget, shortened to the tokenizer's own limit
     cfg = Path(model_dir) / "tokenizer_config.json"
-    max_len = 512
+    max_len = TokenCaps().max_seq_len
     if cfg.is_file():
         value = json.loads(cfg.read_text(encoding="utf-8")).get("model_max_length")
-        if isinstance(value, int | float) and 8 <= value <= 8192:
+        if isinstance(value, int | float) and 8 <= value < max_len:
             max_len = int(value)
     return TokenCaps(max_seq_len=max_len)
 
