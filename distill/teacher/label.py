@@ -24,7 +24,7 @@ from distill.manifest import is_complete, write_manifest
 from distill.teacher._data import subsample
 from distill.teacher.candidates import gather_candidates
 from distill.teacher.config import LabelConfig
-from distill.teacher.sources import EnsembleSource, TeacherSource, fit_weights
+from distill.teacher.sources import EnsembleSource, TeacherSource, combine_runs, fit_weights
 
 __all__ = ["ENSEMBLE_FILE", "LABELS_FILE", "SourceFactory", "run_label"]
 
@@ -156,8 +156,7 @@ def _ensemble_check(config: LabelConfig, factory: SourceFactory, queries: Mappin
     cands = {q: list(d) for q, d in llm.items()}
     runs = {"llm": llm, **{m: factory.build(m).score(fq, cands) for m in ("dense", "bm25")}}
     weights, alone = fit_weights(runs, {q: qrels[q] for q in llm}, seed=config.seed)
-    ens = evaluate({q: qrels[q] for q in llm}, EnsembleSource({m: factory.build(m) for m in runs}, weights).combine(runs),
-                   ["ndcg@10"]).metrics["ndcg@10"]
+    ens = evaluate({q: qrels[q] for q in llm}, combine_runs(runs, weights), ["ndcg@10"]).metrics["ndcg@10"]
     favours = ens > alone["llm"] + 0.005
     info = {"checked": True, "n_queries": len(llm), "dev_ndcg10_alone": alone, "dev_ndcg10_ensemble": ens,
             "ensemble_weights": weights, "favours_ensemble": favours}
