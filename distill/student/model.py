@@ -57,8 +57,8 @@ class StudentModelConfig:
     num_layers: int | None = None
     layer_strategy: Literal["spread", "first"] = "spread"
     #: token budget of a (query, document) pair (see distill.cross_encoder.TokenCaps); saved with the model
-    max_seq_len: int = 256
-    max_query_tokens: int | None = 64
+    max_seq_len: int = 192
+    max_query_tokens: int | None = 32
     max_doc_tokens: int | None = None
 
     def __post_init__(self) -> None:
