@@ -7,11 +7,22 @@ import os
 
 import click
 
+from distill.config import choices, default
 from distill.errors import ConfigError
+from ranker.config import ServerConfig
+from ranker.runtime import RuntimeConfig
 
 __all__ = ["serve"]
 
 logger = logging.getLogger(__name__)
+
+
+def _S(name: str):  # noqa: N802, ANN202
+    return default(ServerConfig, name)
+
+
+def _R(name: str):  # noqa: N802, ANN202
+    return default(RuntimeConfig, name)
 
 
 @click.command("serve")
@@ -19,13 +30,13 @@ logger = logging.getLogger(__name__)
               help="Exported model directory (with model_card.json) from distilrank export.")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Bind address; 0.0.0.0 exposes the service to the network.")
 @click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535))
-@click.option("--max-batch-pairs", default=64, show_default=True, type=click.IntRange(min=1),
+@click.option("--max-batch-pairs", default=_S("max_batch_pairs"), show_default=True, type=click.IntRange(min=1),
               help="Most (query, doc) pairs per inference batch, across requests.")
-@click.option("--max-wait-ms", default=2.0, show_default=True, type=click.FloatRange(min=0),
+@click.option("--max-wait-ms", default=_S("max_wait_ms"), show_default=True, type=click.FloatRange(min=0),
               help="How long a batch waits for more requests after the first arrives.")
-@click.option("--max-queue", default=1024, show_default=True, type=click.IntRange(min=1),
+@click.option("--max-queue", default=_S("max_queue"), show_default=True, type=click.IntRange(min=1),
               help="Most pairs waiting; beyond it requests get 503 + Retry-After at once.")
-@click.option("--max-queue-requests", default=32, show_default=True, type=click.IntRange(min=1),
+@click.option("--max-queue-requests", default=_S("max_queue_requests"), show_default=True, type=click.IntRange(min=1),
               help="Most requests waiting (whatever their size); beyond it 503 + Retry-After at once.")
 @click.option("--default-deadline-ms", default=None, type=click.FloatRange(min=0, min_open=True),
               help="Deadline for requests without the X-Request-Timeout-Ms header [default: none, so they are shed "
@@ -33,35 +44,36 @@ logger = logging.getLogger(__name__)
 @click.option("--max-body-bytes", default=None, type=click.IntRange(min=1024),
               help="Largest request body; bigger is 413 before it is read [default: the largest body max-docs texts "
                    "of max-chars characters can take: (max_docs+1) x (6 x max_chars + 1 KiB) + 64 KiB].")
-@click.option("--header-timeout", default=10.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
+@click.option("--header-timeout", default=_S("header_timeout_s"), show_default=True, type=click.FloatRange(min=0, min_open=True),
               help="Seconds for a client to send the request line and headers (408 and close after).")
-@click.option("--body-timeout", default=10.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
+@click.option("--body-timeout", default=_S("body_timeout_s"), show_default=True, type=click.FloatRange(min=0, min_open=True),
               help="Seconds each read of a request body may stall (408 after).")
-@click.option("--max-docs", default=1000, show_default=True, type=click.IntRange(min=1), help="Most documents per request.")
-@click.option("--max-chars", default=20_000, show_default=True, type=click.IntRange(min=1),
+@click.option("--max-docs", default=_S("max_docs"), show_default=True, type=click.IntRange(min=1), help="Most documents per request.")
+@click.option("--max-chars", default=_S("max_chars"), show_default=True, type=click.IntRange(min=1),
               help="Most characters per text; longer is 413 (token truncation happens below this anyway).")
 @click.option("--threads", default=None, type=click.IntRange(min=1), help="ONNX Runtime intra-op threads [default: all cores].")
-@click.option("--chunk-size", default=16, show_default=True, type=click.IntRange(min=1),
+@click.option("--chunk-size", default=_R("chunk_size"), show_default=True, type=click.IntRange(min=1),
               help="Pairs per ONNX call after length sorting.")
-@click.option("--spin/--no-spin", default=True, show_default=True,
+@click.option("--spin/--no-spin", default=_R("spin"), show_default=True,
               help="ORT busy-waiting threads; --no-spin on machines shared with other busy processes.")
-@click.option("--provider", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--provider", type=click.Choice(choices(RuntimeConfig, "provider")), default=_R("provider"), show_default=True)
 @click.option("--api-key", envvar="DISTILRANK_API_KEY", default=None,
               help="Require 'Authorization: Bearer KEY' (or set DISTILRANK_API_KEY).")
-@click.option("--cache-size", default=0, show_default=True, type=click.IntRange(min=0),
+@click.option("--cache-size", default=_S("cache_size"), show_default=True, type=click.IntRange(min=0),
               help="LRU score cache entries (0 = off).")
-@click.option("--scores", type=click.Choice(["sigmoid", "raw"]), default="sigmoid", show_default=True,
+@click.option("--scores", type=click.Choice(choices(ServerConfig, "scores")), default=_S("scores"), show_default=True,
               help="relevance_score of /v1/rerank: sigmoid(logit) in [0,1] or the raw logit.")
-@click.option("--graceful-timeout", default=30, show_default=True, type=click.IntRange(min=1),
+@click.option("--graceful-timeout", default=_S("graceful_timeout_s"), show_default=True,
+              type=click.FloatRange(min=0, min_open=True),
               help="Seconds to finish in-flight requests on SIGTERM/SIGINT; requests still running then get 503 "
                    "and are logged as dropped.")
 def serve(model_dir: str, host: str, port: int, max_batch_pairs: int, max_wait_ms: float, max_queue: int,
           max_queue_requests: int, default_deadline_ms: float | None, max_body_bytes: int | None, header_timeout: float,
           body_timeout: float, max_docs: int, max_chars: int, threads: int | None, chunk_size: int, spin: bool,
-          provider: str, api_key: str | None, cache_size: int, scores: str, graceful_timeout: int) -> None:
+          provider: str, api_key: str | None, cache_size: int, scores: str, graceful_timeout: float) -> None:
     """Serve the reranker: POST /v1/rerank (Cohere), POST /rerank (TEI), /health, /ready, /info, /metrics."""
-    from ranker.runtime import RerankRuntime, RuntimeConfig
-    from ranker.server import ServerConfig, create_app, make_server
+    from ranker.runtime import RerankRuntime
+    from ranker.server import create_app, make_server
 
     # click reads an empty DISTILRANK_API_KEY as unset; an empty key is a mistake, never "auth off"
     if api_key is None and "DISTILRANK_API_KEY" in os.environ:

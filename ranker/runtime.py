@@ -13,7 +13,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -47,7 +47,7 @@ class RuntimeConfig:
 
     threads: int | None = None
     chunk_size: int = 16
-    provider: str = "auto"
+    provider: Literal["auto", "cpu", "cuda"] = "auto"
     verify_checksums: bool = True
     spin: bool = True
 

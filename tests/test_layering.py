@@ -21,7 +21,8 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 PACKAGES = ("distill", "export", "ranker", "opensearch_plugin", "loadtests", "bench")
 BASE_LAYER = ("distill.errors", "distill.atomic_io", "distill.config", "distill.data", "distill.evaluation",
-              "distill.bm25", "distill.manifest", "distill.cross_encoder", "distill.datasets", "distill.lazy")
+              "distill.bm25", "distill.manifest", "distill.cross_encoder", "distill.datasets", "distill.lazy",
+              "distill.scores")
 ABOVE_BASE = ("distill.teacher", "distill.student", "distill.pipeline", "export", "ranker", "opensearch_plugin",
               "loadtests")
 

@@ -15,22 +15,18 @@ the whole top-k (the pipeline does).
 from __future__ import annotations
 
 import logging
-import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Literal
 
 from distill.atomic_io import write_json
 from distill.data import Qrels, Run
 from distill.errors import ConfigError, DataError
+from distill.scores import RunNorm, normalize_run
 
 __all__ = ["InterpolationConfig", "InterpolationResult", "interpolate_runs", "load_interpolation", "normalize_run", "tune_alpha"]
 
 logger = logging.getLogger(__name__)
-
-RunNorm = Literal["minmax", "zscore", "none"]
-
 
 @dataclass(frozen=True)
 class InterpolationConfig:
@@ -63,25 +59,6 @@ class InterpolationResult:
 
     def save(self, path: str | Path) -> Path:
         return write_json(path, asdict(self))
-
-
-def _norm(values: Sequence[float], how: RunNorm) -> list[float]:
-    if how == "none" or not values:
-        return list(values)
-    if how == "minmax":
-        lo, hi = min(values), max(values)
-        return [0.0 if hi == lo else (v - lo) / (hi - lo) for v in values]
-    mean = sum(values) / len(values)
-    std = math.sqrt(sum((v - mean) ** 2 for v in values) / len(values)) or 1.0
-    return [(v - mean) / std for v in values]
-
-
-def normalize_run(run: Run, how: RunNorm) -> Run:
-    out: Run = {}
-    for qid, docs in run.items():
-        ids = list(docs)
-        out[qid] = dict(zip(ids, _norm([docs[d] for d in ids], how), strict=True))
-    return out
 
 
 def interpolate_runs(first_stage: Run, student: Run, alpha: float, config: InterpolationConfig) -> Run:

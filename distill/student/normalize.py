@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from distill.errors import ConfigError
+from distill.scores import zscore
 
 __all__ = ["NormalizationConfig", "normalize_scores"]
 
@@ -50,7 +51,4 @@ def normalize_scores(scores: Sequence[float], config: NormalizationConfig) -> li
         return values
     if config.method == "temperature":
         return [v / config.temperature for v in values]
-    mean = sum(values) / len(values)
-    std = math.sqrt(sum((v - mean) ** 2 for v in values) / len(values))
-    std = max(std, config.min_std)
-    return [(v - mean) / std for v in values]
+    return zscore(values, config.min_std)

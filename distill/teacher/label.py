@@ -104,14 +104,20 @@ def _ensemble(config: LabelConfig, factory: SourceFactory, queries: Mapping[str,
               qrels: Qrels | None, out_dir: Path) -> EnsembleSource:
     """The ensemble with fixed, resumed or freshly fitted weights (written to ``ensemble.json`` first)."""
     path = out_dir / ENSEMBLE_FILE
-    members = {m: factory.build(m) for m in config.members}
+    members: dict[str, Any] = {}
+
+    def weighted(weights: Mapping[str, float]) -> EnsembleSource:
+        # only members with a positive weight are built: a dropped LLM is never loaded, on resume neither
+        active = {m: float(w) for m, w in weights.items() if w > 0}
+        return EnsembleSource({m: members.get(m) or factory.build(m) for m in active}, active)
+
     fit_key = {"members": list(config.members), "weights": config.weights, "qrels": config.qrels,
                "fit_queries": config.fit_queries, "seed": config.seed}
     if path.exists():
         saved = json.loads(path.read_text())
         if saved.get("fit_key") == fit_key:
             logger.info("ensemble: resuming with the saved weights %s", saved["weights"])
-            return EnsembleSource(members, saved["weights"])
+            return weighted(saved["weights"])
     info: dict[str, Any] = {"fit_key": fit_key, "members": list(config.members)}
     if config.weights is not None:
         weights = {m: float(config.weights.get(m, 0.0)) for m in config.members}
@@ -126,16 +132,17 @@ def _ensemble(config: LabelConfig, factory: SourceFactory, queries: Mapping[str,
         else:
             fq = {q: queries[q] for q in fit}
             cands = {q: [d for d, _ in c] for q, c in factory.candidates(fq, qrels).items()}
+            members.update({m: factory.build(m) for m in config.members})
             runs = {m: src.score(fq, cands) for m, src in members.items()}
             weights, alone = fit_weights(runs, {q: qrels[q] for q in fit}, seed=config.seed)  # type: ignore[index]
-            combined = EnsembleSource(members, weights).combine(runs)
+            combined = combine_runs(runs, weights)
             from distill.evaluation import evaluate
 
             info.update(weights=weights, dev_ndcg10_alone=alone, n_fit_queries=len(fit),
                         dev_ndcg10_ensemble=evaluate({q: qrels[q] for q in fit}, combined, ["ndcg@10"]).metrics["ndcg@10"],  # type: ignore[index]
                         fitted_on=f"{len(fit)} labelled queries with {config.qrels_kind} qrels (coordinate ascent on nDCG@10)")
     write_json(path, info)
-    return EnsembleSource(members, info["weights"])
+    return weighted(info["weights"])
 
 
 def _ensemble_check(config: LabelConfig, factory: SourceFactory, queries: Mapping[str, Query], qids: list[str],

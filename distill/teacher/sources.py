@@ -34,6 +34,7 @@ import numpy as np
 
 from distill.data import Document, Qrels, Query, Run, read_run
 from distill.errors import ConfigError, DataError, MissingPrerequisiteError
+from distill.scores import zscore_run
 
 __all__ = ["SOURCE_NAMES", "BM25Source", "DenseSource", "EndpointError", "EndpointSource", "EnsembleSource",
            "LLMSource", "RunSource", "TeacherSource", "fit_weights", "zscore_run"]
@@ -50,20 +51,6 @@ class TeacherSource(Protocol):
     def score(self, queries: Mapping[str, Query], candidates: Candidates) -> Run:
         """Scores of every candidate of every query (the caller batches queries as it likes)."""
         ...
-
-
-def zscore_run(run: Run) -> Run:
-    """Per query: (s - mean) / std over that query's candidates (std 0 -> all 0)."""
-    out: Run = {}
-    for qid, docs in run.items():
-        vals = np.array(list(docs.values()), dtype=np.float64)
-        if len(vals) == 0:
-            out[qid] = {}
-            continue
-        std = float(vals.std())
-        z = (vals - vals.mean()) / std if std > 1e-12 else np.zeros_like(vals)
-        out[qid] = dict(zip(docs, z.tolist(), strict=True))
-    return out
 
 
 class BM25Source:

@@ -265,6 +265,28 @@ def test_ensemble_label_fits_weights_and_records_them(mini: dict[str, Path], tmp
         assert {d.doc_id for d in rec.docs if "positive" in d.source} == {d for d, r in qrels[rec.qid].items() if r > 0}
 
 
+def test_ensemble_never_builds_a_zero_weight_member(mini: dict[str, Path], tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """A member weighted 0 (e.g. a slow LLM the fit dropped) is never built: not on the first run, not on resume."""
+    from distill.teacher.label import SourceFactory
+
+    built: list[str] = []
+    real_build = SourceFactory.build
+
+    def spy(self, name):  # noqa: ANN001, ANN202
+        built.append(name)
+        return real_build(self, name)
+
+    monkeypatch.setattr(SourceFactory, "build", spy)
+    cfg = LabelConfig(source="ensemble", members=("dense", "bm25"), weights={"dense": 0.0, "bm25": 1.0},
+                      queries=str(mini["queries"]), corpus=str(mini["corpus"]), n_bm25=5, n_dense=0, n_random=1)
+    run_label(cfg, tmp_path / "ens")
+    (tmp_path / "ens" / "manifest.json").unlink()  # force the resume path (ensemble.json kept)
+    run_label(cfg, tmp_path / "ens")
+    assert built and set(built) == {"bm25"}
+    assert json.loads((tmp_path / "ens" / "ensemble.json").read_text())["weights"] == {"dense": 0.0, "bm25": 1.0}
+
+
 def test_qlm_scores_are_finite_and_batch_invariant(tiny_decoder_dir: Path) -> None:
     from distill.teacher.qlm import QueryLikelihoodScorer
 
