@@ -80,9 +80,35 @@ class _CalibrationReader:
         self._it = iter(self._batches)
 
 
+def sensitive_nodes(onnx_path: Path) -> list[str]:
+    """MatMuls kept in fp32 by the ``keep_edges`` recipe: the first and the last encoder layer (the
+    embedding output and the representation the head reads) and every attention-score product
+    (activation x activation, whose ranges vary most per input). Names follow the Optimum/torch export
+    (``/bert/encoder/layer.N/...``); a graph without them gives an empty list."""
+    import re
+
+    import onnx
+
+    graph = onnx.load(str(onnx_path), load_external_data=False).graph
+    layer = re.compile(r"/encoder/layer\.(\d+)/")
+    matmuls = [n.name for n in graph.node if n.op_type == "MatMul"]
+    layers = sorted({int(m.group(1)) for n in matmuls if (m := layer.search(n))})
+    if not layers:
+        return []
+    edges = {layers[0], layers[-1]}
+    out = []
+    for name in matmuls:
+        m = layer.search(name)
+        attention_product = "/attention/self/MatMul" in name
+        if m and (int(m.group(1)) in edges or attention_product):
+            out.append(name)
+    return out
+
+
 def quantize_static_int8(src: Path, dst: Path, isa: str, per_channel: bool, op_types: Sequence[str] | None,
-                         calibration: list[dict[str, np.ndarray]]) -> Path:
-    """Calibrated (static) int8 in QDQ format: activation scales are fixed, so scores are batch-invariant."""
+                         calibration: list[dict[str, np.ndarray]], exclude: Sequence[str] = ()) -> Path:
+    """Calibrated (static) int8 in QDQ format: activation scales are fixed, so scores are batch-invariant.
+    ``exclude``: node names left in fp32 (see :func:`sensitive_nodes`)."""
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, quantize_static
 
@@ -95,7 +121,7 @@ def quantize_static_int8(src: Path, dst: Path, isa: str, per_channel: bool, op_t
         quantize_static(str(src), str(dst), _CalibrationReader(calibration), quant_format=QuantFormat.QDQ,
                         per_channel=per_channel, reduce_range=reduce_range, activation_type=activation_type,
                         weight_type=weight_type, op_types_to_quantize=list(op_types) if op_types else None,
-                        calibrate_method=CalibrationMethod.MinMax,
+                        nodes_to_exclude=list(exclude) or None, calibrate_method=CalibrationMethod.MinMax,
                         extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT, "ActivationSymmetric": False,
                                        "WeightSymmetric": True},
                         calibration_providers=["CPUExecutionProvider"])

@@ -61,14 +61,20 @@ class EvalData:
                 raise MissingPrerequisiteError(f"--eval-{name} file {path} does not exist")
 
 
+#: the keep-edges int8 recipe needs this many encoder layers (L6: 4 layers' linear MatMuls stay int8)
+MIN_LAYERS_KEEP_EDGES = 4
+
+
 @dataclass(frozen=True)
 class Int8Recipe:
     mode: str
     per_channel: bool
+    #: static only: leave the first/last encoder layer and the attention-score products in fp32
+    keep_edges: bool = False
 
     @property
     def name(self) -> str:
-        return f"{self.mode}-{'per_channel' if self.per_channel else 'per_tensor'}"
+        return f"{self.mode}-{'per_channel' if self.per_channel else 'per_tensor'}" + ("-edges_fp32" if self.keep_edges else "")
 
 
 def _recipes(cfg: ExportConfig) -> list[Int8Recipe]:
@@ -76,7 +82,7 @@ def _recipes(cfg: ExportConfig) -> list[Int8Recipe]:
     if not cfg.int8_fallback:
         return [first]
     out = [first]
-    for r in (Int8Recipe("static", True), Int8Recipe("dynamic", True)):
+    for r in (Int8Recipe("static", True), Int8Recipe("static", True, keep_edges=True), Int8Recipe("dynamic", True)):
         if r not in out:
             out.append(r)
     return out
@@ -177,13 +183,25 @@ def _score_all(scorer: Any, gate_lists: CandidateLists, mixed: list[Pair], ndcg_
     return out
 
 
+def calibration_pairs(lists: CandidateLists, n: int) -> list[Pair]:
+    """``n`` pairs spread over as many queries as possible: round-robin over the queries, taking each
+    list's candidates alternately from the top and the bottom, so the activation ranges calibrated
+    cover many queries and both relevant and irrelevant passages (not the first few queries' lists)."""
+    per_query = []
+    for qid in sorted(lists.run):
+        pairs = lists.pairs(qid)[1]
+        order = [i for k in range((len(pairs) + 1) // 2) for i in dict.fromkeys((k, len(pairs) - 1 - k))]
+        per_query.append([pairs[i] for i in order])
+    out: list[Pair] = []
+    depth = 0
+    while len(out) < n and any(depth < len(p) for p in per_query):
+        out.extend(p[depth] for p in per_query if depth < len(p))
+        depth += 1
+    return out[:n]
+
+
 def _calibration(lists: CandidateLists, tokenizer_scorer: CrossEncoderScorer, cfg: ExportConfig) -> list[dict[str, np.ndarray]]:
-    pairs: list[Pair] = []
-    for qid in lists.run:
-        pairs.extend(lists.pairs(qid)[1])
-        if len(pairs) >= cfg.calibration_pairs:
-            break
-    pairs = pairs[:cfg.calibration_pairs]
+    pairs = calibration_pairs(lists, cfg.calibration_pairs)
     enc = tokenizer_scorer.encoder
     return [enc.batch([q for q, _ in pairs[i:i + 8]], [d for _, d in pairs[i:i + 8]]) for i in range(0, len(pairs), 8)]
 
@@ -248,6 +266,11 @@ def export_model(model_dir: str | Path, out_dir: str | Path, config: ExportConfi
         if cfg.quantize != "none":
             calib_lists = demo_candidates("train", cfg.gate_candidates)
             for recipe in _recipes(cfg):
+                if recipe.keep_edges and (hf.get("num_hidden_layers") or 0) < MIN_LAYERS_KEEP_EDGES:
+                    # with the first and last layer in fp32 too little would be int8 to be worth a recipe
+                    logger.info("int8 %s skipped: %s encoder layers (< %d)", recipe.name, hf.get("num_hidden_layers"),
+                                MIN_LAYERS_KEEP_EDGES)
+                    continue
                 path, results, ndcg = _try_int8(recipe, fp32_path, raw_path, work, isa, cfg, fp32, score_std, fp32_scorer,
                                                 calib_lists, gate_lists, mixed, ndcg_lists, model_dir, caps)
                 int8_trials[recipe.name] = {"gates": {r.name: r.to_dict() for r in results}, "ndcg@10": ndcg,
@@ -321,7 +344,7 @@ def _try_int8(recipe: Int8Recipe, fp32_path: Path, raw_path: Path, work: Path, i
               score_std: float, fp32_scorer: CrossEncoderScorer, calib_lists: CandidateLists, gate_lists: CandidateLists,
               mixed: list[Pair], ndcg_lists: CandidateLists | None, model_dir: Path,
               caps: TokenCaps) -> tuple[Path, list[GateResult], float | None]:
-    from export._onnx import quantize_dynamic_int8, quantize_static_int8
+    from export._onnx import quantize_dynamic_int8, quantize_static_int8, sensitive_nodes
 
     dst = work / f"int8_{recipe.name}.onnx"
     if recipe.mode == "static":
@@ -329,7 +352,8 @@ def _try_int8(recipe: Int8Recipe, fp32_path: Path, raw_path: Path, work: Path, i
         # optimised graph (bias quantisation then fails); quantise the plain export instead and let
         # onnxruntime fuse the QDQ pattern at session creation.
         quantize_static_int8(raw_path, dst, isa, recipe.per_channel, cfg.op_types or ("MatMul",),
-                             _calibration(calib_lists, fp32_scorer, cfg))
+                             _calibration(calib_lists, fp32_scorer, cfg),
+                             exclude=sensitive_nodes(raw_path) if recipe.keep_edges else ())
     else:
         quantize_dynamic_int8(fp32_path, dst, isa, recipe.per_channel, cfg.op_types)
     scored = _score_all(onnx_scorer(dst, model_dir, caps, cfg.batch_size), gate_lists, mixed, ndcg_lists, cfg)

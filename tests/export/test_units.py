@@ -126,3 +126,39 @@ def test_card_names_student_base_from_training_config(tmp_path) -> None:
     assert base["student_base"] == "/models/my-encoder" and training["config_hash"] == "abc"
     (model.parent / "config.json").unlink()
     assert _provenance(model, hf)[0]["student_base"] == "/tmp/somewhere"
+
+
+def test_calibration_pairs_spread_over_queries_and_both_ends() -> None:
+    from distill.data import Document, Query
+    from export._candidates import CandidateLists
+    from export.exporter import calibration_pairs
+
+    corpus = {f"d{i}": Document(f"d{i}", "", f"text {i}") for i in range(10)}
+    queries = {f"q{j}": Query(f"q{j}", f"query {j}") for j in range(6)}
+    run = {q: {f"d{i}": float(10 - i) for i in range(10)} for q in queries}
+    pairs = calibration_pairs(CandidateLists(queries, corpus, run, None, "t"), 12)
+    assert len(pairs) == 12
+    assert {q for q, _ in pairs} == {f"query {j}" for j in range(6)}  # every query, not the first two lists
+    assert ("query 0", "text 0") in pairs and ("query 0", "text 9") in pairs  # top and bottom candidate
+
+
+def test_keep_edges_leaves_first_last_layer_and_attention_products_fp32(tmp_path: Path) -> None:
+    import onnx
+    from onnx import TensorProto, helper
+
+    from export._onnx import sensitive_nodes
+
+    nodes, names = [], []
+    for layer in range(4):
+        for part in ("attention/self/query/MatMul", "attention/self/MatMul", "intermediate/dense/MatMul"):
+            names.append(f"/bert/encoder/layer.{layer}/{part}")
+            nodes.append(helper.make_node("MatMul", ["x", "w"], [f"y{len(nodes)}"], name=names[-1]))
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2]),
+                                            helper.make_tensor_value_info("w", TensorProto.FLOAT, [2, 2])],
+                              [helper.make_tensor_value_info("y0", TensorProto.FLOAT, [1, 2])])
+    onnx.save(helper.make_model(graph), tmp_path / "m.onnx")
+    kept = set(sensitive_nodes(tmp_path / "m.onnx"))
+    assert {n for n in names if "layer.0/" in n or "layer.3/" in n} <= kept
+    assert {n for n in names if "/attention/self/MatMul" in n} <= kept
+    assert "/bert/encoder/layer.1/intermediate/dense/MatMul" not in kept
+    assert "/bert/encoder/layer.2/attention/self/query/MatMul" not in kept

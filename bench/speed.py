@@ -1,0 +1,260 @@
+"""Speed at quality: students distilled at L6/L3/L2 x token budgets x fp32/int8, side by side in one run.
+
+For each variant the student is exported with Optimum (fp32 ONNX, ORT O2 graph optimisation; int8 =
+calibrated static per-channel QDQ with the first/last layer and the attention products kept fp32) and
+scored through the one scorer (``distill.cross_encoder``, the serving path's tokenisation and truncation):
+
+* nDCG@10 reranking BM25's top ``--depth`` of EVERY test query (SciFact test: 300 queries);
+* throughput: pairs/s over that whole rerank (1 user, length-bucketed batches of 16);
+* latency of one request (1 query x 20 and x 50 passages, BM25 top 50 of the first test queries), p50/p95
+  at 1 user and at 2 concurrent users (two threads sharing the session, as two HTTP clients would);
+* achieved GFLOP/s over the real (unpadded) tokens, beside a float32 GEMM gauge measured in the same run.
+
+    python -m bench.speed --student L6=runs/student/model --student L3=exp/l3/student/model \\
+        --drop L3-dropped=runs/student/model:3 --caps 32:160 --caps 32:96 --int8 L3
+
+Writes bench/results/speed.{json,md} and speed_pareto.png. Ratios are against the first variant (the first
+``--student`` at the first ``--caps``); compare rows of one run only (the machine is shared).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import statistics
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from distill.atomic_io import atomic_write, write_json
+from distill.cross_encoder import CrossEncoderScorer, TokenCaps
+from distill.data import read_corpus, read_qrels, read_queries
+from distill.evaluation import evaluate
+
+logger = logging.getLogger("bench.speed")
+REPO = Path(__file__).resolve().parent.parent
+
+
+def gemm_gauge(reps: int = 20) -> dict[str, float]:
+    """float32 GEMM of BERT-layer shape (512 tokens x 384 -> 1536), GFLOP/s median and peak."""
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((512, 384), dtype=np.float32)
+    b = rng.standard_normal((384, 1536), dtype=np.float32)
+    for _ in range(3):
+        a @ b
+    rates = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        for _ in range(10):
+            a @ b
+        rates.append(10 * 2 * 512 * 384 * 1536 / (time.perf_counter() - t0) / 1e9)
+    return {"median_gflops": statistics.median(rates), "peak_gflops": max(rates)}
+
+
+def flops_per_pair(n_tokens: int, cfg: dict[str, Any]) -> float:
+    """Forward FLOPs of a BERT encoder on one unpadded sequence (linear layers + attention products)."""
+    h, i, n_layers = cfg["hidden_size"], cfg["intermediate_size"], cfg["num_hidden_layers"]
+    linear = 2 * (4 * h * h + 2 * h * i) * n_tokens
+    attention = 2 * 2 * n_tokens * n_tokens * h
+    return n_layers * (linear + attention)
+
+
+def export_variant(src: Path, work: Path, precision: str, calib_pairs: list[tuple[str, str]], caps: TokenCaps) -> Path:
+    from export._isa import resolve_isa
+    from export._onnx import export_fp32, optimize, quantize_static_int8, sensitive_nodes
+    from export.scoring import onnx_scorer
+
+    raw = work / "raw" / "model.onnx"
+    if not raw.exists():
+        export_fp32(src, raw.parent)
+    if precision == "fp32":
+        opt = work / "o2" / "model_optimized.onnx"
+        return opt if opt.exists() else optimize(raw.parent, "O2", opt.parent)
+    enc = onnx_scorer(raw, src, caps).encoder
+    batches = [enc.batch([q for q, _ in calib_pairs[i:i + 8]], [d for _, d in calib_pairs[i:i + 8]])
+               for i in range(0, len(calib_pairs), 8)]
+    return quantize_static_int8(raw, work / "int8.onnx", resolve_isa("auto"), True, ("MatMul",), batches,
+                                exclude=sensitive_nodes(raw))
+
+
+def latency(scorer: CrossEncoderScorer, requests: list[list[tuple[str, str]]], users: int, reps: int) -> dict[str, float]:
+    """Per-request wall time with ``users`` threads each sending ``reps`` x every request back to back."""
+    for req in requests[:2]:
+        scorer.score_pairs(req)
+    times: list[float] = []
+    lock = threading.Lock()
+
+    def user(offset: int) -> None:
+        for _ in range(reps):
+            for k in range(len(requests)):
+                req = requests[(k + offset) % len(requests)]
+                t0 = time.perf_counter()
+                scorer.score_pairs(req)
+                with lock:
+                    times.append(1000 * (time.perf_counter() - t0))
+
+    t0 = time.perf_counter()
+    threads = [threading.Thread(target=user, args=(u,)) for u in range(users)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - t0
+    arr = np.asarray(times)
+    return {"p50_ms": float(np.percentile(arr, 50)), "p95_ms": float(np.percentile(arr, 95)),
+            "pairs_per_s": float(sum(len(r) for r in requests) * reps * users / wall), "n": len(times)}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--student", action="append", default=[], metavar="NAME=DIR", help="a trained student (HF dir)")
+    ap.add_argument("--drop", action="append", default=[], metavar="NAME=DIR:K",
+                    help="DIR with only K encoder layers kept after training (the cut baseline)")
+    ap.add_argument("--caps", action="append", default=[], metavar="Q:D", help="query:document token caps (default 32:160)")
+    ap.add_argument("--int8", action="append", default=[], metavar="NAME", help="also measure this variant in int8")
+    ap.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "beir-scifact")
+    ap.add_argument("--depth", type=int, default=20)
+    ap.add_argument("--max-queries", type=int, default=0, help="0 = every test query")
+    ap.add_argument("--latency-queries", type=int, default=5)
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--out", type=Path, default=REPO / "bench" / "results")
+    ap.add_argument("--prefix", default="speed")
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    for noisy in ("bm25s", "optimum", "onnxruntime", "transformers"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+    from distill.bm25 import BM25Index
+    from export.layers import keep_layers
+    from export.scoring import onnx_scorer
+
+    t_start = time.perf_counter()
+    corpus = read_corpus(args.data / "corpus.jsonl")
+    queries = read_queries(args.data / "queries.test.tsv")
+    qrels = read_qrels(args.data / "qrels.test.txt")
+    qids = [q for q in sorted(queries) if q in qrels]
+    if args.max_queries:
+        qids = qids[: args.max_queries]
+    bm25 = BM25Index(corpus)
+    first = bm25.search({q: queries[q] for q in qids}, top_k=max(args.depth, 50))
+    eval_pairs = {q: [(queries[q].text, corpus[d].full_text) for d in list(first[q])[: args.depth]] for q in qids}
+    eval_ids = {q: list(first[q])[: args.depth] for q in qids}
+    lat_q = [q for q in qids if len(first[q]) >= 50][: args.latency_queries]
+    requests = {n: [[(queries[q].text, corpus[d].full_text) for d in list(first[q])[:n]] for q in lat_q] for n in (20, 50)}
+    train_q = read_queries(args.data / "queries.train.tsv")
+    calib_q = dict(sorted(train_q.items())[:32])
+    calib_run = bm25.search(calib_q, top_k=20)
+    calib_pairs = [(calib_q[q].text, corpus[d].full_text) for k in range(0, 20, 5) for q in calib_q
+                   for d in list(calib_run[q])[k:k + 1]][:128]
+
+    caps_list = [tuple(int(x) for x in c.split(":")) for c in (args.caps or ["32:160"])]
+    models: list[tuple[str, Path]] = []
+    for spec in args.student:
+        name, path = spec.split("=", 1)
+        models.append((name, Path(path)))
+    gauge_start = gemm_gauge()
+    rows: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix=".speed-") as tmp:
+        work = Path(tmp)
+        for spec in args.drop:
+            name, rest = spec.split("=", 1)
+            path, k = rest.rsplit(":", 1)
+            models.append((name, keep_layers(path, int(k), work / f"{name}_hf")))
+        for name, src in models:
+            hf = json.loads((src / "config.json").read_text())
+            for precision in ["fp32"] + (["int8"] if name in args.int8 else []):
+                for q_cap, d_cap in caps_list:
+                    caps = TokenCaps(q_cap + d_cap + 3, q_cap, d_cap)
+                    onnx_path = export_variant(src, work / name, precision, calib_pairs, caps)
+                    scorer = onnx_scorer(onnx_path, src, caps, 16, threads=args.threads)
+                    scorer.score_pairs(eval_pairs[qids[0]])  # warm-up
+                    tokens = [len(r[0]) for q in qids for r in scorer.encoder.encode(*zip(*eval_pairs[q], strict=True))]
+                    t0 = time.perf_counter()
+                    run = {q: dict(zip(eval_ids[q], map(float, scorer.score_pairs(eval_pairs[q])), strict=True)) for q in qids}
+                    secs = time.perf_counter() - t0
+                    n_pairs = sum(len(p) for p in eval_pairs.values())
+                    flops = sum(flops_per_pair(n, hf) for n in tokens)
+                    row = {"variant": name, "layers": hf["num_hidden_layers"], "precision": precision,
+                           "caps": f"{q_cap}:{d_cap}", "ndcg@10": evaluate({q: qrels[q] for q in qids}, run, ["ndcg@10"]).metrics["ndcg@10"],
+                           "pairs_per_s": n_pairs / secs, "mean_real_tokens": float(np.mean(tokens)),
+                           "achieved_gflops": flops / secs / 1e9,
+                           "latency": {f"x{n}_u{u}": latency(scorer, requests[n], u, args.reps)
+                                       for n in (20, 50) for u in (1, 2)}}
+                    rows.append(row)
+                    logger.info("%s %s %s: nDCG@10 %.4f, %.1f pairs/s, x20 p95 %.0f ms", name, precision, row["caps"],
+                                row["ndcg@10"], row["pairs_per_s"], row["latency"]["x20_u1"]["p95_ms"])
+    gauge_end = gemm_gauge()
+    base = rows[0]
+    for r in rows:
+        r["speedup_vs_first"] = r["pairs_per_s"] / base["pairs_per_s"]
+        r["ndcg_delta_points_vs_first"] = 100 * (r["ndcg@10"] - base["ndcg@10"])
+    meta = {"data": str(args.data), "n_queries": len(qids), "depth": args.depth, "threads": args.threads,
+            "latency_queries": lat_q, "reps": args.reps, "cpu": platform.processor() or platform.machine(),
+            "gemm_gauge_start": gauge_start, "gemm_gauge_end": gauge_end,
+            "wall_time_s": round(time.perf_counter() - t_start, 1)}
+    args.out.mkdir(parents=True, exist_ok=True)
+    write_json(args.out / f"{args.prefix}.json", {"meta": meta, "rows": rows})
+    md = _markdown(rows, meta)
+    with atomic_write(args.out / f"{args.prefix}.md") as fh:
+        fh.write(md)
+    _plot(rows, args.out / f"{args.prefix}_pareto.png")
+    print(md)
+    return 0
+
+
+def _markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
+    g0, g1 = meta["gemm_gauge_start"], meta["gemm_gauge_end"]
+    lines = [f"# Speed at quality ({meta['n_queries']} test queries, BM25 top {meta['depth']} reranked, "
+             f"{meta['threads']} ORT threads)\n",
+             f"GEMM gauge (fp32, 512x384x1536): median {g0['median_gflops']:.1f} / peak {g0['peak_gflops']:.1f} GFLOP/s "
+             f"at the start, {g1['median_gflops']:.1f} / {g1['peak_gflops']:.1f} at the end. Ratios are against the "
+             f"first row. Latency: 1 query x N passages, p50/p95 ms, u1 = one user, u2 = two concurrent users.\n",
+             "| variant | layers | precision | caps q:d | nDCG@10 | Δ pts | pairs/s | × | achieved GFLOP/s "
+             "| x20 u1 p50/p95 | x20 u2 p50/p95 | x50 u1 p50/p95 | x50 u2 p50/p95 |",
+             "|---|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        lat = r["latency"]
+        cell = [f"{lat[k]['p50_ms']:.0f}/{lat[k]['p95_ms']:.0f}" for k in ("x20_u1", "x20_u2", "x50_u1", "x50_u2")]
+        lines.append(f"| {r['variant']} | {r['layers']} | {r['precision']} | {r['caps']} | {r['ndcg@10']:.4f} | "
+                     f"{r['ndcg_delta_points_vs_first']:+.1f} | {r['pairs_per_s']:.1f} | {r['speedup_vs_first']:.2f} | "
+                     f"{r['achieved_gflops']:.1f} | " + " | ".join(cell) + " |")
+    return "\n".join(lines) + f"\n\nWall time {meta['wall_time_s']} s.\n"
+
+
+def _plot(rows: list[dict[str, Any]], path: Path) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        logger.warning("matplotlib missing (pip install 'distilrank[plot]'): no plot")
+        return
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for r in rows:
+        ax.scatter(r["pairs_per_s"], r["ndcg@10"], marker="o" if r["precision"] == "fp32" else "s")
+        ax.annotate(f"{r['variant']} {r['precision']} {r['caps']}", (r["pairs_per_s"], r["ndcg@10"]), fontsize=7,
+                    xytext=(3, 3), textcoords="offset points")
+    ax.set_xlabel("pairs/s (1 user, 2 threads)")
+    ax.set_ylabel("nDCG@10")
+    ax.set_title("speed vs quality (higher and further right is better)")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    with atomic_write(path, "wb") as fh:
+        fig.savefig(fh, format="png", dpi=120)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
