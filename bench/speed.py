@@ -70,8 +70,7 @@ def flops_per_pair(n_tokens: int, cfg: dict[str, Any]) -> float:
 
 
 def export_variant(src: Path, work: Path, precision: str, calib_pairs: list[tuple[str, str]], caps: TokenCaps) -> Path:
-    from export._isa import resolve_isa
-    from export._onnx import export_fp32, optimize, quantize_static_int8, sensitive_nodes
+    from export import export_fp32, optimize, quantize_static_int8, resolve_isa, sensitive_nodes
     from export.scoring import onnx_scorer
 
     raw = work / "raw" / "model.onnx"
@@ -136,6 +135,7 @@ def main() -> int:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
     from distill.bm25 import BM25Index
+    from export import resolve_isa
     from export.layers import keep_layers
     from export.scoring import onnx_scorer
 
@@ -200,7 +200,8 @@ def main() -> int:
         r["speedup_vs_first"] = r["pairs_per_s"] / base["pairs_per_s"]
         r["ndcg_delta_points_vs_first"] = 100 * (r["ndcg@10"] - base["ndcg@10"])
     meta = {"data": str(args.data), "n_queries": len(qids), "depth": args.depth, "threads": args.threads,
-            "latency_queries": lat_q, "reps": args.reps, "cpu": platform.processor() or platform.machine(),
+            "latency_queries": lat_q, "reps": args.reps, "cpu": _cpu_name(), "isa": resolve_isa("auto"),
+            "cores": os.cpu_count(),
             "gemm_gauge_start": gauge_start, "gemm_gauge_end": gauge_end,
             "wall_time_s": round(time.perf_counter() - t_start, 1)}
     args.out.mkdir(parents=True, exist_ok=True)
@@ -213,10 +214,21 @@ def main() -> int:
     return 0
 
 
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def _markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     g0, g1 = meta["gemm_gauge_start"], meta["gemm_gauge_end"]
     lines = [f"# Speed at quality ({meta['n_queries']} test queries, BM25 top {meta['depth']} reranked, "
              f"{meta['threads']} ORT threads)\n",
+             f"CPU: {meta['cpu']}, {meta['cores']} cores, int8 kernels for {meta['isa']}.\n",
              f"GEMM gauge (fp32, 512x384x1536): median {g0['median_gflops']:.1f} / peak {g0['peak_gflops']:.1f} GFLOP/s "
              f"at the start, {g1['median_gflops']:.1f} / {g1['peak_gflops']:.1f} at the end. Ratios are against the "
              f"first row. Latency: 1 query x N passages, p50/p95 ms, u1 = one user, u2 = two concurrent users.\n",

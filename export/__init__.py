@@ -11,6 +11,8 @@ from export.config import ExportConfig, GateTolerances
 from export.model_card import MODEL_CARD, ModelCardError, file_hashes, load_model_card, write_model_card
 
 if TYPE_CHECKING:  # pragma: no cover
+    from export._isa import resolve_isa
+    from export._onnx import export_fp32, optimize, quantize_static_int8, sensitive_nodes
     from export.exporter import EvalData, export_model
     from export.layers import keep_layers
     from export.report import ReportConfig, compression_report
@@ -24,10 +26,15 @@ __all__ = [
     "ModelCardError",
     "ReportConfig",
     "compression_report",
+    "export_fp32",
     "export_model",
     "file_hashes",
     "keep_layers",
     "onnx_scorer",
+    "optimize",
+    "quantize_static_int8",
+    "resolve_isa",
+    "sensitive_nodes",
     "torch_scorer",
     "load_model_card",
     "write_model_card",
@@ -35,7 +42,10 @@ __all__ = [
 
 _LAZY = {"EvalData": "export.exporter", "export_model": "export.exporter", "keep_layers": "export.layers",
          "ReportConfig": "export.report", "compression_report": "export.report",
-         "onnx_scorer": "export.scoring", "torch_scorer": "export.scoring"}
+         "onnx_scorer": "export.scoring", "torch_scorer": "export.scoring",
+         # the building blocks of an export, for benches that compose their own variants
+         "export_fp32": "export._onnx", "optimize": "export._onnx", "quantize_static_int8": "export._onnx",
+         "sensitive_nodes": "export._onnx", "resolve_isa": "export._isa"}
 
 
 def __getattr__(name: str) -> Any:
