@@ -36,9 +36,14 @@ class PairConfig:
     positive: Literal["qrels", "teacher_top"] = "qrels"
     negatives: Literal["random", "teacher_hard", "mixed"] = "mixed"
     n_negatives: int = 7
-    #: groups built per query (each with another positive and/or another negative sample); 0 = auto
+    #: groups built per query (each with another positive and/or another negative sample); 0 = auto:
+    #: ceil(candidates / group size), so each labelled candidate lands in about one group
     groups_per_query: int = 0
-    max_auto_groups: int = 4
+    #: cap of the auto count (a 100-candidate list gives 13 groups of 1 + 7)
+    max_auto_groups: int = 16
+    #: queries without qrels: the positive rotates over the teacher's top N, and each group's negatives are
+    #: drawn from the candidates the teacher ranks below that positive (so the order inside the top is taught too)
+    teacher_positives: int = 3
     seed: int = 13
 
     def __post_init__(self) -> None:
@@ -48,6 +53,8 @@ class PairConfig:
             raise ConfigError(f"pairs.negatives must be 'random', 'teacher_hard' or 'mixed', got {self.negatives!r}")
         if self.n_negatives < 1:
             raise ConfigError(f"pairs.n_negatives must be >= 1 (margin-MSE needs a negative), got {self.n_negatives}")
+        if self.teacher_positives < 1:
+            raise ConfigError(f"pairs.teacher_positives must be >= 1, got {self.teacher_positives}")
         if self.groups_per_query < 0 or self.max_auto_groups < 1:
             raise ConfigError(f"pairs.groups_per_query must be >= 0 (0 = auto) and max_auto_groups >= 1, got "
                               f"{self.groups_per_query} and {self.max_auto_groups}")
@@ -77,21 +84,30 @@ def build_groups(labels: Iterable[LabeledQuery], qrels: Mapping[str, Mapping[str
         scores = dict(zip(ids, normalize_scores([d.score for d in lq.docs], norm), strict=True))
         judged_pos = {d for d, rel in qrels.get(lq.qid, {}).items() if rel >= 1}
         positives = [d for d in ids if d in judged_pos] if config.positive == "qrels" else []
-        if not positives:
-            positives = [max(ids, key=lambda d: (scores[d], d))]
-        pool = [d for d in ids if d not in judged_pos and d not in positives]
+        by_teacher = sorted(ids, key=lambda d: (-scores[d], d))
+        teacher_mode = not positives
+        if teacher_mode:
+            positives = [d for d in by_teacher[:config.teacher_positives] if d not in judged_pos] or by_teacher[:1]
+        pool = [d for d in ids if d not in judged_pos and d not in positives[:1]]
         if len(pool) < config.n_negatives:
             skipped += 1
             continue
         n_groups = config.groups_per_query or max(1, min(config.max_auto_groups,
                                                           -(-len(ids) // (1 + config.n_negatives))))
-        ranked = sorted(pool, key=lambda d: (-scores[d], d))
         n_hard = {"teacher_hard": config.n_negatives, "random": 0}.get(config.negatives, config.n_negatives // 2)
         for g in range(n_groups):
             pos = positives[g % len(positives)]
+            if teacher_mode:  # negatives only from below this positive in the teacher's order
+                below = by_teacher[by_teacher.index(pos) + 1:]
+                group_pool = [d for d in below if d not in judged_pos]
+            else:
+                group_pool = [d for d in pool if d not in positives]
+            if len(group_pool) < config.n_negatives:
+                continue
+            ranked = sorted(group_pool, key=lambda d: (-scores[d], d))
             start = (g * max(n_hard, 1)) % max(1, len(ranked) - n_hard + 1)
             hard = ranked[start:start + n_hard]
-            rest = [d for d in pool if d not in hard]
+            rest = [d for d in group_pool if d not in hard]
             negs = hard + rng.sample(rest, config.n_negatives - len(hard))
             doc_ids = (pos, *negs)
             groups.append(PairGroup(lq.qid, lq.query, doc_ids, tuple(scores[d] for d in doc_ids)))

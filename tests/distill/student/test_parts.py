@@ -55,17 +55,24 @@ def test_groups_fall_back_to_teacher_top_without_qrels() -> None:
 
 
 def test_groups_auto_count_and_mixed_negatives() -> None:
-    """Auto groups use a long candidate list (ceil(100 / 8) capped at 4); "mixed" puts the teacher's hardest
-    non-positives in every group and a different hard slice in each group."""
+    """Auto groups cover a long candidate list (ceil(100 / 8) = 13 groups); without qrels the positive rotates
+    over the teacher's top 3 and each group's negatives rank below its positive; "mixed" puts a different
+    slice of the teacher's hardest candidates in each group."""
     scores = {f"d{i:03d}": float(100 - i) for i in range(100)}  # d000 is the teacher's top
     groups = build_groups([_lq("q1", scores)], None, PairConfig(n_negatives=7), NormalizationConfig())
-    assert len(groups) == 4
+    assert len(groups) == 13
+    assert [g.doc_ids[0] for g in groups[:4]] == ["d000", "d001", "d002", "d000"]
     hard = [g.doc_ids[1:4] for g in groups]  # 7 // 2 = 3 hard negatives per group, first in the group
-    assert hard[0] == ("d001", "d002", "d003") and hard[1] == ("d004", "d005", "d006")
+    assert hard[0] == ("d001", "d002", "d003") and hard[1] == ("d005", "d006", "d007")
     for g in groups:
-        assert g.doc_ids[0] == "d000" and len(set(g.doc_ids)) == 8
-    assert len(build_groups([_lq("q1", scores)], None, PairConfig(n_negatives=7, max_auto_groups=20),
-                            NormalizationConfig())) == 13
+        assert len(set(g.doc_ids)) == 8 and all(d > g.doc_ids[0] for d in g.doc_ids[1:])  # below the positive
+        assert all(g.teacher_scores[0] > t for t in g.teacher_scores[1:])
+    assert len(build_groups([_lq("q1", scores)], None, PairConfig(n_negatives=7, max_auto_groups=4),
+                            NormalizationConfig())) == 4
+    # with qrels the judged positives are the positives and nothing judged is a negative
+    qrels = {"q1": {"d050": 1, "d060": 1}}
+    for g in build_groups([_lq("q1", scores)], qrels, PairConfig(n_negatives=7), NormalizationConfig()):
+        assert g.doc_ids[0] in ("d050", "d060") and not {"d050", "d060"} & set(g.doc_ids[1:])
 
 
 def test_groups_error_when_nothing_usable() -> None:
