@@ -5,8 +5,6 @@
 
 PYTHON ?= python3
 PIP := $(PYTHON) -m pip
-#: pytest-xdist workers for make test (2 = the cores of the reference machine; the suite is half waiting on servers)
-TEST_WORKERS ?= 2
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
@@ -26,7 +24,7 @@ demo: install
 
 test: install
 	$(PYTHON) -m ruff check distill export ranker opensearch_plugin loadtests tests bench
-	$(PYTHON) -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadgroup
+	$(PYTHON) -m pytest -q -p no:cacheprovider
 
 lint:
 	$(PYTHON) -m ruff check distill export ranker opensearch_plugin loadtests tests bench

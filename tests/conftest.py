@@ -32,14 +32,6 @@ SCIFACT = SHARED_DATA / "beir-scifact"
 DEMO_DATA = bundled_dataset().root
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Under pytest-xdist (``make test`` runs 2 workers) every test of the one OpenSearch node (fixed port,
-    cached data dir) runs in the same worker, so two workers never start or stop that node at once."""
-    for item in items:
-        if item.get_closest_marker("opensearch"):
-            item.add_marker(pytest.mark.xdist_group("opensearch"))
-
-
 @pytest.fixture(scope="session")
 def tiny_cross_encoder_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 2-layer random BERT with one output logit (real all-MiniLM-L6-v2 tokenizer), loadable by CrossEncoder."""
