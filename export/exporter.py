@@ -171,7 +171,10 @@ def _ndcg(scorer: Any, lists: CandidateLists, cfg: ExportConfig) -> float:
 
     per_query = _score_lists(scorer, lists, cfg)
     run = {qid: dict(zip(lists.run[qid], map(float, s), strict=True)) for qid, s in zip(lists.run, per_query, strict=True)}
-    return evaluate(lists.qrels or {}, run, ["ndcg@10"]).metrics["ndcg@10"]
+    # only the queries of the eval run: a qrels file judging more queries (a whole train split) would
+    # average in zeros, shrinking nDCG and so every drop the gate compares to its tolerance
+    qrels = {qid: rels for qid, rels in (lists.qrels or {}).items() if qid in run}
+    return evaluate(qrels, run, ["ndcg@10"]).metrics["ndcg@10"]
 
 
 def _score_all(scorer: Any, gate_lists: CandidateLists, mixed: list[Pair], ndcg_lists: CandidateLists | None,

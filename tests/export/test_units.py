@@ -162,3 +162,22 @@ def test_keep_edges_leaves_first_last_layer_and_attention_products_fp32(tmp_path
     assert {n for n in names if "/attention/self/MatMul" in n} <= kept
     assert "/bert/encoder/layer.1/intermediate/dense/MatMul" not in kept
     assert "/bert/encoder/layer.2/attention/self/query/MatMul" not in kept
+
+
+def test_export_ndcg_counts_only_the_eval_run_queries() -> None:
+    """A qrels file judging more queries than the eval run (a whole train split) must not average in zeros:
+    that shrank nDCG, and every drop the int8 nDCG gate compared to its tolerance, by the same factor."""
+    from distill.data import Document, Query
+    from export._candidates import CandidateLists
+    from export.exporter import _ndcg
+
+    class Lexical:  # scores a pair by whether the query word is in the passage
+        def score_pairs(self, pairs):  # noqa: ANN001, ANN202
+            return np.array([float(q.split()[-1] in d) for q, d in pairs], dtype=np.float32)
+
+    corpus = {f"d{i}": Document(f"d{i}", "", f"w{i}x") for i in range(12)}
+    queries = {f"q{i}": Query(f"q{i}", f"find w{i}x") for i in range(12)}
+    run = {f"q{i}": {f"d{j}": float(-j) for j in range(12)} for i in range(2)}
+    qrels = {f"q{i}": {f"d{i}": 1} for i in range(12)}  # 12 judged queries, 2 in the run
+    ndcg = _ndcg(Lexical(), CandidateLists(queries, corpus, run, qrels, "t"), ExportConfig())
+    assert ndcg == pytest.approx(1.0)
