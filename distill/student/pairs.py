@@ -95,16 +95,15 @@ def build_groups(labels: Iterable[LabeledQuery], qrels: Mapping[str, Mapping[str
         n_groups = config.groups_per_query or max(1, min(config.max_auto_groups,
                                                           -(-len(ids) // (1 + config.n_negatives))))
         n_hard = {"teacher_hard": config.n_negatives, "random": 0}.get(config.negatives, config.n_negatives // 2)
+        ranked_pool = sorted(pool, key=lambda d: (-scores[d], d))
         for g in range(n_groups):
             pos = positives[g % len(positives)]
-            if teacher_mode:  # negatives only from below this positive in the teacher's order
-                below = by_teacher[by_teacher.index(pos) + 1:]
-                group_pool = [d for d in below if d not in judged_pos]
-            else:
-                group_pool = [d for d in pool if d not in positives]
-            if len(group_pool) < config.n_negatives:
-                continue
-            ranked = sorted(group_pool, key=lambda d: (-scores[d], d))
+            if teacher_mode:  # negatives only from below this positive, already in the teacher's order
+                group_pool = ranked = [d for d in by_teacher[by_teacher.index(pos) + 1:] if d not in judged_pos]
+                if len(group_pool) < config.n_negatives:
+                    continue
+            else:  # judged positives are never in the pool
+                group_pool, ranked = pool, ranked_pool
             start = (g * max(n_hard, 1)) % max(1, len(ranked) - n_hard + 1)
             hard = ranked[start:start + n_hard]
             rest = [d for d in group_pool if d not in hard]
