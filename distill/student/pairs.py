@@ -9,7 +9,9 @@ the student sees both the hard distinctions the teacher makes near the top and t
 keep its scale; ``"teacher_hard"`` takes only the former, ``"random"`` only the latter. False
 negatives among hard ones do little harm: margin-MSE asks for the teacher's (small) margin, not for
 a large one. ``groups_per_query=0`` (auto) builds ``ceil(candidates / group size)`` groups, at most
-``max_auto_groups``, so a 100-candidate label file is used, not sampled 8 at a time. Queries with
+``max_auto_groups``, so a 100-candidate label file is used, not sampled 8 at a time; and at most
+``ceil(auto_group_budget / queries)``, so a file with many queries spends the same step budget on
+more queries with fewer groups each (query diversity transfers more than a 13th group of one query). Queries with
 fewer than ``n_negatives`` usable negatives are skipped with a log line, so every group has the same
 size and batches stay rectangular.
 """
@@ -44,6 +46,9 @@ class PairConfig:
     #: queries without qrels: the positive rotates over the teacher's top N, and each group's negatives are
     #: drawn from the candidates the teacher ranks below that positive (so the order inside the top is taught too)
     teacher_positives: int = 3
+    #: the auto count spreads about this many groups over the queries (400 steps of 4 groups): 130 queries
+    #: get 13 each, 800 queries 2 each
+    auto_group_budget: int = 1600
     seed: int = 13
 
     def __post_init__(self) -> None:
@@ -55,9 +60,9 @@ class PairConfig:
             raise ConfigError(f"pairs.n_negatives must be >= 1 (margin-MSE needs a negative), got {self.n_negatives}")
         if self.teacher_positives < 1:
             raise ConfigError(f"pairs.teacher_positives must be >= 1, got {self.teacher_positives}")
-        if self.groups_per_query < 0 or self.max_auto_groups < 1:
-            raise ConfigError(f"pairs.groups_per_query must be >= 0 (0 = auto) and max_auto_groups >= 1, got "
-                              f"{self.groups_per_query} and {self.max_auto_groups}")
+        if self.groups_per_query < 0 or self.max_auto_groups < 1 or self.auto_group_budget < 1:
+            raise ConfigError(f"pairs.groups_per_query must be >= 0 (0 = auto), max_auto_groups and auto_group_budget "
+                              f">= 1, got {self.groups_per_query}, {self.max_auto_groups} and {self.auto_group_budget}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +79,8 @@ def build_groups(labels: Iterable[LabeledQuery], qrels: Mapping[str, Mapping[str
                  config: PairConfig, norm: NormalizationConfig) -> list[PairGroup]:
     rng = random.Random(config.seed)
     qrels = qrels or {}
+    labels = list(labels)
+    per_query_cap = min(config.max_auto_groups, -(-config.auto_group_budget // max(1, sum(1 for lq in labels if lq.docs))))
     groups: list[PairGroup] = []
     skipped = 0
     for lq in labels:
@@ -92,8 +99,7 @@ def build_groups(labels: Iterable[LabeledQuery], qrels: Mapping[str, Mapping[str
         if len(pool) < config.n_negatives:
             skipped += 1
             continue
-        n_groups = config.groups_per_query or max(1, min(config.max_auto_groups,
-                                                          -(-len(ids) // (1 + config.n_negatives))))
+        n_groups = config.groups_per_query or max(1, min(per_query_cap, -(-len(ids) // (1 + config.n_negatives))))
         n_hard = {"teacher_hard": config.n_negatives, "random": 0}.get(config.negatives, config.n_negatives // 2)
         ranked_pool = sorted(pool, key=lambda d: (-scores[d], d))
         for g in range(n_groups):

@@ -69,6 +69,10 @@ def test_groups_auto_count_and_mixed_negatives() -> None:
         assert all(g.teacher_scores[0] > t for t in g.teacher_scores[1:])
     assert len(build_groups([_lq("q1", scores)], None, PairConfig(n_negatives=7, max_auto_groups=4),
                             NormalizationConfig())) == 4
+    # the group budget spreads over the queries: 400 queries x 4 groups, not x 13
+    many = [_lq(f"q{i}", scores) for i in range(400)]
+    assert len(build_groups(many, None, PairConfig(n_negatives=7), NormalizationConfig())) == 1600
+    assert len(build_groups(many, None, PairConfig(n_negatives=7, auto_group_budget=400), NormalizationConfig())) == 400
     # with qrels the judged positives are the positives and nothing judged is a negative
     qrels = {"q1": {"d050": 1, "d060": 1}}
     for g in build_groups([_lq("q1", scores)], qrels, PairConfig(n_negatives=7), NormalizationConfig()):
