@@ -24,7 +24,7 @@ demo: install
 
 test: install
 	$(PYTHON) -m ruff check distill export ranker opensearch_plugin loadtests tests bench
-	$(PYTHON) -m pytest -q -p no:cacheprovider
+	$(PYTHON) -m pytest -q -p no:cacheprovider -n 2 --dist loadgroup
 
 lint:
 	$(PYTHON) -m ruff check distill export ranker opensearch_plugin loadtests tests bench

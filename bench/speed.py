@@ -26,7 +26,6 @@ import os
 import platform
 import statistics
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -37,7 +36,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from distill.atomic_io import atomic_write, write_json
-from distill.cross_encoder import CrossEncoderScorer, TokenCaps
+from distill.cross_encoder import TokenCaps
 from distill.data import read_corpus, read_qrels, read_queries
 from distill.evaluation import evaluate
 
@@ -70,7 +69,14 @@ def flops_per_pair(n_tokens: int, cfg: dict[str, Any]) -> float:
 
 
 def export_variant(src: Path, work: Path, precision: str, calib_pairs: list[tuple[str, str]], caps: TokenCaps) -> Path:
-    from export import export_fp32, optimize, quantize_static_int8, resolve_isa, sensitive_nodes
+    from export import (
+        calibration_batches,
+        export_fp32,
+        optimize,
+        quantize_static_int8,
+        resolve_isa,
+        sensitive_nodes,
+    )
     from export.scoring import onnx_scorer
 
     raw = work / "raw" / "model.onnx"
@@ -79,39 +85,9 @@ def export_variant(src: Path, work: Path, precision: str, calib_pairs: list[tupl
     if precision == "fp32":
         opt = work / "o2" / "model_optimized.onnx"
         return opt if opt.exists() else optimize(raw.parent, "O2", opt.parent)
-    enc = onnx_scorer(raw, src, caps).encoder
-    batches = [enc.batch([q for q, _ in calib_pairs[i:i + 8]], [d for _, d in calib_pairs[i:i + 8]])
-               for i in range(0, len(calib_pairs), 8)]
+    batches = calibration_batches(onnx_scorer(raw, src, caps), calib_pairs)
     return quantize_static_int8(raw, work / "int8.onnx", resolve_isa("auto"), True, ("MatMul",), batches,
                                 exclude=sensitive_nodes(raw))
-
-
-def latency(scorer: CrossEncoderScorer, requests: list[list[tuple[str, str]]], users: int, reps: int) -> dict[str, float]:
-    """Per-request wall time with ``users`` threads each sending ``reps`` x every request back to back."""
-    for req in requests[:2]:
-        scorer.score_pairs(req)
-    times: list[float] = []
-    lock = threading.Lock()
-
-    def user(offset: int) -> None:
-        for _ in range(reps):
-            for k in range(len(requests)):
-                req = requests[(k + offset) % len(requests)]
-                t0 = time.perf_counter()
-                scorer.score_pairs(req)
-                with lock:
-                    times.append(1000 * (time.perf_counter() - t0))
-
-    t0 = time.perf_counter()
-    threads = [threading.Thread(target=user, args=(u,)) for u in range(users)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    wall = time.perf_counter() - t0
-    arr = np.asarray(times)
-    return {"p50_ms": float(np.percentile(arr, 50)), "p95_ms": float(np.percentile(arr, 95)),
-            "pairs_per_s": float(sum(len(r) for r in requests) * reps * users / wall), "n": len(times)}
 
 
 def main() -> int:
@@ -135,7 +111,8 @@ def main() -> int:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
     from distill.bm25 import BM25Index
-    from export import resolve_isa
+    from export import calibration_pairs, resolve_isa
+    from export.latency import measure_load
     from export.layers import keep_layers
     from export.scoring import onnx_scorer
 
@@ -155,8 +132,7 @@ def main() -> int:
     train_q = read_queries(args.data / "queries.train.tsv")
     calib_q = dict(sorted(train_q.items())[:32])
     calib_run = bm25.search(calib_q, top_k=20)
-    calib_pairs = [(calib_q[q].text, corpus[d].full_text) for k in range(0, 20, 5) for q in calib_q
-                   for d in list(calib_run[q])[k:k + 1]][:128]
+    calib_pairs = calibration_pairs({q: [(calib_q[q].text, corpus[d].full_text) for d in calib_run[q]] for q in calib_q}, 128)
 
     caps_list = [tuple(int(x) for x in c.split(":")) for c in (args.caps or ["32:160"])]
     models: list[tuple[str, Path]] = []
@@ -189,7 +165,7 @@ def main() -> int:
                            "caps": f"{q_cap}:{d_cap}", "ndcg@10": evaluate({q: qrels[q] for q in qids}, run, ["ndcg@10"]).metrics["ndcg@10"],
                            "pairs_per_s": n_pairs / secs, "mean_real_tokens": float(np.mean(tokens)),
                            "achieved_gflops": flops / secs / 1e9,
-                           "latency": {f"x{n}_u{u}": latency(scorer, requests[n], u, args.reps)
+                           "latency": {f"x{n}_u{u}": measure_load(scorer, requests[n], u, args.reps)
                                        for n in (20, 50) for u in (1, 2)}}
                     rows.append(row)
                     logger.info("%s %s %s: nDCG@10 %.4f, %.1f pairs/s, x20 p95 %.0f ms", name, precision, row["caps"],

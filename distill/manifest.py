@@ -8,6 +8,7 @@ complete and is skipped on the next run (the manifest is written last, atomicall
 from __future__ import annotations
 
 import json
+import logging
 import platform
 import time
 from collections.abc import Iterable, Mapping
@@ -17,7 +18,9 @@ from typing import Any
 
 from distill.atomic_io import config_hash, sha256_file, write_json
 
-__all__ = ["is_complete", "package_versions", "write_manifest"]
+__all__ = ["is_complete", "package_versions", "skip_if_finished", "write_manifest"]
+
+logger = logging.getLogger(__name__)
 
 _PACKAGES = ("distilrank", "torch", "transformers", "sentence-transformers", "optimum-onnx", "onnxruntime", "bm25s", "ir-measures")
 
@@ -58,3 +61,15 @@ def is_complete(out_dir: str | Path, config: Mapping[str, Any]) -> bool:
         return json.loads(path.read_text())["config_hash"] == config_hash(dict(config))
     except (json.JSONDecodeError, KeyError):
         return False
+
+
+def skip_if_finished(stage: str, out_dir: str | Path, config: Mapping[str, Any], *artifacts: str | Path) -> bool:
+    """True (and a log line) when ``out_dir`` holds a manifest for this config and every artifact exists.
+
+    The one skip check of the standalone stage commands (``teacher cpt|sft|synthesize|label``); inside the
+    pipeline the stage runner checks its own stage directory the same way.
+    """
+    if is_complete(out_dir, config) and all(Path(a).exists() for a in artifacts):
+        logger.info("%s: %s is complete for this config; skipping", stage, out_dir)
+        return True
+    return False

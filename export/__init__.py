@@ -13,7 +13,7 @@ from export.model_card import MODEL_CARD, ModelCardError, file_hashes, load_mode
 if TYPE_CHECKING:  # pragma: no cover
     from export._isa import resolve_isa
     from export._onnx import export_fp32, optimize, quantize_static_int8, sensitive_nodes
-    from export.exporter import EvalData, export_model
+    from export.exporter import EvalData, calibration_batches, calibration_pairs, export_model
     from export.layers import keep_layers
     from export.report import ReportConfig, compression_report
     from export.scoring import onnx_scorer, torch_scorer
@@ -25,6 +25,8 @@ __all__ = [
     "GateTolerances",
     "ModelCardError",
     "ReportConfig",
+    "calibration_batches",
+    "calibration_pairs",
     "compression_report",
     "export_fp32",
     "export_model",
@@ -40,7 +42,8 @@ __all__ = [
     "write_model_card",
 ]
 
-_LAZY = {"EvalData": "export.exporter", "export_model": "export.exporter", "keep_layers": "export.layers",
+_LAZY = {"EvalData": "export.exporter", "export_model": "export.exporter", "calibration_pairs": "export.exporter",
+         "calibration_batches": "export.exporter", "keep_layers": "export.layers",
          "ReportConfig": "export.report", "compression_report": "export.report",
          "onnx_scorer": "export.scoring", "torch_scorer": "export.scoring",
          # the building blocks of an export, for benches that compose their own variants

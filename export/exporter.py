@@ -12,7 +12,7 @@ import logging
 import shutil
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,7 +38,7 @@ from export.latency import measure_latency
 from export.model_card import load_model_card, write_model_card
 from export.scoring import Pair, export_caps, onnx_scorer, torch_scorer, with_batch_size
 
-__all__ = ["EvalData", "Int8Recipe", "export_model"]
+__all__ = ["EvalData", "Int8Recipe", "calibration_batches", "calibration_pairs", "export_model"]
 
 logger = logging.getLogger(__name__)
 
@@ -186,13 +186,14 @@ def _score_all(scorer: Any, gate_lists: CandidateLists, mixed: list[Pair], ndcg_
     return out
 
 
-def calibration_pairs(lists: CandidateLists, n: int) -> list[Pair]:
-    """``n`` pairs spread over as many queries as possible: round-robin over the queries, taking each
-    list's candidates alternately from the top and the bottom, so the activation ranges calibrated
-    cover many queries and both relevant and irrelevant passages (not the first few queries' lists)."""
+def calibration_pairs(lists: Mapping[str, Sequence[Pair]], n: int) -> list[Pair]:
+    """``n`` pairs spread over as many queries as possible: round-robin over the queries (``lists[qid]`` is one
+    query's pairs in first-stage order), taking each list's candidates alternately from the top and the bottom,
+    so the activation ranges calibrated cover many queries and both relevant and irrelevant passages (not the
+    first few queries' lists)."""
     per_query = []
-    for qid in sorted(lists.run):
-        pairs = lists.pairs(qid)[1]
+    for qid in sorted(lists):
+        pairs = list(lists[qid])
         order = [i for k in range((len(pairs) + 1) // 2) for i in dict.fromkeys((k, len(pairs) - 1 - k))]
         per_query.append([pairs[i] for i in order])
     out: list[Pair] = []
@@ -203,10 +204,11 @@ def calibration_pairs(lists: CandidateLists, n: int) -> list[Pair]:
     return out[:n]
 
 
-def _calibration(lists: CandidateLists, tokenizer_scorer: CrossEncoderScorer, cfg: ExportConfig) -> list[dict[str, np.ndarray]]:
-    pairs = calibration_pairs(lists, cfg.calibration_pairs)
-    enc = tokenizer_scorer.encoder
-    return [enc.batch([q for q, _ in pairs[i:i + 8]], [d for _, d in pairs[i:i + 8]]) for i in range(0, len(pairs), 8)]
+def calibration_batches(scorer: CrossEncoderScorer, pairs: Sequence[Pair], batch_size: int = 8) -> list[dict[str, np.ndarray]]:
+    """The calibration pairs tokenised as the scorer tokenises them (its token caps), in batches."""
+    enc = scorer.encoder
+    return [enc.batch([q for q, _ in pairs[i:i + batch_size]], [d for _, d in pairs[i:i + batch_size]])
+            for i in range(0, len(pairs), batch_size)]
 
 
 def export_model(model_dir: str | Path, out_dir: str | Path, config: ExportConfig | None = None,
@@ -355,7 +357,8 @@ def _try_int8(recipe: Int8Recipe, fp32_path: Path, raw_path: Path, work: Path, i
         # optimised graph (bias quantisation then fails); quantise the plain export instead and let
         # onnxruntime fuse the QDQ pattern at session creation.
         quantize_static_int8(raw_path, dst, isa, recipe.per_channel, cfg.op_types or ("MatMul",),
-                             _calibration(calib_lists, fp32_scorer, cfg),
+                             calibration_batches(fp32_scorer, calibration_pairs(
+                                 {q: calib_lists.pairs(q)[1] for q in calib_lists.run}, cfg.calibration_pairs)),
                              exclude=sensitive_nodes(raw_path) if recipe.keep_edges else ())
     else:
         quantize_dynamic_int8(fp32_path, dst, isa, recipe.per_channel, cfg.op_types)

@@ -7,6 +7,7 @@ process, never against a number from another run.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Sequence
 
@@ -15,7 +16,7 @@ import numpy as np
 from distill.cross_encoder import CrossEncoderScorer
 from export.scoring import Pair, with_batch_size
 
-__all__ = ["measure_latency"]
+__all__ = ["measure_latency", "measure_load"]
 
 logger = logging.getLogger(__name__)
 
@@ -37,3 +38,32 @@ def measure_latency(scorer: CrossEncoderScorer, pairs: Sequence[Pair], batch_siz
     return {"p50_ms": float(np.percentile(arr, 50)), "p95_ms": float(np.percentile(arr, 95)),
             "mean_ms": float(arr.mean()), "reps": float(reps), "pairs": float(len(pairs)),
             "batch_size": float(batch_size)}
+
+
+def measure_load(scorer: CrossEncoderScorer, requests: Sequence[Sequence[Pair]], users: int, reps: int) -> dict[str, float]:
+    """Per-request wall time (ms) and throughput with ``users`` threads, each sending ``reps`` x every request back
+    to back, starting at a different request (the scorer is shared, as a server shares its session)."""
+    for req in requests[:2]:
+        scorer.score_pairs(req)
+    times: list[float] = []
+    lock = threading.Lock()
+
+    def user(offset: int) -> None:
+        for _ in range(reps):
+            for k in range(len(requests)):
+                req = requests[(k + offset) % len(requests)]
+                t0 = time.perf_counter()
+                scorer.score_pairs(req)
+                with lock:
+                    times.append(1000 * (time.perf_counter() - t0))
+
+    t0 = time.perf_counter()
+    threads = [threading.Thread(target=user, args=(u,)) for u in range(users)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - t0
+    arr = np.asarray(times)
+    return {"p50_ms": float(np.percentile(arr, 50)), "p95_ms": float(np.percentile(arr, 95)),
+            "pairs_per_s": float(sum(len(r) for r in requests) * reps * users / wall), "n": len(times)}

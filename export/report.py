@@ -112,6 +112,7 @@ def compression_report(model_dir: str | Path, out_dir: str | Path, config: Repor
     from export._candidates import demo_candidates
     from export._isa import resolve_isa
     from export._onnx import export_fp32, optimize, quantize_static_int8
+    from export.exporter import calibration_batches, calibration_pairs
     from export.latency import measure_latency
     from export.layers import keep_layers
     from export.scoring import export_caps, onnx_scorer
@@ -127,6 +128,7 @@ def compression_report(model_dir: str | Path, out_dir: str | Path, config: Repor
     lat_qid = next(q for q in sorted(lat_lists.run) if len(lat_lists.run[q]) >= max(cfg.n_passages))
     lat_pairs = lat_lists.pairs(lat_qid)[1]
     calib = demo_candidates("train", cfg.eval_top_k)
+    calib_pairs = calibration_pairs({q: calib.pairs(q)[1] for q in calib.run}, 128)
     rows: list[dict[str, Any]] = []
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix=".report-") as tmp:
@@ -139,10 +141,7 @@ def compression_report(model_dir: str | Path, out_dir: str | Path, config: Repor
             raw = export_fp32(src, work / f"L{depth}_onnx")
             paths = {"fp32": optimize(raw.parent, "O2", work / f"L{depth}_o2")}
             if "int8" in cfg.precisions:
-                enc = onnx_scorer(paths["fp32"], src, export_caps(src, 256)).encoder
-                pairs = [p for q in list(calib.run)[:8] for p in calib.pairs(q)[1]][:128]
-                batches = [enc.batch([q for q, _ in pairs[i:i + 8]], [d for _, d in pairs[i:i + 8]])
-                           for i in range(0, len(pairs), 8)]
+                batches = calibration_batches(onnx_scorer(paths["fp32"], src, export_caps(src, 256)), calib_pairs)
                 paths["int8"] = quantize_static_int8(raw, work / f"L{depth}_int8.onnx", isa, True, ("MatMul",), batches)
             for precision in cfg.precisions:
                 for max_len in cfg.max_lens:

@@ -32,6 +32,15 @@ SCIFACT = SHARED_DATA / "beir-scifact"
 DEMO_DATA = bundled_dataset().root
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under pytest-xdist (``make test``: ``-n 2 --dist loadgroup``) every test that touches the OpenSearch node
+    runs in one worker: there is one node (port 9200) and one cached install with its plugin directory, and
+    two workers installing the plugin at once broke each other's node."""
+    for item in items:
+        if item.get_closest_marker("opensearch"):
+            item.add_marker(pytest.mark.xdist_group("opensearch"))
+
+
 @pytest.fixture(scope="session")
 def tiny_cross_encoder_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 2-layer random BERT with one output logit (real all-MiniLM-L6-v2 tokenizer), loadable by CrossEncoder."""

@@ -15,7 +15,7 @@ import torch
 
 from distill.atomic_io import atomic_dir
 from distill.data import read_corpus, read_qrels, read_queries
-from distill.manifest import is_complete, write_manifest
+from distill.manifest import skip_if_finished, write_manifest
 from distill.teacher import _train
 from distill.teacher._data import QueryDocPair, pairs_from_qrels, read_pairs_jsonl, subsample
 from distill.teacher.config import CPTConfig
@@ -76,8 +76,7 @@ def run_cpt(config: CPTConfig, out_dir: str | Path, progress: bool = False) -> P
     out_dir = Path(out_dir)
     model_dir = out_dir / CPT_MODEL_SUBDIR
     resolved = config.to_dict()
-    if is_complete(out_dir, resolved) and (model_dir / "config.json").exists():
-        logger.info("cpt: %s is complete for this config; skipping", out_dir)
+    if skip_if_finished("cpt", out_dir, resolved, model_dir / "config.json"):
         return model_dir
     started = time.perf_counter()
     lm = _train.load_trainable_lm(config)

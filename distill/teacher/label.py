@@ -20,7 +20,7 @@ from distill.atomic_io import write_json
 from distill.data import Document, Qrels, Query, read_corpus, read_qrels, read_queries
 from distill.fault_injection import fault_point
 from distill.labels import LabeledDoc, LabeledQuery, append_labels, valid_qids
-from distill.manifest import is_complete, write_manifest
+from distill.manifest import skip_if_finished, write_manifest
 from distill.teacher._data import subsample
 from distill.teacher.candidates import gather_candidates
 from distill.teacher.config import LabelConfig
@@ -180,8 +180,7 @@ def run_label(config: LabelConfig, out_dir: str | Path, progress: bool = False,
     out_dir = Path(out_dir)
     out = out_dir / LABELS_FILE
     resolved = config.to_dict()
-    if is_complete(out_dir, resolved) and out.exists():
-        logger.info("label: %s is complete for this config; skipping", out)
+    if skip_if_finished("label", out_dir, resolved, out):
         return out
     started = time.perf_counter()
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -27,7 +27,7 @@ from distill.base_models import resolve_teacher_base
 from distill.bm25 import BM25Index
 from distill.data import Document, Qrels, Query, Run, read_corpus, read_qrels, read_queries, read_run
 from distill.errors import DataError
-from distill.manifest import is_complete, write_manifest
+from distill.manifest import skip_if_finished, write_manifest
 from distill.teacher import _train
 from distill.teacher._data import subsample
 from distill.teacher.config import SFTConfig
@@ -132,8 +132,7 @@ def run_sft(config: SFTConfig, out_dir: str | Path, progress: bool = False) -> P
     out_dir = Path(out_dir)
     teacher_dir = out_dir / TEACHER_SUBDIR
     resolved = config.to_dict()
-    if is_complete(out_dir, resolved) and (teacher_dir / "teacher.json").exists():
-        logger.info("sft: %s is complete for this config; skipping", out_dir)
+    if skip_if_finished("sft", out_dir, resolved, teacher_dir / "teacher.json"):
         return teacher_dir
     started = time.perf_counter()
 

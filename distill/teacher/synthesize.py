@@ -34,7 +34,7 @@ from typing import Any
 from distill.atomic_io import write_json
 from distill.data import Document, Query, read_corpus, write_qrels, write_queries
 from distill.errors import DataError
-from distill.manifest import is_complete, write_manifest
+from distill.manifest import skip_if_finished, write_manifest
 from distill.teacher.config import SynthConfig
 
 __all__ = ["FEW_SHOT", "QRELS_FILE", "QUERIES_FILE", "REPORT_FILE", "clean_query", "crop_sentences", "crop_words",
@@ -169,8 +169,7 @@ def synthesize_queries(config: SynthConfig, out_dir: str | Path, progress: bool 
     out_dir = Path(out_dir)
     q_path, qrels_path = out_dir / QUERIES_FILE, out_dir / QRELS_FILE
     resolved = config.to_dict()
-    if is_complete(out_dir, resolved) and q_path.exists() and qrels_path.exists():
-        logger.info("synthesize: %s is complete for this config; skipping", out_dir)
+    if skip_if_finished("synthesize", out_dir, resolved, q_path, qrels_path):
         return q_path, qrels_path
     started = time.perf_counter()
     corpus = corpus if corpus is not None else read_corpus(config.corpus)

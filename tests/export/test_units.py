@@ -130,13 +130,12 @@ def test_card_names_student_base_from_training_config(tmp_path) -> None:
 
 def test_calibration_pairs_spread_over_queries_and_both_ends() -> None:
     from distill.data import Document, Query
-    from export._candidates import CandidateLists
-    from export.exporter import calibration_pairs
+    from export import calibration_pairs
 
     corpus = {f"d{i}": Document(f"d{i}", "", f"text {i}") for i in range(10)}
     queries = {f"q{j}": Query(f"q{j}", f"query {j}") for j in range(6)}
     run = {q: {f"d{i}": float(10 - i) for i in range(10)} for q in queries}
-    pairs = calibration_pairs(CandidateLists(queries, corpus, run, None, "t"), 12)
+    pairs = calibration_pairs({q: [(queries[q].text, corpus[d].text) for d in run[q]] for q in queries}, 12)
     assert len(pairs) == 12
     assert {q for q, _ in pairs} == {f"query {j}" for j in range(6)}  # every query, not the first two lists
     assert ("query 0", "text 0") in pairs and ("query 0", "text 9") in pairs  # top and bottom candidate
