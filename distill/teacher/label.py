@@ -12,7 +12,7 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,7 @@ from distill.teacher.candidates import gather_candidates
 from distill.teacher.config import LabelConfig
 from distill.teacher.sources import EnsembleSource, TeacherSource, combine_runs, fit_weights
 
-__all__ = ["ENSEMBLE_FILE", "LABELS_FILE", "SourceFactory", "run_label"]
+__all__ = ["ENSEMBLE_FILE", "LABELS_FILE", "SourceFactory", "ensemble_fit_qids", "run_label"]
 
 logger = logging.getLogger(__name__)
 
@@ -100,6 +100,12 @@ def _hash_order(qids: list[str]) -> list[str]:
     return sorted(qids, key=lambda q: (hashlib.sha1(q.encode()).hexdigest(), q))
 
 
+def ensemble_fit_qids(qids: Iterable[str], qrels: Qrels | None, n: int) -> list[str]:
+    """The queries an ensemble fits its weights on: the first ``n`` judged ones in a fixed hash order (the same
+    on every shard and on resume; a stage that trains a member on the training qrels leaves these out)."""
+    return [q for q in _hash_order(list(qids)) if any(r >= 1 for r in (qrels or {}).get(q, {}).values())][:n]
+
+
 def _ensemble(config: LabelConfig, factory: SourceFactory, queries: Mapping[str, Query], qids: list[str],
               qrels: Qrels | None, out_dir: Path) -> EnsembleSource:
     """The ensemble with fixed, resumed or freshly fitted weights (written to ``ensemble.json`` first)."""
@@ -123,8 +129,7 @@ def _ensemble(config: LabelConfig, factory: SourceFactory, queries: Mapping[str,
         weights = {m: float(config.weights.get(m, 0.0)) for m in config.members}
         info.update(weights=weights, fitted_on="given in the config")
     else:
-        judged = [q for q in _hash_order(qids) if any(r >= 1 for r in (qrels or {}).get(q, {}).values())]
-        fit = judged[: config.fit_queries]
+        fit = ensemble_fit_qids(qids, qrels, config.fit_queries)
         if len(fit) < 5:
             weights = dict.fromkeys(config.members, round(1.0 / len(config.members), 4))
             logger.warning("ensemble: %d labelled queries have qrels (need >= 5 to fit): equal weights %s", len(fit), weights)
@@ -155,7 +160,7 @@ def _ensemble_check(config: LabelConfig, factory: SourceFactory, queries: Mappin
     from distill.evaluation import evaluate
     from distill.labels import iter_labels
 
-    fit = set([q for q in _hash_order(qids) if any(r >= 1 for r in qrels.get(q, {}).values())][: config.fit_queries])
+    fit = set(ensemble_fit_qids(qids, qrels, config.fit_queries))
     llm = {r.qid: {d.doc_id: d.score for d in r.docs} for r in iter_labels(labels_path) if r.qid in fit}
     if len(llm) < 5:
         return {"checked": False, "why": f"{len(llm)} labelled queries with qrels (need >= 5)"}
@@ -187,7 +192,7 @@ def run_label(config: LabelConfig, out_dir: str | Path, progress: bool = False,
     queries = read_queries(config.queries)
     corpus = corpus if corpus is not None else read_corpus(config.corpus)
     qrels = read_qrels(config.qrels) if config.qrels else None
-    qids = subsample(list(queries), config.max_queries, config.seed)
+    qids = all_qids = subsample(list(queries), config.max_queries, config.seed)
     shard_i, shard_n = config.shard_index()
     if shard_n > 1:
         qids = [q for k, q in enumerate(sorted(qids)) if k % shard_n == shard_i]
@@ -200,7 +205,7 @@ def run_label(config: LabelConfig, out_dir: str | Path, progress: bool = False,
     n_docs = 0
     extra: dict[str, Any] = {"source": config.source}
     if todo or config.source == "ensemble":
-        source: TeacherSource = (_ensemble(config, factory, queries, qids, qrels, out_dir) if config.source == "ensemble"
+        source: TeacherSource = (_ensemble(config, factory, queries, all_qids, qrels, out_dir) if config.source == "ensemble"
                                  else factory.build(config.source))
         if isinstance(source, EnsembleSource):
             extra["ensemble"] = json.loads((out_dir / ENSEMBLE_FILE).read_text())

@@ -16,7 +16,7 @@ import pytest
 
 from distill.bm25 import BM25Index
 from distill.cli import main
-from distill.data import Query, read_corpus, read_qrels, write_run
+from distill.data import Query, read_corpus, read_qrels, read_queries, write_run
 from distill.errors import ConfigError, DataError
 from distill.labels import read_labels
 from distill.teacher.config import LabelConfig
@@ -263,6 +263,26 @@ def test_ensemble_label_fits_weights_and_records_them(mini: dict[str, Path], tmp
     for rec in read_labels(path):
         assert all(math.isfinite(d.score) for d in rec.docs)
         assert {d.doc_id for d in rec.docs if "positive" in d.source} == {d for d, r in qrels[rec.qid].items() if r > 0}
+
+
+def test_ensemble_shards_fit_on_the_same_queries(mini: dict[str, Path], tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every shard chooses its fit queries from all the queries, not from its own slice, so the shards' label
+    files are scored with the same weights and concatenate into one labelling."""
+    import distill.teacher.label as label_mod
+
+    seen: list[list[str]] = []
+    real = label_mod.ensemble_fit_qids
+
+    def spy(qids, qrels, n):  # noqa: ANN001, ANN202
+        seen.append(sorted(qids))
+        return real(qids, qrels, n)
+
+    monkeypatch.setattr(label_mod, "ensemble_fit_qids", spy)
+    base = {"source": "ensemble", "members": ("bm25",), "queries": str(mini["queries"]), "corpus": str(mini["corpus"]),
+            "qrels": str(mini["qrels"]), "n_bm25": 5, "n_dense": 0, "n_random": 1}
+    shards = [read_labels(run_label(LabelConfig(shard=f"{i}/2", **base), tmp_path / f"s{i}")) for i in range(2)]
+    assert all(shards) and len(seen) == 2 and seen[0] == seen[1] == sorted(read_queries(mini["queries"]))
 
 
 def test_ensemble_never_builds_a_zero_weight_member(mini: dict[str, Path], tmp_path: Path,
