@@ -24,7 +24,7 @@ import logging
 import shutil
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -184,6 +184,10 @@ class PipelineReport:
                  + (f" (fitted on {self.teacher['fitted_on']})" if self.teacher.get("fitted_on") else "")
                  + (f"; each member's dev nDCG@10: {self.teacher['dev_ndcg10_alone']}" if self.teacher.get("dev_ndcg10_alone") else "")
                  + ".", "",
+                 *([f"Dense member fine-tuned on the training qrels: {ft['triples']} (query, positive, hard negative) "
+                    f"triples, {ft['steps']} steps, loss {ft['first_loss']} -> {ft['last_loss']}; the "
+                    f"{ft['held_out_queries']} queries that fit the ensemble weights were held out.", ""]
+                   if (ft := self.teacher.get("dense_fine_tuned")) else []),
                  *([f"Note: on the dev queries an ensemble of the LLM, dense and BM25 scored nDCG@10 "
                     f"{self.teacher['ensemble_check']['dev_ndcg10_ensemble']:.4f} vs the LLM alone "
                     f"{self.teacher['ensemble_check']['dev_ndcg10_alone']['llm']:.4f}: consider label.source = ensemble.", ""]
@@ -346,6 +350,25 @@ def run_pipeline(inputs: PipelineInputs, config: PipelineConfig, out: str | Path
     label_cfg = config.stage_config("label", teacher=str(llm_dir or "unused"), queries=str(train_q), corpus=str(inputs.corpus),
                                     qrels=str(train_qrels), qrels_kind=qrels_kind,
                                     dense_model=label_base.dense_model)
+    dense_ft = config.stage_config("dense_ft")
+    uses_dense = label_cfg.source == "dense" or (label_cfg.source == "ensemble" and "dense" in label_cfg.members)
+    if dense_ft.enabled and uses_dense and qrels_kind != "real":
+        logger.warning("dense_ft: the training qrels are synthetic; the dense teacher is not fine-tuned on them")
+    elif dense_ft.enabled and uses_dense:
+        from distill.teacher.dense_ft import fine_tune_dense
+        from distill.teacher.label import label_fit_qids
+
+        train_queries, train_judged = read_queries(train_q), read_qrels(train_qrels)
+        held_out = label_fit_qids(label_cfg, train_queries, train_judged)  # the ensemble fits its weights on these
+        # "default" is the pipeline's dense model (all-MiniLM-L6-v2; the tiny student in the tiny preset)
+        ft_cfg = replace(dense_ft, base=label_base.dense_model) if dense_ft.base == "default" else dense_ft
+        tuned = runner.run(Stage("teacher_dense", {**dense_ft.to_dict(), "student_model": config.student_model,
+                                                   "held_out": held_out},
+                                 lambda d: {"model": fine_tune_dense(ft_cfg, train_queries, train_judged, corpus, d,
+                                                                     held_out, factory.bm25_index)},
+                                 inputs=train_inputs, upstream=upstream_data))
+        label_cfg = replace(label_cfg, dense_model=str(tuned.outputs["model"]))
+        teacher_upstream = [*teacher_upstream, tuned]
     factory.config = label_cfg
     label_inputs = dict(train_inputs) | ({"teacher_run": Path(label_cfg.run)} if label_cfg.run else {})
     label = runner.run(Stage("teacher_label", _key(label_cfg.to_dict(), "teacher", "queries", "corpus", "qrels", "run",
@@ -356,6 +379,10 @@ def run_pipeline(inputs: PipelineInputs, config: PipelineConfig, out: str | Path
     teacher_info: dict[str, Any] = {"source": label_cfg.source}
     if ensemble_path.exists():
         teacher_info.update({k: v for k, v in json.loads(ensemble_path.read_text()).items() if k != "fit_key"})
+    if "teacher_dense" in runner.results:
+        from distill.teacher.dense_ft import TRAIN_INFO
+
+        teacher_info["dense_fine_tuned"] = json.loads((runner.results["teacher_dense"].dir / TRAIN_INFO).read_text())
     if (label.dir / "ensemble_check.json").exists():  # the LLM alone: would the ensemble have done better on dev?
         teacher_info["ensemble_check"] = json.loads((label.dir / "ensemble_check.json").read_text())
 

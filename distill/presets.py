@@ -111,6 +111,7 @@ _OWNED = {
     "cpt": {"base_model", "queries", "qrels", "corpus", "pairs"},
     "sft": {"base_model", "queries", "qrels", "corpus", "run"},
     "label": {"teacher", "queries", "corpus", "qrels", "qrels_kind", "dense_model"},
+    "dense_ft": set(),
     "student": set(),
 }
 
@@ -127,6 +128,8 @@ class PipelineConfig:
     synth: dict[str, Any] = field(default_factory=dict)
     cpt: dict[str, Any] = field(default_factory=dict)
     sft: dict[str, Any] = field(default_factory=dict)
+    #: fine-tune the dense bi-encoder on the training qrels before labelling (a stronger dense teacher member)
+    dense_ft: dict[str, Any] = field(default_factory=dict)
     label: dict[str, Any] = field(default_factory=dict)
     student: dict[str, Any] = field(default_factory=dict)
     eval: EvalConfig = field(default_factory=EvalConfig)
@@ -136,7 +139,7 @@ class PipelineConfig:
             raise ConfigError(f"synthesize must be auto, always or never, got {self.synthesize!r}")
         if not isinstance(self.allow_regression, bool):
             raise ConfigError(f"allow_regression must be true or false, got {self.allow_regression!r}")
-        for name in ("synth", "cpt", "sft", "label", "student"):
+        for name in ("synth", "cpt", "sft", "dense_ft", "label", "student"):
             section = getattr(self, name)
             if not isinstance(section, Mapping):
                 raise ConfigError(f"{name}: expected an object, got {type(section).__name__}")
@@ -148,15 +151,17 @@ class PipelineConfig:
         self.stage_config("cpt", base_model="b", queries="q", qrels="r", corpus="c")
         self.stage_config("sft", base_model="b", queries="q", qrels="r", corpus="c")
         self.stage_config("label", teacher="t", queries="q", corpus="c")
+        self.stage_config("dense_ft")
         self.stage_config("student")
 
     def stage_config(self, name: str, **owned: Any) -> Any:
         """The validated config of stage ``name`` with the pipeline-owned fields given."""
         from distill.student.train import StudentTrainConfig
         from distill.teacher.config import CPTConfig, LabelConfig, SFTConfig, SynthConfig
+        from distill.teacher.dense_ft import DenseFineTuneConfig
 
         cls = {"synth": SynthConfig, "cpt": CPTConfig, "sft": SFTConfig, "label": LabelConfig,
-               "student": StudentTrainConfig}[name]
+               "dense_ft": DenseFineTuneConfig, "student": StudentTrainConfig}[name]
         if name == "student":
             data = copy.deepcopy(dict(self.student))
             if "base" in owned:

@@ -26,7 +26,7 @@ from distill.teacher.candidates import gather_candidates
 from distill.teacher.config import LabelConfig
 from distill.teacher.sources import EnsembleSource, TeacherSource, combine_runs, fit_weights
 
-__all__ = ["ENSEMBLE_FILE", "LABELS_FILE", "SourceFactory", "ensemble_fit_qids", "run_label"]
+__all__ = ["ENSEMBLE_FILE", "LABELS_FILE", "SourceFactory", "ensemble_fit_qids", "label_fit_qids", "run_label"]
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +44,7 @@ class SourceFactory:
         self.config, self.corpus, self.cache_dir = config, corpus, cache_dir
         self._bm25: Any = None
         self._dense: Any = None
+        self._dense_model: str | None = None
 
     @property
     def bm25_index(self) -> Any:
@@ -59,10 +60,13 @@ class SourceFactory:
 
     @property
     def dense_retriever(self) -> Any:
-        if self._dense is None:
+        """The dense index of ``config.dense_model`` (rebuilt when the config names another model, e.g. the
+        pipeline's fine-tuned one)."""
+        if self._dense is None or self._dense_model != self.config.dense_model:
             from distill.teacher.candidates import DenseRetriever
 
             self._dense = DenseRetriever(self.corpus, self.config.dense_model, self.cache_dir)
+            self._dense_model = self.config.dense_model
         return self._dense
 
     def build(self, name: str) -> TeacherSource:
@@ -104,6 +108,14 @@ def ensemble_fit_qids(qids: Iterable[str], qrels: Qrels | None, n: int) -> list[
     """The queries an ensemble fits its weights on: the first ``n`` judged ones in a fixed hash order (the same
     on every shard and on resume; a stage that trains a member on the training qrels leaves these out)."""
     return [q for q in _hash_order(list(qids)) if any(r >= 1 for r in (qrels or {}).get(q, {}).values())][:n]
+
+
+def label_fit_qids(config: LabelConfig, queries: Mapping[str, Query], qrels: Qrels | None) -> list[str]:
+    """The queries :func:`run_label` fits an ensemble's weights on, for this config (empty for other sources
+    or fixed weights)."""
+    if config.source != "ensemble" or config.weights is not None:
+        return []
+    return ensemble_fit_qids(subsample(list(queries), config.max_queries, config.seed), qrels, config.fit_queries)
 
 
 def _ensemble(config: LabelConfig, factory: SourceFactory, queries: Mapping[str, Query], qids: list[str],

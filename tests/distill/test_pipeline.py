@@ -83,6 +83,34 @@ def test_upstream_change_reruns_everything_downstream(tiny_run: Path, tmp_path: 
     assert changed == {"teacher_sft", "teacher_label", "student", "eval_teacher", "eval_student"}
 
 
+def test_dense_fine_tuning_stage(tiny_run: Path, tmp_path: Path) -> None:
+    """dense_ft.enabled adds the teacher_dense stage before labelling: the dense member is the tuned model, the
+    ensemble's fit queries are held out of its training, and everything downstream of the labels reruns."""
+    import shutil
+
+    out = tmp_path / "copy"
+    shutil.copytree(tiny_run, out)
+    before = {p.parent.name: p.stat().st_mtime_ns for p in out.glob("*/manifest.json")}
+    cfg = tmp_path / "cfg.json"
+    cfg.write_text(json.dumps({"dense_ft": {"enabled": True, "batch_size": 8, "max_seq_length": 32},
+                               "label": {"fit_queries": 5}}))
+    assert main(["pipeline", "--preset", "tiny", "--config", str(cfg), "--allow-regression", "--out", str(out)]) == 0
+    after = {p.parent.name: p.stat().st_mtime_ns for p in out.glob("*/manifest.json")}
+    assert {n for n in after if after[n] != before.get(n)} == {"teacher_dense", "teacher_label", "student", "eval_teacher",
+                                                                "eval_student"}
+    report = json.loads((out / "report.json").read_text())
+    info = report["teacher"]["dense_fine_tuned"]
+    assert info["held_out_queries"] == 5 and info["steps"] >= 1
+    dense_key = json.loads((out / "teacher_dense" / "config.json").read_text())
+    label_key = json.loads((out / "teacher_label" / "config.json").read_text())
+    assert len(dense_key["config"]["held_out"]) == 5
+    assert "teacher_dense" in label_key["upstream"]  # the labels depend on the tuned model
+    assert "Dense member fine-tuned" in (out / "report.md").read_text()
+    from distill.teacher.dense_ft import DENSE_MODEL_SUBDIR
+
+    assert (out / "teacher_dense" / DENSE_MODEL_SUBDIR / "modules.json").exists()
+
+
 def test_tiny_runs_on_a_corpus_without_training_queries(demo_data: Path, tmp_path: Path) -> None:
     """No training queries: the (random) generator's queries are filtered, the crop fallback fills in, the
     pipeline finishes, and the report shows kept/rejected counts and samples."""
