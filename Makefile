@@ -22,9 +22,11 @@ install-serve:
 demo: install
 	$(PYTHON) -m distill.cli pipeline --preset demo --out runs/demo
 
+# Two xdist workers, one test file per worker at a time: every test that needs the OpenSearch node is in
+# tests/opensearch_plugin/test_plugin.py and shares its one node (port 9200, one cached install).
 test: install
 	$(PYTHON) -m ruff check distill export ranker opensearch_plugin loadtests tests bench
-	$(PYTHON) -m pytest -q -p no:cacheprovider -n 2 --dist loadgroup
+	$(PYTHON) -m pytest -q -p no:cacheprovider -n 2 --dist loadfile
 
 lint:
 	$(PYTHON) -m ruff check distill export ranker opensearch_plugin loadtests tests bench

@@ -33,12 +33,13 @@ DEMO_DATA = bundled_dataset().root
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Under pytest-xdist (``make test``: ``-n 2 --dist loadgroup``) every test that touches the OpenSearch node
-    runs in one worker: there is one node (port 9200) and one cached install with its plugin directory, and
-    two workers installing the plugin at once broke each other's node."""
-    for item in items:
-        if item.get_closest_marker("opensearch"):
-            item.add_marker(pytest.mark.xdist_group("opensearch"))
+    """``make test`` runs two xdist workers with ``--dist loadfile``: the tests that need the OpenSearch node must
+    stay in one file, or two workers would install the plugin into the one cached node and restart it under each
+    other."""
+    files = sorted({str(item.path) for item in items if item.get_closest_marker("opensearch")})
+    if len(files) > 1:
+        raise pytest.UsageError(f"tests marked opensearch live in {len(files)} files ({files}); keep them in one "
+                                "module (they share one node and run in one xdist worker)")
 
 
 @pytest.fixture(scope="session")
