@@ -5,6 +5,8 @@
 
 PYTHON ?= python3
 PIP := $(PYTHON) -m pip
+#: pytest-xdist workers for make test (2 = the cores of the reference machine)
+TEST_WORKERS ?= 2
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
@@ -22,11 +24,11 @@ install-serve:
 demo: install
 	$(PYTHON) -m distill.cli pipeline --preset demo --out runs/demo
 
-# Two xdist workers, one test file per worker at a time: every test that needs the OpenSearch node is in
+# xdist workers take one test file at a time: every test that needs the OpenSearch node is in
 # tests/opensearch_plugin/test_plugin.py and shares its one node (port 9200, one cached install).
 test: install
 	$(PYTHON) -m ruff check distill export ranker opensearch_plugin loadtests tests bench
-	$(PYTHON) -m pytest -q -p no:cacheprovider -n 2 --dist loadfile
+	$(PYTHON) -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile
 
 lint:
 	$(PYTHON) -m ruff check distill export ranker opensearch_plugin loadtests tests bench

@@ -351,7 +351,7 @@ def run_pipeline(inputs: PipelineInputs, config: PipelineConfig, out: str | Path
                                     qrels=str(train_qrels), qrels_kind=qrels_kind,
                                     dense_model=label_base.dense_model)
     dense_ft = config.stage_config("dense_ft")
-    uses_dense = label_cfg.source == "dense" or (label_cfg.source == "ensemble" and "dense" in label_cfg.members)
+    uses_dense = "dense" in label_cfg.used_sources
     if dense_ft.enabled and uses_dense and qrels_kind != "real":
         logger.warning("dense_ft: the training qrels are synthetic; the dense teacher is not fine-tuned on them")
     elif dense_ft.enabled and uses_dense:

@@ -29,6 +29,10 @@ class CandidateLists:
         text = self.queries[qid].text
         return doc_ids, [(text, self.corpus[d].full_text) for d in doc_ids]
 
+    def pairs_by_query(self) -> dict[str, list[tuple[str, str]]]:
+        """qid -> its (query, passage) pairs in first-stage order, for every query of the run."""
+        return {qid: self.pairs(qid)[1] for qid in self.run}
+
     def subset(self, n_queries: int, n_candidates: int) -> CandidateLists:
         """First ``n_queries`` queries (sorted ids, deterministic), each with its top ``n_candidates``."""
         qids = [q for q in sorted(self.run) if q in self.queries][:n_queries]

@@ -357,8 +357,7 @@ def _try_int8(recipe: Int8Recipe, fp32_path: Path, raw_path: Path, work: Path, i
         # optimised graph (bias quantisation then fails); quantise the plain export instead and let
         # onnxruntime fuse the QDQ pattern at session creation.
         quantize_static_int8(raw_path, dst, isa, recipe.per_channel, cfg.op_types or ("MatMul",),
-                             calibration_batches(fp32_scorer, calibration_pairs(
-                                 {q: calib_lists.pairs(q)[1] for q in calib_lists.run}, cfg.calibration_pairs)),
+                             calibration_batches(fp32_scorer, calibration_pairs(calib_lists.pairs_by_query(), cfg.calibration_pairs)),
                              exclude=sensitive_nodes(raw_path) if recipe.keep_edges else ())
     else:
         quantize_dynamic_int8(fp32_path, dst, isa, recipe.per_channel, cfg.op_types)

@@ -128,7 +128,7 @@ def compression_report(model_dir: str | Path, out_dir: str | Path, config: Repor
     lat_qid = next(q for q in sorted(lat_lists.run) if len(lat_lists.run[q]) >= max(cfg.n_passages))
     lat_pairs = lat_lists.pairs(lat_qid)[1]
     calib = demo_candidates("train", cfg.eval_top_k)
-    calib_pairs = calibration_pairs({q: calib.pairs(q)[1] for q in calib.run}, 128)
+    calib_pairs = calibration_pairs(calib.pairs_by_query(), 128)
     rows: list[dict[str, Any]] = []
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix=".report-") as tmp:

@@ -227,7 +227,7 @@ class LabelConfig:
         _one_of("source", self.source, _LABEL_SOURCES)
         _one_of("llm_score", self.llm_score, ("head", "qlm"))
         _one_of("qrels_kind", self.qrels_kind, ("real", "synthetic"))
-        used = set(self.members) if self.source == "ensemble" else {self.source}
+        used = self.used_sources
         for m in self.members:
             _one_of("ensemble member", m, tuple(x for x in _LABEL_SOURCES if x != "ensemble"))
         _check(self.source != "ensemble" or len(self.members) >= 1, "an ensemble needs at least one member")
@@ -247,6 +247,11 @@ class LabelConfig:
                    f"weights must map ensemble members {list(self.members)} to numbers, got {self.weights!r}")
         self.shard_index()
         _one_of("device", self.device, ("auto", "cpu", "cuda"))
+
+    @property
+    def used_sources(self) -> frozenset[str]:
+        """The sources this labelling runs: the ensemble's members, or the one source."""
+        return frozenset(self.members) if self.source == "ensemble" else frozenset({self.source})
 
     def shard_index(self) -> tuple[int, int]:
         """(I, N) of ``shard="I/N"``; (0, 1) without sharding."""

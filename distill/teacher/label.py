@@ -238,7 +238,7 @@ def run_label(config: LabelConfig, out_dir: str | Path, progress: bool = False,
     if config.source == "llm" and qrels:
         extra["ensemble_check"] = _ensemble_check(config, factory, queries, qids, qrels, out, out_dir)
     inputs = {"queries": config.queries, "corpus": config.corpus}
-    if config.source == "llm" or "llm" in (config.members if config.source == "ensemble" else ()):
+    if "llm" in config.used_sources:
         inputs["teacher_spec"] = str(Path(config.teacher) / "teacher.json")
     if config.run:
         inputs["run"] = config.run
