@@ -6,7 +6,8 @@ an OOM killer does there. Unset (always, outside that suite), :func:`fault_point
 
 Points: ``<stage>:start`` and ``<stage>:outputs`` (outputs written, manifest not yet) in the pipeline
 runner; ``cpt:step`` / ``sft:step`` after the first optimiser step; ``label:query`` after the first
-query's labels are appended; ``student:checkpoint`` right after the Trainer wrote a checkpoint.
+query's labels are appended; ``synthesize:batch`` after a batch of generated queries is appended;
+``student:checkpoint`` right after the Trainer wrote a checkpoint.
 """
 
 from __future__ import annotations

@@ -22,7 +22,9 @@ with kept/rejected counts per reason and sample queries.
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import random
 import re
 import time
@@ -31,9 +33,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from distill.atomic_io import write_json
+from distill.atomic_io import atomic_write, config_hash, write_json
 from distill.data import Document, Query, read_corpus, write_qrels, write_queries
 from distill.errors import DataError
+from distill.fault_injection import fault_point
 from distill.manifest import skip_if_finished, write_manifest
 from distill.teacher.config import SynthConfig
 
@@ -45,6 +48,8 @@ logger = logging.getLogger(__name__)
 QUERIES_FILE = "queries.tsv"
 QRELS_FILE = "qrels.txt"
 REPORT_FILE = "synth_report.json"
+#: the generations so far, one line per batch: what a killed run resumes from
+PARTIAL_FILE = "generations.partial.jsonl"
 _SENT = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9(\[])")
 
 #: three fixed (passage, query) examples, InPars style; short so the prompt stays cheap on a CPU
@@ -118,7 +123,34 @@ def _prompt(passage: str) -> str:
     return f"{shots}Passage: {passage}\nQuery:"
 
 
-def _generate(config: SynthConfig, passages: Sequence[str], progress: bool) -> list[str]:
+def _read_partial(path: Path, key: str, starts: Sequence[int]) -> list[list[str]]:
+    """The batches a killed run generated (``path``: a key line, then one line per batch, in order). A torn
+    last line, or lines from another config, are dropped; the file is rewritten to the batches kept."""
+    done: list[list[str]] = []
+    if path.exists():
+        lines = path.read_text(encoding="utf-8").splitlines()
+        try:
+            same = bool(lines) and json.loads(lines[0]).get("key") == key
+        except ValueError:
+            same = False
+        for line in lines[1:] if same else []:
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                break  # torn by the kill
+            if len(done) >= len(starts) or rec.get("start") != starts[len(done)]:
+                break
+            done.append([str(t) for t in rec["out"]])
+    with atomic_write(path) as fh:
+        fh.write(json.dumps({"key": key}) + "\n")
+        fh.writelines(json.dumps({"start": s, "out": out}) + "\n" for s, out in zip(starts, done, strict=False))
+    return done
+
+
+def _generate(config: SynthConfig, passages: Sequence[str], progress: bool, partial: Path | None = None) -> list[str]:
+    """Greedy generations for ``passages``, in batches of ``config.batch_size``. With ``partial``, each batch is
+    appended there as it finishes and a rerun starts after the last whole batch (the same batches, so the same
+    text as an uninterrupted run)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -134,19 +166,37 @@ def _generate(config: SynthConfig, passages: Sequence[str], progress: bool) -> l
     newline = tokenizer("\n", add_special_tokens=False)["input_ids"]
     stop_ids = sorted({i for i in (model.config.eos_token_id, tokenizer.eos_token_id, *newline[-1:])
                        if isinstance(i, int) and i >= 0})
-    starts: Any = range(0, len(passages), config.batch_size)
+    all_starts = list(range(0, len(passages), config.batch_size))
+    key = config_hash({"config": config.to_dict(), "passages": list(passages)})
+    done = _read_partial(partial, key, all_starts) if partial is not None else []
+    out: list[str] = [text for batch in done for text in batch]
+    if done:
+        logger.info("synthesize: resuming after %d of %d batches", len(done), len(all_starts))
+    starts: Any = all_starts[len(done):]
     if progress:
         from tqdm.auto import tqdm
 
         starts = tqdm(starts, desc="synthesize", unit="batch")
-    out: list[str] = []
-    for s in starts:
-        prompts = [_prompt(p) for p in passages[s:s + config.batch_size]]
-        enc = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
-        with torch.inference_mode():
-            gen = model.generate(**enc, max_new_tokens=config.max_new_tokens, do_sample=False, eos_token_id=stop_ids,
-                                 pad_token_id=tokenizer.pad_token_id)
-        out.extend(tokenizer.batch_decode(gen[:, enc["input_ids"].shape[1]:], skip_special_tokens=True))
+    sink = partial.open("a", encoding="utf-8") if partial is not None else None
+    try:
+        for n, s in enumerate(starts, start=len(done) + 1):
+            prompts = [_prompt(p) for p in passages[s:s + config.batch_size]]
+            enc = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
+            with torch.inference_mode():
+                gen = model.generate(**enc, max_new_tokens=config.max_new_tokens, do_sample=False,
+                                     eos_token_id=stop_ids, pad_token_id=tokenizer.pad_token_id)
+            texts = tokenizer.batch_decode(gen[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+            out.extend(texts)
+            if sink is not None:
+                sink.write(json.dumps({"start": s, "out": texts}) + "\n")
+                sink.flush()
+                os.fsync(sink.fileno())
+                fault_point("synthesize:batch")
+            if n % 10 == 0 or n == len(all_starts):
+                logger.info("synthesize: %d of %d batches generated", n, len(all_starts))
+    finally:
+        if sink is not None:
+            sink.close()
     return out
 
 
@@ -177,7 +227,8 @@ def synthesize_queries(config: SynthConfig, out_dir: str | Path, progress: bool 
     doc_ids = rng.sample(list(corpus), min(config.num_docs, len(corpus)))
     passages = [crop_sentences(corpus[d].text or corpus[d].title, config.crop_sentences, rng, config.max_passage_chars)
                 for d in doc_ids]
-    raw = _generate(config, passages, progress)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    raw = _generate(config, passages, progress, partial=out_dir / PARTIAL_FILE)
 
     rejected: Counter[str] = Counter()
     seen: set[str] = set()
@@ -236,6 +287,7 @@ def synthesize_queries(config: SynthConfig, out_dir: str | Path, progress: bool 
     write_json(out_dir / REPORT_FILE, report)
     write_manifest(out_dir, "teacher-synthesize", resolved, inputs={"corpus": config.corpus}, metrics=report,
                    wall_time_s=time.perf_counter() - started)
+    (out_dir / PARTIAL_FILE).unlink(missing_ok=True)
     logger.info("synthesize: %d generated queries kept of %d, %d cropped fallbacks; rejected %s", n_generated_kept,
                 len(doc_ids), cropped, dict(rejected))
     return q_path, qrels_path

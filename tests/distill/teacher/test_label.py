@@ -115,7 +115,7 @@ def test_synthesize_filters_meta_copies_lengths_dups_and_crops(tiny_decoder_dir,
     mini = write_mini(demo_data, tmp_path / "data", n_queries=1, n_extra_docs=10)
     seen: list[str] = []
 
-    def fake_generate(config, passages, progress):
+    def fake_generate(config, passages, progress, partial=None):
         seen.extend(passages)
         canned = ['Query: "what do myeloid suppressor cells do in MDS?"',
                   "This passage provides a clear explanation of the difference between subcutaneous fat and external fat.",
@@ -143,7 +143,7 @@ def test_synthesize_filters_meta_copies_lengths_dups_and_crops(tiny_decoder_dir,
     report2 = json.loads((tmp_path / "syn2" / "synth_report.json").read_text())
     assert report2["kept_generated"] == 1 and report2["cropped"] == 6 and report2["kept"] == 7
     # nothing usable and no fallback: a clear error
-    monkeypatch.setattr(synth, "_generate", lambda config, passages, progress: ["x"] * len(passages))
+    monkeypatch.setattr(synth, "_generate", lambda config, passages, progress, partial=None: ["x"] * len(passages))
     with pytest.raises(DataError, match="all 7 generated queries were filtered out"):
         synth.synthesize_queries(cfg, tmp_path / "syn3")
 
@@ -157,7 +157,7 @@ def test_synthesize_round_trip_keeps_queries_that_find_their_document(tiny_decod
     corpus = read_corpus(mini["corpus"])
     titles = [d.title for d in corpus.values()]
 
-    def fake_generate(config, passages, progress):
+    def fake_generate(config, passages, progress, partial=None):
         # even: the passage's own longest words (finds its document); odd: other documents' titles
         return [" ".join(sorted(p.split(), key=len)[-4:]) if i % 2 == 0 else titles[-1 - i] for i, p in enumerate(passages)]
 
@@ -175,3 +175,48 @@ def test_synthesize_round_trip_keeps_queries_that_find_their_document(tiny_decod
     source = read_qrels(tmp_path / "syn" / "qrels.txt")
     assert all(set(top1[q]) == set(source[q]) for q in kept)  # every kept query finds its own document first
 
+
+
+def test_synthesize_killed_mid_generation_resumes_after_the_last_whole_batch(tiny_decoder_dir, demo_data, tmp_path,
+                                                                               monkeypatch, caplog):
+    """Real greedy generation with the tiny decoder, 3 batches. A kill after the second batch is appended (the
+    fault point raises here, as the pipeline's SIGKILL would end the process), plus a line torn by the kill:
+    the rerun generates only the third batch, and its files equal an uninterrupted run's."""
+    import logging
+
+    from distill.teacher import synthesize as synth
+    from distill.teacher.config import SynthConfig
+
+    mini = write_mini(demo_data, tmp_path / "data", n_queries=1, n_extra_docs=10)
+    cfg = SynthConfig(corpus=str(mini["corpus"]), generator=str(tiny_decoder_dir), num_docs=6, batch_size=2,
+                      max_new_tokens=6, device="cpu", roundtrip_k=0)
+    synth.synthesize_queries(cfg, tmp_path / "whole")
+    assert not (tmp_path / "whole" / synth.PARTIAL_FILE).exists()
+
+    batches = []
+
+    def kill_after_two(name):
+        batches.append(name)
+        if len(batches) == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(synth, "fault_point", kill_after_two)
+    with pytest.raises(KeyboardInterrupt):
+        synth.synthesize_queries(cfg, tmp_path / "killed")
+    partial = tmp_path / "killed" / synth.PARTIAL_FILE
+    assert len(partial.read_text().splitlines()) == 3  # the key line + 2 batches
+    with partial.open("a") as fh:
+        fh.write('{"start": 4, "out": ["torn')
+    monkeypatch.setattr(synth, "fault_point", lambda name: batches.append(name))
+    with caplog.at_level(logging.INFO, logger="distill.teacher.synthesize"):
+        synth.synthesize_queries(cfg, tmp_path / "killed")
+    assert "resuming after 2 of 3 batches" in caplog.text
+    assert len(batches) == 3  # only the last batch was generated again
+    for name in (synth.QUERIES_FILE, synth.QRELS_FILE):
+        assert (tmp_path / "killed" / name).read_text() == (tmp_path / "whole" / name).read_text()
+    assert not partial.exists()
+    # a partial file written under another config or corpus (another key) is not reused
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / synth.PARTIAL_FILE).write_text('{"key": "x"}\n{"start": 0, "out": ["a b c", "d e f"]}\n')
+    synth.synthesize_queries(cfg, tmp_path / "other")
+    assert (tmp_path / "other" / synth.QUERIES_FILE).read_text() == (tmp_path / "whole" / synth.QUERIES_FILE).read_text()
