@@ -170,4 +170,6 @@ def cli(data: Path, out: Path) -> None:
 
 
 if __name__ == "__main__":
-    cli()
+    from bench import run
+
+    run(cli)

@@ -56,4 +56,6 @@ def main(model_dir: str | None, out_dir: str, reps: int, eval_queries: int | Non
 
 
 if __name__ == "__main__":
-    main()
+    from bench import run
+
+    run(main)

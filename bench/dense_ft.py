@@ -87,4 +87,6 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from bench import run
+
+    run(main)

@@ -303,4 +303,6 @@ def main(before_dir: str, model_dir: str | None, work: str, duration: float, cli
 
 
 if __name__ == "__main__":
-    main()
+    from bench import run
+
+    run(main)

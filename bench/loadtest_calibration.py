@@ -160,4 +160,6 @@ def main(model_dir: Path | None, users: str, passages: str, run_time: str, threa
 
 
 if __name__ == "__main__":
-    main()
+    from bench import run
+
+    run(main)

@@ -243,4 +243,6 @@ def _markdown(r: dict) -> str:
 
 
 if __name__ == "__main__":
-    main()
+    from bench import run
+
+    run(main)

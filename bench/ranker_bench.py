@@ -247,4 +247,6 @@ def main(model_dir: str | None, student_dir: str | None, reps: int, threads: int
 
 
 if __name__ == "__main__":
-    main()
+    from bench import run
+
+    run(main)

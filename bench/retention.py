@@ -124,4 +124,6 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from bench import run
+
+    run(main)

@@ -245,4 +245,6 @@ def _plot(rows: list[dict[str, Any]], path: Path) -> None:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from bench import run
+
+    run(main)

@@ -144,4 +144,6 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from bench import run
+
+    run(main)
