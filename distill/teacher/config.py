@@ -182,8 +182,9 @@ class LabelConfig:
 
     ``source="ensemble"`` combines ``members`` (per-query z-scores, weighted sum). ``weights`` fixes the
     weights; otherwise they are fitted by coordinate ascent on nDCG@10 over up to ``fit_queries``
-    labelled queries that have qrels (real ones, or synthetic ones: ``qrels_kind`` records which), and a
-    member whose fitted weight is 0 is not run on the remaining queries. Without qrels the members get
+    labelled queries that have qrels (real ones; with synthetic ones only, ``synthetic_weights="equal"``
+    gives equal weights to the members not far below the best instead), and a member whose weight is 0 is
+    not run on the remaining queries. Without qrels the members get
     equal weights. ``shard="I/N"`` labels only the I-th of N disjoint slices of the queries (0-based),
     so N machines label in parallel and the files concatenate; every shard fits the same weights on
     the same fit queries.
@@ -208,6 +209,9 @@ class LabelConfig:
     weights: dict[str, float] | None = None
     fit_queries: int = 100
     qrels_kind: Literal["real", "synthetic"] = "real"
+    #: with synthetic qrels only: ``equal`` weights over the members that are not far below the best
+    #: (:func:`distill.teacher.label.synthetic_qrels_weights`), or ``fit`` them as with real qrels
+    synthetic_weights: Literal["equal", "fit"] = "equal"
     queries: str = ""
     corpus: str = ""
     qrels: str | None = None
@@ -227,6 +231,7 @@ class LabelConfig:
         _one_of("source", self.source, _LABEL_SOURCES)
         _one_of("llm_score", self.llm_score, ("head", "qlm"))
         _one_of("qrels_kind", self.qrels_kind, ("real", "synthetic"))
+        _one_of("synthetic_weights", self.synthetic_weights, ("equal", "fit"))
         used = self.used_sources
         for m in self.members:
             _one_of("ensemble member", m, tuple(x for x in _LABEL_SOURCES if x != "ensemble"))

@@ -349,3 +349,52 @@ def test_llm_alone_reports_whether_an_ensemble_would_do_better(demo_data: Path, 
     assert check["checked"] and set(check["dev_ndcg10_alone"]) == {"llm", "dense", "bm25"}
     assert check["favours_ensemble"] == (check["dev_ndcg10_ensemble"] > check["dev_ndcg10_alone"]["llm"] + 0.005)
     assert json.loads((tmp_path / "l" / "manifest.json").read_text())["ensemble_check"] == check
+
+
+def test_synthetic_qrels_give_equal_weights_to_the_members_not_far_below_the_best() -> None:
+    """On synthetic qrels BM25 wins by construction: coordinate ascent gives it all the weight, the synthetic
+    rule keeps every member within half of the best at equal weight and drops only the broken one."""
+    from distill.teacher.label import synthetic_qrels_weights
+
+    qids = [f"q{i}" for i in range(12)]
+    qrels = {q: {f"{q}-pos": 1} for q in qids}
+    docs = [f"d{j}" for j in range(9)]
+
+    def run(pos_rank: dict[str, int]) -> dict[str, dict[str, float]]:
+        out = {}
+        for q in qids:
+            order = docs[:]
+            order.insert(pos_rank[q], f"{q}-pos")
+            out[q] = {d: float(len(order) - k) for k, d in enumerate(order)}
+        return out
+
+    bm25 = run(dict.fromkeys(qids, 0))  # always first: nDCG 1
+    dense = run({q: (0 if i % 2 else 3) for i, q in enumerate(qids)})  # first or fourth
+    llm = run(dict.fromkeys(qids, 9))  # always last
+    runs = {"llm": llm, "dense": dense, "bm25": bm25}
+    fitted, _ = fit_weights(runs, qrels)
+    assert fitted["bm25"] == 1.0 and fitted["dense"] == 0.0
+    weights, alone = synthetic_qrels_weights(runs, qrels)
+    assert alone["bm25"] == pytest.approx(1.0) and 0.5 < alone["dense"] < 1.0 and alone["llm"] < 0.5
+    assert weights == {"llm": 0.0, "dense": 0.5, "bm25": 0.5}
+
+
+def test_ensemble_label_on_synthetic_qrels_says_how_it_weighed(demo_data: Path, tmp_path: Path,
+                                                              tiny_cross_encoder_dir: Path) -> None:
+    from tests.teacher_data import write_mini
+
+    data = write_mini(demo_data, tmp_path / "data", n_queries=8, n_extra_docs=60)
+    base = {"source": "ensemble", "members": ("dense", "bm25"), "queries": str(data["queries"]),
+            "corpus": str(data["corpus"]), "qrels": str(data["qrels"]), "n_bm25": 5, "n_dense": 3, "n_random": 1,
+            "fit_queries": 8, "dense_model": str(tiny_cross_encoder_dir)}
+    run_label(LabelConfig(qrels_kind="synthetic", **base), tmp_path / "syn")
+    info = json.loads((tmp_path / "syn" / "ensemble.json").read_text())
+    assert "synthetic qrels: equal weights" in info["fitted_on"]
+    alone = info["dev_ndcg10_alone"]
+    kept = [m for m in ("dense", "bm25") if alone[m] >= 0.5 * max(alone.values())]
+    assert info["weights"] == {m: (round(1 / len(kept), 4) if m in kept else 0.0) for m in ("dense", "bm25")}
+    # synthetic_weights=fit: coordinate ascent, as with real qrels
+    run_label(LabelConfig(qrels_kind="synthetic", synthetic_weights="fit", **base), tmp_path / "fit")
+    assert "coordinate ascent" in json.loads((tmp_path / "fit" / "ensemble.json").read_text())["fitted_on"]
+    with pytest.raises(ConfigError, match="synthetic_weights"):
+        LabelConfig(synthetic_weights="best", **base)
