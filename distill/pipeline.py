@@ -198,7 +198,9 @@ class PipelineReport:
         if self.synthetic_queries:
             sq = self.synthetic_queries
             lines += ["## Synthetic queries", "",
-                      f"kept {sq['kept']} of {sq['generated']} (cropped fallback: {sq.get('cropped', 0)}); rejected: "
+                      f"{sq.get('kept_generated', sq['kept'])} generated queries kept of {sq['generated']}, plus "
+                      f"{sq.get('cropped', 0)} cropped queries for the rejected documents ({sq['kept']} training "
+                      "queries in all); rejected: "
                       + ", ".join(f"{k} {v}" for k, v in sq.get("rejected", {}).items()), "",
                       *[f"- {q}" for q in sq.get("samples", [])[:10]], ""]
         lines += ["| stage | wall time (s) |", "|---|---:|", *[f"| {k} | {v:.1f} |" for k, v in self.stage_wall_time_s.items()]]

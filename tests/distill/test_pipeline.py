@@ -126,7 +126,10 @@ def test_tiny_runs_on_a_corpus_without_training_queries(demo_data: Path, tmp_pat
     sq = report["synthetic_queries"]
     assert sq["kept"] >= 1 and sq["kept"] == sq["kept_generated"] + sq["cropped"]
     assert report["interpolation"]["tuned_on"].startswith("not tuned")
-    assert "## Synthetic queries" in (out / "report.md").read_text()
+    md = (out / "report.md").read_text()
+    assert "## Synthetic queries" in md
+    assert (f"{sq['kept_generated']} generated queries kept of {sq['generated']}, plus {sq['cropped']} cropped queries"
+            in md)
 
 
 def test_config_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
