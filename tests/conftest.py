@@ -51,8 +51,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         per_file.setdefault(item.path, []).append(item)
     heavy = {path for path, its in per_file.items() if any(i.get_closest_marker("heavy") for i in its)}
-    # sorted by name within a count: every xdist worker must collect the same order (a set's order is per process)
-    order = sorted(heavy) + sorted(set(per_file) - heavy, key=lambda path: (-len(per_file[path]), str(path)))
+    order = sorted(heavy) + sorted(set(per_file) - heavy, key=lambda path: -len(per_file[path]))
     items[:] = [item for path in order for item in per_file[path]]
 
 
