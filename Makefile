@@ -24,12 +24,11 @@ install-serve:
 demo: install
 	$(PYTHON) -m distill.cli pipeline --preset demo --out runs/demo
 
-# xdist workers take one test file at a time, in the order tests/conftest.py gives (heavy files first).
-# Every test that needs the OpenSearch node is in
+# xdist workers take one test file at a time: every test that needs the OpenSearch node is in
 # tests/opensearch_plugin/test_plugin.py and shares its one node (port 9200, one cached install).
 test: install
 	$(PYTHON) -m ruff check distill export ranker opensearch_plugin loadtests tests bench
-	$(PYTHON) -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
+	$(PYTHON) -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile
 
 lint:
 	$(PYTHON) -m ruff check distill export ranker opensearch_plugin loadtests tests bench

@@ -33,26 +33,13 @@ DEMO_DATA = bundled_dataset().root
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Order the test files for ``make test`` (two xdist workers, ``--dist loadfile --no-loadscope-reorder``).
-
-    - Files marked ``heavy`` (a tiny pipeline run, a virtualenv, a node: most of the suite's time in a few tests)
-      go first (in path order), so that the two workers share them instead of one worker finishing them alone while the other
-      idles; then the other files, the one with most tests first (xdist's own default order). Within a file
-      the order is unchanged. Any order is a valid run; this one only balances the workers (measured: 263 s
-      in xdist's default order, about 222 s predicted by replaying the measured test times).
-    - The tests that need the OpenSearch node must stay in one file, or two workers would install the plugin
-      into the one cached node and restart it under each other.
-    """
+    """``make test`` runs two xdist workers with ``--dist loadfile``: the tests that need the OpenSearch node must
+    stay in one file, or two workers would install the plugin into the one cached node and restart it under each
+    other."""
     files = sorted({str(item.path) for item in items if item.get_closest_marker("opensearch")})
     if len(files) > 1:
         raise pytest.UsageError(f"tests marked opensearch live in {len(files)} files ({files}); keep them in one "
                                 "module (they share one node and run in one xdist worker)")
-    per_file: dict[Path, list[pytest.Item]] = {}
-    for item in items:
-        per_file.setdefault(item.path, []).append(item)
-    heavy = {path for path, its in per_file.items() if any(i.get_closest_marker("heavy") for i in its)}
-    order = sorted(heavy) + sorted(set(per_file) - heavy, key=lambda path: -len(per_file[path]))
-    items[:] = [item for path in order for item in per_file[path]]
 
 
 @pytest.fixture(scope="session")

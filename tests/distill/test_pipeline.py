@@ -9,9 +9,6 @@ from distill.cli import main
 from distill.errors import ConfigError
 from distill.presets import resolve_config
 
-#: tiny pipeline runs: scheduled first (tests/conftest.py)
-pytestmark = pytest.mark.heavy
-
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:

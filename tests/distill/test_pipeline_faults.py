@@ -19,7 +19,7 @@ import pytest
 
 from distill.fault_injection import ENV
 
-pytestmark = [pytest.mark.faults, pytest.mark.integration, pytest.mark.heavy]
+pytestmark = [pytest.mark.faults, pytest.mark.integration]
 
 REPO = Path(__file__).resolve().parents[2]
 

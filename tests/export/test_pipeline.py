@@ -14,9 +14,6 @@ from distill.errors import GateFailedError
 from export.config import ExportConfig, GateTolerances
 from export.model_card import ModelCardError, load_model_card
 
-#: end-to-end exports with gates: scheduled first (tests/conftest.py)
-pytestmark = pytest.mark.heavy
-
 # A random 2-layer model is not a ranker: its scores spread little, so int8 noise weighs more than on
 # a trained student. These tolerances are for the tiny model only; the defaults are for real students.
 TINY_GATES = GateTolerances(spearman_median_min=0.9, spearman_worst_min=0.5, top10_overlap_mean_min=0.7)

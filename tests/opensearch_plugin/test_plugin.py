@@ -24,7 +24,7 @@ from distill.datasets import bundled_dataset
 from tests.serve_process import serving
 
 # the first test's setup may fetch OpenSearch from Maven Central, build the plugin and start the node
-pytestmark = [pytest.mark.opensearch, pytest.mark.integration, pytest.mark.heavy, pytest.mark.timeout(1200)]
+pytestmark = [pytest.mark.opensearch, pytest.mark.integration, pytest.mark.timeout(1200)]
 
 opensearchpy = pytest.importorskip("opensearchpy")
 
