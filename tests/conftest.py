@@ -42,19 +42,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
                                 "module (they share one node and run in one xdist worker)")
 
 
-@pytest.fixture(scope="session", autouse=True)
-def shared_embeddings_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One corpus-embeddings cache for the whole run (both xdist workers and the pipelines they start): the tiny
-    pipeline runs all embed the bundled corpus with the real dense model, and need to do it once."""
-    from distill.teacher.candidates import SHARED_CACHE_ENV
-
-    root = tmp_path_factory.getbasetemp()
-    path = (root.parent if os.environ.get("PYTEST_XDIST_WORKER") else root) / "embeddings"
-    path.mkdir(exist_ok=True)
-    os.environ.setdefault(SHARED_CACHE_ENV, str(path))
-    return Path(os.environ[SHARED_CACHE_ENV])
-
-
 @pytest.fixture(scope="session")
 def tiny_cross_encoder_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 2-layer random BERT with one output logit (real all-MiniLM-L6-v2 tokenizer), loadable by CrossEncoder."""

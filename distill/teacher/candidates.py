@@ -6,45 +6,29 @@ with ``+`` in a fixed order (``run+bm25+dense+random+positive``; ``run``: a teac
 
 from __future__ import annotations
 
-import functools
 import logging
-import os
 import random
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 
-from distill.atomic_io import atomic_write, config_hash, sha256_file
+from distill.atomic_io import atomic_write, config_hash
 from distill.base_models import resolve_student_base
 from distill.bm25 import BM25Index
 from distill.data import Document, Qrels, Query, Run
 
-__all__ = ["SHARED_CACHE_ENV", "SOURCES", "DenseRetriever", "gather_candidates", "merge_candidates"]
+__all__ = ["SOURCES", "DenseRetriever", "gather_candidates", "merge_candidates"]
 
 logger = logging.getLogger(__name__)
 
 SOURCES = ("run", "bm25", "dense", "random", "positive")
 
 
-#: a directory of corpus embeddings shared by every run on this machine (read when a run's own cache has none,
-#: and written to as well): re-running a pipeline on the same corpus and model embeds it once
-SHARED_CACHE_ENV = "DISTILRANK_EMBEDDINGS_CACHE"
-
-
-@functools.lru_cache(maxsize=16)
-def _weights_hash(model_dir: Path) -> str:
-    """Content hash of a model dir's weight files: a model retrained in place is re-embedded."""
-    files = sorted(p for p in Path(model_dir).rglob("*") if p.suffix in (".safetensors", ".bin") and p.is_file())
-    return config_hash([(str(p.relative_to(model_dir)), sha256_file(p)) for p in files])
-
-
 class DenseRetriever:
     """Cosine top-k with a sentence-transformers bi-encoder; corpus embeddings cached as ``.npy``.
 
-    The cache file name hashes the model (path and weights) and the doc ids + texts, so a changed corpus or
-    a retrained model is re-embedded. ``cache_dir`` is the run's cache; ``$DISTILRANK_EMBEDDINGS_CACHE`` adds
-    one shared between runs.
+    The cache file name hashes the model path and the doc ids + texts, so a changed corpus is re-embedded.
     """
 
     def __init__(self, corpus: Mapping[str, Document], model: str = "default", cache_dir: Path | None = None,
@@ -54,20 +38,16 @@ class DenseRetriever:
         path = resolve_student_base(model)
         self._doc_ids = list(corpus)
         self._model = SentenceTransformer(str(path), device=device)
-        key = config_hash({"model": str(path), "weights": _weights_hash(path),
-                           "docs": [(d, corpus[d].full_text) for d in self._doc_ids]})
-        shared = os.environ.get(SHARED_CACHE_ENV)
-        caches = [Path(c) / f"dense-{key}.npy" for c in (cache_dir, shared) if c]
-        found = next((c for c in caches if c.exists()), None)
-        if found is not None:
-            self._emb = np.load(found)
-            logger.info("dense: loaded %d cached corpus embeddings from %s", len(self._emb), found)
+        key = config_hash({"model": str(path), "docs": [(d, corpus[d].full_text) for d in self._doc_ids]})
+        cache = cache_dir / f"dense-{key}.npy" if cache_dir else None
+        if cache is not None and cache.exists():
+            self._emb = np.load(cache)
+            logger.info("dense: loaded %d cached corpus embeddings from %s", len(self._emb), cache)
         else:
             texts = [corpus[d].full_text for d in self._doc_ids]
             self._emb = self._model.encode(texts, batch_size=batch_size, normalize_embeddings=True,
                                            convert_to_numpy=True, show_progress_bar=False).astype(np.float32)
-        for cache in caches:
-            if not cache.exists():
+            if cache is not None:
                 with atomic_write(cache, mode="wb") as fh:
                     np.save(fh, self._emb)
 

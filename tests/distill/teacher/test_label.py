@@ -220,36 +220,3 @@ def test_synthesize_killed_mid_generation_resumes_after_the_last_whole_batch(tin
     (tmp_path / "other" / synth.PARTIAL_FILE).write_text('{"key": "x"}\n{"start": 0, "out": ["a b c", "d e f"]}\n')
     synth.synthesize_queries(cfg, tmp_path / "other")
     assert (tmp_path / "other" / synth.QUERIES_FILE).read_text() == (tmp_path / "whole" / synth.QUERIES_FILE).read_text()
-
-
-def test_dense_embeddings_are_shared_between_runs_and_follow_the_weights(tiny_cross_encoder_dir, demo_data, tmp_path,
-                                                                         monkeypatch, caplog):
-    """``$DISTILRANK_EMBEDDINGS_CACHE``: a second run (another run cache) loads the corpus embeddings instead of
-    encoding; a model retrained in place (same path, other weights) is embedded again."""
-    import logging
-    import shutil
-
-    import numpy as np
-
-    from distill.data import read_corpus
-    from distill.teacher import candidates
-    from distill.teacher.candidates import SHARED_CACHE_ENV, DenseRetriever
-
-    corpus = dict(list(read_corpus(demo_data / "corpus.jsonl").items())[:40])
-    model = tmp_path / "dense"
-    shutil.copytree(tiny_cross_encoder_dir, model)
-    monkeypatch.setenv(SHARED_CACHE_ENV, str(tmp_path / "shared"))
-    first = DenseRetriever(corpus, str(model), tmp_path / "run1")
-    assert len(list((tmp_path / "shared").glob("dense-*.npy"))) == 1 and list((tmp_path / "run1").glob("dense-*.npy"))
-    with caplog.at_level(logging.INFO, logger="distill.teacher.candidates"):
-        second = DenseRetriever(corpus, str(model), tmp_path / "run2")
-    assert "loaded 40 cached corpus embeddings from " + str(tmp_path / "shared") in caplog.text
-    assert np.array_equal(first._emb, second._emb) and list((tmp_path / "run2").glob("dense-*.npy"))
-    # retrained in place: the weights hash changes the key, so the corpus is embedded again
-    from safetensors.torch import load_file, save_file
-
-    weights = load_file(model / "model.safetensors")
-    save_file({k: v + 0.01 if v.is_floating_point() else v for k, v in weights.items()}, model / "model.safetensors")
-    candidates._weights_hash.cache_clear()
-    DenseRetriever(corpus, str(model), tmp_path / "run3")
-    assert len(list((tmp_path / "shared").glob("dense-*.npy"))) == 2
