@@ -18,14 +18,13 @@ from typing import Any
 
 from distill.atomic_io import write_json
 from distill.data import Document, Qrels, Query, Run, read_corpus, read_qrels, read_queries
-from distill.errors import DataError
 from distill.fault_injection import fault_point
 from distill.labels import LabeledDoc, LabeledQuery, append_labels, valid_qids
 from distill.manifest import skip_if_finished, write_manifest
 from distill.teacher._data import subsample
 from distill.teacher.candidates import gather_candidates
 from distill.teacher.config import LabelConfig
-from distill.teacher.sources import EnsembleSource, TeacherSource, combine_runs, fit_weights
+from distill.teacher.sources import EnsembleSource, TeacherSource, combine_runs, fit_weights, scored_qids
 
 __all__ = ["ENSEMBLE_FILE", "LABELS_FILE", "SourceFactory", "ensemble_fit_qids", "label_fit_qids", "run_label"]
 
@@ -135,9 +134,7 @@ def synthetic_qrels_weights(runs: Mapping[str, Run], qrels: Qrels) -> tuple[dict
     """
     from distill.evaluation import evaluate
 
-    qids = [q for q in qrels if all(r.get(q) for r in runs.values())]
-    if not qids:
-        raise DataError("no synthetic query has both qrels and scores from every ensemble member; cannot weigh them")
+    qids = scored_qids(runs, qrels, "weigh them")
     alone = {m: evaluate({q: qrels[q] for q in qids}, {q: r[q] for q in qids}, ["ndcg@10"]).metrics["ndcg@10"]
              for m, r in runs.items()}
     best = max(alone.values())

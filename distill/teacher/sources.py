@@ -37,7 +37,7 @@ from distill.errors import ConfigError, DataError, MissingPrerequisiteError
 from distill.scores import zscore_run
 
 __all__ = ["SOURCE_NAMES", "BM25Source", "DenseSource", "EndpointError", "EndpointSource", "EnsembleSource",
-           "LLMSource", "RunSource", "TeacherSource", "fit_weights", "zscore_run"]
+           "LLMSource", "RunSource", "TeacherSource", "fit_weights", "scored_qids", "zscore_run"]
 
 logger = logging.getLogger(__name__)
 
@@ -274,6 +274,14 @@ def combine_runs(runs: Mapping[str, Run], weights: Mapping[str, float]) -> Run:
     return {qid: {d: sum(weights[s] * z[s][qid][d] for s in active) for d in docs} for qid, docs in first.items()}
 
 
+def scored_qids(runs: Mapping[str, Run], qrels: Qrels, purpose: str) -> list[str]:
+    """The queries of ``qrels`` that every member scored (a DataError naming ``purpose`` when there are none)."""
+    qids = [q for q in qrels if all(r.get(q) for r in runs.values())]
+    if not qids:
+        raise DataError(f"no dev query has both qrels and scores from every ensemble member; cannot {purpose}")
+    return qids
+
+
 def fit_weights(runs: Mapping[str, Run], qrels: Qrels, metric: str = "ndcg@10", rounds: int = 3,
                 grid: Sequence[float] = tuple(i / 10 for i in range(11)), seed: int = 13,
                 min_gain: float = 0.005) -> tuple[dict[str, float], dict[str, float]]:
@@ -287,9 +295,7 @@ def fit_weights(runs: Mapping[str, Run], qrels: Qrels, metric: str = "ndcg@10", 
     """
     from distill.evaluation import evaluate
 
-    qids = [q for q in qrels if all(q in r and r[q] for r in runs.values())]
-    if not qids:
-        raise DataError("no dev query has both qrels and scores from every ensemble member; cannot fit weights")
+    qids = scored_qids(runs, qrels, "fit weights")
     dev_qrels = {q: qrels[q] for q in qids}
     sub = {s: {q: r[q] for q in qids} for s, r in runs.items()}
 

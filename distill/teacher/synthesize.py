@@ -147,9 +147,9 @@ def _read_partial(path: Path, key: str, starts: Sequence[int]) -> list[list[str]
     return done
 
 
-def _generate(config: SynthConfig, passages: Sequence[str], progress: bool, partial: Path | None = None) -> list[str]:
-    """Greedy generations for ``passages``, in batches of ``config.batch_size``. With ``partial``, each batch is
-    appended there as it finishes and a rerun starts after the last whole batch (the same batches, so the same
+def _generate(config: SynthConfig, passages: Sequence[str], progress: bool, partial: Path) -> list[str]:
+    """Greedy generations for ``passages``, in batches of ``config.batch_size``. Each batch is appended to
+    ``partial`` as it finishes, and a rerun starts after the last whole batch (the same batches, so the same
     text as an uninterrupted run)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -168,7 +168,7 @@ def _generate(config: SynthConfig, passages: Sequence[str], progress: bool, part
                        if isinstance(i, int) and i >= 0})
     all_starts = list(range(0, len(passages), config.batch_size))
     key = config_hash({"config": config.to_dict(), "passages": list(passages)})
-    done = _read_partial(partial, key, all_starts) if partial is not None else []
+    done = _read_partial(partial, key, all_starts)
     out: list[str] = [text for batch in done for text in batch]
     if done:
         logger.info("synthesize: resuming after %d of %d batches", len(done), len(all_starts))
@@ -177,8 +177,7 @@ def _generate(config: SynthConfig, passages: Sequence[str], progress: bool, part
         from tqdm.auto import tqdm
 
         starts = tqdm(starts, desc="synthesize", unit="batch")
-    sink = partial.open("a", encoding="utf-8") if partial is not None else None
-    try:
+    with partial.open("a", encoding="utf-8") as sink:
         for n, s in enumerate(starts, start=len(done) + 1):
             prompts = [_prompt(p) for p in passages[s:s + config.batch_size]]
             enc = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
@@ -187,16 +186,12 @@ def _generate(config: SynthConfig, passages: Sequence[str], progress: bool, part
                                      eos_token_id=stop_ids, pad_token_id=tokenizer.pad_token_id)
             texts = tokenizer.batch_decode(gen[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
             out.extend(texts)
-            if sink is not None:
-                sink.write(json.dumps({"start": s, "out": texts}) + "\n")
-                sink.flush()
-                os.fsync(sink.fileno())
-                fault_point("synthesize:batch")
+            sink.write(json.dumps({"start": s, "out": texts}) + "\n")
+            sink.flush()
+            os.fsync(sink.fileno())
+            fault_point("synthesize:batch")
             if n % 10 == 0 or n == len(all_starts):
                 logger.info("synthesize: %d of %d batches generated", n, len(all_starts))
-    finally:
-        if sink is not None:
-            sink.close()
     return out
 
 
