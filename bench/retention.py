@@ -20,6 +20,7 @@ Writes bench/results/retention.{json,md}.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import random
@@ -47,6 +48,8 @@ def main() -> int:
     ap.add_argument("--train-queries", type=int, default=200, help="seeded subset of the training queries")
     ap.add_argument("--depth", type=int, default=20, help="BM25 candidates reranked per test query")
     ap.add_argument("--max-steps", type=int, default=None, help="cap the student's steps (default: 1 epoch)")
+    ap.add_argument("--student-config", type=json.loads, default={},
+                    help='JSON overrides of the student config, e.g. \'{"model": {"max_seq_len": 256}}\'')
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     for noisy in ("bm25s", "httpx", "sentence_transformers"):
@@ -97,7 +100,10 @@ def main() -> int:
                             corpus=str(corpus_path))
     labels = run_label(label_cfg, work / "labels", corpus=corpus)
     train_first = write_run(work / "train_bm25.trec", bm25.search(train_q, top_k=50), tag="bm25")
-    cfg = StudentTrainConfig.from_dict({"max_steps": args.max_steps} if args.max_steps else {})
+    overrides = dict(args.student_config)
+    if args.max_steps:
+        overrides["max_steps"] = args.max_steps
+    cfg = StudentTrainConfig.from_dict(overrides)
     res = train_student(cfg, labels, corpus_path, None, work / "student", dev_run_path=train_first, qrels_kind="teacher")
 
     from distill.student.model import student_scorer

@@ -1,4 +1,4 @@
-"""Named fault points for the kill-and-resume suite (``tests/distill/test_pipeline_faults.py``).
+"""Named fault points for the kill-and-resume suite (``tests/distill/test_pipeline.py``).
 
 ``DISTILRANK_FAULT=POINT:SIGNAL`` (e.g. ``student:checkpoint:KILL``, ``teacher_sft:start:INT``) makes
 the process send itself SIGKILL or SIGINT when it reaches ``POINT``: exactly what a user's Ctrl-C or

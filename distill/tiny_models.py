@@ -9,7 +9,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["build_tiny_cross_encoder", "build_tiny_decoder"]
+__all__ = ["TINY_MAX_TOKENS", "build_tiny_cross_encoder", "build_tiny_decoder"]
+
+#: the tiny encoder's tokenizer limit (``model_max_length``): what sentence-transformers embeds per text
+TINY_MAX_TOKENS = 128
 
 
 def build_tiny_decoder(out: str | os.PathLike[str], seed: int = 0) -> Path:
@@ -51,6 +54,9 @@ def build_tiny_cross_encoder(out: str | os.PathLike[str], seed: int = 0) -> Path
         return out
     torch.manual_seed(seed)
     tok = AutoTokenizer.from_pretrained(resolve_student_base("default"))
+    # as a bi-encoder (the tiny preset's dense member) sentence-transformers would embed up to 512 tokens per
+    # document: most of a tiny pipeline run's time for nothing, since the scores mean nothing anyway
+    tok.model_max_length = TINY_MAX_TOKENS
     cfg = BertConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                      intermediate_size=64, max_position_embeddings=512, num_labels=1)
     with atomic_dir(out) as tmp:

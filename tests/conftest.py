@@ -22,6 +22,12 @@ from distill.datasets import bundled_dataset
 #: ranker fixtures (tiny exported model, servers) registered once for the session
 pytest_plugins = ["tests.ranker_fixtures"]
 
+#: ``make test`` runs one xdist worker per core. Each worker (and every pipeline or server it starts, which inherit
+#: the environment) gets its share of the cores for torch's OpenMP pool: N workers each spinning an all-core pool
+#: oversubscribe the machine, and the threads' busy-waiting burns CPU the other worker needs.
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if _WORKERS > 1:
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // _WORKERS)))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

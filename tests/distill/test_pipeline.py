@@ -1,22 +1,52 @@
+"""The tiny pipeline end to end: report contract, regression gate, stage skipping and reruns, and the
+kill-and-resume chain.
+
+One uninterrupted run (``tiny_run``, a ``distilrank pipeline`` subprocess like the killed ones) serves every
+test here, and is also the reference the kill chain must reproduce: so the chain lives in this module too
+(``make test`` runs one module per xdist worker, and a second module would pay for a second run).
+"""
+
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from distill.cli import main
 from distill.errors import ConfigError
+from distill.fault_injection import ENV
 from distill.presets import resolve_config
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _pipeline(out: Path, *extra: str, fault: str | None = None) -> subprocess.CompletedProcess[str]:
+    """``distilrank pipeline --preset tiny`` in a child process (a kill must not take the test runner with it)."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    env.pop(ENV, None)
+    if fault:
+        env[ENV] = fault
+    return subprocess.run([sys.executable, "-m", "distill.cli", "pipeline", "--preset", "tiny", *extra,
+                           "--out", str(out)], cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+
+
+def _metrics(out: Path) -> dict[str, dict[str, float]]:
+    report = json.loads((out / "report.json").read_text())
+    return {s: {m: round(v, 10) for m, v in ms.items()} for s, ms in report["metrics"].items()}
 
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("pipeline") / "out"
-    code = main(["pipeline", "--preset", "tiny", "--out", str(out)])
+    proc = _pipeline(out)
     report = json.loads((out / "report.json").read_text())
     # random 2-layer models: the gate decides from the dev split whether this student may ship
-    assert code == (5 if report["regression"] else 0)
+    assert proc.returncode == (5 if report["regression"] else 0), proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
     assert main(["pipeline", "--preset", "tiny", "--allow-regression", "--out", str(out)]) == 0
     return out
 
@@ -147,3 +177,36 @@ def test_config_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
     bad.write_text("{oops")  # one config loader: a malformed config file is a config error (exit 2), like an unknown key
     assert main(["pipeline", "--config", str(bad), "--out", str(tmp_path / "o")]) == 2
     assert "cfg.json:1: invalid JSON" in capsys.readouterr().err
+
+
+#: (point, signal, exit code), in the order the pipeline reaches them
+KILL_CHAIN = [
+    ("cpt:step", "KILL", -9),                # killed after CPT's first optimiser step
+    ("teacher_sft:start", "INT", 130),       # Ctrl-C as SFT starts (the reported case: the head was seeded late)
+    ("sft:step", "KILL", -9),                # killed after SFT's first optimiser step
+    ("label:query", "KILL", -9),             # killed with one query labelled
+    ("teacher_label:outputs", "INT", 130),   # labels complete, manifest not yet written
+    ("student:checkpoint", "KILL", -9),      # killed right after the student wrote a checkpoint
+    ("eval_teacher:outputs", "KILL", -9),    # evaluation run written, manifest not yet
+]
+
+
+@pytest.mark.faults
+@pytest.mark.integration
+def test_killed_then_resumed_equals_uninterrupted(tiny_run: Path, tmp_path: Path) -> None:
+    """SIGINT or SIGKILL at stage boundaries and mid-stage (an optimiser step, a labelled query, a student
+    checkpoint just written). Each kill must end its run with the signal's exit code and no traceback, and the
+    next run resumes from what it left. The kill points are chained in stage order in one output directory (run k
+    is killed at point k and resumes from the kill at point k-1), so every resume starts from a killed state, some
+    from a state that was itself resumed; the last, plain run must report exactly the metrics of ``tiny_run``, an
+    uninterrupted run. One chain does the pipeline's work about once instead of once per kill point."""
+    out = tmp_path / "out"
+    for point, signal, code in KILL_CHAIN:
+        killed = _pipeline(out, "--allow-regression", fault=f"{point}:{signal}")
+        assert killed.returncode == code, f"kill at {point}: exit {killed.returncode}\n{killed.stderr[-2000:]}"
+        assert "Traceback" not in killed.stderr, point
+        assert not (out / "report.json").exists(), point
+    resumed = _pipeline(out, "--allow-regression")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "Traceback" not in resumed.stderr
+    assert _metrics(out) == _metrics(tiny_run)

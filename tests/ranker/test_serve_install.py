@@ -45,8 +45,12 @@ def serve_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     src = root / "src"
     shutil.copytree(REPO, src, ignore=_IGNORE)  # a copy: pip's in-tree build must not write into the checkout
     venv = root / "venv"
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
-    cmd = [str(venv / "bin" / "python"), "-m", "pip", "install", "--retries", "2", "--timeout", "30", f"{src}[serve]"]
+    # no pip inside the venv: this environment's pip installs into it (``--python``, pip >= 22.3), which saves
+    # seeding a pip into the venv; --no-compile skips byte-compiling every installed module (only the few a
+    # test imports get compiled, on import). Together they halve the fixture's CPU time.
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=300)
+    cmd = [sys.executable, "-m", "pip", "--python", str(venv / "bin" / "python"), "install", "--no-compile",
+           "--retries", "2", "--timeout", "30", f"{src}[serve]"]
     out = subprocess.run(cmd, cwd=root, env=_clean_env(), capture_output=True, text=True, timeout=1500)
     log = out.stdout + out.stderr
     if out.returncode != 0:
