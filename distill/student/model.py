@@ -106,7 +106,12 @@ def drop_layers(model: PreTrainedModel, num_layers: int, strategy: Literal["spre
 
 
 def build_student(config: StudentModelConfig) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """Load the base encoder with a fresh 1-logit head and drop layers as configured."""
+    """Load the base encoder with a 1-logit head and drop layers as configured.
+
+    A plain encoder (all-MiniLM-L6-v2) gets a fresh head. A trained 1-logit cross-encoder (e.g. the L6 student)
+    keeps its head and the kept layers' weights: with ``num_layers`` that is "cut, then distil again", the
+    initialisation of the L3/L2 students in the README's "Speed at quality".
+    """
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     path = resolve_student_base(config.base)

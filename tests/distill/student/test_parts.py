@@ -4,6 +4,7 @@ import math
 from pathlib import Path
 
 import pytest
+import torch
 
 from distill.errors import ConfigError, DataError
 from distill.labels import LabeledDoc, LabeledQuery
@@ -100,6 +101,13 @@ def test_build_student_drops_layers(tiny_cross_encoder_dir: Path) -> None:
     model, tok = build_student(StudentModelConfig(base=str(tiny_cross_encoder_dir), num_layers=1, max_seq_len=32))
     assert len(model.bert.encoder.layer) == 1 and model.config.num_hidden_layers == 1
     assert tok.model_max_length == 32 and model.config.num_labels == 1
+    # a trained cross-encoder as the base ("cut, then distil again", how the L3/L2 students of issue #13 start):
+    # its 1-logit head and the kept layer (the last, for 1 of 2) are loaded, not re-initialised
+    from transformers import AutoModelForSequenceClassification
+
+    source = AutoModelForSequenceClassification.from_pretrained(tiny_cross_encoder_dir)
+    assert torch.equal(model.classifier.weight, source.classifier.weight)
+    assert torch.equal(model.bert.encoder.layer[0].output.dense.weight, source.bert.encoder.layer[1].output.dense.weight)
     with pytest.raises(ConfigError, match=r"max_seq_len must be an integer in \[8, 8192\]"):
         StudentModelConfig(max_seq_len=2)
     with pytest.raises(ConfigError, match="max_query_tokens must be a positive integer"):
