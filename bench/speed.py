@@ -36,7 +36,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from distill.atomic_io import atomic_write, write_json
-from distill.cross_encoder import TokenCaps
+from distill.cross_encoder import TokenCaps, load_caps
 from distill.data import read_corpus, read_qrels, read_queries
 from distill.evaluation import evaluate
 
@@ -95,7 +95,9 @@ def main() -> int:
     ap.add_argument("--student", action="append", default=[], metavar="NAME=DIR", help="a trained student (HF dir)")
     ap.add_argument("--drop", action="append", default=[], metavar="NAME=DIR:K",
                     help="DIR with only K encoder layers kept after training (the cut baseline)")
-    ap.add_argument("--caps", action="append", default=[], metavar="Q:D", help="query:document token caps (default 32:160)")
+    ap.add_argument("--caps", action="append", default=[], metavar="Q:D|model",
+                    help="query:document token caps (default 32:160); 'model' = each student's own trained budget "
+                         "(its scoring.json: e.g. query <= 32, the document the rest of a 192-token pair)")
     ap.add_argument("--int8", action="append", default=[], metavar="NAME", help="also measure this variant in int8")
     ap.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "beir-scifact")
     ap.add_argument("--depth", type=int, default=20)
@@ -134,7 +136,7 @@ def main() -> int:
     calib_run = bm25.search(calib_q, top_k=20)
     calib_pairs = calibration_pairs({q: [(calib_q[q].text, corpus[d].full_text) for d in calib_run[q]] for q in calib_q}, 128)
 
-    caps_list = [tuple(int(x) for x in c.split(":")) for c in (args.caps or ["32:160"])]
+    caps_list = [c if c == "model" else tuple(int(x) for x in c.split(":")) for c in (args.caps or ["32:160"])]
     models: list[tuple[str, Path]] = []
     for spec in args.student:
         name, path = spec.split("=", 1)
@@ -150,8 +152,8 @@ def main() -> int:
         for name, src in models:
             hf = json.loads((src / "config.json").read_text())
             for precision in ["fp32"] + (["int8"] if name in args.int8 else []):
-                for q_cap, d_cap in caps_list:
-                    caps = TokenCaps(q_cap + d_cap + 3, q_cap, d_cap)
+                for spec_caps in caps_list:
+                    caps = load_caps(src) if spec_caps == "model" else TokenCaps(sum(spec_caps) + 3, *spec_caps)
                     onnx_path = export_variant(src, work / name, precision, calib_pairs, caps)
                     scorer = onnx_scorer(onnx_path, src, caps, 16, threads=args.threads)
                     scorer.score_pairs(eval_pairs[qids[0]])  # warm-up
@@ -162,7 +164,7 @@ def main() -> int:
                     n_pairs = sum(len(p) for p in eval_pairs.values())
                     flops = sum(flops_per_pair(n, hf) for n in tokens)
                     row = {"variant": name, "layers": hf["num_hidden_layers"], "precision": precision,
-                           "caps": f"{q_cap}:{d_cap}", "ndcg@10": evaluate({q: qrels[q] for q in qids}, run, ["ndcg@10"]).metrics["ndcg@10"],
+                           "caps": _caps_label(caps), "ndcg@10": evaluate({q: qrels[q] for q in qids}, run, ["ndcg@10"]).metrics["ndcg@10"],
                            "pairs_per_s": n_pairs / secs, "mean_real_tokens": float(np.mean(tokens)),
                            "achieved_gflops": flops / secs / 1e9,
                            "latency": {f"x{n}_u{u}": measure_load(scorer, requests[n], u, args.reps)
@@ -198,6 +200,13 @@ def _cpu_name() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+def _caps_label(caps: TokenCaps) -> str:
+    """``q:d``, or ``q:rest/T`` when the document takes what the query leaves of a T-token pair."""
+    if caps.max_doc_tokens is None:
+        return f"{caps.max_query_tokens}:rest/{caps.max_seq_len}"
+    return f"{caps.max_query_tokens}:{caps.max_doc_tokens}"
 
 
 def _markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
