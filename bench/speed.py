@@ -38,6 +38,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 from distill.atomic_io import atomic_write, write_json
 from distill.cross_encoder import TokenCaps, load_caps
 from distill.data import read_corpus, read_qrels, read_queries
+from distill.errors import ConfigError
 from distill.evaluation import evaluate
 
 logger = logging.getLogger("bench.speed")
@@ -108,6 +109,7 @@ def main() -> int:
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "results")
     ap.add_argument("--prefix", default="speed")
     args = ap.parse_args()
+    caps_list = [_parse_caps(c) for c in (args.caps or ["32:160"])]
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     for noisy in ("bm25s", "optimum", "onnxruntime", "transformers"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
@@ -136,7 +138,6 @@ def main() -> int:
     calib_run = bm25.search(calib_q, top_k=20)
     calib_pairs = calibration_pairs({q: [(calib_q[q].text, corpus[d].full_text) for d in calib_run[q]] for q in calib_q}, 128)
 
-    caps_list = [c if c == "model" else tuple(int(x) for x in c.split(":")) for c in (args.caps or ["32:160"])]
     models: list[tuple[str, Path]] = []
     for spec in args.student:
         name, path = spec.split("=", 1)
@@ -200,6 +201,16 @@ def _cpu_name() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+def _parse_caps(spec: str) -> str | tuple[int, int]:
+    """``--caps`` value: ``model`` or ``Q:D`` (two positive integers)."""
+    if spec == "model":
+        return spec
+    parts = spec.split(":")
+    if len(parts) != 2 or not all(p.isdigit() and int(p) > 0 for p in parts):
+        raise ConfigError(f"--caps {spec!r}: expected Q:D (query and document token caps, e.g. 32:157) or 'model'")
+    return int(parts[0]), int(parts[1])
 
 
 def _caps_label(caps: TokenCaps) -> str:
