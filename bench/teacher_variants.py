@@ -31,19 +31,9 @@ from distill.atomic_io import atomic_write, write_json
 from distill.data import read_corpus, read_qrels, read_queries, read_run
 from distill.errors import DataError
 from distill.evaluation import evaluate
+from distill.scores import zscore_run
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-def _zscore(run: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
-    import numpy as np
-
-    out = {}
-    for q, scores in run.items():
-        v = np.array(list(scores.values()))
-        mu, sd = v.mean(), v.std() or 1.0
-        out[q] = {d: float((x - mu) / sd) for d, x in scores.items()}
-    return out
 
 
 def main() -> int:
@@ -100,7 +90,7 @@ def main() -> int:
     for name, agg in (("maxp", np.max), ("meanp", np.mean)):
         runs[name] = {q: {d: float(agg(np.stack(by_doc[d]) @ q_emb[q])) for d in cands[q]} for q in dev}
 
-    z = {k: _zscore(v) for k, v in runs.items()}
+    z = {k: zscore_run(v) for k, v in runs.items()}
     judged = {q: qrels[q] for q in dev if q in qrels}
 
     def ndcg(weights: dict[str, float]) -> float:
