@@ -1,8 +1,11 @@
 """Speed at quality: students distilled at L6/L3/L2 x token budgets x fp32/int8, side by side in one run.
 
-For each variant the student is exported with Optimum (fp32 ONNX, ORT O2 graph optimisation; int8 =
-calibrated static per-channel QDQ with the first/last layer and the attention products kept fp32) and
-scored through the one scorer (``distill.cross_encoder``, the serving path's tokenisation and truncation):
+For each variant the student is exported with Optimum (fp32 ONNX, ORT O2 graph optimisation) and scored
+through the one scorer (``distill.cross_encoder``, the serving path's tokenisation and truncation). int8
+(``--int8-recipe``): ``dynamic`` = the exporter's default recipe, per-channel dynamic int8 of the O2 graph,
+scored one pair per ONNX call as the exporter gates and the ranker serves it (dynamic activation scales span
+the whole call, so batching would make a pair's score depend on its batch mates); ``static-edges`` =
+calibrated static per-channel QDQ with the first/last layer and the attention products kept fp32:
 
 * nDCG@10 reranking BM25's top ``--depth`` of EVERY test query (SciFact test: 300 queries);
 * throughput: pairs/s over that whole rerank (1 user, length-bucketed batches of 16);
@@ -69,11 +72,16 @@ def flops_per_pair(n_tokens: int, cfg: dict[str, Any]) -> float:
     return n_layers * (linear + attention)
 
 
-def export_variant(src: Path, work: Path, precision: str, calib_pairs: list[tuple[str, str]], caps: TokenCaps) -> Path:
+INT8_RECIPES = ("dynamic", "static-edges")
+
+
+def export_variant(src: Path, work: Path, precision: str, calib_pairs: list[tuple[str, str]], caps: TokenCaps,
+                   int8_recipe: str = "dynamic") -> Path:
     from export import (
         calibration_batches,
         export_fp32,
         optimize,
+        quantize_dynamic_int8,
         quantize_static_int8,
         resolve_isa,
         sensitive_nodes,
@@ -83,12 +91,17 @@ def export_variant(src: Path, work: Path, precision: str, calib_pairs: list[tupl
     raw = work / "raw" / "model.onnx"
     if not raw.exists():
         export_fp32(src, raw.parent)
+    opt = work / "o2" / "model_optimized.onnx"
+    if not opt.exists():
+        optimize(raw.parent, "O2", opt.parent)
     if precision == "fp32":
-        opt = work / "o2" / "model_optimized.onnx"
-        return opt if opt.exists() else optimize(raw.parent, "O2", opt.parent)
+        return opt
+    if int8_recipe == "dynamic":
+        dst = work / "int8_dynamic.onnx"
+        return dst if dst.exists() else quantize_dynamic_int8(opt, dst, resolve_isa("auto"), True, None)
     batches = calibration_batches(onnx_scorer(raw, src, caps), calib_pairs)
-    return quantize_static_int8(raw, work / "int8.onnx", resolve_isa("auto"), True, ("MatMul",), batches,
-                                exclude=sensitive_nodes(raw))
+    return quantize_static_int8(raw, work / f"int8_static_{_caps_label(caps).replace('/', '_')}.onnx",
+                                resolve_isa("auto"), True, ("MatMul",), batches, exclude=sensitive_nodes(raw))
 
 
 def main() -> int:
@@ -100,6 +113,8 @@ def main() -> int:
                     help="query:document token caps (default 32:160); 'model' = each student's own trained budget "
                          "(its scoring.json: e.g. query <= 32, the document the rest of a 192-token pair)")
     ap.add_argument("--int8", action="append", default=[], metavar="NAME", help="also measure this variant in int8")
+    ap.add_argument("--int8-recipe", choices=INT8_RECIPES, default="dynamic",
+                    help="dynamic (the exporter's default: one pair per ONNX call) or static-edges (batched)")
     ap.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "beir-scifact")
     ap.add_argument("--depth", type=int, default=20)
     ap.add_argument("--max-queries", type=int, default=0, help="0 = every test query")
@@ -155,8 +170,9 @@ def main() -> int:
             for precision in ["fp32"] + (["int8"] if name in args.int8 else []):
                 for spec_caps in caps_list:
                     caps = load_caps(src) if spec_caps == "model" else TokenCaps(sum(spec_caps) + 3, *spec_caps)
-                    onnx_path = export_variant(src, work / name, precision, calib_pairs, caps)
-                    scorer = onnx_scorer(onnx_path, src, caps, 16, threads=args.threads)
+                    onnx_path = export_variant(src, work / name, precision, calib_pairs, caps, args.int8_recipe)
+                    per_call = 1 if precision == "int8" and args.int8_recipe == "dynamic" else 16
+                    scorer = onnx_scorer(onnx_path, src, caps, per_call, threads=args.threads)
                     scorer.score_pairs(eval_pairs[qids[0]])  # warm-up
                     tokens = [len(r[0]) for q in qids for r in scorer.encoder.encode(*zip(*eval_pairs[q], strict=True))]
                     t0 = time.perf_counter()
@@ -165,6 +181,7 @@ def main() -> int:
                     n_pairs = sum(len(p) for p in eval_pairs.values())
                     flops = sum(flops_per_pair(n, hf) for n in tokens)
                     row = {"variant": name, "layers": hf["num_hidden_layers"], "precision": precision,
+                           "int8_recipe": args.int8_recipe if precision == "int8" else None, "pairs_per_call": per_call,
                            "caps": _caps_label(caps), "ndcg@10": evaluate({q: qrels[q] for q in qids}, run, ["ndcg@10"]).metrics["ndcg@10"],
                            "pairs_per_s": n_pairs / secs, "mean_real_tokens": float(np.mean(tokens)),
                            "achieved_gflops": flops / secs / 1e9,
@@ -228,13 +245,13 @@ def _markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
              f"GEMM gauge (fp32, 512x384x1536): median {g0['median_gflops']:.1f} / peak {g0['peak_gflops']:.1f} GFLOP/s "
              f"at the start, {g1['median_gflops']:.1f} / {g1['peak_gflops']:.1f} at the end. Ratios are against the "
              f"first row. Latency: 1 query x N passages, p50/p95 ms, u1 = one user, u2 = two concurrent users.\n",
-             "| variant | layers | precision | caps q:d | nDCG@10 | Δ pts | pairs/s | × | achieved GFLOP/s "
+             "| variant | layers | precision | pairs/call | caps q:d | nDCG@10 | Δ pts | pairs/s | × | achieved GFLOP/s "
              "| x20 u1 p50/p95 | x20 u2 p50/p95 | x50 u1 p50/p95 | x50 u2 p50/p95 |",
-             "|---|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "|---|---:|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         lat = r["latency"]
         cell = [f"{lat[k]['p50_ms']:.0f}/{lat[k]['p95_ms']:.0f}" for k in ("x20_u1", "x20_u2", "x50_u1", "x50_u2")]
-        lines.append(f"| {r['variant']} | {r['layers']} | {r['precision']} | {r['caps']} | {r['ndcg@10']:.4f} | "
+        lines.append(f"| {r['variant']} | {r['layers']} | {r['precision']}{' ' + r['int8_recipe'] if r.get('int8_recipe') else ''} | {r.get('pairs_per_call', 16)} | {r['caps']} | {r['ndcg@10']:.4f} | "
                      f"{r['ndcg_delta_points_vs_first']:+.1f} | {r['pairs_per_s']:.1f} | {r['speedup_vs_first']:.2f} | "
                      f"{r['achieved_gflops']:.1f} | " + " | ".join(cell) + " |")
     return "\n".join(lines) + f"\n\nWall time {meta['wall_time_s']} s.\n"

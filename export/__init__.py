@@ -12,7 +12,13 @@ from export.model_card import MODEL_CARD, ModelCardError, file_hashes, load_mode
 
 if TYPE_CHECKING:  # pragma: no cover
     from export._isa import resolve_isa
-    from export._onnx import export_fp32, optimize, quantize_static_int8, sensitive_nodes
+    from export._onnx import (
+        export_fp32,
+        optimize,
+        quantize_dynamic_int8,
+        quantize_static_int8,
+        sensitive_nodes,
+    )
     from export.exporter import EvalData, calibration_batches, calibration_pairs, export_model
     from export.layers import keep_layers
     from export.report import ReportConfig, compression_report
@@ -34,6 +40,7 @@ __all__ = [
     "keep_layers",
     "onnx_scorer",
     "optimize",
+    "quantize_dynamic_int8",
     "quantize_static_int8",
     "resolve_isa",
     "sensitive_nodes",
@@ -48,6 +55,7 @@ _LAZY = {"EvalData": "export.exporter", "export_model": "export.exporter", "cali
          "onnx_scorer": "export.scoring", "torch_scorer": "export.scoring",
          # the building blocks of an export, for benches that compose their own variants
          "export_fp32": "export._onnx", "optimize": "export._onnx", "quantize_static_int8": "export._onnx",
+         "quantize_dynamic_int8": "export._onnx",
          "sensitive_nodes": "export._onnx", "resolve_isa": "export._isa"}
 
 
