@@ -53,9 +53,13 @@ def main() -> int:
     corpus = read_corpus(args.corpus)
     qrels = read_qrels(args.qrels)
     queries = read_queries(args.queries)
-    qids = [q for q in sorted(queries) if q in qrels][: args.max_queries]
+    first_stage = read_run(args.run)
+    # the dev queries are those of the run (a queries file may hold a whole split)
+    qids = [q for q in sorted(queries) if q in qrels and q in first_stage][: args.max_queries]
+    if not qids:
+        raise SystemExit(f"error: no query of {args.run} is in both {args.queries} and {args.qrels}")
     queries = {q: queries[q] for q in qids}
-    run = {q: d for q, d in read_run(args.run).items() if q in queries}
+    run = {q: first_stage[q] for q in qids}
     backend = TorchBackend.load(args.model)
     lat_q = qids[0]
     lat_docs = [corpus[d].full_text for d, _ in sorted(run[lat_q].items(), key=lambda kv: -kv[1])[:20]]

@@ -65,7 +65,9 @@ class ExportConfig:
 
     ``quantize="int8"`` tries the requested int8 recipe first and, when ``int8_fallback`` is set,
     the more robust recipes after it (static per-channel, then dynamic per-channel); the first one
-    that passes every gate is kept, and if none passes the export fails (exit 5).
+    that passes every gate is kept, and if none passes the export fails (exit 5). Dynamic int8 is gated
+    and served one pair per ONNX call (its activation scale spans the call, so batch mates would move a
+    pair's score); the model card's ``max_pairs_per_call`` tells the ranker so.
     ``quantize="auto"`` does the same but falls back to fp32 instead of failing, and keeps int8 only
     when it is also faster than fp32 on this machine.
     """

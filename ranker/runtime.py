@@ -21,7 +21,7 @@ from distill.cross_encoder import CrossEncoderScorer, OnnxBackend, PairEncoder, 
 from distill.errors import ConfigError, MissingExtraError, MissingPrerequisiteError
 from export.model_card import ModelCardError, load_model_card
 
-__all__ = ["RerankRuntime", "RuntimeConfig", "sigmoid"]
+__all__ = ["RerankRuntime", "RuntimeConfig", "card_pairs_per_call", "sigmoid"]
 
 logger = logging.getLogger(__name__)
 
@@ -70,6 +70,17 @@ def card_caps(card: dict[str, Any], path: Path) -> TokenCaps:
         raise ModelCardError(f"token caps in the model card are invalid ({exc})", path=path) from exc
 
 
+def card_pairs_per_call(card: dict[str, Any], path: Path) -> int | None:
+    """``max_pairs_per_call`` of the card: how many pairs one ONNX call may hold for the scores to equal the
+    gated ones (1 for dynamic int8, whose activation scales span the call); None (or absent) = any number."""
+    value = card.get("max_pairs_per_call")
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ModelCardError(f"max_pairs_per_call must be a positive integer or null, got {value!r}", path=path)
+    return value
+
+
 class RerankRuntime:
     """Scores (query, document) pairs with an exported cross-encoder. Thread-compatible, not
     thread-safe: call :meth:`score_pairs` from one thread at a time (the batcher's worker)."""
@@ -106,6 +117,11 @@ class RerankRuntime:
         if not isinstance(card.get("onnx_file"), str) or card["onnx_file"] not in card["files"]:
             raise ModelCardError("onnx_file must name one of the card's files", path=root / "model_card.json")
         caps = card_caps(card, root / "model_card.json")
+        per_call = card_pairs_per_call(card, root / "model_card.json")
+        chunk = min(config.chunk_size, per_call or config.chunk_size)
+        if chunk < config.chunk_size:
+            logger.info("scoring %d pair(s) per ONNX call, as the model card requires (max_pairs_per_call; chunk_size=%d "
+                        "asked for)", chunk, config.chunk_size)
         try:
             import onnxruntime as ort
         except ImportError as exc:  # pragma: no cover - depends on the environment
@@ -122,7 +138,7 @@ class RerankRuntime:
         backend = OnnxBackend.load(root / card["onnx_file"], config.threads, providers, config.spin)
         logger.info("loaded %s (%s, %s, caps %s) on %s", card["onnx_file"], card.get("precision"),
                     card["files"][card["onnx_file"]][:12], caps.to_dict(), providers[0])
-        return cls(root, card, CrossEncoderScorer(encoder, backend, config.chunk_size), config)
+        return cls(root, card, CrossEncoderScorer(encoder, backend, chunk), config)
 
     def score_pairs(self, queries: Sequence[str], docs: Sequence[str]) -> np.ndarray:
         """Raw logits (float32, shape ``(n,)``) for ``(queries[i], docs[i])``, in input order."""

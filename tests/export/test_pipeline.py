@@ -136,13 +136,28 @@ def test_damaged_model_fails_int8_gate_with_exit_5(damaged: Path, tmp_path: Path
     assert list(tmp_path.iterdir()) == [], "no half-written artifact or work dir may remain"
 
 
-def test_dynamic_int8_is_refused_for_batch_dependence(student: Path, tmp_path: Path) -> None:
+def test_dynamic_int8_is_gated_and_served_one_pair_per_call(student: Path, tmp_path: Path) -> None:
+    """Dynamic int8 quantises each ONNX call's activations with one scale, so in a batch a pair's score depends
+    on its batch mates. The exporter gates it one pair per call and the card makes the ranker serve it so."""
     from export.exporter import export_model
+    from export.scoring import onnx_scorer, with_batch_size
+    from ranker.runtime import RerankRuntime, RuntimeConfig, card_caps
 
     cfg = ExportConfig(quantize="int8", int8_mode="dynamic", int8_fallback=False, gates=TINY_GATES, **FAST)
-    with pytest.raises(GateFailedError, match=r"dynamic-per_channel: .*int8_batch_invariance_max_rel_diff"):
-        export_model(student, tmp_path / "dyn", cfg)
-    assert not (tmp_path / "dyn").exists()
+    art = export_model(student, tmp_path / "dyn", cfg)
+    card = load_model_card(art)
+    assert card["precision"] == "int8" and card["quantization"]["recipe"] == "dynamic-per_channel"
+    assert card["max_pairs_per_call"] == 1 and card["gates"]["int8_batch_invariance_max_rel_diff"]["passed"]
+    assert card["latency"]["int8"]["batch_size"] == 1
+
+    caps = card_caps(card, art)
+    pairs = [("what do cells do", "cells divide " * k) for k in (1, 5, 30, 60)] + [("protein folding", "x")]
+    alone = onnx_scorer(art / card["onnx_file"], art, caps, 1)
+    batched = with_batch_size(alone, len(pairs)).score_pairs(pairs)
+    one_by_one = alone.score_pairs(pairs)
+    assert np.abs(batched - one_by_one).max() > 1e-4, "batched dynamic int8 should depend on batch mates"
+    runtime = RerankRuntime.load(art, RuntimeConfig(threads=1, chunk_size=16))
+    np.testing.assert_array_equal(runtime.score_pairs(*map(list, zip(*pairs, strict=True))), one_by_one)
 
 
 def test_auto_with_eval_data_records_decision_and_ndcg(student: Path, demo_data: Path, tmp_path: Path) -> None:
