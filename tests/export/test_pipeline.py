@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 
 from distill.cli import main
-from distill.errors import GateFailedError
 from export.config import ExportConfig, GateTolerances
 from export.model_card import ModelCardError, load_model_card
 
