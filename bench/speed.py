@@ -148,10 +148,13 @@ def main() -> int:
     eval_ids = {q: list(first[q])[: args.depth] for q in qids}
     lat_q = [q for q in qids if len(first[q]) >= 50][: args.latency_queries]
     requests = {n: [[(queries[q].text, corpus[d].full_text) for d in list(first[q])[:n]] for q in lat_q] for n in (20, 50)}
-    train_q = read_queries(args.data / "queries.train.tsv")
-    calib_q = dict(sorted(train_q.items())[:32])
-    calib_run = bm25.search(calib_q, top_k=20)
-    calib_pairs = calibration_pairs({q: [(calib_q[q].text, corpus[d].full_text) for d in calib_run[q]] for q in calib_q}, 128)
+    calib_pairs: list[tuple[str, str]] = []
+    if args.int8 and args.int8_recipe == "static-edges":  # calibrated on train queries, never the test ones
+        train_q = read_queries(args.data / "queries.train.tsv")
+        calib_q = dict(sorted(train_q.items())[:32])
+        calib_run = bm25.search(calib_q, top_k=20)
+        calib_pairs = calibration_pairs({q: [(calib_q[q].text, corpus[d].full_text) for d in calib_run[q]] for q in calib_q},
+                                        128)
 
     models: list[tuple[str, Path]] = []
     for spec in args.student:
