@@ -177,7 +177,8 @@ def main() -> int:
                     per_call = 1 if precision == "int8" and args.int8_recipe == "dynamic" else 16
                     scorer = onnx_scorer(onnx_path, src, caps, per_call, threads=args.threads)
                     scorer.score_pairs(eval_pairs[qids[0]])  # warm-up
-                    tokens = [len(r[0]) for q in qids for r in scorer.encoder.encode(*zip(*eval_pairs[q], strict=True))]
+                    tokens = [len(r[0]) for q in qids if eval_pairs[q]  # (a query BM25 finds nothing for has no pairs)
+                              for r in scorer.encoder.encode(*zip(*eval_pairs[q], strict=True))]
                     t0 = time.perf_counter()
                     run = {q: dict(zip(eval_ids[q], map(float, scorer.score_pairs(eval_pairs[q])), strict=True)) for q in qids}
                     secs = time.perf_counter() - t0
