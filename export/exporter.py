@@ -85,6 +85,10 @@ class Int8Recipe:
         about what a length-bucketed batch does."""
         return 1 if self.mode == "dynamic" else None
 
+    def batch_size(self, default: int) -> int:
+        """Pairs per ONNX call to gate and serve this recipe with: ``default``, capped by :attr:`pairs_per_call`."""
+        return min(default, self.pairs_per_call or default)
+
 
 def _recipes(cfg: ExportConfig) -> list[Int8Recipe]:
     first = Int8Recipe(cfg.int8_mode, cfg.per_channel)
@@ -293,7 +297,7 @@ def export_model(model_dir: str | Path, out_dir: str | Path, config: ExportConfi
                                             "passed": all(r.passed for r in results)}
                 if all(r.passed for r in results):
                     chosen = recipe
-                    int8_batch = min(cfg.batch_size, recipe.pairs_per_call or cfg.batch_size)
+                    int8_batch = recipe.batch_size(cfg.batch_size)
                     int8_scorer = onnx_scorer(path, model_dir, caps, int8_batch)
                     latency["int8"] = measure_latency(int8_scorer, latency_pairs, int8_batch, cfg.latency_reps)
                     gates.update({r.name: r for r in results})
@@ -376,8 +380,8 @@ def _try_int8(recipe: Int8Recipe, fp32_path: Path, raw_path: Path, work: Path, i
                              exclude=sensitive_nodes(raw_path) if recipe.keep_edges else ())
     else:
         quantize_dynamic_int8(fp32_path, dst, isa, recipe.per_channel, cfg.op_types)
-    per_call = min(cfg.batch_size, recipe.pairs_per_call or cfg.batch_size)
-    scored = _score_all(onnx_scorer(dst, model_dir, caps, per_call), gate_lists, mixed, ndcg_lists, cfg)
+    scorer = onnx_scorer(dst, model_dir, caps, recipe.batch_size(cfg.batch_size))
+    scored = _score_all(scorer, gate_lists, mixed, ndcg_lists, cfg)
     tol = cfg.gates
     results = ranking_agreement(fp32.per_query, scored.per_query, tol.spearman_median_min, tol.spearman_worst_min,
                                 tol.top10_overlap_mean_min)

@@ -53,7 +53,7 @@ def _R(name: str):  # noqa: N802, ANN202
               help="Most characters per text; longer is 413 (token truncation happens below this anyway).")
 @click.option("--threads", default=None, type=click.IntRange(min=1), help="ONNX Runtime intra-op threads [default: all cores].")
 @click.option("--chunk-size", default=_R("chunk_size"), show_default=True, type=click.IntRange(min=1),
-              help="Pairs per ONNX call after length sorting.")
+              help="Pairs per ONNX call after length sorting (capped by the card's max_pairs_per_call: 1 for dynamic int8).")
 @click.option("--spin/--no-spin", default=_R("spin"), show_default=True,
               help="ORT busy-waiting threads; --no-spin on machines shared with other busy processes.")
 @click.option("--provider", type=click.Choice(choices(RuntimeConfig, "provider")), default=_R("provider"), show_default=True)
