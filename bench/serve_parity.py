@@ -13,9 +13,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -31,12 +28,6 @@ from distill.errors import MissingPrerequisiteError
 REPO = Path(__file__).resolve().parent.parent
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", type=Path, required=True, help="an export dir (distilrank export --out)")
@@ -48,11 +39,11 @@ def main() -> int:
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "results")
     args = ap.parse_args()
 
-    import httpx
-
     from export.model_card import load_model_card
     from export.scoring import onnx_scorer
+    from ranker.client import RerankClient
     from ranker.runtime import card_caps, card_pairs_per_call
+    from tests.serve_process import start_serve, stop_serve
 
     card = load_model_card(args.model)
     corpus, queries, run = read_corpus(args.corpus), read_queries(args.queries), read_run(args.run)
@@ -61,32 +52,17 @@ def main() -> int:
         raise MissingPrerequisiteError(f"no query of {args.run} is in {args.queries}")
     requests = {q: [corpus[d].full_text for d in sorted(run[q], key=lambda d: -run[q][d])[: args.depth]] for q in qids}
 
-    port = _free_port()
     t0 = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "distill.cli", "serve", "--model", str(args.model), "--host",
-                             "127.0.0.1", "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc, url = start_serve(args.model, "--scores", "raw", quiet=True)
+    cold_start_s = time.perf_counter() - t0
     served: dict[str, np.ndarray] = {}
     try:
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if proc.poll() is not None:
-                raise MissingPrerequisiteError(f"distilrank serve exited {proc.returncode}: "
-                                               f"{proc.stderr.read().decode()[-1000:] if proc.stderr else ''}")
-            time.sleep(0.05)
-        cold_start_s = time.perf_counter() - t0
-        for q, docs in requests.items():
-            resp = httpx.post(f"http://127.0.0.1:{port}/rerank", json={"query": queries[q].text, "texts": docs,
-                                                                      "raw_scores": True}, timeout=120)
-            resp.raise_for_status()
-            by_index = {r["index"]: r["score"] for r in resp.json()}
-            served[q] = np.array([by_index[i] for i in range(len(docs))], dtype=np.float32)
+        with RerankClient(url, timeout=120.0) as client:
+            for q, docs in requests.items():
+                by_index = {r.index: r.relevance_score for r in client.rerank(queries[q].text, docs).results}
+                served[q] = np.array([by_index[i] for i in range(len(docs))], dtype=np.float32)
     finally:
-        proc.terminate()
-        proc.wait(30)
+        stop_serve(proc)
 
     per_call = card_pairs_per_call(card, args.model) or 16
     gated = onnx_scorer(args.model / card["onnx_file"], args.model, card_caps(card, args.model), per_call)

@@ -43,6 +43,7 @@ from distill.cross_encoder import TokenCaps, load_caps
 from distill.data import read_corpus, read_qrels, read_queries
 from distill.errors import ConfigError
 from distill.evaluation import evaluate
+from export.exporter import Int8Recipe
 
 logger = logging.getLogger("bench.speed")
 REPO = Path(__file__).resolve().parent.parent
@@ -72,7 +73,8 @@ def flops_per_pair(n_tokens: int, cfg: dict[str, Any]) -> float:
     return n_layers * (linear + attention)
 
 
-INT8_RECIPES = ("dynamic", "static-edges")
+#: --int8-recipe -> the exporter's recipe of that name
+INT8_RECIPES = {"dynamic": Int8Recipe("dynamic", True), "static-edges": Int8Recipe("static", True, keep_edges=True)}
 
 
 def export_variant(src: Path, work: Path, precision: str, calib_pairs: list[tuple[str, str]], caps: TokenCaps,
@@ -113,7 +115,7 @@ def main() -> int:
                     help="query:document token caps (default 32:160); 'model' = each student's own trained budget "
                          "(its scoring.json: e.g. query <= 32, the document the rest of a 192-token pair)")
     ap.add_argument("--int8", action="append", default=[], metavar="NAME", help="also measure this variant in int8")
-    ap.add_argument("--int8-recipe", choices=INT8_RECIPES, default="dynamic",
+    ap.add_argument("--int8-recipe", choices=list(INT8_RECIPES), default="dynamic",
                     help="dynamic (the exporter's default: one pair per ONNX call) or static-edges (batched)")
     ap.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "beir-scifact")
     ap.add_argument("--depth", type=int, default=20)
@@ -174,7 +176,8 @@ def main() -> int:
                 for spec_caps in caps_list:
                     caps = load_caps(src) if spec_caps == "model" else TokenCaps(sum(spec_caps) + 3, *spec_caps)
                     onnx_path = export_variant(src, work / name, precision, calib_pairs, caps, args.int8_recipe)
-                    per_call = 1 if precision == "int8" and args.int8_recipe == "dynamic" else 16
+                    # the exporter's rule: dynamic int8 is scored (gated, served) one pair per ONNX call
+                    per_call = INT8_RECIPES[args.int8_recipe].batch_size(16) if precision == "int8" else 16
                     scorer = onnx_scorer(onnx_path, src, caps, per_call, threads=args.threads)
                     scorer.score_pairs(eval_pairs[qids[0]])  # warm-up
                     tokens = [len(r[0]) for q in qids if eval_pairs[q]  # (a query BM25 finds nothing for has no pairs)

@@ -27,6 +27,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 from distill.atomic_io import atomic_write, write_json
 from distill.cross_encoder import CrossEncoderScorer, PairEncoder, TokenCaps, TorchBackend
 from distill.data import read_corpus, read_qrels, read_queries, read_run
+from distill.errors import DataError
 from distill.evaluation import evaluate
 
 REPO = Path(__file__).resolve().parent.parent
@@ -57,7 +58,7 @@ def main() -> int:
     # the dev queries are those of the run (a queries file may hold a whole split)
     qids = [q for q in sorted(queries) if q in qrels and q in first_stage][: args.max_queries]
     if not qids:
-        raise SystemExit(f"error: no query of {args.run} is in both {args.queries} and {args.qrels}")
+        raise DataError(f"no query of this run is in both {args.queries} and {args.qrels}", path=args.run)
     queries = {q: queries[q] for q in qids}
     run = {q: first_stage[q] for q in qids}
     backend = TorchBackend.load(args.model)
