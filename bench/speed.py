@@ -8,9 +8,11 @@ the whole call, so batching would make a pair's score depend on its batch mates)
 calibrated static per-channel QDQ with the first/last layer and the attention products kept fp32:
 
 * nDCG@10 reranking BM25's top ``--depth`` of EVERY test query (SciFact test: 300 queries);
-* throughput: pairs/s over that whole rerank (1 user, length-bucketed batches of 16);
+* throughput: pairs/s over that whole rerank (1 user, length-bucketed batches of 16), on the ONNX Runtime
+  sessions the ranker would open for that export (``--sessions``/``--threads`` unset: one 2-thread session for
+  batches, one single-thread session per core for one pair per call; ``distill.cross_encoder.session_layout``);
 * latency of one request (1 query x 20 and x 50 passages, BM25 top 50 of the first test queries), p50/p95
-  at 1 user and at 2 concurrent users (two threads sharing the session, as two HTTP clients would);
+  at 1 user and at 2 concurrent users (two threads sharing the scorer, as two HTTP clients would);
 * achieved GFLOP/s over the real (unpadded) tokens, beside a float32 GEMM gauge measured in the same run.
 
     python -m bench.speed --student L6=runs/student/model --student L3=exp/l3/student/model \\
@@ -122,7 +124,8 @@ def main() -> int:
     ap.add_argument("--max-queries", type=int, default=0, help="0 = every test query")
     ap.add_argument("--latency-queries", type=int, default=5)
     ap.add_argument("--reps", type=int, default=3)
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=None, help="ORT intra-op threads per session [default: as served]")
+    ap.add_argument("--sessions", type=int, default=None, help="ORT sessions per variant [default: as served]")
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "results")
     ap.add_argument("--prefix", default="speed")
     args = ap.parse_args()
@@ -132,6 +135,7 @@ def main() -> int:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
     from distill.bm25 import BM25Index
+    from distill.cross_encoder import session_layout
     from export import calibration_pairs, resolve_isa
     from export.latency import measure_load
     from export.layers import keep_layers
@@ -178,7 +182,8 @@ def main() -> int:
                     onnx_path = export_variant(src, work / name, precision, calib_pairs, caps, args.int8_recipe)
                     # the exporter's rule: dynamic int8 is scored (gated, served) one pair per ONNX call
                     per_call = INT8_RECIPES[args.int8_recipe].batch_size(16) if precision == "int8" else 16
-                    scorer = onnx_scorer(onnx_path, src, caps, per_call, threads=args.threads)
+                    scorer = onnx_scorer(onnx_path, src, caps, per_call, threads=args.threads, sessions=args.sessions)
+                    layout = session_layout(per_call, args.threads, args.sessions)
                     scorer.score_pairs(eval_pairs[qids[0]])  # warm-up
                     tokens = [len(r[0]) for q in qids if eval_pairs[q]  # (a query BM25 finds nothing for has no pairs)
                               for r in scorer.encoder.encode(*zip(*eval_pairs[q], strict=True))]
@@ -189,12 +194,14 @@ def main() -> int:
                     flops = sum(flops_per_pair(n, hf) for n in tokens)
                     row = {"variant": name, "layers": hf["num_hidden_layers"], "precision": precision,
                            "int8_recipe": args.int8_recipe if precision == "int8" else None, "pairs_per_call": per_call,
+                           "sessions": layout[0], "threads_per_session": layout[1],
                            "caps": _caps_label(caps), "ndcg@10": evaluate({q: qrels[q] for q in qids}, run, ["ndcg@10"]).metrics["ndcg@10"],
                            "pairs_per_s": n_pairs / secs, "mean_real_tokens": float(np.mean(tokens)),
                            "achieved_gflops": flops / secs / 1e9,
                            "latency": {f"x{n}_u{u}": measure_load(scorer, requests[n], u, args.reps)
                                        for n in (20, 50) for u in (1, 2)}}
                     rows.append(row)
+                    scorer.close()
                     logger.info("%s %s %s: nDCG@10 %.4f, %.1f pairs/s, x20 p95 %.0f ms", name, precision, row["caps"],
                                 row["ndcg@10"], row["pairs_per_s"], row["latency"]["x20_u1"]["p95_ms"])
     gauge_end = gemm_gauge()
@@ -203,6 +210,7 @@ def main() -> int:
         r["speedup_vs_first"] = r["pairs_per_s"] / base["pairs_per_s"]
         r["ndcg_delta_points_vs_first"] = 100 * (r["ndcg@10"] - base["ndcg@10"])
     meta = {"data": str(args.data), "n_queries": len(qids), "depth": args.depth, "threads": args.threads,
+            "sessions": args.sessions,
             "latency_queries": lat_q, "reps": args.reps, "cpu": _cpu_name(), "isa": resolve_isa("auto"),
             "cores": os.cpu_count(),
             "gemm_gauge_start": gauge_start, "gemm_gauge_end": gauge_end,
@@ -247,18 +255,18 @@ def _caps_label(caps: TokenCaps) -> str:
 def _markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     g0, g1 = meta["gemm_gauge_start"], meta["gemm_gauge_end"]
     lines = [f"# Speed at quality ({meta['n_queries']} test queries, BM25 top {meta['depth']} reranked, "
-             f"{meta['threads']} ORT threads)\n",
+             "ONNX Runtime sessions x threads as listed)\n",
              f"CPU: {meta['cpu']}, {meta['cores']} cores, int8 kernels for {meta['isa']}.\n",
              f"GEMM gauge (fp32, 512x384x1536): median {g0['median_gflops']:.1f} / peak {g0['peak_gflops']:.1f} GFLOP/s "
              f"at the start, {g1['median_gflops']:.1f} / {g1['peak_gflops']:.1f} at the end. Ratios are against the "
              f"first row. Latency: 1 query x N passages, p50/p95 ms, u1 = one user, u2 = two concurrent users.\n",
-             "| variant | layers | precision | pairs/call | caps q:d | nDCG@10 | Δ pts | pairs/s | × | achieved GFLOP/s "
+             "| variant | layers | precision | pairs/call | sessions×threads | caps q:d | nDCG@10 | Δ pts | pairs/s | × | achieved GFLOP/s "
              "| x20 u1 p50/p95 | x20 u2 p50/p95 | x50 u1 p50/p95 | x50 u2 p50/p95 |",
-             "|---|---:|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "|---|---:|---|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         lat = r["latency"]
         cell = [f"{lat[k]['p50_ms']:.0f}/{lat[k]['p95_ms']:.0f}" for k in ("x20_u1", "x20_u2", "x50_u1", "x50_u2")]
-        lines.append(f"| {r['variant']} | {r['layers']} | {r['precision']}{' ' + r['int8_recipe'] if r.get('int8_recipe') else ''} | {r.get('pairs_per_call', 16)} | {r['caps']} | {r['ndcg@10']:.4f} | "
+        lines.append(f"| {r['variant']} | {r['layers']} | {r['precision']}{' ' + r['int8_recipe'] if r.get('int8_recipe') else ''} | {r.get('pairs_per_call', 16)} | {r.get('sessions', 1)}×{r.get('threads_per_session', meta['threads'])} | {r['caps']} | {r['ndcg@10']:.4f} | "
                      f"{r['ndcg_delta_points_vs_first']:+.1f} | {r['pairs_per_s']:.1f} | {r['speedup_vs_first']:.2f} | "
                      f"{r['achieved_gflops']:.1f} | " + " | ".join(cell) + " |")
     return "\n".join(lines) + f"\n\nWall time {meta['wall_time_s']} s.\n"
@@ -278,7 +286,7 @@ def _plot(rows: list[dict[str, Any]], path: Path) -> None:
         ax.scatter(r["pairs_per_s"], r["ndcg@10"], marker="o" if r["precision"] == "fp32" else "s")
         ax.annotate(f"{r['variant']} {r['precision']} {r['caps']}", (r["pairs_per_s"], r["ndcg@10"]), fontsize=7,
                     xytext=(3, 3), textcoords="offset points")
-    ax.set_xlabel("pairs/s (1 user, 2 threads)")
+    ax.set_xlabel("pairs/s (1 user, ORT sessions as served)")
     ax.set_ylabel("nDCG@10")
     ax.set_title("speed vs quality (higher and further right is better)")
     ax.grid(alpha=0.3)

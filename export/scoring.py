@@ -18,6 +18,7 @@ from distill.cross_encoder import (
     TokenCaps,
     TorchBackend,
     load_caps,
+    session_layout,
 )
 
 __all__ = ["Pair", "export_caps", "onnx_scorer", "torch_scorer", "with_batch_size"]
@@ -36,8 +37,12 @@ def export_caps(model_dir: str | os.PathLike[str], max_seq_len: int | None, max_
 
 
 def onnx_scorer(onnx_path: str | os.PathLike[str], tokenizer_dir: str | os.PathLike[str], caps: TokenCaps,
-                batch_size: int = 16, threads: int | None = None) -> CrossEncoderScorer:
-    return CrossEncoderScorer(PairEncoder(Path(tokenizer_dir), caps), OnnxBackend.load(onnx_path, threads), batch_size)
+                batch_size: int = 16, threads: int | None = None, sessions: int | None = None) -> CrossEncoderScorer:
+    """Scores ``batch_size`` pairs per ONNX call, over the sessions :func:`session_layout` gives for that (the
+    ranker's rule, so gates and latency are measured as the export will be served)."""
+    n, per_session = session_layout(batch_size, threads, sessions)
+    first, *more = OnnxBackend.load_pool(onnx_path, n, per_session)
+    return CrossEncoderScorer(PairEncoder(Path(tokenizer_dir), caps), first, batch_size, more)
 
 
 def torch_scorer(model_dir: str | os.PathLike[str], caps: TokenCaps, batch_size: int = 16) -> CrossEncoderScorer:
@@ -46,4 +51,4 @@ def torch_scorer(model_dir: str | os.PathLike[str], caps: TokenCaps, batch_size:
 
 def with_batch_size(scorer: CrossEncoderScorer, batch_size: int) -> CrossEncoderScorer:
     """The same tokeniser and model, another batch size (batch-invariance gates score alone and mixed)."""
-    return CrossEncoderScorer(scorer.encoder, scorer.backend, batch_size)
+    return scorer.with_batch_size(batch_size)

@@ -51,7 +51,12 @@ def _R(name: str):  # noqa: N802, ANN202
 @click.option("--max-docs", default=_S("max_docs"), show_default=True, type=click.IntRange(min=1), help="Most documents per request.")
 @click.option("--max-chars", default=_S("max_chars"), show_default=True, type=click.IntRange(min=1),
               help="Most characters per text; longer is 413 (token truncation happens below this anyway).")
-@click.option("--threads", default=None, type=click.IntRange(min=1), help="ONNX Runtime intra-op threads [default: all cores].")
+@click.option("--threads", default=None, type=click.IntRange(min=1),
+              help="ONNX Runtime intra-op threads per session [default: auto, see --sessions].")
+@click.option("--sessions", default=None, type=click.IntRange(min=1),
+              help="ONNX Runtime sessions over the model, scoring in parallel (each holds a copy of the weights) "
+                   "[default: auto: one single-thread session per core (at most 8) when the card scores one pair per "
+                   "call (dynamic int8), else one session with all cores].")
 @click.option("--chunk-size", default=_R("chunk_size"), show_default=True, type=click.IntRange(min=1),
               help="Pairs per ONNX call after length sorting (capped by the card's max_pairs_per_call: 1 for dynamic int8).")
 @click.option("--spin/--no-spin", default=_R("spin"), show_default=True,
@@ -69,8 +74,8 @@ def _R(name: str):  # noqa: N802, ANN202
                    "and are logged as dropped.")
 def serve(model_dir: str, host: str, port: int, max_batch_pairs: int, max_wait_ms: float, max_queue: int,
           max_queue_requests: int, default_deadline_ms: float | None, max_body_bytes: int | None, header_timeout: float,
-          body_timeout: float, max_docs: int, max_chars: int, threads: int | None, chunk_size: int, spin: bool,
-          provider: str, api_key: str | None, cache_size: int, scores: str, graceful_timeout: float) -> None:
+          body_timeout: float, max_docs: int, max_chars: int, threads: int | None, sessions: int | None, chunk_size: int,
+          spin: bool, provider: str, api_key: str | None, cache_size: int, scores: str, graceful_timeout: float) -> None:
     """Serve the reranker: POST /v1/rerank (Cohere), POST /rerank (TEI), /health, /ready, /info, /metrics."""
     from ranker.runtime import RerankRuntime
     from ranker.server import create_app, make_server
@@ -87,7 +92,8 @@ def serve(model_dir: str, host: str, port: int, max_batch_pairs: int, max_wait_m
                           max_body_bytes=max_body_bytes, header_timeout_s=header_timeout, body_timeout_s=body_timeout,
                           graceful_timeout_s=graceful_timeout, max_docs=max_docs, max_chars=max_chars, api_key=api_key,
                           cache_size=cache_size, scores=scores)  # type: ignore[arg-type]
-    runtime = RerankRuntime.load(model_dir, RuntimeConfig(threads=threads, chunk_size=chunk_size, provider=provider, spin=spin))
+    runtime = RerankRuntime.load(model_dir, RuntimeConfig(threads=threads, sessions=sessions, chunk_size=chunk_size,
+                                                          provider=provider, spin=spin))
     if host not in ("127.0.0.1", "localhost", "::1") and api_key is None:
         logger.warning("binding %s without --api-key: anyone who can reach this port can use the model", host)
     server = make_server(create_app(runtime, config), host=host, port=port)

@@ -195,6 +195,7 @@ class InfoResponse(BaseModel):
     max_seq_len: int
     model_sha256: str
     providers: list[str]
+    sessions: int = Field(1, description="ONNX Runtime sessions scoring in parallel.")
     score: Literal["sigmoid", "raw_logit"]
     limits: dict[str, int | float | bool]
     card: dict[str, Any] = Field(description="Selected model card fields (metrics, gates, decision).")

@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from distill.cross_encoder import CrossEncoderScorer, OnnxBackend, PairEncoder, TokenCaps
+from distill.cross_encoder import CrossEncoderScorer, OnnxBackend, PairEncoder, TokenCaps, session_layout
 from distill.errors import ConfigError, MissingExtraError, MissingPrerequisiteError
 from export.model_card import ModelCardError, load_model_card
 
@@ -39,13 +39,16 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class RuntimeConfig:
-    """``threads``: ORT intra-op threads (None = all cores; one session, one batch at a time was the
-    best setting on 2 cores). ``chunk_size``: pairs per ORT call after length sorting.
+    """``threads``: ORT intra-op threads per session; ``sessions``: how many ORT sessions over the model
+    (both None = auto, :func:`~distill.cross_encoder.session_layout`: one single-thread session per core
+    when the card scores one pair per call, else one session with all cores, which was the best setting
+    for batches on 2 cores). ``chunk_size``: pairs per ORT call after length sorting.
     ``provider``: "auto" picks CUDA when onnxruntime-gpu and a GPU are present. ``spin``: ORT's
     busy-waiting intra-op threads (its default); turn off on a machine shared with other busy processes,
     where spinning threads take cores the event loop and the tokenizer need."""
 
     threads: int | None = None
+    sessions: int | None = None
     chunk_size: int = 16
     provider: Literal["auto", "cpu", "cuda"] = "auto"
     verify_checksums: bool = True
@@ -54,6 +57,8 @@ class RuntimeConfig:
     def __post_init__(self) -> None:
         if self.threads is not None and self.threads < 1:
             raise ConfigError(f"threads={self.threads}: use a positive number of threads or leave it unset for all cores")
+        if self.sessions is not None and self.sessions < 1:
+            raise ConfigError(f"sessions={self.sessions}: use a positive number of sessions or leave it unset (auto)")
         if self.chunk_size < 1:
             raise ConfigError(f"chunk_size={self.chunk_size}: must be >= 1 pairs per ONNX call")
         if self.provider not in {"auto", "cpu", "cuda"}:
@@ -90,6 +95,7 @@ class RerankRuntime:
         self.card = card
         self.scorer = scorer
         self.session = scorer.backend.session  # type: ignore[attr-defined]
+        self.n_sessions = len(scorer.backends)
         self.config = config
         self.caps = scorer.caps
         self.max_seq_len = self.caps.max_seq_len
@@ -135,10 +141,14 @@ class RerankRuntime:
             encoder = PairEncoder(root, caps)
         except MissingPrerequisiteError as exc:
             raise ModelCardError(str(exc), path=root) from exc
-        backend = OnnxBackend.load(root / card["onnx_file"], config.threads, providers, config.spin)
-        logger.info("loaded %s (%s, %s, caps %s) on %s", card["onnx_file"], card.get("precision"),
-                    card["files"][card["onnx_file"]][:12], caps.to_dict(), providers[0])
-        return cls(root, card, CrossEncoderScorer(encoder, backend, chunk), config)
+        # one device: a pool of sessions only pays on CPU cores
+        n_sessions, threads = (config.sessions or 1, config.threads) if use_cuda else \
+            session_layout(chunk, config.threads, config.sessions)
+        first, *more = OnnxBackend.load_pool(root / card["onnx_file"], n_sessions, threads, providers, config.spin)
+        logger.info("loaded %s (%s, %s, caps %s) on %s: %d session(s) x %s intra-op thread(s), %d pair(s) per call",
+                    card["onnx_file"], card.get("precision"), card["files"][card["onnx_file"]][:12], caps.to_dict(),
+                    providers[0], n_sessions, threads or "all", chunk)
+        return cls(root, card, CrossEncoderScorer(encoder, first, chunk, more), config)
 
     def score_pairs(self, queries: Sequence[str], docs: Sequence[str]) -> np.ndarray:
         """Raw logits (float32, shape ``(n,)``) for ``(queries[i], docs[i])``, in input order."""
@@ -151,6 +161,12 @@ class RerankRuntime:
         return self.score_pairs([query] * len(docs), docs)
 
     def warmup(self) -> None:
-        """One short and one full-length pair, so the first real request does not pay for allocation."""
-        self.score_pairs(["warm up"] * 2, ["short", "long " * self.max_seq_len])
+        """One short and one full-length pair on every session, so the first real request does not pay for
+        allocation."""
+        for _ in range(self.n_sessions):
+            self.score_pairs(["warm up"] * 2, ["short", "long " * self.max_seq_len])
         self.warmed = True
+
+    def close(self) -> None:
+        """Stop the scoring threads of a pool of sessions (a later call starts them again)."""
+        self.scorer.close()

@@ -297,7 +297,8 @@ def create_app(runtime: RerankRuntime, config: ServerConfig | None = None) -> Fa
         card = runtime.card
         return InfoResponse(model=runtime.name, onnx_file=card["onnx_file"], precision=str(card.get("precision", "unknown")),
                             max_seq_len=runtime.max_seq_len, model_sha256=runtime.model_sha256,
-                            providers=runtime.providers, score=score_name, limits=config.limits(),
+                            providers=runtime.providers, sessions=getattr(runtime, "n_sessions", 1), score=score_name,
+                            limits=config.limits(),
                             card={k: card[k] for k in ("metrics", "gates", "decision", "latency", "config_hash") if k in card})
 
     @app.get("/metrics", tags=["ops"], response_class=Response,

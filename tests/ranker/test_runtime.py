@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
@@ -105,3 +107,37 @@ def test_runtime_config_validation():
 def test_sigmoid_stable():
     out = sigmoid(np.array([-1000.0, 0.0, 1000.0], dtype=np.float32))
     np.testing.assert_allclose(out, [0.0, 0.5, 1.0])
+
+
+def test_pool_of_sessions_serves_the_gated_scores(ranker_model_dir, tmp_path):
+    """A one-pair-per-call card opens one single-thread session per core by default (at least the two
+    asked for here); the pool's scores equal one session's, alone and under two concurrent callers."""
+    import shutil
+    import threading
+
+    from export.model_card import load_model_card, write_model_card
+
+    out = tmp_path / "per_call_1"
+    shutil.copytree(ranker_model_dir, out)
+    write_model_card(out, {**load_model_card(out), "max_pairs_per_call": 1})
+    one = RerankRuntime.load(out, RuntimeConfig(sessions=1, threads=1))
+    pool = RerankRuntime.load(out, RuntimeConfig(sessions=3, threads=1))
+    assert (one.n_sessions, pool.n_sessions, pool.scorer.batch_size) == (1, 3, 1)
+    try:
+        expected = one.score("what do cells do", DOCS)
+        np.testing.assert_array_equal(pool.score("what do cells do", DOCS), expected)
+        got: list[np.ndarray] = []
+        users = [threading.Thread(target=lambda: got.append(pool.score("what do cells do", DOCS))) for _ in range(2)]
+        for u in users:
+            u.start()
+        for u in users:
+            u.join()
+        assert len(got) == 2 and all(np.array_equal(g, expected) for g in got)
+        auto = RerankRuntime.load(out)
+        assert auto.n_sessions == min(os.cpu_count() or 1, 8)
+        assert RerankRuntime.load(ranker_model_dir).n_sessions == 1  # batches: one session with all cores
+        auto.close()
+    finally:
+        pool.close()
+    with pytest.raises(ConfigError, match="sessions=0"):
+        RuntimeConfig(sessions=0)
