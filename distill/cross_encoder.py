@@ -234,9 +234,10 @@ def session_layout(pairs_per_call: int | None, threads: int | None = None, sessi
     int8, whose activation scales span the call) and ``threads`` is unset too, one single-thread
     session per core (at most :data:`MAX_AUTO_SESSIONS`, the cores shared among them), whose calls run
     in parallel. A call of one pair is too small for one session's intra-op threads to share well: on
-    the 2-core bench machine two single-thread sessions scored 116-135 pairs/s where one 2-thread
-    session scored 106-114, with equal scores. Otherwise one session with ``threads`` (default all
-    cores). ``sessions`` given: that many, with ``threads`` each (default the cores shared among them).
+    the 2-core bench machine (``bench/results/session_pool.md``) two single-thread sessions scored 98
+    pairs/s where one 2-thread session scored 93, and two concurrent requests of 20 passages took 344
+    instead of 434 ms (p50), with equal scores; for batches of 16 the pool was 0.74x. Otherwise one
+    session with ``threads`` (default all cores). ``sessions`` given: that many, with ``threads`` each (default the cores shared among them).
     """
     cores = cores or os.cpu_count() or 1
     if sessions is not None and sessions < 1:
