@@ -266,7 +266,7 @@ def _markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     for r in rows:
         lat = r["latency"]
         cell = [f"{lat[k]['p50_ms']:.0f}/{lat[k]['p95_ms']:.0f}" for k in ("x20_u1", "x20_u2", "x50_u1", "x50_u2")]
-        lines.append(f"| {r['variant']} | {r['layers']} | {r['precision']}{' ' + r['int8_recipe'] if r.get('int8_recipe') else ''} | {r.get('pairs_per_call', 16)} | {r.get('sessions', 1)}×{r.get('threads_per_session', meta['threads'])} | {r['caps']} | {r['ndcg@10']:.4f} | "
+        lines.append(f"| {r['variant']} | {r['layers']} | {r['precision']}{' ' + r['int8_recipe'] if r.get('int8_recipe') else ''} | {r.get('pairs_per_call', 16)} | {r['sessions']}×{r['threads_per_session']} | {r['caps']} | {r['ndcg@10']:.4f} | "
                      f"{r['ndcg_delta_points_vs_first']:+.1f} | {r['pairs_per_s']:.1f} | {r['speedup_vs_first']:.2f} | "
                      f"{r['achieved_gflops']:.1f} | " + " | ".join(cell) + " |")
     return "\n".join(lines) + f"\n\nWall time {meta['wall_time_s']} s.\n"

@@ -361,6 +361,14 @@ class CrossEncoderScorer:
                 self._pool = ThreadPoolExecutor(len(self.backends), thread_name_prefix="scorer")
             return self._pool
 
+    def warmup(self, queries: Sequence[str], docs: Sequence[str]) -> None:
+        """Score the pairs on every backend in turn (batches as :meth:`score` cuts them), so that each one has
+        allocated its buffers before the first real call; the scores are discarded."""
+        rows = self.encoder.encode(queries, docs)
+        for backend in self.backends:
+            for start in range(0, len(rows), self.batch_size):
+                backend(self.encoder.pad(rows[start:start + self.batch_size]))
+
     def with_batch_size(self, batch_size: int) -> CrossEncoderScorer:
         """The same tokeniser and backends, another batch size."""
         return CrossEncoderScorer(self.encoder, self.backend, batch_size, self.backends[1:])

@@ -163,8 +163,7 @@ class RerankRuntime:
     def warmup(self) -> None:
         """One short and one full-length pair on every session, so the first real request does not pay for
         allocation."""
-        for _ in range(self.n_sessions):
-            self.score_pairs(["warm up"] * 2, ["short", "long " * self.max_seq_len])
+        self.scorer.warmup(["warm up"] * 2, ["short", "long " * self.max_seq_len])
         self.warmed = True
 
     def close(self) -> None:

@@ -110,3 +110,10 @@ def test_session_layout_refuses_nonsense() -> None:
         session_layout(1, None, 0)
     with pytest.raises(ConfigError, match="threads=0"):
         session_layout(1, 0, None)
+
+
+def test_warmup_runs_every_backend(encoder: PairEncoder) -> None:
+    backends = [RecordingBackend(0) for _ in range(3)]
+    scorer = CrossEncoderScorer(encoder, backends[0], batch_size=1, replicas=backends[1:])
+    scorer.warmup(["warm up"] * 2, ["short", "long " * 64])
+    assert [b.calls for b in backends] == [2, 2, 2]  # both pairs (one per call) on each backend
