@@ -11,8 +11,8 @@ __all__ = ["run"]
 
 def run(main: Callable[[], int | None]) -> NoReturn:
     """Run a bench's ``main`` the way the ``distilrank`` CLI runs a command: a data or config error (a missing
-    collection, a bad file) is one ``error:`` line and its exit code from :mod:`distill.errors`, not a traceback."""
-    from distill.errors import DistilrankError, exit_code_for
+    collection, a bad file) is one ``error:`` line and its exit code from :mod:`distill.core.errors`, not a traceback."""
+    from distill.core.errors import DistilrankError, exit_code_for
 
     try:
         rc = main()

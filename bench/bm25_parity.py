@@ -21,7 +21,7 @@ from pathlib import Path
 
 import click
 
-from distill.atomic_io import atomic_write, write_json
+from distill.core.atomic_io import atomic_write, write_json
 from distill.cli import main as distilrank
 
 REPO = Path(__file__).resolve().parent.parent

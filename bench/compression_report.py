@@ -30,7 +30,7 @@ def stand_in_student(out: Path, seed: int = 0) -> Path:
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from distill.base_models import resolve_student_base
+    from distill.core.base_models import resolve_student_base
 
     if (out / "config.json").exists():
         return out

@@ -22,10 +22,10 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from distill.atomic_io import atomic_write, write_json
-from distill.bm25 import BM25Index
-from distill.data import read_corpus, read_qrels, read_queries
-from distill.evaluation import evaluate
+from distill.core.atomic_io import atomic_write, write_json
+from distill.core.bm25 import BM25Index
+from distill.core.formats import read_corpus, read_qrels, read_queries
+from distill.core.evaluation import evaluate
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -57,8 +57,8 @@ def build_model(work: Path, max_seq_len: int = 128) -> Path:
     from optimum.onnxruntime import ORTModelForSequenceClassification
     from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 
-    from distill.base_models import resolve_student_base
-    from export.model_card import write_model_card
+    from distill.core.base_models import resolve_student_base
+    from distill.core.model_card import write_model_card
 
     torch.manual_seed(0)
     tok = AutoTokenizer.from_pretrained(str(resolve_student_base("default")))

@@ -105,8 +105,8 @@ def main(model_dir: Path | None, users: str, passages: str, run_time: str, threa
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     from importlib.metadata import version
 
-    from distill.atomic_io import write_json
-    from distill.errors import GateFailedError
+    from distill.core.atomic_io import write_json
+    from distill.core.errors import GateFailedError
     from loadtests import LoadTestConfig, build_payloads, run_loadtest
     from tests.serve_process import start_serve, stop_serve
 

@@ -56,7 +56,7 @@ def _pct(values: list[float], q: float) -> float:
 
 def _index_corpus(os_client, corpus: Path) -> int:
     import opensearch_plugin as osp
-    from distill.data import read_corpus
+    from distill.core.formats import read_corpus
 
     n_docs = len(read_corpus(corpus))
     if os_client.indices.exists(index=INDEX) and os_client.count(index=INDEX)["count"] == n_docs:
@@ -89,9 +89,9 @@ def main(model_dir: Path, data: Path, windows: str, max_queries: int, size: int,
          loadtest_run_time: str, out_dir: Path) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     import opensearch_plugin as osp
-    from distill.atomic_io import write_json
-    from distill.data import read_qrels, read_queries
-    from distill.evaluation import evaluate
+    from distill.core.atomic_io import write_json
+    from distill.core.formats import read_qrels, read_queries
+    from distill.core.evaluation import evaluate
     from tests.serve_process import start_serve, stop_serve
 
     window_sizes = sorted({int(w) for w in windows.split(",")})
@@ -189,7 +189,7 @@ def main(model_dir: Path, data: Path, windows: str, max_queries: int, size: int,
 
 def _loadtest(url: str, data: Path, users: list[int], run_time: str, work: Path) -> list[dict]:
     """Closed-loop Locust runs of the ``opensearch`` scenario (``_search`` + distilrank rescore, window 20)."""
-    from distill.errors import GateFailedError
+    from distill.core.errors import GateFailedError
     from loadtests import LoadTestConfig, build_payloads, run_loadtest
 
     work.mkdir(parents=True, exist_ok=True)

@@ -27,7 +27,7 @@ from typing import BinaryIO
 import click
 import numpy as np
 
-from distill.datasets import bundled_dataset
+from distill.core.datasets import bundled_dataset
 
 REPO = Path(__file__).resolve().parent.parent
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -42,8 +42,8 @@ def stand_in_export(work: Path, max_seq_len: int) -> tuple[Path, Path]:
     from optimum.onnxruntime import ORTModelForSequenceClassification
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from distill.base_models import resolve_student_base
-    from export.model_card import write_model_card
+    from distill.core.base_models import resolve_student_base
+    from distill.core.model_card import write_model_card
 
     hf, onnx_dir = work / "student_hf", work / "student_onnx"
     torch.manual_seed(0)
@@ -58,8 +58,8 @@ def stand_in_export(work: Path, max_seq_len: int) -> tuple[Path, Path]:
 
 
 def candidate_lists(k_max: int, n_queries: int) -> list[tuple[str, list[str]]]:
-    from distill.bm25 import BM25Index
-    from distill.data import read_corpus, read_queries
+    from distill.core.bm25 import BM25Index
+    from distill.core.formats import read_corpus, read_queries
 
     data = bundled_dataset().root
     corpus = read_corpus(data / "corpus.jsonl")
@@ -173,7 +173,7 @@ def main(model_dir: str | None, student_dir: str | None, reps: int, threads: int
     import torch
     from sentence_transformers import CrossEncoder
 
-    from distill.atomic_io import atomic_write, write_json
+    from distill.core.atomic_io import atomic_write, write_json
     from ranker.client import RerankClient
     from ranker.runtime import RerankRuntime, RuntimeConfig
     from tests.serve_process import start_serve, stop_serve
@@ -186,7 +186,7 @@ def main(model_dir: str | None, student_dir: str | None, reps: int, threads: int
             model, student = stand_in_export(work, max_seq_len)
         else:
             model = Path(model_dir)
-            from export.model_card import load_model_card
+            from distill.core.model_card import load_model_card
 
             card = load_model_card(model)
             student = Path(student_dir or (card.get("base_models") or {}).get("student_dir") or "")

@@ -21,9 +21,9 @@ import numpy as np
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from distill.atomic_io import atomic_write, write_json
-from distill.data import read_corpus, read_queries, read_run
-from distill.errors import MissingPrerequisiteError
+from distill.core.atomic_io import atomic_write, write_json
+from distill.core.formats import read_corpus, read_queries, read_run
+from distill.core.errors import MissingPrerequisiteError
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -39,8 +39,8 @@ def main() -> int:
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "results")
     args = ap.parse_args()
 
-    from export.model_card import load_model_card
-    from export.scoring import onnx_scorer
+    from distill.core.model_card import load_model_card
+    from export.scorers import onnx_scorer
     from ranker.client import RerankClient
     from ranker.runtime import card_caps, card_pairs_per_call
     from tests.serve_process import start_serve, stop_serve

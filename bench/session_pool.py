@@ -2,7 +2,7 @@
 
 For each export (``--model``, a ``distilrank export`` dir) and each layout (``--layout SESSIONSxTHREADS``,
 default one session with every core, and one single-thread session per core), the export is scored as the
-ranker scores it (the card's token caps and ``max_pairs_per_call``, :class:`distill.cross_encoder.CrossEncoderScorer`):
+ranker scores it (the card's token caps and ``max_pairs_per_call``, :class:`distill.core.cross_encoder.CrossEncoderScorer`):
 
 * pairs/s over BM25's top ``--depth`` of the first ``--queries-n`` test queries, one request per query;
 * p50/p95 of one request of 20 passages at 1 user and 2 concurrent users;
@@ -31,9 +31,9 @@ import numpy as np
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from distill.atomic_io import atomic_write, write_json
-from distill.data import read_corpus, read_qrels, read_queries
-from distill.errors import ConfigError
+from distill.core.atomic_io import atomic_write, write_json
+from distill.core.formats import read_corpus, read_qrels, read_queries
+from distill.core.errors import ConfigError
 
 REPO = Path(__file__).resolve().parent.parent
 logger = logging.getLogger("bench.session_pool")
@@ -65,10 +65,10 @@ def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     logging.getLogger("bm25s").setLevel(logging.WARNING)
 
-    from distill.bm25 import BM25Index
+    from distill.core.bm25 import BM25Index
     from export.latency import measure_load
-    from export.model_card import load_model_card
-    from export.scoring import onnx_scorer
+    from distill.core.model_card import load_model_card
+    from export.scorers import onnx_scorer
     from ranker.runtime import card_caps, card_pairs_per_call
 
     corpus = read_corpus(args.data / "corpus.jsonl")

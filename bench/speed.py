@@ -1,7 +1,7 @@
 """Speed at quality: students distilled at L6/L3/L2 x token budgets x fp32/int8, side by side in one run.
 
 For each variant the student is exported with Optimum (fp32 ONNX, ORT O2 graph optimisation) and scored
-through the one scorer (``distill.cross_encoder``, the serving path's tokenisation and truncation). int8
+through the one scorer (``distill.core.cross_encoder``, the serving path's tokenisation and truncation). int8
 (``--int8-recipe``): ``dynamic`` = the exporter's default recipe, per-channel dynamic int8 of the O2 graph,
 scored one pair per ONNX call as the exporter gates and the ranker serves it (dynamic activation scales span
 the whole call, so batching would make a pair's score depend on its batch mates); ``static-edges`` =
@@ -10,7 +10,7 @@ calibrated static per-channel QDQ with the first/last layer and the attention pr
 * nDCG@10 reranking BM25's top ``--depth`` of EVERY test query (SciFact test: 300 queries);
 * throughput: pairs/s over that whole rerank (1 user, length-bucketed batches of 16), on the ONNX Runtime
   sessions the ranker would open for that export (``--sessions``/``--threads`` unset: one 2-thread session for
-  batches, one single-thread session per core for one pair per call; ``distill.cross_encoder.session_layout``);
+  batches, one single-thread session per core for one pair per call; ``distill.core.cross_encoder.session_layout``);
 * latency of one request (1 query x 20 and x 50 passages, BM25 top 50 of the first test queries), p50/p95
   at 1 user and at 2 concurrent users (two threads sharing the scorer, as two HTTP clients would);
 * achieved GFLOP/s over the real (unpadded) tokens, beside a float32 GEMM gauge measured in the same run.
@@ -40,11 +40,11 @@ import numpy as np
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from distill.atomic_io import atomic_write, write_json
-from distill.cross_encoder import TokenCaps, load_caps
-from distill.data import read_corpus, read_qrels, read_queries
-from distill.errors import ConfigError
-from distill.evaluation import evaluate
+from distill.core.atomic_io import atomic_write, write_json
+from distill.core.cross_encoder import TokenCaps, load_caps
+from distill.core.formats import read_corpus, read_qrels, read_queries
+from distill.core.errors import ConfigError
+from distill.core.evaluation import evaluate
 from export.exporter import Int8Recipe
 
 logger = logging.getLogger("bench.speed")
@@ -90,7 +90,7 @@ def export_variant(src: Path, work: Path, precision: str, calib_pairs: list[tupl
         resolve_isa,
         sensitive_nodes,
     )
-    from export.scoring import onnx_scorer
+    from export.scorers import onnx_scorer
 
     raw = work / "raw" / "model.onnx"
     if not raw.exists():
@@ -134,12 +134,12 @@ def main() -> int:
     for noisy in ("bm25s", "optimum", "onnxruntime", "transformers"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
-    from distill.bm25 import BM25Index
-    from distill.cross_encoder import session_layout
+    from distill.core.bm25 import BM25Index
+    from distill.core.cross_encoder import session_layout
     from export import calibration_pairs, resolve_isa
     from export.latency import measure_load
     from export.layers import keep_layers
-    from export.scoring import onnx_scorer
+    from export.scorers import onnx_scorer
 
     t_start = time.perf_counter()
     corpus = read_corpus(args.data / "corpus.jsonl")

@@ -18,7 +18,7 @@ import statistics
 import time
 from pathlib import Path
 
-from distill.datasets import bundled_dataset
+from distill.core.datasets import bundled_dataset
 
 logger = logging.getLogger(__name__)
 
@@ -32,10 +32,10 @@ def _non_embedding_params(model) -> int:  # noqa: ANN001
 def main() -> None:
     import torch
 
-    from distill.atomic_io import atomic_write, write_json
-    from distill.bm25 import BM25Index
-    from distill.cross_encoder import TokenCaps
-    from distill.data import read_corpus, read_queries
+    from distill.core.atomic_io import atomic_write, write_json
+    from distill.core.bm25 import BM25Index
+    from distill.core.cross_encoder import TokenCaps
+    from distill.core.formats import read_corpus, read_queries
     from distill.student.model import load_student, student_scorer
     from distill.teacher import TeacherScorer
 

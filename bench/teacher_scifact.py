@@ -25,10 +25,10 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from distill.atomic_io import atomic_write, write_json  # noqa: E402
-from distill.bm25 import BM25Index  # noqa: E402
-from distill.data import Run, read_corpus, read_qrels, read_queries  # noqa: E402
-from distill.evaluation import evaluate, format_markdown, plot_metrics  # noqa: E402
+from distill.core.atomic_io import atomic_write, write_json  # noqa: E402
+from distill.core.bm25 import BM25Index  # noqa: E402
+from distill.core.formats import Run, read_corpus, read_qrels, read_queries  # noqa: E402
+from distill.core.evaluation import evaluate, format_markdown, plot_metrics  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -27,11 +27,11 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from distill.atomic_io import atomic_write, write_json
-from distill.data import read_corpus, read_qrels, read_queries, read_run
-from distill.errors import DataError
-from distill.evaluation import evaluate
-from distill.scores import zscore_run
+from distill.core.atomic_io import atomic_write, write_json
+from distill.core.formats import read_corpus, read_qrels, read_queries, read_run
+from distill.core.errors import DataError
+from distill.core.evaluation import evaluate
+from distill.core.normalization import zscore_run
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -56,7 +56,7 @@ def main() -> int:
     import numpy as np
     from sentence_transformers import SentenceTransformer
 
-    from distill.base_models import resolve_student_base
+    from distill.core.base_models import resolve_student_base
 
     started = time.perf_counter()
     dev = sorted(student)

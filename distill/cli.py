@@ -1,7 +1,7 @@
 """The ``distilrank`` command line. Logging is configured here and nowhere else.
 
 Subcommands live next to the code they drive and are imported lazily, so ``distilrank evaluate``
-does not pay for importing torch. Exit codes come from :data:`distill.errors.EXIT_CODES`.
+does not pay for importing torch. Exit codes come from :data:`distill.core.errors.EXIT_CODES`.
 """
 
 from __future__ import annotations
@@ -13,11 +13,11 @@ from pathlib import Path
 
 import click
 
-from distill.bm25 import BM25Config
-from distill.config import default
-from distill.errors import ConfigError, DistilrankError, MissingExtraError, exit_code_for
-from distill.evaluation import DEFAULT_METRICS
-from distill.lazy import missing_extra_error
+from distill.core.bm25 import BM25Config
+from distill.core.config import default
+from distill.core.errors import ConfigError, DistilrankError, MissingExtraError, exit_code_for
+from distill.core.evaluation import DEFAULT_METRICS
+from distill.core.lazy import missing_extra_error
 
 logger = logging.getLogger(__name__)
 
@@ -145,9 +145,9 @@ def _identical_ids_option(f):  # noqa: ANN001, ANN202 - a click decorator
 def retrieve_bm25(corpus: str, queries: str, top_k: int, out: str, k1: float, b: float,
                   ignore_identical_ids: bool | None) -> None:
     """BM25 (bm25s, Lucene variant, English stemming) over title + text."""
-    from distill.bm25 import BM25Config, BM25Index
-    from distill.data import read_corpus, read_queries, write_run
-    from distill.evaluation import drop_self_hits, resolve_identical_ids
+    from distill.core.bm25 import BM25Config, BM25Index
+    from distill.core.formats import read_corpus, read_queries, write_run
+    from distill.core.evaluation import drop_self_hits, resolve_identical_ids
 
     config = BM25Config(k1=k1, b=b)
     docs = read_corpus(corpus)
@@ -184,7 +184,7 @@ def _run_spec(spec: str) -> tuple[str, Path]:
     file = Path(path)
     if file.is_dir():
         raise ConfigError(f"--run {spec!r}: {file} is a directory; give the run file inside it")
-    from distill.data import compression_of
+    from distill.core.formats import compression_of
 
     return name or (file.with_suffix("") if compression_of(file) else file).stem, file
 
@@ -210,9 +210,9 @@ def evaluate_cmd(qrels: str, runs: tuple[str, ...], metrics: str, rel_threshold:
     """Evaluate one or more TREC runs (ir-measures / trec_eval definitions)."""
     import dataclasses
 
-    from distill.data import check_ids, iter_corpus, read_qrels, read_run
-    from distill.errors import DataError
-    from distill.evaluation import (
+    from distill.core.formats import check_ids, iter_corpus, read_qrels, read_run
+    from distill.core.errors import DataError
+    from distill.core.evaluation import (
         evaluate,
         format_markdown,
         parse_metrics,

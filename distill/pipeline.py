@@ -28,8 +28,8 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from distill.atomic_io import atomic_write, config_hash, sha256_file, write_json
-from distill.data import (
+from distill.core.atomic_io import atomic_write, config_hash, sha256_file, write_json
+from distill.core.formats import (
     Qrels,
     Query,
     Run,
@@ -41,9 +41,9 @@ from distill.data import (
     write_queries,
     write_run,
 )
-from distill.errors import ConfigError, DataError
-from distill.fault_injection import fault_point
-from distill.manifest import is_complete, write_manifest
+from distill.core.errors import ConfigError, DataError
+from distill.core.fault_injection import fault_point
+from distill.core.manifest import is_complete, write_manifest
 from distill.presets import PipelineConfig
 
 __all__ = ["METRICS", "SYSTEMS", "PipelineInputs", "PipelineReport", "Stage", "StageResult", "StageRunner", "run_pipeline"]
@@ -172,7 +172,7 @@ class PipelineReport:
         return asdict(self)
 
     def markdown(self) -> str:
-        from distill.evaluation import format_markdown
+        from distill.core.evaluation import format_markdown
 
         rows = {s: {m: (v if v is not None else float("nan")) for m, v in self.metrics[s].items()} for s in self.metrics}
         weights = self.teacher.get("weights")
@@ -238,7 +238,7 @@ def _combine_training_sets(parts: Sequence[tuple[Path, Path]], out: Path) -> dic
 
 def run_pipeline(inputs: PipelineInputs, config: PipelineConfig, out: str | Path) -> PipelineReport:
     """Run (or resume) the whole pipeline; returns the report (also written to ``OUT/report.json``)."""
-    from distill.evaluation import EvalConventions, evaluate, plot_metrics, resolve_identical_ids
+    from distill.core.evaluation import EvalConventions, evaluate, plot_metrics, resolve_identical_ids
     from distill.student.interpolate import InterpolationConfig, interpolate_runs, load_interpolation
     from distill.teacher.label import ENSEMBLE_FILE, SourceFactory
 
@@ -316,7 +316,7 @@ def run_pipeline(inputs: PipelineInputs, config: PipelineConfig, out: str | Path
     first_stage = {q: first_stage.get(q, {}) for q in eval_queries}
     drop_ids, drop_reason = resolve_identical_ids(ev.ignore_identical_ids, [first_stage], eval_qrels, corpus)
     if drop_ids:
-        from distill.evaluation import drop_self_hits
+        from distill.core.evaluation import drop_self_hits
 
         first_stage, _ = drop_self_hits(first_stage)
 

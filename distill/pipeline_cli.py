@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from distill.datasets import bundled_dataset
+from distill.core.datasets import bundled_dataset
 from distill.pipeline import METRICS, SYSTEMS
 from distill.presets import PRESETS
 
@@ -41,9 +41,9 @@ def pipeline(corpus: Path | None, train_queries: Path | None, train_qrels: Path 
     Exit 5 when the interpolated student is not above the first stage on the dev split (the report is
     written first; --allow-regression exits 0).
     """
-    from distill.config import read_config_file
-    from distill.errors import GateFailedError
-    from distill.evaluation import format_markdown
+    from distill.core.config import read_config_file
+    from distill.core.errors import GateFailedError
+    from distill.core.evaluation import format_markdown
     from distill.pipeline import PipelineInputs, run_pipeline
     from distill.presets import resolve_config
 

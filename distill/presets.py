@@ -30,8 +30,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from distill.config import from_mapping
-from distill.errors import ConfigError
+from distill.core.config import from_mapping
+from distill.core.errors import ConfigError
 
 __all__ = ["PRESETS", "EvalConfig", "PipelineConfig", "resolve_config"]
 
@@ -97,7 +97,7 @@ class EvalConfig:
     teacher_top_k: int = 20
     max_queries: int = 0
     teacher_batch_size: int = 16
-    #: BEIR's rule: drop hits whose doc id is the query id; None = auto (distill.evaluation.resolve_identical_ids)
+    #: BEIR's rule: drop hits whose doc id is the query id; None = auto (distill.core.evaluation.resolve_identical_ids)
     ignore_identical_ids: bool | None = None
 
     def __post_init__(self) -> None:

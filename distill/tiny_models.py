@@ -20,8 +20,8 @@ def build_tiny_decoder(out: str | os.PathLike[str], seed: int = 0) -> Path:
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    from distill.atomic_io import atomic_dir
-    from distill.base_models import resolve_teacher_base
+    from distill.core.atomic_io import atomic_dir
+    from distill.core.base_models import resolve_teacher_base
 
     out = Path(out)
     if (out / "config.json").exists():
@@ -46,8 +46,8 @@ def build_tiny_cross_encoder(out: str | os.PathLike[str], seed: int = 0) -> Path
     import torch
     from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 
-    from distill.atomic_io import atomic_dir
-    from distill.base_models import resolve_student_base
+    from distill.core.atomic_io import atomic_dir
+    from distill.core.base_models import resolve_student_base
 
     out = Path(out)
     if (out / "config.json").exists():

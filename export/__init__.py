@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from export.config import ExportConfig, GateTolerances
-from export.model_card import MODEL_CARD, ModelCardError, file_hashes, load_model_card, write_model_card
+from distill.core.model_card import MODEL_CARD, ModelCardError, file_hashes, load_model_card, write_model_card
 
 if TYPE_CHECKING:  # pragma: no cover
     from export._isa import resolve_isa
@@ -22,7 +22,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from export.exporter import EvalData, calibration_batches, calibration_pairs, export_model
     from export.layers import keep_layers
     from export.report import ReportConfig, compression_report
-    from export.scoring import onnx_scorer, torch_scorer
+    from export.scorers import onnx_scorer, torch_scorer
 
 __all__ = [
     "MODEL_CARD",
@@ -52,7 +52,7 @@ __all__ = [
 _LAZY = {"EvalData": "export.exporter", "export_model": "export.exporter", "calibration_pairs": "export.exporter",
          "calibration_batches": "export.exporter", "keep_layers": "export.layers",
          "ReportConfig": "export.report", "compression_report": "export.report",
-         "onnx_scorer": "export.scoring", "torch_scorer": "export.scoring",
+         "onnx_scorer": "export.scorers", "torch_scorer": "export.scorers",
          # the building blocks of an export, for benches that compose their own variants
          "export_fp32": "export._onnx", "optimize": "export._onnx", "quantize_static_int8": "export._onnx",
          "quantize_dynamic_int8": "export._onnx",
@@ -63,7 +63,7 @@ def __getattr__(name: str) -> Any:
     if name in _LAZY:
         import importlib
 
-        from distill.lazy import missing_extra_error
+        from distill.core.lazy import missing_extra_error
 
         try:
             module = importlib.import_module(_LAZY[name])

@@ -6,8 +6,8 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from distill.data import Document, Qrels, Query, Run
-from distill.datasets import bundled_dataset
+from distill.core.formats import Document, Qrels, Query, Run
+from distill.core.datasets import bundled_dataset
 
 logger = logging.getLogger(__name__)
 
@@ -45,8 +45,8 @@ _BM25_CACHE: dict[tuple[str, int], CandidateLists] = {}
 
 def demo_candidates(split: str = "test", top_k: int = 20) -> CandidateLists:
     """BM25 top-``top_k`` of the bundled scifact_mini ``split`` queries (cached per process)."""
-    from distill.bm25 import BM25Index
-    from distill.data import read_corpus, read_qrels, read_queries
+    from distill.core.bm25 import BM25Index
+    from distill.core.formats import read_corpus, read_qrels, read_queries
 
     key = (split, top_k)
     if key not in _BM25_CACHE:
@@ -59,8 +59,8 @@ def demo_candidates(split: str = "test", top_k: int = 20) -> CandidateLists:
 
 
 def eval_candidates(queries: Path, qrels: Path | None, run: Path, corpus: Path) -> CandidateLists:
-    from distill.data import read_corpus, read_qrels, read_queries, read_run
-    from distill.errors import DataError
+    from distill.core.formats import read_corpus, read_qrels, read_queries, read_run
+    from distill.core.errors import DataError
 
     qs = read_queries(queries)
     docs = read_corpus(corpus)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from distill.errors import MissingExtraError
+from distill.core.errors import MissingExtraError
 
 logger = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from distill.config import choices, default
+from distill.core.config import choices, default
 from export.config import ExportConfig
 
 logger = logging.getLogger(__name__)
@@ -54,10 +54,10 @@ def export_cmd(model_dir: str, out_dir: str, optimize: str, quantize: str, int8_
     """
     from dataclasses import replace
 
-    from distill.errors import ConfigError
+    from distill.core.errors import ConfigError
     from export.config import GateTolerances
     from export.exporter import EvalData, export_model
-    from export.model_card import load_model_card
+    from distill.core.model_card import load_model_card
 
     given = [eval_queries, eval_qrels, eval_run, corpus]
     if any(given) and not all(given):

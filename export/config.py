@@ -1,7 +1,7 @@
 """Typed configuration of ``distilrank export``: what to build and the quality gates it must pass.
 
 Every tolerance is a named field so the model card can report the value a result was judged
-against. Values are validated at construction and raise :class:`~distill.errors.ConfigError`.
+against. Values are validated at construction and raise :class:`~distill.core.errors.ConfigError`.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import logging
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-from distill.errors import ConfigError
+from distill.core.errors import ConfigError
 
 __all__ = ["ExportConfig", "GateTolerances", "Int8Mode", "Isa", "OptimizeLevel", "QuantizeMode"]
 

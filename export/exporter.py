@@ -19,10 +19,10 @@ from typing import Any
 
 import numpy as np
 
-from distill.atomic_io import atomic_dir, config_hash, sha256_file, write_json
-from distill.base_models import student_base_name
-from distill.cross_encoder import CrossEncoderScorer, TokenCaps
-from distill.errors import ConfigError, GateFailedError, MissingPrerequisiteError
+from distill.core.atomic_io import atomic_dir, config_hash, sha256_file, write_json
+from distill.core.base_models import student_base_name
+from distill.core.cross_encoder import CrossEncoderScorer, TokenCaps
+from distill.core.errors import ConfigError, GateFailedError, MissingPrerequisiteError
 from export._candidates import CandidateLists, demo_candidates, eval_candidates
 from export._isa import resolve_isa
 from export.config import ExportConfig
@@ -35,8 +35,8 @@ from export.gates import (
     ranking_agreement,
 )
 from export.latency import measure_latency
-from export.model_card import load_model_card, write_model_card
-from export.scoring import Pair, export_caps, onnx_scorer, torch_scorer, with_batch_size
+from distill.core.model_card import load_model_card, write_model_card
+from export.scorers import Pair, export_caps, onnx_scorer, torch_scorer, with_batch_size
 
 __all__ = ["EvalData", "Int8Recipe", "calibration_batches", "calibration_pairs", "export_model"]
 
@@ -180,7 +180,7 @@ def _score_lists(scorer: Any, lists: CandidateLists, cfg: ExportConfig) -> list[
 
 
 def _ndcg(scorer: Any, lists: CandidateLists, cfg: ExportConfig) -> float:
-    from distill.evaluation import evaluate
+    from distill.core.evaluation import evaluate
 
     per_query = _score_lists(scorer, lists, cfg)
     run = {qid: dict(zip(lists.run[qid], map(float, s), strict=True)) for qid, s in zip(lists.run, per_query, strict=True)}
@@ -230,7 +230,7 @@ def export_model(model_dir: str | Path, out_dir: str | Path, config: ExportConfi
                  eval_data: EvalData | None = None, candidates: CandidateLists | None = None) -> Path:
     """Export, gate and write the artifact at ``out_dir``; returns its path.
 
-    Raises :class:`~distill.errors.GateFailedError` (nothing written) when a gate fails.
+    Raises :class:`~distill.core.errors.GateFailedError` (nothing written) when a gate fails.
     ``candidates`` overrides the gate lists (default: the eval run, else bundled scifact_mini BM25).
     """
     cfg = config or ExportConfig()

@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from distill.errors import GateFailedError
+from distill.core.errors import GateFailedError
 
 __all__ = ["GateResult", "batch_invariance_gate", "ndcg_gate", "parity_gate", "ranking_agreement", "raise_if_failed"]
 

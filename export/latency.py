@@ -13,8 +13,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from distill.cross_encoder import CrossEncoderScorer
-from export.scoring import Pair, with_batch_size
+from distill.core.cross_encoder import CrossEncoderScorer
+from export.scorers import Pair, with_batch_size
 
 __all__ = ["measure_latency", "measure_load"]
 

@@ -1,6 +1,6 @@
 """Derive shallower students (L3, L2 from L6) by keeping a subset of a trained model's layers.
 
-Layers are dropped by the student package's one layer dropper (``drop_layers``, "spread": evenly
+Layers are dropped by the one layer dropper (:func:`distill.core.layers.drop_layers`, "spread": evenly
 spaced, first and last included), so the report's L3/L2 match what ``distilrank student`` initialises.
 """
 
@@ -10,8 +10,8 @@ import logging
 import shutil
 from pathlib import Path
 
-from distill.atomic_io import atomic_dir
-from distill.errors import MissingPrerequisiteError
+from distill.core.atomic_io import atomic_dir
+from distill.core.errors import MissingPrerequisiteError
 
 __all__ = ["keep_layers"]
 
@@ -26,8 +26,8 @@ def keep_layers(model_dir: str | Path, num_layers: int, out_dir: str | Path) -> 
     model_dir = Path(model_dir)
     if not (model_dir / "config.json").is_file():
         raise MissingPrerequisiteError(f"{model_dir} is not a Hugging Face model dir (no config.json)")
-    from distill.cross_encoder import CAPS_FILE
-    from distill.student.model import drop_layers
+    from distill.core.cross_encoder import CAPS_FILE
+    from distill.core.layers import drop_layers
 
     model = AutoModelForSequenceClassification.from_pretrained(str(model_dir), dtype=torch.float32).eval()
     total = model.config.num_hidden_layers

@@ -20,8 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from distill.atomic_io import atomic_write, write_json
-from distill.errors import ConfigError
+from distill.core.atomic_io import atomic_write, write_json
+from distill.core.errors import ConfigError
 
 __all__ = ["ReportConfig", "compression_report", "pareto_front"]
 
@@ -108,14 +108,14 @@ def compression_report(model_dir: str | Path, out_dir: str | Path, config: Repor
     """Measure every (depth, precision, max_len) cell; returns the JSON path (MD and PNG beside it)."""
     import json
 
-    from distill.evaluation import evaluate
+    from distill.core.evaluation import evaluate
     from export._candidates import demo_candidates
     from export._isa import resolve_isa
     from export._onnx import export_fp32, optimize, quantize_static_int8
     from export.exporter import calibration_batches, calibration_pairs
     from export.latency import measure_latency
     from export.layers import keep_layers
-    from export.scoring import export_caps, onnx_scorer
+    from export.scorers import export_caps, onnx_scorer
 
     cfg = config or ReportConfig()
     model_dir, out_dir = Path(model_dir), Path(out_dir)

@@ -12,7 +12,7 @@ import logging
 import os
 from typing import TYPE_CHECKING
 
-from distill.atomic_io import write_json
+from distill.core.atomic_io import write_json
 from loadtests.slo import check_slo, load_slo
 
 if TYPE_CHECKING:

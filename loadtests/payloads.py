@@ -1,7 +1,7 @@
 """Realistic request payloads: real queries with their BM25 first-stage candidate texts.
 
 A payload is the Cohere-style ``/v1/rerank`` body ``{"query": str, "documents": [str, ...]}``;
-documents are :attr:`distill.data.Document.full_text` in BM25 rank order, exactly ``passages`` each,
+documents are :attr:`distill.core.formats.Document.full_text` in BM25 rank order, exactly ``passages`` each,
 so every request costs the same and latencies are comparable across runs.
 """
 
@@ -12,9 +12,9 @@ import logging
 import os
 from pathlib import Path
 
-from distill.atomic_io import atomic_write
-from distill.datasets import bundled_dataset
-from distill.errors import ConfigError, DataError
+from distill.core.atomic_io import atomic_write
+from distill.core.datasets import bundled_dataset
+from distill.core.errors import ConfigError, DataError
 
 __all__ = ["DEMO_DATASET", "build_payloads", "read_payloads"]
 
@@ -30,8 +30,8 @@ def build_payloads(out: str | os.PathLike[str], passages: int, corpus: str | os.
     Defaults to the bundled scifact_mini corpus and test queries. Queries with fewer than
     ``passages`` BM25 candidates are skipped.
     """
-    from distill.bm25 import BM25Index
-    from distill.data import read_corpus, read_queries
+    from distill.core.bm25 import BM25Index
+    from distill.core.formats import read_corpus, read_queries
 
     if passages < 1 or max_queries < 1:
         raise ConfigError(f"passages and max_queries must be >= 1, got {passages} and {max_queries}")

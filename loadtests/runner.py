@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from distill.atomic_io import atomic_write
-from distill.errors import ConfigError, DistilrankError, GateFailedError, MissingPrerequisiteError
+from distill.core.atomic_io import atomic_write
+from distill.core.errors import ConfigError, DistilrankError, GateFailedError, MissingPrerequisiteError
 from loadtests.slo import SLO, load_slo
 
 __all__ = ["DEFAULT_SLO", "LoadTestConfig", "load_scenario_slo", "plot_latency", "preflight", "run_loadtest", "write_summary"]

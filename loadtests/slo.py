@@ -24,7 +24,7 @@ from typing import Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from distill.errors import DataError
+from distill.core.errors import DataError
 
 __all__ = ["SLO", "Limits", "Violation", "check_slo", "load_slo"]
 

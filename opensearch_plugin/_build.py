@@ -12,7 +12,7 @@ import os
 import subprocess
 from pathlib import Path
 
-from distill.errors import MissingPrerequisiteError
+from distill.core.errors import MissingPrerequisiteError
 
 from ._node import OPENSEARCH_VERSION, _mvn, find_java_home
 

@@ -7,8 +7,8 @@ import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
-from distill.data import Document, Query, Run, iter_corpus
-from distill.errors import MissingPrerequisiteError
+from distill.core.formats import Document, Query, Run, iter_corpus
+from distill.core.errors import MissingPrerequisiteError
 
 from ._rescore import RescoreParams, rescore_hits, search_body
 

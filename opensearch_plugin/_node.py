@@ -24,7 +24,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from distill.errors import ConfigError, MissingPrerequisiteError
+from distill.core.errors import ConfigError, MissingPrerequisiteError
 
 logger = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ from typing import Literal
 
 import numpy as np
 
-from distill.errors import ConfigError
+from distill.core.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 

@@ -95,8 +95,8 @@ def evaluate_cmd(index_name: str, queries: Path, qrels: Path, out_dir: Path, url
                  window_size: int, size: int, score_mode: str, query_weight: float, rescore_query_weight: float,
                  client_side: bool, no_plugin: bool) -> None:
     """First stage vs rescored metrics; writes TREC runs, metrics.json and metrics.md into --out."""
-    from distill.data import read_qrels, read_queries, write_run
-    from distill.evaluation import evaluate, write_reports
+    from distill.core.formats import read_qrels, read_queries, write_run
+    from distill.core.evaluation import evaluate, write_reports
 
     params = RescoreParams(window_size=window_size, query_weight=query_weight,
                            rescore_query_weight=rescore_query_weight, score_mode=score_mode)  # type: ignore[arg-type]

@@ -36,7 +36,7 @@ from typing import Protocol
 
 import numpy as np
 
-from distill.errors import ConfigError
+from distill.core.errors import ConfigError
 
 __all__ = [
     "AdmissionError",

@@ -7,8 +7,8 @@ import os
 
 import click
 
-from distill.config import choices, default
-from distill.errors import ConfigError
+from distill.core.config import choices, default
+from distill.core.errors import ConfigError
 from ranker.config import ServerConfig
 from ranker.runtime import RuntimeConfig
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Literal
 
-from distill.errors import ConfigError
+from distill.core.errors import ConfigError
 from ranker.batcher import BatcherConfig
 
 __all__ = ["ScoreMode", "ServerConfig"]

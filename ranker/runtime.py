@@ -1,4 +1,4 @@
-"""ONNX Runtime scoring for the service: the shared :mod:`distill.cross_encoder` scorer over an export.
+"""ONNX Runtime scoring for the service: the shared :mod:`distill.core.cross_encoder` scorer over an export.
 
 Tokenisation, truncation (the token caps recorded in the model card) and length-bucketed batching are
 exactly those of training evaluation and of the export gates, so a pair scores the same here as in
@@ -17,9 +17,9 @@ from typing import Any, Literal
 
 import numpy as np
 
-from distill.cross_encoder import CrossEncoderScorer, OnnxBackend, PairEncoder, TokenCaps, session_layout
-from distill.errors import ConfigError, MissingExtraError, MissingPrerequisiteError
-from export.model_card import ModelCardError, load_model_card
+from distill.core.cross_encoder import CrossEncoderScorer, OnnxBackend, PairEncoder, TokenCaps, session_layout
+from distill.core.errors import ConfigError, MissingExtraError, MissingPrerequisiteError
+from distill.core.model_card import ModelCardError, load_model_card
 
 __all__ = ["RerankRuntime", "RuntimeConfig", "card_pairs_per_call", "sigmoid"]
 
@@ -40,7 +40,7 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
 @dataclass(frozen=True)
 class RuntimeConfig:
     """``threads``: ORT intra-op threads per session; ``sessions``: how many ORT sessions over the model
-    (both None = auto, :func:`~distill.cross_encoder.session_layout`: one single-thread session per core
+    (both None = auto, :func:`~distill.core.cross_encoder.session_layout`: one single-thread session per core
     when the card scores one pair per call, else one session with all cores, which was the best setting
     for batches on 2 cores). ``chunk_size``: pairs per ORT call after length sorting.
     ``provider``: "auto" picks CUDA when onnxruntime-gpu and a GPU are present. ``spin``: ORT's

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from distill.datasets import bundled_dataset
+from distill.core.datasets import bundled_dataset
 
 #: ranker fixtures (tiny exported model, servers) registered once for the session
 pytest_plugins = ["tests.ranker_fixtures"]

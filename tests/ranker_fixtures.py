@@ -24,7 +24,7 @@ def export_onnx_dir(hf_dir: Path, out: Path, max_seq_len: int = 128, token_caps:
     from optimum.onnxruntime import ORTModelForSequenceClassification
     from transformers import AutoTokenizer
 
-    from export.model_card import write_model_card
+    from distill.core.model_card import write_model_card
 
     ORTModelForSequenceClassification.from_pretrained(hf_dir, export=True).save_pretrained(out)
     AutoTokenizer.from_pretrained(hf_dir).save_pretrained(out)

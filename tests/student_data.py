@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from distill.bm25 import BM25Index
-from distill.data import read_corpus, read_qrels, read_queries, write_run
-from distill.labels import LabeledDoc, LabeledQuery, append_labels
+from distill.core.bm25 import BM25Index
+from distill.core.formats import read_corpus, read_qrels, read_queries, write_run
+from distill.core.label_files import LabeledDoc, LabeledQuery, append_labels
 
 
 def make_labels(demo: Path, out: Path, n_queries: int = 24, depth: int = 10) -> dict[str, Path]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from distill.data import read_qrels, read_queries
+from distill.core.formats import read_qrels, read_queries
 
 
 def write_mini(demo_data: Path, out: Path, n_queries: int = 4, n_extra_docs: int = 30) -> dict[str, Path]:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from bench import run
-from distill.errors import ConfigError, DataError
+from distill.core.errors import ConfigError, DataError
 
 BENCH = Path(__file__).resolve().parent.parent / "bench"
 

@@ -4,10 +4,12 @@
    module is imported only from inside the package that holds it (``export._onnx`` by ``export.*``,
    ``distill.teacher._device`` by ``distill.teacher.*``, not by ``distill.student``); what several packages
    need belongs to a public module. ``tests`` are exempt as importers.
-2. The base layer of ``distill`` (errors, I/O, config, data formats, evaluation, BM25, manifests, the one
-   cross-encoder scorer, bundled datasets, lazy imports) imports nothing from the stages above it at module
-   level: not ``distill.teacher``/``student``/``pipeline``, nor ``export``, ``ranker``, ``opensearch_plugin``,
-   ``loadtests``. Imports inside functions (deferred) and under ``if TYPE_CHECKING:`` are allowed.
+2. The base layer is the folder ``distill/core/``: every module in it, present or future. It imports no
+   first-party module outside that folder, anywhere (module level, inside functions, under
+   ``TYPE_CHECKING``): not ``distill.teacher``/``student``/``pipeline``/``presets``/``cli``, nor ``export``,
+   ``ranker``, ``opensearch_plugin``, ``loadtests``, ``bench``.
+3. ``export/`` imports nothing from training code (``distill.teacher``, ``distill.student``): what export and
+   training share (the scorer, layer selection, the model card) lives in the core folder.
 """
 
 from __future__ import annotations
@@ -20,11 +22,9 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 PACKAGES = ("distill", "export", "ranker", "opensearch_plugin", "loadtests", "bench")
-BASE_LAYER = ("distill.errors", "distill.atomic_io", "distill.config", "distill.data", "distill.evaluation",
-              "distill.bm25", "distill.manifest", "distill.cross_encoder", "distill.datasets", "distill.lazy",
-              "distill.scores")
-ABOVE_BASE = ("distill.teacher", "distill.student", "distill.pipeline", "export", "ranker", "opensearch_plugin",
-              "loadtests")
+CORE = "distill.core"
+FIRST_PARTY = ("distill", "export", "ranker", "opensearch_plugin", "loadtests", "bench", "tests")
+TRAINING = ("distill.teacher", "distill.student")
 
 
 def module_name(path: Path) -> str:
@@ -107,8 +107,7 @@ def test_the_walk_sees_every_package():
     names = {module_name(p) for p in source_files()}
     for package in PACKAGES:
         assert package in names, f"{package}/__init__.py not found"
-    for base in BASE_LAYER:
-        assert base in names, f"base-layer module {base} not found (renamed? update BASE_LAYER)"
+    assert CORE in names and sum(n.startswith(CORE + ".") for n in names) >= 10, "the core folder is missing"
 
 
 def test_no_package_imports_another_packages_private_module():
@@ -124,16 +123,39 @@ def test_no_package_imports_another_packages_private_module():
     assert not bad, "import the package's public surface instead:\n" + "\n".join(sorted(set(bad)))
 
 
-@pytest.mark.parametrize("base", BASE_LAYER)
-def test_base_layer_imports_nothing_above_it_at_module_level(base):
-    bad = []
-    for path, importer, is_package, tree in parsed():
-        if importer != base and not importer.startswith(base + "."):
-            continue
-        for line, target in module_level_imports(tree, importer, is_package):
-            if any(target == above or target.startswith(above + ".") for above in ABOVE_BASE):
-                bad.append(f"{path.relative_to(REPO)}:{line}: imports {target} at module level")
-    assert not bad, "the base layer must not depend on the stages above it:\n" + "\n".join(sorted(set(bad)))
+def within(module: str, package: str) -> bool:
+    return module == package or module.startswith(package + ".")
+
+
+def core_violations(importer: str, targets: Iterator[tuple[int, str]]) -> Iterator[tuple[int, str]]:
+    """Imports of a core module that leave the core folder for another first-party module."""
+    if within(importer, CORE):
+        for line, target in targets:
+            if target.split(".")[0] in FIRST_PARTY and not within(target, CORE) and target != "distill":
+                yield line, target
+
+
+def export_violations(importer: str, targets: Iterator[tuple[int, str]]) -> Iterator[tuple[int, str]]:
+    """Imports of an ``export`` module that reach into training code."""
+    if within(importer, "export"):
+        for line, target in targets:
+            if any(within(target, t) for t in TRAINING):
+                yield line, target
+
+
+def test_core_imports_nothing_above_it():
+    bad = [f"{path.relative_to(REPO)}:{line}: imports {target}"
+           for path, importer, is_package, tree in parsed()
+           for line, target in core_violations(importer, imported_modules(tree, importer, is_package))]
+    assert not bad, "distill/core must not depend on anything above it:\n" + "\n".join(sorted(set(bad)))
+
+
+def test_export_imports_no_training_code():
+    bad = [f"{path.relative_to(REPO)}:{line}: imports {target}"
+           for path, importer, is_package, tree in parsed()
+           for line, target in export_violations(importer, imported_modules(tree, importer, is_package))]
+    assert not bad, "export/ must not import training code; move what it needs to distill/core:\n" + "\n".join(
+        sorted(set(bad)))
 
 
 def test_the_checks_catch_what_they_are_for():
@@ -144,4 +166,10 @@ def test_the_checks_catch_what_they_are_for():
     assert private_module_of("export._candidates.x") == "export._candidates" and private_module_of("export.report") is None
     tree = ast.parse("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import ranker\n"
                      "try:\n    from . import teacher\nexcept ImportError:\n    pass\ndef f():\n    import export\n")
-    assert [t for _, t in module_level_imports(tree, "distill.data", False)] == ["typing", "distill", "distill.teacher"]
+    assert [t for _, t in module_level_imports(tree, "distill.core.formats", False)] == ["typing", "distill", "distill.teacher"]
+    deferred = ast.parse("def f():\n    from distill.student.model import drop_layers\n    from distill.core.errors import E\n")
+    assert [t for _, t in core_violations("distill.core.layers", imported_modules(deferred, "distill.core.layers", False))] \
+        == ["distill.student.model"]
+    assert [t for _, t in export_violations("export.layers", imported_modules(deferred, "export.layers", False))] \
+        == ["distill.student.model"]
+    assert not list(core_violations("distill.teacher.label", imported_modules(deferred, "distill.teacher.label", False)))

@@ -6,7 +6,7 @@ Imports here are lazy-safe: nothing below imports torch at package import time e
 
 from __future__ import annotations
 
-from distill.lazy import lazy_exports
+from distill.core.lazy import lazy_exports
 
 __all__ = [
     "HybridDistillLoss",

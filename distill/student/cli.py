@@ -19,7 +19,7 @@ def student() -> None:
 
 
 @student.command("train")
-@click.option("--labels", required=True, type=_FILE, help="Teacher labels JSONL (distill.labels contract).")
+@click.option("--labels", required=True, type=_FILE, help="Teacher labels JSONL (distill.core.label_files contract).")
 @click.option("--corpus", required=True, type=_FILE, help="Corpus the labels refer to.")
 @click.option("--qrels", type=_FILE, help="Training qrels: positives for pairs and the dev split.")
 @click.option("--dev-run", type=_FILE, help="First-stage run of the training queries (dev reranking and a tuning).")
@@ -33,7 +33,7 @@ def student() -> None:
 def train_cmd(labels: str, corpus: str, qrels: str | None, dev_run: str | None, config_file: str | None, base: str | None,
               num_layers: int | None, max_seq_len: int | None, max_steps: int | None, out: str, no_resume: bool) -> None:
     """Train the student with the hybrid pointwise + margin-MSE loss; keeps the best dev checkpoint."""
-    from distill.config import read_config_file
+    from distill.core.config import read_config_file
     from distill.student.train import StudentTrainConfig, train_student
 
     data = read_config_file(config_file) if config_file else {}
@@ -62,8 +62,8 @@ def train_cmd(labels: str, corpus: str, qrels: str | None, dev_run: str | None, 
 def rerank_cmd(model_dir: str, corpus: str, queries: str, run_path: str, top_k: int, batch_size: int,
                interpolate: bool, out: str) -> None:
     """Rerank a first-stage run with a trained student (raw logits, or interpolated)."""
-    from distill.data import read_corpus, read_queries, read_run, write_run
-    from distill.errors import MissingPrerequisiteError
+    from distill.core.formats import read_corpus, read_queries, read_run, write_run
+    from distill.core.errors import MissingPrerequisiteError
     from distill.student.interpolate import InterpolationConfig, interpolate_runs, load_interpolation
     from distill.student.model import student_scorer
 

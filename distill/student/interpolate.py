@@ -19,10 +19,10 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from distill.atomic_io import write_json
-from distill.data import Qrels, Run
-from distill.errors import ConfigError, DataError
-from distill.scores import RunNorm, normalize_run
+from distill.core.atomic_io import write_json
+from distill.core.formats import Qrels, Run
+from distill.core.errors import ConfigError, DataError
+from distill.core.normalization import RunNorm, normalize_run
 
 __all__ = ["InterpolationConfig", "InterpolationResult", "interpolate_runs", "load_interpolation", "normalize_run", "tune_alpha"]
 
@@ -73,7 +73,7 @@ def interpolate_runs(first_stage: Run, student: Run, alpha: float, config: Inter
 
 def tune_alpha(qrels: Qrels, first_stage: Run, student: Run, config: InterpolationConfig) -> InterpolationResult:
     """Grid-search a in [0, 1] on a dev split; ties go to the smaller a (trust the student)."""
-    from distill.evaluation import evaluate
+    from distill.core.evaluation import evaluate
 
     dev = {qid: docs for qid, docs in student.items() if qid in qrels and docs}
     if not dev:

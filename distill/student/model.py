@@ -11,7 +11,7 @@ as DistilBERT's every-other-layer initialisation. ``"first"`` keeps layers 0..N-
 prefix, which is what most truncated checkpoints such as MiniLM-L-6 -> L-2 do; here it is kept for
 ablation).
 
-Scoring goes through :mod:`distill.cross_encoder` (one truncation rule, length-bucketed batches),
+Scoring goes through :mod:`distill.core.cross_encoder` (one truncation rule, length-bucketed batches),
 with the token caps of :class:`StudentModelConfig` saved beside the model in ``scoring.json``.
 
 The saved directory is a standard HF directory (``BertForSequenceClassification``, ``num_labels=1``)
@@ -27,8 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from distill.base_models import resolve_student_base
-from distill.cross_encoder import (
+from distill.core.base_models import resolve_student_base
+from distill.core.cross_encoder import (
     CrossEncoderScorer,
     PairEncoder,
     TokenCaps,
@@ -36,7 +36,8 @@ from distill.cross_encoder import (
     load_caps,
     save_caps,
 )
-from distill.errors import ConfigError, MissingPrerequisiteError
+from distill.core.errors import ConfigError, MissingPrerequisiteError
+from distill.core.layers import drop_layers, select_layers
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -56,7 +57,7 @@ class StudentModelConfig:
     #: keep this many encoder layers (None = all)
     num_layers: int | None = None
     layer_strategy: Literal["spread", "first"] = "spread"
-    #: token budget of a (query, document) pair (see distill.cross_encoder.TokenCaps); saved with the model.
+    #: token budget of a (query, document) pair (see distill.core.cross_encoder.TokenCaps); saved with the model.
     #: 256 (query <= 32, so the document gets >= 221): on SciFact's long abstracts the token-budget bench chose
     #: 32:224 on dev queries, and the retention bench kept 0.902 of its teacher at 256 vs 0.884 at 192. Padding
     #: is per length bucket, so short documents cost no more; the CPU presets set their own (cheaper) budget.
@@ -74,35 +75,6 @@ class StudentModelConfig:
     @property
     def caps(self) -> TokenCaps:
         return TokenCaps(self.max_seq_len, self.max_query_tokens, self.max_doc_tokens)
-
-
-def select_layers(total: int, keep: int, strategy: Literal["spread", "first"] = "spread") -> list[int]:
-    """Indices of the layers kept (sorted). See the module docstring for why."""
-    if not 1 <= keep <= total:
-        raise ConfigError(f"cannot keep {keep} of {total} layers; choose 1..{total}")
-    if strategy == "first" or keep == total:
-        return list(range(keep))
-    if keep == 1:
-        return [total - 1]
-    return sorted({round(i * (total - 1) / (keep - 1)) for i in range(keep)})
-
-
-def drop_layers(model: PreTrainedModel, num_layers: int, strategy: Literal["spread", "first"] = "spread") -> list[int]:
-    """Keep ``num_layers`` encoder layers of a BERT-style model in place; returns the kept indices.
-
-    The one layer dropper: student initialisation and the compression report's L3/L2 both use it.
-    """
-    import torch
-
-    base = getattr(model, model.base_model_prefix, model)
-    layers = getattr(getattr(base, "encoder", None), "layer", None)
-    if layers is None:
-        raise ConfigError(f"{type(model).__name__} has no encoder.layer list; layer dropping supports BERT-style "
-                          "encoders (BERT, MiniLM, RoBERTa, ELECTRA). Set student.num_layers: null to keep all layers.")
-    keep = select_layers(len(layers), num_layers, strategy)
-    base.encoder.layer = torch.nn.ModuleList([layers[i] for i in keep])
-    model.config.num_hidden_layers = len(keep)
-    return keep
 
 
 def build_student(config: StudentModelConfig) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:

@@ -16,8 +16,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from distill.errors import ConfigError
-from distill.scores import zscore
+from distill.core.errors import ConfigError
+from distill.core.normalization import zscore
 
 __all__ = ["NormalizationConfig", "normalize_scores"]
 

@@ -24,8 +24,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
-from distill.errors import ConfigError, DataError
-from distill.labels import LabeledQuery
+from distill.core.errors import ConfigError, DataError
+from distill.core.label_files import LabeledQuery
 from distill.student.normalize import NormalizationConfig, normalize_scores
 
 __all__ = ["PairConfig", "PairGroup", "build_groups"]

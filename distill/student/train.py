@@ -10,8 +10,8 @@ fp16/bf16 on GPU, and accelerate multi-GPU. The saved artifact is a plain
 ``BertForSequenceClassification`` either way, which CrossEncoder loads (see :mod:`.model`).
 
 Dev evaluation: every ``eval_steps`` the current model reranks the dev queries' candidates (through
-the shared :mod:`distill.cross_encoder` scorer, the same truncation as serving) and nDCG@10 is
-computed with :func:`distill.evaluation.evaluate`; the best checkpoint is kept. Dev queries are a
+the shared :mod:`distill.core.cross_encoder` scorer, the same truncation as serving) and nDCG@10 is
+computed with :func:`distill.core.evaluation.evaluate`; the best checkpoint is kept. Dev queries are a
 deterministic slice (by qid hash) of the labelled queries, at least ``dev_min_queries`` of them. With
 qrels the dev signal is the qrels; without any (labels from a teacher alone) it is the teacher's own
 ranking of the held-out queries (its top ``pseudo_qrels_top`` candidates count as relevant), and the
@@ -32,11 +32,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from distill.atomic_io import atomic_dir, atomic_write, config_hash
-from distill.config import from_mapping, to_dict
-from distill.data import Qrels, Run
-from distill.errors import ConfigError, DataError
-from distill.manifest import write_manifest
+from distill.core.atomic_io import atomic_dir, atomic_write, config_hash
+from distill.core.config import from_mapping, to_dict
+from distill.core.formats import Qrels, Run
+from distill.core.errors import ConfigError, DataError
+from distill.core.manifest import write_manifest
 from distill.student.interpolate import InterpolationConfig, InterpolationResult
 from distill.student.loss import LossWeights
 from distill.student.model import StudentModelConfig
@@ -208,10 +208,10 @@ def train_student(config: StudentTrainConfig, labels_path: str | Path, corpus_pa
     import torch
     from transformers import Trainer, TrainerCallback, TrainingArguments
 
-    from distill.cross_encoder import PairEncoder
-    from distill.data import read_corpus, read_qrels, read_run, write_run
-    from distill.evaluation import evaluate
-    from distill.labels import read_labels
+    from distill.core.cross_encoder import PairEncoder
+    from distill.core.formats import read_corpus, read_qrels, read_run, write_run
+    from distill.core.evaluation import evaluate
+    from distill.core.label_files import read_labels
     from distill.student.interpolate import tune_alpha
     from distill.student.loss import HybridDistillLoss
     from distill.student.model import build_student, save_student, student_scorer
@@ -233,7 +233,7 @@ def train_student(config: StudentTrainConfig, labels_path: str | Path, corpus_pa
     train_labels = [lq for lq in labels if lq.qid not in dev_ids]
     groups = build_groups(train_labels, qrels, config.pairs, config.normalization)
     query_text = {lq.qid: lq.query for lq in labels}
-    from distill.data import Query
+    from distill.core.formats import Query
 
     dev_queries = {q: Query(q, query_text[q]) for q in dev_ids}
     if dev_run_path:
@@ -301,7 +301,7 @@ def train_student(config: StudentTrainConfig, labels_path: str | Path, corpus_pa
 
     class _Progress(TrainerCallback):
         def on_save(self, args, state, control, **kwargs):  # noqa: ANN001, ANN201
-            from distill.fault_injection import fault_point
+            from distill.core.fault_injection import fault_point
 
             fault_point("student:checkpoint")
 
@@ -374,7 +374,7 @@ def train_student(config: StudentTrainConfig, labels_path: str | Path, corpus_pa
 def _conservative_interpolation(dev_qrels: Qrels, first_stage: Run, dev_run: Run, base: InterpolationConfig,
                                 qrels_kind: str) -> InterpolationResult:
     """:data:`CONSERVATIVE_ALPHA` on z-scored runs; the dev scores are reported, not used to choose."""
-    from distill.evaluation import evaluate
+    from distill.core.evaluation import evaluate
     from distill.student.interpolate import interpolate_runs
 
     cfg = InterpolationConfig(first_stage_norm="zscore", student_norm="zscore", grid_steps=base.grid_steps, metric=base.metric)

@@ -5,7 +5,7 @@ Imports are lazy (PEP 562) so ``import distill.teacher`` does not import torch.
 
 from __future__ import annotations
 
-from distill.lazy import lazy_exports
+from distill.core.lazy import lazy_exports
 
 __all__ = [
     "CPTConfig",
@@ -29,7 +29,7 @@ __all__ = [
 
 _WHERE = {
     "CPTConfig": "config", "LabelConfig": "config", "LoRAConfig": "config", "SFTConfig": "config",
-    "SynthConfig": "config", "load_config": "distill.config",
+    "SynthConfig": "config", "load_config": "distill.core.config",
     "TeacherRanker": "scoring", "TeacherScorer": "scoring", "load_teacher": "scoring",
     "YesNoScorer": "zero_shot", "listwise_softmax_ce": "sft",
     "rerank_run": "rerank", "rerank_with": "rerank",

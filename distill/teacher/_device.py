@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import torch
 
-from distill.errors import ConfigError
+from distill.core.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 

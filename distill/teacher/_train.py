@@ -22,9 +22,9 @@ from typing import TypeVar
 import torch
 from torch import nn
 
-from distill.atomic_io import atomic_dir, config_hash, write_json
-from distill.errors import DistilrankError, MissingPrerequisiteError
-from distill.lazy import MissingExtraError
+from distill.core.atomic_io import atomic_dir, config_hash, write_json
+from distill.core.errors import DistilrankError, MissingPrerequisiteError
+from distill.core.lazy import MissingExtraError
 from distill.teacher._device import autocast
 from distill.teacher.config import LoRAConfig, TrainConfig
 
@@ -50,7 +50,7 @@ class TrainResult:
 def _after_step(step: int) -> None:
     """Hook called after each optimiser step (tests use it to simulate a crash)."""
     if step == 1:
-        from distill.fault_injection import fault_point
+        from distill.core.fault_injection import fault_point
 
         fault_point(f"{_STAGE[0]}:step")
 
@@ -110,9 +110,9 @@ def load_trainable_lm(config: TrainConfig) -> TrainableLM:
     """Resolve ``config.base_model``, load tokenizer + causal LM, then gradient checkpointing and LoRA as configured."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from distill.base_models import resolve_teacher_base
+    from distill.core.base_models import resolve_teacher_base
     from distill.teacher._device import pick_device, pick_dtype
-    from distill.teacher.scoring import prepare_tokenizer
+    from distill.teacher.decoder_ranker import prepare_tokenizer
 
     base = resolve_teacher_base(config.base_model)
     torch.manual_seed(config.seed)  # before any parameter is created (LoRA adapters are initialised below)

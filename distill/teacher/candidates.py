@@ -13,10 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
-from distill.atomic_io import atomic_write, config_hash
-from distill.base_models import resolve_student_base
-from distill.bm25 import BM25Index
-from distill.data import Document, Qrels, Query, Run
+from distill.core.atomic_io import atomic_write, config_hash
+from distill.core.base_models import resolve_student_base
+from distill.core.bm25 import BM25Index
+from distill.core.formats import Document, Qrels, Query, Run
 
 __all__ = ["SOURCES", "DenseRetriever", "gather_candidates", "merge_candidates"]
 

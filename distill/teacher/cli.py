@@ -60,7 +60,7 @@ def teacher() -> None:
 @click.option("--max-pairs", type=int, help="Seeded random subset of the pairs (0 = all).")
 def cpt_cmd(**kwargs: Any) -> None:
     """Continual pre-training: generate a relevant document from the query (loss on document tokens)."""
-    from distill.config import load_config
+    from distill.core.config import load_config
     from distill.teacher.config import CPTConfig
     from distill.teacher.cpt import run_cpt
 
@@ -83,7 +83,7 @@ def cpt_cmd(**kwargs: Any) -> None:
 @click.option("--kl-reference", help="Reference model for the KL term (default: --base-model).")
 def sft_cmd(**kwargs: Any) -> None:
     """Rank SFT: last-token score head, listwise softmax CE over 1 positive + k BM25 negatives."""
-    from distill.config import load_config
+    from distill.core.config import load_config
     from distill.teacher.config import SFTConfig
     from distill.teacher.sft import run_sft
 
@@ -123,8 +123,8 @@ def sft_cmd(**kwargs: Any) -> None:
 @click.option("--device", type=_DEVICE)
 def label_cmd(**kwargs: Any) -> None:
     """Score candidates of each training query with a teacher source (labels JSONL, resumable)."""
-    from distill.config import load_config
-    from distill.errors import ConfigError
+    from distill.core.config import load_config
+    from distill.core.errors import ConfigError
     from distill.teacher.config import LabelConfig
     from distill.teacher.label import run_label
 
@@ -153,7 +153,7 @@ def label_cmd(**kwargs: Any) -> None:
 @click.option("--device", type=_DEVICE)
 def synthesize_cmd(**kwargs: Any) -> None:
     """Generate training queries from cropped passages; writes queries.tsv + qrels.txt."""
-    from distill.config import load_config
+    from distill.core.config import load_config
     from distill.teacher.config import SynthConfig
     from distill.teacher.synthesize import synthesize_queries
 
@@ -178,8 +178,8 @@ def synthesize_cmd(**kwargs: Any) -> None:
 def rerank_cmd(teacher_dir: str | None, zero_shot: bool, base_model: str, corpus: str, queries: str, run_path: str,
                out: str, top_k: int, batch_size: int, max_length: int, device: str) -> None:
     """Rerank the top-k of a run; evaluate the result with `distilrank evaluate`."""
-    from distill.data import read_corpus, read_queries, read_run, write_run
-    from distill.errors import ConfigError
+    from distill.core.formats import read_corpus, read_queries, read_run, write_run
+    from distill.core.errors import ConfigError
     from distill.teacher.rerank import rerank_run, rerank_with
 
     if zero_shot == bool(teacher_dir):

@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from distill.config import to_dict
-from distill.errors import ConfigError
+from distill.core.config import to_dict
+from distill.core.errors import ConfigError
 
 __all__ = ["CPTConfig", "LabelConfig", "LoRAConfig", "SFTConfig", "SynthConfig", "TrainConfig"]
 

@@ -13,13 +13,13 @@ from pathlib import Path
 
 import torch
 
-from distill.atomic_io import atomic_dir
-from distill.data import read_corpus, read_qrels, read_queries
-from distill.manifest import skip_if_finished, write_manifest
+from distill.core.atomic_io import atomic_dir
+from distill.core.formats import read_corpus, read_qrels, read_queries
+from distill.core.manifest import skip_if_finished, write_manifest
 from distill.teacher import _train
-from distill.teacher._data import QueryDocPair, pairs_from_qrels, read_pairs_jsonl, subsample
+from distill.teacher._training_pairs import QueryDocPair, pairs_from_qrels, read_pairs_jsonl, subsample
 from distill.teacher.config import CPTConfig
-from distill.teacher.scoring import end_token_id, pad_rows
+from distill.teacher.decoder_ranker import end_token_id, pad_rows
 
 __all__ = ["CPTExample", "build_cpt_example", "collate_cpt", "load_cpt_pairs", "run_cpt"]
 

@@ -20,11 +20,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from distill.atomic_io import atomic_dir, write_json
-from distill.config import from_mapping, to_dict
-from distill.data import Document, Qrels, Query
-from distill.errors import ConfigError, DataError
-from distill.manifest import skip_if_finished, write_manifest
+from distill.core.atomic_io import atomic_dir, write_json
+from distill.core.config import from_mapping, to_dict
+from distill.core.formats import Document, Qrels, Query
+from distill.core.errors import ConfigError, DataError
+from distill.core.manifest import skip_if_finished, write_manifest
 
 __all__ = ["DENSE_MODEL_SUBDIR", "TRAIN_INFO", "DenseFineTuneConfig", "fine_tune_dense", "training_triples"]
 
@@ -95,7 +95,7 @@ def fine_tune_dense(config: DenseFineTuneConfig, queries: Mapping[str, Query], q
     import torch
     from sentence_transformers import SentenceTransformer
 
-    from distill.base_models import resolve_student_base
+    from distill.core.base_models import resolve_student_base
 
     out_dir = Path(out_dir)
     model_dir = out_dir / DENSE_MODEL_SUBDIR
@@ -104,7 +104,7 @@ def fine_tune_dense(config: DenseFineTuneConfig, queries: Mapping[str, Query], q
         return model_dir
     started = time.perf_counter()
     if bm25 is None:
-        from distill.bm25 import BM25Index
+        from distill.core.bm25 import BM25Index
 
         bm25 = BM25Index(corpus)
     triples = training_triples(queries, qrels, corpus, bm25, config, exclude)

@@ -1,6 +1,6 @@
 """``distilrank teacher label``: teacher scores for candidate lists of training queries, from any teacher source.
 
-Output follows :mod:`distill.labels`; one line is appended (and fsynced) per query, so an interrupted
+Output follows :mod:`distill.core.label_files`; one line is appended (and fsynced) per query, so an interrupted
 run resumes with the queries not yet labelled, whatever the source (a dead endpoint included). An
 ensemble's fitted weights are written to ``ensemble.json`` before any label, so a resumed run labels
 with the same weights. The manifest is written last, when every query is done.
@@ -16,12 +16,12 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from distill.atomic_io import write_json
-from distill.data import Document, Qrels, Query, Run, read_corpus, read_qrels, read_queries
-from distill.fault_injection import fault_point
-from distill.labels import LabeledDoc, LabeledQuery, append_labels, valid_qids
-from distill.manifest import skip_if_finished, write_manifest
-from distill.teacher._data import subsample
+from distill.core.atomic_io import write_json
+from distill.core.formats import Document, Qrels, Query, Run, read_corpus, read_qrels, read_queries
+from distill.core.fault_injection import fault_point
+from distill.core.label_files import LabeledDoc, LabeledQuery, append_labels, valid_qids
+from distill.core.manifest import skip_if_finished, write_manifest
+from distill.teacher._training_pairs import subsample
 from distill.teacher.candidates import gather_candidates
 from distill.teacher.config import LabelConfig
 from distill.teacher.sources import EnsembleSource, TeacherSource, combine_runs, fit_weights, scored_qids
@@ -49,7 +49,7 @@ class SourceFactory:
     @property
     def bm25_index(self) -> Any:
         if self._bm25 is None:
-            from distill.bm25 import BM25Index
+            from distill.core.bm25 import BM25Index
 
             self._bm25 = BM25Index(self.corpus)
         return self._bm25
@@ -132,7 +132,7 @@ def synthetic_qrels_weights(runs: Mapping[str, Run], qrels: Qrels) -> tuple[dict
     all the weight; on 50 real training queries the same fit put 0.44-0.67 on dense (README). Synthetic qrels
     tell a broken member (the CPU-trained LLM: 0.08) from a working one, not how to weigh working ones.
     """
-    from distill.evaluation import evaluate
+    from distill.core.evaluation import evaluate
 
     qids = scored_qids(runs, qrels, "weigh them")
     alone = {m: evaluate({q: qrels[q] for q in qids}, {q: r[q] for q in qids}, ["ndcg@10"]).metrics["ndcg@10"]
@@ -186,7 +186,7 @@ def _ensemble(config: LabelConfig, factory: SourceFactory, queries: Mapping[str,
                 weights, alone = fit_weights(runs, fit_qrels, seed=config.seed)
                 how = f"{len(fit)} labelled queries with {config.qrels_kind} qrels (coordinate ascent on nDCG@10)"
             combined = combine_runs(runs, weights)
-            from distill.evaluation import evaluate
+            from distill.core.evaluation import evaluate
 
             info.update(weights=weights, dev_ndcg10_alone=alone, n_fit_queries=len(fit),
                         dev_ndcg10_ensemble=evaluate(fit_qrels, combined, ["ndcg@10"]).metrics["ndcg@10"],
@@ -203,8 +203,8 @@ def _ensemble_check(config: LabelConfig, factory: SourceFactory, queries: Mappin
     Uses the LLM scores already in the label file (no extra LLM call); the answer is written to
     ``ensemble_check.json`` and logged as a warning when the ensemble wins by more than half a point.
     """
-    from distill.evaluation import evaluate
-    from distill.labels import iter_labels
+    from distill.core.evaluation import evaluate
+    from distill.core.label_files import iter_labels
 
     fit = set(ensemble_fit_qids(qids, qrels, config.fit_queries))
     llm = {r.qid: {d.doc_id: d.score for d in r.docs} for r in iter_labels(labels_path) if r.qid in fit}

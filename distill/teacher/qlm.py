@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import torch
 
 from distill.teacher._device import autocast, pick_device, pick_dtype
-from distill.teacher.scoring import prepare_tokenizer
+from distill.teacher.decoder_ranker import prepare_tokenizer
 
 __all__ = ["PROMPT", "QueryLikelihoodScorer"]
 
@@ -29,7 +29,7 @@ class QueryLikelihoodScorer:
                  device: str = "auto", prompt: str = PROMPT, max_query_tokens: int = 48):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        from distill.base_models import resolve_teacher_base
+        from distill.core.base_models import resolve_teacher_base
 
         path = resolve_teacher_base(str(model_dir))
         self.device = pick_device(device)

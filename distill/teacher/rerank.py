@@ -7,7 +7,7 @@ import os
 from collections.abc import Mapping
 from typing import Protocol
 
-from distill.data import Document, Query, Run
+from distill.core.formats import Document, Query, Run
 
 __all__ = ["PairScorer", "rerank_run", "rerank_with"]
 
@@ -43,8 +43,8 @@ def rerank_with(scorer: PairScorer, corpus: Mapping[str, Document], queries: Map
 def rerank_run(teacher_dir: str | os.PathLike[str], corpus: Mapping[str, Document], queries: Mapping[str, Query],
                run: Run, top_k: int = 100, batch_size: int = 8, max_length: int = 192, device: str = "auto",
                progress: bool = False) -> Run:
-    """Teacher scores (raw logits) for the top ``top_k`` of ``run``; write it with ``distill.data.write_run``."""
-    from distill.teacher.scoring import TeacherScorer
+    """Teacher scores (raw logits) for the top ``top_k`` of ``run``; write it with ``distill.core.formats.write_run``."""
+    from distill.teacher.decoder_ranker import TeacherScorer
 
     scorer = TeacherScorer(teacher_dir, batch_size=batch_size, max_length=max_length, device=device)
     return rerank_with(scorer, corpus, queries, run, top_k, progress)

@@ -22,16 +22,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from distill.atomic_io import atomic_dir
-from distill.base_models import resolve_teacher_base
-from distill.bm25 import BM25Index
-from distill.data import Document, Qrels, Query, Run, read_corpus, read_qrels, read_queries, read_run
-from distill.errors import DataError
-from distill.manifest import skip_if_finished, write_manifest
+from distill.core.atomic_io import atomic_dir
+from distill.core.base_models import resolve_teacher_base
+from distill.core.bm25 import BM25Index
+from distill.core.formats import Document, Qrels, Query, Run, read_corpus, read_qrels, read_queries, read_run
+from distill.core.errors import DataError
+from distill.core.manifest import skip_if_finished, write_manifest
 from distill.teacher import _train
-from distill.teacher._data import subsample
+from distill.teacher._training_pairs import subsample
 from distill.teacher.config import SFTConfig
-from distill.teacher.scoring import (
+from distill.teacher.decoder_ranker import (
     TeacherRanker,
     TeacherSpec,
     end_token_id,

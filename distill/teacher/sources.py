@@ -3,7 +3,7 @@
 A source maps ``{qid: Query}`` and ``{qid: [doc_id, ...]}`` to a run ``{qid: {doc_id: score}}`` that
 covers every candidate (higher = more relevant; the scale is the source's own):
 
-* ``bm25``: the in-process BM25 score of each candidate (:mod:`distill.bm25`);
+* ``bm25``: the in-process BM25 score of each candidate (:mod:`distill.core.bm25`);
 * ``dense``: bi-encoder cosine (default all-MiniLM-L6-v2 from its PyPI package, or a local dir);
 * ``llm``: the CPT+SFT decoder teacher, score ``head`` (linear head on the final token) or ``qlm``
   (RankingGPT's query likelihood: mean log p(query tokens | document prompt), usable zero-shot);
@@ -14,7 +14,7 @@ covers every candidate (higher = more relevant; the scale is the source's own):
 * ``ensemble``: a per-query z-scored weighted sum of members, weights fitted on dev queries with
   qrels by coordinate ascent on nDCG@10 (:func:`fit_weights`).
 
-Labels files (:mod:`distill.labels`) are written one query at a time by :mod:`distill.teacher.label`,
+Labels files (:mod:`distill.core.label_files`) are written one query at a time by :mod:`distill.teacher.label`,
 so every source is resumable in the same way.
 """
 
@@ -32,9 +32,9 @@ from typing import Any, Literal, Protocol
 
 import numpy as np
 
-from distill.data import Document, Qrels, Query, Run, read_run
-from distill.errors import ConfigError, DataError, MissingPrerequisiteError
-from distill.scores import zscore_run
+from distill.core.formats import Document, Qrels, Query, Run, read_run
+from distill.core.errors import ConfigError, DataError, MissingPrerequisiteError
+from distill.core.normalization import zscore_run
 
 __all__ = ["SOURCE_NAMES", "BM25Source", "DenseSource", "EndpointError", "EndpointSource", "EnsembleSource",
            "LLMSource", "RunSource", "SLOW_SOURCES", "TeacherSource", "fit_weights", "scored_qids", "zscore_run"]
@@ -57,7 +57,7 @@ class BM25Source:
     name = "bm25"
 
     def __init__(self, corpus: Mapping[str, Document], index: Any = None):
-        from distill.bm25 import BM25Index
+        from distill.core.bm25 import BM25Index
 
         self.index = index or BM25Index(corpus)
 
@@ -216,7 +216,7 @@ class LLMSource:
                  batch_size: int = 8, max_length: int = 192, device: str = "auto"):
         self.corpus = corpus
         if score == "head":
-            from distill.teacher.scoring import TeacherScorer
+            from distill.teacher.decoder_ranker import TeacherScorer
 
             self.scorer: Any = TeacherScorer(model_dir, batch_size=batch_size, max_length=max_length, device=device)
         elif score == "qlm":
@@ -300,7 +300,7 @@ def fit_weights(runs: Mapping[str, Run], qrels: Qrels, metric: str = "ndcg@10", 
     to that test: dropping one saves nothing, and with 50 fit queries it dropped a dense member that added
     3.4 points (2 SE = 6.1), leaving BM25 alone as the teacher of a BM25 reranker.
     """
-    from distill.evaluation import evaluate
+    from distill.core.evaluation import evaluate
 
     qids = scored_qids(runs, qrels, "fit weights")
     dev_qrels = {q: qrels[q] for q in qids}

@@ -33,11 +33,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from distill.atomic_io import atomic_write, config_hash, write_json
-from distill.data import Document, Query, read_corpus, write_qrels, write_queries
-from distill.errors import DataError
-from distill.fault_injection import fault_point
-from distill.manifest import skip_if_finished, write_manifest
+from distill.core.atomic_io import atomic_write, config_hash, write_json
+from distill.core.formats import Document, Query, read_corpus, write_qrels, write_queries
+from distill.core.errors import DataError
+from distill.core.fault_injection import fault_point
+from distill.core.manifest import skip_if_finished, write_manifest
 from distill.teacher.config import SynthConfig
 
 __all__ = ["FEW_SHOT", "QRELS_FILE", "QUERIES_FILE", "REPORT_FILE", "clean_query", "crop_sentences", "crop_words",
@@ -154,9 +154,9 @@ def _generate(config: SynthConfig, passages: Sequence[str], progress: bool, part
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from distill.base_models import resolve_teacher_base
+    from distill.core.base_models import resolve_teacher_base
     from distill.teacher._device import pick_device
-    from distill.teacher.scoring import prepare_tokenizer
+    from distill.teacher.decoder_ranker import prepare_tokenizer
 
     path = resolve_teacher_base(config.generator)
     device = pick_device(config.device)
@@ -245,7 +245,7 @@ def synthesize_queries(config: SynthConfig, out_dir: str | Path, progress: bool 
     if config.roundtrip_k > 0 and generated:
         retrievers = [bm25] if bm25 is not None else []
         if not retrievers:
-            from distill.bm25 import BM25Index
+            from distill.core.bm25 import BM25Index
 
             retrievers = [BM25Index(corpus)]
         if dense is not None:

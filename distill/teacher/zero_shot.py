@@ -12,9 +12,9 @@ from collections.abc import Sequence
 
 import torch
 
-from distill.base_models import resolve_teacher_base
+from distill.core.base_models import resolve_teacher_base
 from distill.teacher._device import autocast, pick_device, pick_dtype
-from distill.teacher.scoring import prepare_tokenizer
+from distill.teacher.decoder_ranker import prepare_tokenizer
 
 __all__ = ["YesNoScorer"]
 

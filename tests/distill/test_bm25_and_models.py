@@ -5,12 +5,12 @@ from pathlib import Path
 
 import pytest
 
-from distill.base_models import resolve_student_base, resolve_teacher_base
-from distill.bm25 import BM25Config
+from distill.core.base_models import resolve_student_base, resolve_teacher_base
+from distill.core.bm25 import BM25Config
 from distill.cli import main
-from distill.data import read_qrels, read_run
-from distill.errors import ConfigError, MissingPrerequisiteError
-from distill.evaluation import evaluate
+from distill.core.formats import read_qrels, read_run
+from distill.core.errors import ConfigError, MissingPrerequisiteError
+from distill.core.evaluation import evaluate
 
 
 def test_cli_bm25_on_bundled_data(demo_data: Path, tmp_path: Path) -> None:

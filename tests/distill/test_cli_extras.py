@@ -18,8 +18,8 @@ import pytest
 
 from distill import cli as cli_mod
 from distill.cli import COMMAND_EXTRAS, main
-from distill.errors import MissingPrerequisiteError
-from distill.lazy import MissingExtraError, missing_extra_error
+from distill.core.errors import MissingPrerequisiteError
+from distill.core.lazy import MissingExtraError, missing_extra_error
 
 REPO = Path(__file__).resolve().parents[2]
 CORE_COMMANDS = {"retrieve", "evaluate"}
@@ -133,8 +133,8 @@ def test_lazy_package_exports_name_the_extra(monkeypatch: pytest.MonkeyPatch) ->
 
 
 @pytest.mark.parametrize(("load", "module", "extra"), [
-    ("distill.cross_encoder:OnnxBackend", "onnxruntime", "serve"),
-    ("distill.cross_encoder:TorchBackend", "torch", "train"),
+    ("distill.core.cross_encoder:OnnxBackend", "onnxruntime", "serve"),
+    ("distill.core.cross_encoder:TorchBackend", "torch", "train"),
 ])
 def test_scoring_backends_name_their_extra(load: str, module: str, extra: str, tmp_path: Path,
                                            monkeypatch: pytest.MonkeyPatch) -> None:

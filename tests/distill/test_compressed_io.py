@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from distill.cli import main
-from distill.data import (
+from distill.core.formats import (
     Document,
     iter_corpus,
     open_text,
@@ -24,7 +24,7 @@ from distill.data import (
     write_queries,
     write_run,
 )
-from distill.labels import LabeledDoc, LabeledQuery, append_labels, read_labels, valid_qids
+from distill.core.label_files import LabeledDoc, LabeledQuery, append_labels, read_labels, valid_qids
 
 BOM = "\ufeff"
 
@@ -92,7 +92,7 @@ def test_writers_compress_by_suffix_and_round_trip(tmp_path: Path) -> None:
         assert read_qrels(tmp_path / f"q.txt{suffix}") == {"q1": {"a": 2}}
     # gzip's mtime is pinned, so equal content gives equal bytes (stable hashes in manifests)
     assert write_run(tmp_path / "x.gz", run).read_bytes() == write_run(tmp_path / "y.gz", run).read_bytes()
-    from distill.data import Query
+    from distill.core.formats import Query
 
     write_queries(tmp_path / "q.tsv.gz", [Query("1", "two  words")])
     assert read_queries(tmp_path / "q.tsv.gz")["1"].text == "two words"

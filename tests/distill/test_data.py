@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from distill.cli import main
-from distill.data import (
+from distill.core.formats import (
     Query,
     check_ids,
     iter_corpus,
@@ -18,7 +18,7 @@ from distill.data import (
     write_queries,
     write_run,
 )
-from distill.errors import DataError
+from distill.core.errors import DataError
 
 
 def _write(tmp_path: Path, name: str, text: str) -> Path:
@@ -131,7 +131,7 @@ def test_atomic_artifacts_get_the_usual_file_mode(tmp_path: Path) -> None:
     """mkstemp/mkdtemp create 0600/0700; artifacts must be readable like any file the user writes."""
     import os
 
-    from distill.atomic_io import atomic_dir, write_json
+    from distill.core.atomic_io import atomic_dir, write_json
 
     old = os.umask(0o022)
     try:

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from distill.bm25 import BM25Index
+from distill.core.bm25 import BM25Index
 from distill.cli import main
-from distill.data import read_corpus, read_qrels, read_queries
-from distill.errors import ConfigError, DataError
-from distill.evaluation import evaluate
+from distill.core.formats import read_corpus, read_qrels, read_queries
+from distill.core.errors import ConfigError, DataError
+from distill.core.evaluation import evaluate
 
 
 def _dcg(gains: list[int]) -> float:

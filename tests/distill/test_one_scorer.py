@@ -1,6 +1,6 @@
 """One scorer, four paths: the student's dev evaluation (in-memory model), ``student rerank`` (saved dir),
 the export gates (torch and ONNX) and the ranker runtime score the same pairs identically, long query
-and long document included, because they share :mod:`distill.cross_encoder`."""
+and long document included, because they share :mod:`distill.core.cross_encoder`."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from distill.cross_encoder import PairEncoder, TokenCaps
+from distill.core.cross_encoder import PairEncoder, TokenCaps
 
 LONG_QUERY = " ".join(f"word{i}" for i in range(200))
 PAIRS = [
@@ -48,7 +48,7 @@ def student_dir(ranker_hf_dir: Path, tmp_path_factory: pytest.TempPathFactory) -
 
 def test_four_paths_score_alike(student_dir: Path, tmp_path: Path) -> None:
     from distill.student.model import load_student, student_scorer
-    from export.scoring import export_caps, onnx_scorer, torch_scorer
+    from export.scorers import export_caps, onnx_scorer, torch_scorer
     from ranker.runtime import RerankRuntime, RuntimeConfig
     from tests.ranker_fixtures import export_onnx_dir
 

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from distill.cli import main
-from distill.errors import ConfigError
-from distill.fault_injection import ENV
+from distill.core.errors import ConfigError
+from distill.core.fault_injection import ENV
 from distill.presets import resolve_config
 
 REPO = Path(__file__).resolve().parents[2]

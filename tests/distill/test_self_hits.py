@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from distill.cli import main
-from distill.evaluation import drop_self_hits, evaluate, resolve_identical_ids
+from distill.core.evaluation import drop_self_hits, evaluate, resolve_identical_ids
 
 # queries "a" and "b" are also documents; each retrieves itself first
 QRELS = {"a": {"b": 1}, "b": {"c": 1}}

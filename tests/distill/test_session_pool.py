@@ -10,14 +10,14 @@ import time
 import numpy as np
 import pytest
 
-from distill.cross_encoder import (
+from distill.core.cross_encoder import (
     MAX_AUTO_SESSIONS,
     CrossEncoderScorer,
     PairEncoder,
     TokenCaps,
     session_layout,
 )
-from distill.errors import ConfigError
+from distill.core.errors import ConfigError
 
 DOCS = [f"document number {i} " + "filler " * (i % 7) for i in range(23)]
 

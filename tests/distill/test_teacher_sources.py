@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from distill.bm25 import BM25Index
+from distill.core.bm25 import BM25Index
 from distill.cli import main
-from distill.data import Query, read_corpus, read_qrels, read_queries, write_run
-from distill.errors import ConfigError, DataError
-from distill.labels import read_labels
+from distill.core.formats import Query, read_corpus, read_qrels, read_queries, write_run
+from distill.core.errors import ConfigError, DataError
+from distill.core.label_files import read_labels
 from distill.teacher.config import LabelConfig
 from distill.teacher.label import run_label
 from distill.teacher.sources import (

@@ -11,7 +11,7 @@ import pytest
 
 from distill.cli import main
 from export.config import ExportConfig, GateTolerances
-from export.model_card import ModelCardError, load_model_card
+from distill.core.model_card import ModelCardError, load_model_card
 
 # A random 2-layer model is not a ranker: its scores spread little, so int8 noise weighs more than on
 # a trained student. These tolerances are for the tiny model only; the defaults are for real students.
@@ -23,7 +23,7 @@ def _tiny(out: Path, damage: bool = False) -> Path:
     import torch
     from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 
-    from distill.base_models import resolve_student_base
+    from distill.core.base_models import resolve_student_base
 
     torch.manual_seed(0)
     tok = AutoTokenizer.from_pretrained(resolve_student_base("default"))
@@ -80,7 +80,7 @@ def test_artifact_loads_with_optimum_and_sentence_transformers(int8_artifact: Pa
     from sentence_transformers import CrossEncoder
     from transformers import AutoTokenizer
 
-    from export.scoring import onnx_scorer
+    from export.scorers import onnx_scorer
     from ranker.runtime import card_caps
 
     card = load_model_card(int8_artifact)
@@ -139,7 +139,7 @@ def test_dynamic_int8_is_gated_and_served_one_pair_per_call(student: Path, tmp_p
     """Dynamic int8 quantises each ONNX call's activations with one scale, so in a batch a pair's score depends
     on its batch mates. The exporter gates it one pair per call and the card makes the ranker serve it so."""
     from export.exporter import export_model
-    from export.scoring import onnx_scorer, with_batch_size
+    from export.scorers import onnx_scorer, with_batch_size
     from ranker.runtime import RerankRuntime, RuntimeConfig, card_caps
 
     cfg = ExportConfig(quantize="int8", int8_mode="dynamic", int8_fallback=False, gates=TINY_GATES, **FAST)
@@ -160,8 +160,8 @@ def test_dynamic_int8_is_gated_and_served_one_pair_per_call(student: Path, tmp_p
 
 
 def test_auto_with_eval_data_records_decision_and_ndcg(student: Path, demo_data: Path, tmp_path: Path) -> None:
-    from distill.bm25 import BM25Index
-    from distill.data import read_corpus, read_queries, write_run
+    from distill.core.bm25 import BM25Index
+    from distill.core.formats import read_corpus, read_queries, write_run
     from export.exporter import EvalData, export_model
 
     queries = read_queries(demo_data / "queries.test.tsv")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from distill.errors import ConfigError
+from distill.core.errors import ConfigError
 from export.report import ReportConfig, compression_report, pareto_front
 
 

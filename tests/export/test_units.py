@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from distill.cli import main
-from distill.errors import ConfigError, GateFailedError
+from distill.core.errors import ConfigError, GateFailedError
 from export._isa import detect_isa
 from export.config import ExportConfig, GateTolerances
 from export.gates import batch_invariance_gate, ndcg_gate, parity_gate, raise_if_failed, ranking_agreement
@@ -65,7 +65,7 @@ def test_scorer_buckets_by_length_and_keeps_input_order(tiny_cross_encoder_dir: 
     come back in input order (the recording backend returns each row's real length as its score)."""
     import numpy as np
 
-    from distill.cross_encoder import CrossEncoderScorer, PairEncoder, TokenCaps
+    from distill.core.cross_encoder import CrossEncoderScorer, PairEncoder, TokenCaps
 
     widths: list[int] = []
 
@@ -129,7 +129,7 @@ def test_card_names_student_base_from_training_config(tmp_path) -> None:
 
 
 def test_calibration_pairs_spread_over_queries_and_both_ends() -> None:
-    from distill.data import Document, Query
+    from distill.core.formats import Document, Query
     from export import calibration_pairs
 
     corpus = {f"d{i}": Document(f"d{i}", "", f"text {i}") for i in range(10)}
@@ -166,7 +166,7 @@ def test_keep_edges_leaves_first_last_layer_and_attention_products_fp32(tmp_path
 def test_export_ndcg_counts_only_the_eval_run_queries() -> None:
     """A qrels file judging more queries than the eval run (a whole train split) must not average in zeros:
     that shrank nDCG, and every drop the int8 nDCG gate compared to its tolerance, by the same factor."""
-    from distill.data import Document, Query
+    from distill.core.formats import Document, Query
     from export._candidates import CandidateLists
     from export.exporter import _ndcg
 

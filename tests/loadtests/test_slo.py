@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from distill.errors import ConfigError, DataError
+from distill.core.errors import ConfigError, DataError
 from loadtests import (
     DEFAULT_SLO,
     SLO,
@@ -129,8 +129,8 @@ def test_response_checks_catch_wrong_answers() -> None:
 
 
 def test_payloads_are_real_bm25_candidates(demo_data: Path, tmp_path: Path) -> None:
-    from distill.bm25 import BM25Index
-    from distill.data import read_corpus, read_queries
+    from distill.core.bm25 import BM25Index
+    from distill.core.formats import read_corpus, read_queries
 
     path = build_payloads(tmp_path / "p.json", passages=7, max_queries=5)
     payloads = read_payloads(path)

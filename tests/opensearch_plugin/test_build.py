@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from distill.cli import main
-from distill.errors import MissingPrerequisiteError
+from distill.core.errors import MissingPrerequisiteError
 from opensearch_plugin import _build
 
 REPO = Path(__file__).resolve().parents[2]

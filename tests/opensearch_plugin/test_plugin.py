@@ -19,8 +19,8 @@ from random import Random
 import pytest
 
 from distill.cli import main
-from distill.data import Document, read_corpus
-from distill.datasets import bundled_dataset
+from distill.core.formats import Document, read_corpus
+from distill.core.datasets import bundled_dataset
 from tests.serve_process import serving
 
 # the first test's setup may fetch OpenSearch from Maven Central, build the plugin and start the node
@@ -271,7 +271,7 @@ def test_client_side_rescoring_matches_plugin(node, ok_ranker: FakeRanker) -> No
     params = osp.RescoreParams(window_size=15, query_weight=0.5, rescore_query_weight=2.0, score_mode="total")
     score_fn = osp.ranker_score_fn(ok_ranker.url)
     queries = {"q1": QUERY, "q2": "immune virus therapy", "q3": "blood liver kidney enzyme"}
-    from distill.data import Query
+    from distill.core.formats import Query
 
     qs = {qid: Query(qid, text) for qid, text in queries.items()}
     plugin = osp.run_queries(node, INDEX, qs, size=25, params=params)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from distill.data import Document
-from distill.errors import ConfigError
+from distill.core.formats import Document
+from distill.core.errors import ConfigError
 from opensearch_plugin import RescoreParams, combine, document_text, rescore_clause, rescore_hits
 
 FIRST = np.array([4.0, 3.0, 2.0, 1.0], dtype=np.float32)

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import numpy as np
 import pytest
 
-from distill.errors import ConfigError
+from distill.core.errors import ConfigError
 from ranker.batcher import (
     BatcherConfig,
     DeadlineExceededError,

@@ -42,7 +42,7 @@ def test_ranker_modules_import_no_heavy_dependency() -> None:
         import ranker.cli, ranker.runtime, ranker.server, distill.cli
         # what RerankRuntime.load imports on use
         import onnxruntime, tokenizers
-        import distill.cross_encoder, export.model_card
+        import distill.core.cross_encoder, distill.core.model_card
         """)
     assert result["loaded"] == []
 

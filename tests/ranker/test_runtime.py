@@ -7,8 +7,8 @@ import os
 import numpy as np
 import pytest
 
-from distill.errors import ConfigError, MissingPrerequisiteError
-from export.model_card import ModelCardError
+from distill.core.errors import ConfigError, MissingPrerequisiteError
+from distill.core.model_card import ModelCardError
 from ranker.runtime import RerankRuntime, RuntimeConfig, sigmoid
 
 DOCS = ["a short doc", "a much longer document about cell biology and many other things " * 4, "x",
@@ -71,7 +71,7 @@ def test_card_caps_pairs_per_onnx_call(ranker_model_dir, tmp_path):
     import json
     import shutil
 
-    from export.model_card import load_model_card, write_model_card
+    from distill.core.model_card import load_model_card, write_model_card
 
     out = tmp_path / "per_call"
     shutil.copytree(ranker_model_dir, out)
@@ -115,7 +115,7 @@ def test_pool_of_sessions_serves_the_gated_scores(ranker_model_dir, tmp_path):
     import shutil
     import threading
 
-    from export.model_card import load_model_card, write_model_card
+    from distill.core.model_card import load_model_card, write_model_card
 
     out = tmp_path / "per_call_1"
     shutil.copytree(ranker_model_dir, out)

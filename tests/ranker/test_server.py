@@ -13,7 +13,7 @@ import httpx
 import numpy as np
 import pytest
 
-from distill.errors import ConfigError
+from distill.core.errors import ConfigError
 from ranker.client import AsyncRerankClient, RerankClient, RerankClientError, RetryPolicy
 from ranker.runtime import sigmoid
 from ranker.server import ServerConfig, create_app

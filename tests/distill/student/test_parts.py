@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from distill.errors import ConfigError, DataError
-from distill.labels import LabeledDoc, LabeledQuery
+from distill.core.errors import ConfigError, DataError
+from distill.core.label_files import LabeledDoc, LabeledQuery
 from distill.student.interpolate import InterpolationConfig, interpolate_runs, normalize_run, tune_alpha
 from distill.student.model import StudentModelConfig, build_student, select_layers
 from distill.student.normalize import NormalizationConfig, normalize_scores

@@ -66,8 +66,8 @@ def test_crossencoder_loads_and_scores_identically(trained) -> None:  # noqa: AN
 
 def test_training_lowers_the_distillation_loss(label_files: dict[str, Path], tiny_cross_encoder_dir: Path,
                                                tmp_path: Path) -> None:
-    from distill.data import read_corpus, read_qrels
-    from distill.labels import read_labels
+    from distill.core.formats import read_corpus, read_qrels
+    from distill.core.label_files import read_labels
     from distill.student.loss import HybridDistillLoss
     from distill.student.model import student_scorer
     from distill.student.normalize import NormalizationConfig
@@ -132,7 +132,7 @@ def test_train_without_qrels_uses_the_teacher_ranking_as_dev(label_files: dict[s
 
 
 def test_bad_config_is_a_config_error(tiny_cross_encoder_dir: Path) -> None:
-    from distill.errors import ConfigError
+    from distill.core.errors import ConfigError
 
     with pytest.raises(ConfigError, match=r"student: unknown key\(s\) \['lr'\]"):
         StudentTrainConfig.from_dict({"lr": 1.0})
@@ -143,7 +143,7 @@ def test_bad_config_is_a_config_error(tiny_cross_encoder_dir: Path) -> None:
 
 
 def test_missing_labels_file_is_a_data_error(tiny_cross_encoder_dir: Path, demo_data: Path, tmp_path: Path) -> None:
-    from distill.errors import DataError
+    from distill.core.errors import DataError
 
     with pytest.raises(DataError, match="label file not found"):
         train_student(_config(tiny_cross_encoder_dir), tmp_path / "nope.jsonl", demo_data / "corpus.jsonl",
@@ -153,7 +153,7 @@ def test_missing_labels_file_is_a_data_error(tiny_cross_encoder_dir: Path, demo_
 def test_dev_split_is_drawn_from_eligible_queries_only() -> None:
     """Given and synthetic training queries mixed: the dev split (checkpoint choice, interpolation weight)
     uses the given (real) queries only."""
-    from distill.labels import LabeledDoc, LabeledQuery
+    from distill.core.label_files import LabeledDoc, LabeledQuery
     from distill.student.train import choose_dev
 
     labels = [LabeledQuery(q, q, (LabeledDoc("d", 1.0, "bm25"),)) for q in [*(f"real{i}" for i in range(40)),

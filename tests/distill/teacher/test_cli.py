@@ -3,7 +3,7 @@ from __future__ import annotations
 import json
 
 from distill.cli import main
-from distill.data import read_run
+from distill.core.formats import read_run
 from tests.teacher_data import write_mini
 
 

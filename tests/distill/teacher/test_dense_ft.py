@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from distill.bm25 import BM25Index
-from distill.data import read_corpus, read_qrels, read_queries
-from distill.errors import ConfigError, DataError
+from distill.core.bm25 import BM25Index
+from distill.core.formats import read_corpus, read_qrels, read_queries
+from distill.core.errors import ConfigError, DataError
 from distill.teacher.dense_ft import DenseFineTuneConfig, fine_tune_dense, training_triples
 
 

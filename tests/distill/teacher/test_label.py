@@ -6,13 +6,13 @@ import random
 
 import pytest
 
-from distill.data import read_qrels
-from distill.errors import ConfigError
-from distill.labels import read_labels
+from distill.core.formats import read_qrels
+from distill.core.errors import ConfigError
+from distill.core.label_files import read_labels
 from distill.teacher.candidates import merge_candidates
 from distill.teacher.config import LabelConfig
 from distill.teacher.label import run_label
-from distill.teacher.scoring import TeacherRanker, TeacherScorer, TeacherSpec, save_teacher
+from distill.teacher.decoder_ranker import TeacherRanker, TeacherScorer, TeacherSpec, save_teacher
 from distill.teacher.synthesize import clean_query, crop_sentences, keep_query
 from tests.teacher_data import write_mini
 
@@ -70,7 +70,7 @@ def test_label_schema_sources_scores_and_resume(tiny_teacher, demo_data, tmp_pat
         assert pos == {d for d, r in qrels[rec.qid].items() if r > 0}
     # scores are the teacher's raw logits for (query, doc)
     rec = labels[0]
-    from distill.data import read_corpus
+    from distill.core.formats import read_corpus
 
     corpus = read_corpus(mini["corpus"])
     doc = rec.docs[0]
@@ -107,8 +107,8 @@ def test_synthesis_cropping_cleaning_and_filters():
 def test_synthesize_filters_meta_copies_lengths_dups_and_crops(tiny_decoder_dir, demo_data, tmp_path, monkeypatch):
     """Generation is replaced by canned outputs (a random tiny LM writes noise); everything else is real.
     The canned outputs are the meta-text a small instruct model really produced ("The search query is:")."""
-    from distill.data import read_queries
-    from distill.errors import DataError
+    from distill.core.formats import read_queries
+    from distill.core.errors import DataError
     from distill.teacher import synthesize as synth
     from distill.teacher.config import SynthConfig
 
@@ -149,7 +149,7 @@ def test_synthesize_filters_meta_copies_lengths_dups_and_crops(tiny_decoder_dir,
 
 
 def test_synthesize_round_trip_keeps_queries_that_find_their_document(tiny_decoder_dir, demo_data, tmp_path, monkeypatch):
-    from distill.data import read_corpus
+    from distill.core.formats import read_corpus
     from distill.teacher import synthesize as synth
     from distill.teacher.config import SynthConfig
 
@@ -167,8 +167,8 @@ def test_synthesize_round_trip_keeps_queries_that_find_their_document(tiny_decod
     synth.synthesize_queries(cfg, tmp_path / "syn")
     report = json.loads((tmp_path / "syn" / "synth_report.json").read_text())
     assert report["rejected"].get("roundtrip", 0) >= 1 and report["kept"] >= 1
-    from distill.bm25 import BM25Index
-    from distill.data import read_queries
+    from distill.core.bm25 import BM25Index
+    from distill.core.formats import read_queries
 
     kept = read_queries(tmp_path / "syn" / "queries.tsv")
     top1 = BM25Index(corpus).search(kept, top_k=1)

@@ -3,8 +3,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from distill.errors import MissingPrerequisiteError
-from distill.teacher.scoring import (
+from distill.core.errors import MissingPrerequisiteError
+from distill.teacher.decoder_ranker import (
     TeacherRanker,
     TeacherScorer,
     TeacherSpec,

@@ -6,13 +6,13 @@ import math
 import pytest
 import torch
 
-from distill.config import load_config
-from distill.errors import ConfigError
+from distill.core.config import load_config
+from distill.core.errors import ConfigError
 from distill.teacher import _train
-from distill.teacher._data import QueryDocPair
+from distill.teacher._training_pairs import QueryDocPair
 from distill.teacher.config import CPTConfig, SFTConfig
 from distill.teacher.cpt import IGNORE, build_cpt_example, collate_cpt, run_cpt
-from distill.teacher.scoring import TeacherScorer, load_teacher
+from distill.teacher.decoder_ranker import TeacherScorer, load_teacher
 from distill.teacher.sft import (
     ListwiseSoftmaxCE,
     build_sft_examples,
@@ -78,7 +78,7 @@ def test_masked_lm_loss_and_kl_on_tiny_tensors():
 
 
 def test_sft_negatives_never_judged_positive():
-    from distill.data import Document, Query
+    from distill.core.formats import Document, Query
 
     corpus = {d: Document(d, "", d) for d in "abcdefg"}
     qrels = {"q": {"a": 1, "b": 2, "c": 0}}

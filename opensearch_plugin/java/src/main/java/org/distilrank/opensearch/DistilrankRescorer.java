@@ -118,7 +118,7 @@ public final class DistilrankRescorer implements Rescorer {
 
     /**
      * Joins the non-empty values of {@code fields} from _source with ". " (lists element by element), so
-     * {@code ["title", "text"]} gives the same string as distill.data.Document.full_text.
+     * {@code ["title", "text"]} gives the same string as distill.core.formats.Document.full_text.
      */
     static String documentText(IndexSearcher searcher, int docId, List<String> fields) throws IOException {
         FieldsVisitor visitor = new FieldsVisitor(true);

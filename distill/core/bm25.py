@@ -10,8 +10,8 @@ import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from distill.data import Document, Query, Run
-from distill.errors import ConfigError, DataError, MissingPrerequisiteError
+from distill.core.formats import Document, Query, Run
+from distill.core.errors import ConfigError, DataError, MissingPrerequisiteError
 
 __all__ = ["BM25Config", "BM25Index"]
 

@@ -27,8 +27,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from distill.atomic_io import sha256_file, write_json
-from distill.errors import DataError, MissingPrerequisiteError
+from distill.core.atomic_io import sha256_file, write_json
+from distill.core.errors import DataError, MissingPrerequisiteError
 
 __all__ = ["MODEL_CARD", "ModelCardError", "file_hashes", "load_model_card", "write_model_card"]
 

@@ -38,8 +38,8 @@ from typing import Any
 
 import numpy as np
 
-from distill.atomic_io import write_json
-from distill.errors import ConfigError, MissingExtraError, MissingPrerequisiteError
+from distill.core.atomic_io import write_json
+from distill.core.errors import ConfigError, MissingExtraError, MissingPrerequisiteError
 
 __all__ = ["CAPS_FILE", "MAX_AUTO_SESSIONS", "CrossEncoderScorer", "OnnxBackend", "PairEncoder", "TokenCaps",
            "TorchBackend", "load_caps", "save_caps", "session_layout"]
@@ -276,7 +276,7 @@ class OnnxBackend:
             session = ort.InferenceSession(str(onnx_path), sess_options=opts,
                                            providers=list(providers or ["CPUExecutionProvider"]))
         except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
-            from distill.errors import DataError
+            from distill.core.errors import DataError
 
             raise DataError(f"onnxruntime cannot load the model ({type(exc).__name__}: {str(exc)[:200]}); re-export it",
                             path=onnx_path) from exc

@@ -14,7 +14,7 @@ One JSON object per line::
 Files are appended one query at a time (flushed), so a crashed labelling run resumes from the
 qids already present; a torn last line from a crash is ignored on resume with a warning.
 A path ending in ``.gz`` or ``.bz2`` is read and appended compressed (one member per query), through
-:func:`distill.data.open_text` like every other data file.
+:func:`distill.core.formats.open_text` like every other data file.
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from distill.data import compression_of, iter_lines, open_text
-from distill.errors import DataError
+from distill.core.formats import compression_of, iter_lines, open_text
+from distill.core.errors import DataError
 
 __all__ = ["LabeledDoc", "LabeledQuery", "append_labels", "iter_labels", "read_labels", "valid_qids"]
 

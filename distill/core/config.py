@@ -1,8 +1,8 @@
 """Config loading, the one way: JSON or TOML files into frozen, validated dataclasses.
 
-Part of the base layer (see README "Architecture"): imports nothing above :mod:`distill.errors`.
+Part of the base layer (see README "Architecture"): imports nothing above :mod:`distill.core.errors`.
 Every problem with a config -- a missing file, bad JSON/TOML, an unknown key anywhere, a value of
-the wrong type -- is a :class:`~distill.errors.ConfigError` (exit code 2) that names the file, the
+the wrong type -- is a :class:`~distill.core.errors.ConfigError` (exit code 2) that names the file, the
 line where the parser knows it, and the dotted key.
 """
 
@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
-from distill.errors import ConfigError
+from distill.core.errors import ConfigError
 
 __all__ = ["choices", "default", "from_mapping", "load_config", "read_config_file", "to_dict"]
 

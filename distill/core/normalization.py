@@ -13,7 +13,7 @@ import math
 from collections.abc import Sequence
 from typing import Literal
 
-from distill.data import Run
+from distill.core.formats import Run
 
 __all__ = ["RunNorm", "minmax", "normalize_run", "normalize_values", "zscore", "zscore_run"]
 

@@ -8,7 +8,7 @@ Supported shapes (chosen by file content, not only extension):
   (``query-id<TAB>corpus-id<TAB>score``)
 * runs: TREC 6 columns (``qid Q0 docid rank score tag``)
 
-Every reader validates as it goes: a malformed line raises :class:`~distill.errors.DataError`
+Every reader validates as it goes: a malformed line raises :class:`~distill.core.errors.DataError`
 naming the file, the 1-based line number, what was wrong and the expected shape.
 
 Every file goes through one opener, :func:`open_text`: ``.gz`` and ``.bz2`` are decompressed as a
@@ -34,8 +34,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-from distill.atomic_io import atomic_write
-from distill.errors import DataError, MissingPrerequisiteError
+from distill.core.atomic_io import atomic_write
+from distill.core.errors import DataError, MissingPrerequisiteError
 
 __all__ = [
     "Document",

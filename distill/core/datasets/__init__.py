@@ -42,7 +42,7 @@ class BundledDataset:
 def bundled_dataset(name: str = "scifact_mini") -> BundledDataset:
     root = _ROOT / name
     if not (root / "corpus.jsonl").is_file():
-        from distill.errors import MissingPrerequisiteError
+        from distill.core.errors import MissingPrerequisiteError
 
         raise MissingPrerequisiteError(f"bundled dataset {name!r} not found under {_ROOT}; reinstall distilrank")
     return BundledDataset(root)

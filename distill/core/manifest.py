@@ -16,7 +16,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from distill.atomic_io import config_hash, sha256_file, write_json
+from distill.core.atomic_io import config_hash, sha256_file, write_json
 
 __all__ = ["is_complete", "package_versions", "skip_if_finished", "write_manifest"]
 

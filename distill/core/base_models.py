@@ -14,8 +14,8 @@ import logging
 import os
 from pathlib import Path
 
-from distill.atomic_io import atomic_dir
-from distill.errors import MissingExtraError, MissingPrerequisiteError
+from distill.core.atomic_io import atomic_dir
+from distill.core.errors import MissingExtraError, MissingPrerequisiteError
 
 __all__ = ["DEFAULT_STUDENT", "DEFAULT_TEACHER", "cache_dir", "resolve_model", "resolve_student_base", "resolve_teacher_base",
            "student_base_name"]

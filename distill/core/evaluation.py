@@ -24,9 +24,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from distill.atomic_io import atomic_write, write_json
-from distill.data import Qrels, Run
-from distill.errors import ConfigError, DataError, MissingExtraError
+from distill.core.atomic_io import atomic_write, write_json
+from distill.core.formats import Qrels, Run
+from distill.core.errors import ConfigError, DataError, MissingExtraError
 
 __all__ = [
     "DEFAULT_METRICS",

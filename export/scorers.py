@@ -1,4 +1,4 @@
-"""Scorers for the export gates and the compression report: the shared :mod:`distill.cross_encoder`
+"""Scorers for the export gates and the compression report: the shared :mod:`distill.core.cross_encoder`
 scorer over the PyTorch student or an ONNX file, with the student's own token caps.
 
 There is no export-specific tokenisation or batching: gates score exactly as training evaluated and
@@ -11,7 +11,7 @@ import logging
 import os
 from pathlib import Path
 
-from distill.cross_encoder import (
+from distill.core.cross_encoder import (
     CrossEncoderScorer,
     OnnxBackend,
     PairEncoder,

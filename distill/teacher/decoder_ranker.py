@@ -23,8 +23,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from distill.atomic_io import atomic_write, write_json
-from distill.errors import MissingPrerequisiteError
+from distill.core.atomic_io import atomic_write, write_json
+from distill.core.errors import MissingPrerequisiteError
 from distill.teacher._device import autocast, pick_device, pick_dtype
 from distill.teacher.config import DEFAULT_TEMPLATE
 

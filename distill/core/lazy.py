@@ -7,7 +7,7 @@ import importlib
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from distill.errors import MissingExtraError
+from distill.core.errors import MissingExtraError
 
 __all__ = ["FIRST_PARTY", "MissingExtraError", "lazy_exports", "missing_extra_error"]
 
@@ -30,7 +30,7 @@ def missing_extra_error(exc: ModuleNotFoundError, extra: str | None, what: str) 
 def lazy_exports(package: str, where: Mapping[str, str], extra: str | None = None,
                  ) -> tuple[Callable[[str], Any], Callable[[], list[str]]]:
     """``(__getattr__, __dir__)`` for ``package``; ``where[name]`` is a submodule (``"loss"``) or an absolute
-    module (``"distill.config"``) that defines ``name``. A third-party module missing on first use raises
+    module (``"distill.core.config"``) that defines ``name``. A third-party module missing on first use raises
     :class:`MissingExtraError` naming ``pip install 'distilrank[extra]'``."""
 
     def __getattr__(name: str) -> Any:  # noqa: N807 - the module-level hook's required name
