@@ -3,7 +3,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from distill.student.loss import HybridDistillLoss, LossWeights, margin_mse, pointwise_mse
+from distill.core.errors import ConfigError
+from distill.student.loss import HybridDistillLoss, ListwiseKLLoss, LossWeights, listwise_kl, margin_mse, pointwise_mse
 
 
 def test_pointwise_mse_hand_computed() -> None:
@@ -73,7 +74,58 @@ def test_nan_and_inf_are_errors() -> None:
 
 
 def test_bad_weights_rejected() -> None:
-    with pytest.raises(ValueError, match="not both 0"):
+    with pytest.raises(ConfigError, match="not all 0"):
         LossWeights(0.0, 0.0)
-    with pytest.raises(ValueError, match=">= 0"):
+    with pytest.raises(ConfigError, match=">= 0"):
         LossWeights(-1.0, 1.0)
+    with pytest.raises(ConfigError, match="listwise_temperature must be a positive number"):
+        LossWeights(listwise_temperature=0.0)
+    with pytest.raises(ValueError, match="temperature must be a positive number"):
+        ListwiseKLLoss(temperature=-1.0)
+
+
+def test_listwise_kl_hand_computed() -> None:
+    """One list of two: teacher softmax [e/(1+e), 1/(1+e)] vs student uniform [1/2, 1/2]."""
+    import math
+
+    p = math.e / (1 + math.e)
+    expected = p * math.log(p / 0.5) + (1 - p) * math.log((1 - p) / 0.5)
+    assert listwise_kl(torch.tensor([[0.0, 0.0]]), torch.tensor([[1.0, 0.0]])).item() == pytest.approx(expected)
+    # temperature 2 halves the teacher's logits and scales the KL by T^2 = 4
+    p2 = math.exp(0.5) / (1 + math.exp(0.5))
+    expected2 = 4 * (p2 * math.log(p2 / 0.5) + (1 - p2) * math.log((1 - p2) / 0.5))
+    assert listwise_kl(torch.tensor([[0.0, 0.0]]), torch.tensor([[1.0, 0.0]]), 2.0).item() == pytest.approx(expected2)
+
+
+def test_listwise_kl_ignores_a_per_list_shift_and_averages_lists() -> None:
+    t = torch.tensor([[2.0, 1.0, -1.0], [0.5, 0.0, 3.0]])
+    assert listwise_kl(t + torch.tensor([[5.0], [-3.0]]), t).item() == pytest.approx(0.0, abs=1e-6)
+    one = listwise_kl(torch.zeros(1, 3), t[:1]).item()
+    two = listwise_kl(torch.zeros(1, 3), t[1:]).item()
+    assert listwise_kl(torch.zeros(2, 3), t).item() == pytest.approx((one + two) / 2)
+    assert one > 0 and two > 0
+
+
+def test_listwise_loss_class_checks_and_gradient() -> None:
+    loss = ListwiseKLLoss(temperature=1.0)
+    student = torch.zeros(2, 4, requires_grad=True)
+    teacher = torch.tensor([[3.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 3.0]], requires_grad=True)
+    loss(student, teacher).backward()
+    assert student.grad is not None and teacher.grad is None
+    assert student.grad[0, 0] < 0 and student.grad[1, 3] < 0  # raise the teacher's top of each list
+    with pytest.raises(ValueError, match=r"\(2, 3\) and teacher scores \(2, 4\) must have the same"):
+        loss(torch.zeros(2, 3), torch.zeros(2, 4))
+    with pytest.raises(ValueError, match="teacher scores contain NaN or inf"):
+        loss(torch.zeros(1, 2), torch.tensor([[float("nan"), 0.0]]))
+
+
+def test_hybrid_adds_the_listwise_term_by_weight() -> None:
+    student = torch.tensor([[3.0, 1.0], [0.0, 0.0]])
+    teacher = torch.tensor([[2.0, 1.0], [1.0, -1.0]])
+    parts = HybridDistillLoss(LossWeights(pointwise=0.5, margin=2.0, listwise=3.0, listwise_temperature=2.0)).components(
+        student, teacher)
+    assert parts["listwise"].item() == pytest.approx(listwise_kl(student, teacher, 2.0).item())
+    assert parts["loss"].item() == pytest.approx(0.5 * 0.75 + 2.0 * 2.5 + 3.0 * parts["listwise"].item())
+    only = HybridDistillLoss(LossWeights(pointwise=0.0, margin=0.0, listwise=1.0))
+    assert only(student, teacher).item() == pytest.approx(listwise_kl(student, teacher).item())
+    assert "listwise" not in HybridDistillLoss().components(student, teacher)
