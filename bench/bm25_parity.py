@@ -21,8 +21,8 @@ from pathlib import Path
 
 import click
 
-from distill.core.atomic_io import atomic_write, write_json
 from distill.cli import main as distilrank
+from distill.core.atomic_io import atomic_write, write_json
 
 REPO = Path(__file__).resolve().parent.parent
 

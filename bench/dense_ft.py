@@ -24,8 +24,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from distill.core.atomic_io import atomic_write, write_json
 from distill.core.bm25 import BM25Index
-from distill.core.formats import read_corpus, read_qrels, read_queries
 from distill.core.evaluation import evaluate
+from distill.core.formats import read_corpus, read_qrels, read_queries
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -58,7 +58,8 @@ def build_model(work: Path, max_seq_len: int = 128) -> Path:
     from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 
     from distill.core.base_models import resolve_student_base
-    from distill.core.model_card import write_model_card
+    from distill.core.cross_encoder import TokenCaps
+    from distill.core.model_card import ModelCard, write_model_card
 
     torch.manual_seed(0)
     tok = AutoTokenizer.from_pretrained(str(resolve_student_base("default")))
@@ -69,8 +70,9 @@ def build_model(work: Path, max_seq_len: int = 128) -> Path:
     tok.save_pretrained(hf)
     ORTModelForSequenceClassification.from_pretrained(hf, export=True).save_pretrained(out)
     tok.save_pretrained(out)
-    write_model_card(out, {"name": "bert-2x256-random", "onnx_file": "model.onnx", "precision": "fp32",
-                           "max_seq_len": max_seq_len, "decision": "load-shedding benchmark stand-in (random weights)"})
+    write_model_card(out, ModelCard(name="bert-2x256-random", onnx_file="model.onnx", precision="fp32",
+                                    token_caps=TokenCaps(max_seq_len, max_query_tokens=None),
+                                    decision="load-shedding benchmark stand-in (random weights)"))
     return out
 
 

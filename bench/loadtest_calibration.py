@@ -118,12 +118,14 @@ def main(model_dir: Path | None, users: str, passages: str, run_time: str, threa
         from bench.ranker_bench import stand_in_export
 
         model_dir, _ = stand_in_export(work, max_seq_len)
-    card = json.loads((model_dir / "model_card.json").read_text(encoding="utf-8"))
+    from distill.core.model_card import load_model_card
+
+    card = load_model_card(model_dir, verify=False)
     # measure only: every limit absent, so the hook only insists that requests were made
     slo = work / "measure_only.json"
     slo.write_text(json.dumps({"scenario": "ranker", "description": "calibration: measure only"}))
-    report: dict = {"model_dir": str(model_dir), "model_name": card.get("name", model_dir.name),
-                    "precision": card.get("precision"), "max_seq_len": card.get("max_seq_len"), "threads": threads,
+    report: dict = {"model_dir": str(model_dir), "model_name": card.display_name(model_dir),
+                    "precision": card.precision, "max_seq_len": card.max_seq_len, "threads": threads,
                     "spin": spin, "run_time": run_time, "users": user_counts, "passages": passage_counts,
                     "degrade_factor": degrade_factor, "locust_version": version("locust"), "cpu_count": os.cpu_count(),
                     "platform": platform.platform(), "loadavg_start": round(os.getloadavg()[0], 2), "cells": []}

@@ -90,8 +90,8 @@ def main(model_dir: Path, data: Path, windows: str, max_queries: int, size: int,
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     import opensearch_plugin as osp
     from distill.core.atomic_io import write_json
-    from distill.core.formats import read_qrels, read_queries
     from distill.core.evaluation import evaluate
+    from distill.core.formats import read_qrels, read_queries
     from tests.serve_process import start_serve, stop_serve
 
     window_sizes = sorted({int(w) for w in windows.split(",")})
@@ -100,7 +100,9 @@ def main(model_dir: Path, data: Path, windows: str, max_queries: int, size: int,
     if max_queries:
         queries = dict(list(queries.items())[:max_queries])  # file order, as `distilrank pipeline` picks them
     qrels = {qid: qrels[qid] for qid in queries}  # evaluation counts unanswered judged queries as 0
-    card = json.loads((model_dir / "model_card.json").read_text(encoding="utf-8"))
+    from distill.core.model_card import load_model_card
+
+    card = load_model_card(model_dir, verify=False)
 
     cfg = osp.NodeConfig(root=os_root or osp.distilrank_home() / "opensearch-bench", port=port)
     osp.stop(cfg)
@@ -108,8 +110,8 @@ def main(model_dir: Path, data: Path, windows: str, max_queries: int, size: int,
     osp.start(cfg)
     proc, ranker_url = start_serve(model_dir, "--threads", str(threads), "--max-docs", "200", "--no-spin", quiet=True,
                                    timeout=180)
-    report: dict = {"model_dir": str(model_dir), "model_name": card.get("name") or model_dir.name, "precision": card.get("precision"),
-                    "max_seq_len": card.get("max_seq_len"), "queries": len(queries), "size": size,
+    report: dict = {"model_dir": str(model_dir), "model_name": card.display_name(model_dir), "precision": card.precision,
+                    "max_seq_len": card.max_seq_len, "queries": len(queries), "size": size,
                     "query_weight": query_weight, "rescore_query_weight": rescore_query_weight,
                     "opensearch": osp.OPENSEARCH_VERSION, "cpu_count": os.cpu_count(), "threads": threads,
                     "loadavg_start": round(os.getloadavg()[0], 2), "windows": {}}

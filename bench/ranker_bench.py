@@ -43,7 +43,8 @@ def stand_in_export(work: Path, max_seq_len: int) -> tuple[Path, Path]:
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     from distill.core.base_models import resolve_student_base
-    from distill.core.model_card import write_model_card
+    from distill.core.cross_encoder import TokenCaps
+    from distill.core.model_card import ModelCard, write_model_card
 
     hf, onnx_dir = work / "student_hf", work / "student_onnx"
     torch.manual_seed(0)
@@ -52,8 +53,9 @@ def stand_in_export(work: Path, max_seq_len: int) -> tuple[Path, Path]:
     AutoTokenizer.from_pretrained(str(base)).save_pretrained(hf)
     ORTModelForSequenceClassification.from_pretrained(hf, export=True).save_pretrained(onnx_dir)
     AutoTokenizer.from_pretrained(hf).save_pretrained(onnx_dir)
-    write_model_card(onnx_dir, {"name": "minilm-l6-untrained-head", "onnx_file": "model.onnx", "precision": "fp32",
-                                "max_seq_len": max_seq_len, "decision": "benchmark stand-in (untrained head)"})
+    write_model_card(onnx_dir, ModelCard(name="minilm-l6-untrained-head", onnx_file="model.onnx", precision="fp32",
+                                         token_caps=TokenCaps(max_seq_len, max_query_tokens=None),
+                                         decision="benchmark stand-in (untrained head)"))
     return onnx_dir, hf
 
 
@@ -189,7 +191,7 @@ def main(model_dir: str | None, student_dir: str | None, reps: int, threads: int
             from distill.core.model_card import load_model_card
 
             card = load_model_card(model)
-            student = Path(student_dir or (card.get("base_models") or {}).get("student_dir") or "")
+            student = Path(student_dir or (card.base_models or {}).get("student_dir") or "")
             if not (student / "config.json").exists():
                 raise click.UsageError(f"no HF student dir for the CrossEncoder baseline ({student}); pass --student")
         runtime = RerankRuntime.load(model, RuntimeConfig(threads=threads))
@@ -229,7 +231,7 @@ def main(model_dir: str | None, student_dir: str | None, reps: int, threads: int
                 tp.append(asyncio.run(throughput(url, lists, 20, clients, per_client)))
         finally:
             stop_serve(server)
-        results = {"model": runtime.name, "precision": runtime.card.get("precision"), "max_seq_len": L,
+        results = {"model": runtime.name, "precision": runtime.card.precision, "max_seq_len": L,
                    "threads": threads, "cpu_count": os.cpu_count(), "reps": reps, "latency": latency,
                    "throughput": tp, "throughput_k": 20, "model_sha256": runtime.model_sha256,
                    "note": "shared 2-core machine with other jobs running; numbers are noisy",

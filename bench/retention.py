@@ -32,8 +32,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from distill.core.atomic_io import atomic_write, write_json
 from distill.core.bm25 import BM25Index
-from distill.core.formats import read_corpus, read_qrels, read_queries, write_queries, write_run
 from distill.core.evaluation import evaluate, format_markdown
+from distill.core.formats import read_corpus, read_qrels, read_queries, write_queries, write_run
 
 logger = logging.getLogger("bench.retention")
 REPO = Path(__file__).resolve().parent.parent

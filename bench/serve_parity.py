@@ -22,8 +22,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from distill.core.atomic_io import atomic_write, write_json
-from distill.core.formats import read_corpus, read_queries, read_run
 from distill.core.errors import MissingPrerequisiteError
+from distill.core.formats import read_corpus, read_queries, read_run
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -42,7 +42,6 @@ def main() -> int:
     from distill.core.model_card import load_model_card
     from export.scorers import onnx_scorer
     from ranker.client import RerankClient
-    from ranker.runtime import card_caps, card_pairs_per_call
     from tests.serve_process import start_serve, stop_serve
 
     card = load_model_card(args.model)
@@ -64,12 +63,12 @@ def main() -> int:
     finally:
         stop_serve(proc)
 
-    per_call = card_pairs_per_call(card, args.model) or 16
-    gated = onnx_scorer(args.model / card["onnx_file"], args.model, card_caps(card, args.model), per_call)
+    per_call = card.pairs_per_call or 16
+    gated = onnx_scorer(args.model / card.onnx_file, args.model, card.token_caps, per_call)
     diffs = [float(np.abs(served[q] - gated.score_pairs([(queries[q].text, d) for d in docs])).max())
              for q, docs in requests.items()]
-    result = {"model": str(args.model), "precision": card.get("precision"), "layers": card.get("layers"),
-              "max_pairs_per_call": card.get("max_pairs_per_call"), "requests": len(requests),
+    result = {"model": str(args.model), "precision": card.precision, "layers": card.layers,
+              "max_pairs_per_call": card.pairs_per_call, "requests": len(requests),
               "pairs": sum(len(d) for d in requests.values()), "cold_start_to_ready_s": round(cold_start_s, 2),
               "max_abs_diff_served_vs_gated": max(diffs)}
     args.out.mkdir(parents=True, exist_ok=True)

@@ -32,8 +32,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from distill.core.atomic_io import atomic_write, write_json
-from distill.core.formats import read_corpus, read_qrels, read_queries
 from distill.core.errors import ConfigError
+from distill.core.formats import read_corpus, read_qrels, read_queries
 
 REPO = Path(__file__).resolve().parent.parent
 logger = logging.getLogger("bench.session_pool")
@@ -66,10 +66,9 @@ def main() -> int:
     logging.getLogger("bm25s").setLevel(logging.WARNING)
 
     from distill.core.bm25 import BM25Index
-    from export.latency import measure_load
     from distill.core.model_card import load_model_card
+    from export.latency import measure_load
     from export.scorers import onnx_scorer
-    from ranker.runtime import card_caps, card_pairs_per_call
 
     corpus = read_corpus(args.data / "corpus.jsonl")
     queries = read_queries(args.data / "queries.test.tsv")
@@ -83,8 +82,8 @@ def main() -> int:
     rows: list[dict[str, Any]] = []
     for model in args.model:
         card = load_model_card(model)
-        caps, per_call = card_caps(card, model), card_pairs_per_call(card, model) or 16
-        scorers = [onnx_scorer(model / card["onnx_file"], model, caps, per_call, threads=t, sessions=s)
+        caps, per_call = card.token_caps, card.pairs_per_call or 16
+        scorers = [onnx_scorer(model / card.onnx_file, model, caps, per_call, threads=t, sessions=s)
                    for s, t in layouts]
         ref: list[np.ndarray] = []
         rates: list[list[float]] = [[] for _ in layouts]
@@ -99,7 +98,7 @@ def main() -> int:
                     ref = scores
                 diffs[i] = max(diffs[i], max(float(np.abs(a - b).max()) for a, b in zip(scores, ref, strict=True)))
         for i, ((s, t), scorer) in enumerate(zip(layouts, scorers, strict=True)):
-            row = {"model": model.name, "precision": card.get("precision"), "layers": card.get("layers"),
+            row = {"model": model.name, "precision": card.precision, "layers": card.layers,
                    "pairs_per_call": per_call, "sessions": s, "threads": t, "pairs_per_s_rounds": rates[i],
                    "pairs_per_s": statistics.median(rates[i]),
                    "ratio_vs_first": statistics.median(rates[i]) / statistics.median(rates[0]),

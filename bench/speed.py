@@ -42,9 +42,9 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from distill.core.atomic_io import atomic_write, write_json
 from distill.core.cross_encoder import TokenCaps, load_caps
-from distill.core.formats import read_corpus, read_qrels, read_queries
 from distill.core.errors import ConfigError
 from distill.core.evaluation import evaluate
+from distill.core.formats import read_corpus, read_qrels, read_queries
 from export.exporter import Int8Recipe
 
 logger = logging.getLogger("bench.speed")

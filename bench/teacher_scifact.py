@@ -27,8 +27,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from distill.core.atomic_io import atomic_write, write_json  # noqa: E402
 from distill.core.bm25 import BM25Index  # noqa: E402
-from distill.core.formats import Run, read_corpus, read_qrels, read_queries  # noqa: E402
 from distill.core.evaluation import evaluate, format_markdown, plot_metrics  # noqa: E402
+from distill.core.formats import Run, read_corpus, read_qrels, read_queries  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 

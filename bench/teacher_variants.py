@@ -28,9 +28,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from distill.core.atomic_io import atomic_write, write_json
-from distill.core.formats import read_corpus, read_qrels, read_queries, read_run
 from distill.core.errors import DataError
 from distill.core.evaluation import evaluate
+from distill.core.formats import read_corpus, read_qrels, read_queries, read_run
 from distill.core.normalization import zscore_run
 
 REPO = Path(__file__).resolve().parent.parent

@@ -26,9 +26,9 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from distill.core.atomic_io import atomic_write, write_json
 from distill.core.cross_encoder import CrossEncoderScorer, PairEncoder, TokenCaps, TorchBackend
-from distill.core.formats import read_corpus, read_qrels, read_queries, read_run
 from distill.core.errors import DataError
 from distill.core.evaluation import evaluate
+from distill.core.formats import read_corpus, read_qrels, read_queries, read_run
 
 REPO = Path(__file__).resolve().parent.parent
 GRID = [(32, 96), (32, 128), (32, 160), (32, 224), (64, 448)]

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from export.config import ExportConfig, GateTolerances
 from distill.core.model_card import MODEL_CARD, ModelCardError, file_hashes, load_model_card, write_model_card
+from export.config import ExportConfig, GateTolerances
 
 if TYPE_CHECKING:  # pragma: no cover
     from export._isa import resolve_isa

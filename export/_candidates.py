@@ -6,8 +6,8 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from distill.core.formats import Document, Qrels, Query, Run
 from distill.core.datasets import bundled_dataset
+from distill.core.formats import Document, Qrels, Query, Run
 
 logger = logging.getLogger(__name__)
 
@@ -59,8 +59,8 @@ def demo_candidates(split: str = "test", top_k: int = 20) -> CandidateLists:
 
 
 def eval_candidates(queries: Path, qrels: Path | None, run: Path, corpus: Path) -> CandidateLists:
-    from distill.core.formats import read_corpus, read_qrels, read_queries, read_run
     from distill.core.errors import DataError
+    from distill.core.formats import read_corpus, read_qrels, read_queries, read_run
 
     qs = read_queries(queries)
     docs = read_corpus(corpus)

@@ -55,9 +55,9 @@ def export_cmd(model_dir: str, out_dir: str, optimize: str, quantize: str, int8_
     from dataclasses import replace
 
     from distill.core.errors import ConfigError
+    from distill.core.model_card import load_model_card
     from export.config import GateTolerances
     from export.exporter import EvalData, export_model
-    from distill.core.model_card import load_model_card
 
     given = [eval_queries, eval_qrels, eval_run, corpus]
     if any(given) and not all(given):
@@ -75,9 +75,9 @@ def export_cmd(model_dir: str, out_dir: str, optimize: str, quantize: str, int8_
     eval_data = EvalData(Path(eval_queries), Path(eval_qrels), Path(eval_run), Path(corpus)) if all(given) else None  # type: ignore[arg-type]
     path = export_model(model_dir, out_dir, cfg, eval_data)
     card = load_model_card(path)
-    click.echo(f"exported {card['onnx_file']} ({card['precision']}) to {path}")
-    click.echo(f"decision: {card['decision']}")
-    for gate in card["gates"].values():
+    click.echo(f"exported {card.onnx_file} ({card.precision}) to {path}")
+    click.echo(f"decision: {card.decision}")
+    for gate in card.gates.values():
         click.echo(f"  gate {gate['name']}: {gate['value']:.4g} {gate['op']} {gate['threshold']:.4g} ok")
     if report_dir:
         from export.report import ReportConfig, compression_report

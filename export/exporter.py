@@ -23,6 +23,8 @@ from distill.core.atomic_io import atomic_dir, config_hash, sha256_file, write_j
 from distill.core.base_models import student_base_name
 from distill.core.cross_encoder import CrossEncoderScorer, TokenCaps
 from distill.core.errors import ConfigError, GateFailedError, MissingPrerequisiteError
+from distill.core.interpolation import Interpolation
+from distill.core.model_card import ModelCard, load_model_card, write_model_card
 from export._candidates import CandidateLists, demo_candidates, eval_candidates
 from export._isa import resolve_isa
 from export.config import ExportConfig
@@ -35,14 +37,12 @@ from export.gates import (
     ranking_agreement,
 )
 from export.latency import measure_latency
-from distill.core.model_card import load_model_card, write_model_card
 from export.scorers import Pair, export_caps, onnx_scorer, torch_scorer, with_batch_size
 
 __all__ = ["EvalData", "Int8Recipe", "calibration_batches", "calibration_pairs", "export_model"]
 
 logger = logging.getLogger(__name__)
 
-SCORE_SEMANTICS = "raw logit of a 1-label cross-encoder; higher = more relevant"
 
 
 @dataclass(frozen=True)
@@ -227,8 +227,12 @@ def calibration_batches(scorer: CrossEncoderScorer, pairs: Sequence[Pair], batch
 
 
 def export_model(model_dir: str | Path, out_dir: str | Path, config: ExportConfig | None = None,
-                 eval_data: EvalData | None = None, candidates: CandidateLists | None = None) -> Path:
+                 eval_data: EvalData | None = None, candidates: CandidateLists | None = None,
+                 interpolation: Interpolation | None = None) -> Path:
     """Export, gate and write the artifact at ``out_dir``; returns its path.
+
+    ``interpolation`` is recorded in the model card as the blend to serve (the pipeline tunes it on the
+    served model's own scores and records it with :func:`~distill.core.model_card.set_interpolation`).
 
     Raises :class:`~distill.core.errors.GateFailedError` (nothing written) when a gate fails.
     ``candidates`` overrides the gate lists (default: the eval run, else bundled scifact_mini BM25).
@@ -322,24 +326,22 @@ def export_model(model_dir: str | Path, out_dir: str | Path, config: ExportConfi
                     decision = f"fp32: int8 {chosen.name} passed the gates but was not faster; {speed}"
         logger.info("decision: %s", decision)
 
-        card = {
-            "precision": precision, "max_seq_len": caps.max_seq_len, "token_caps": caps.to_dict(),
-            "layers": hf.get("num_hidden_layers"), "score": SCORE_SEMANTICS,
-            "tokenizer": "tokenizer.json", "optimization": cfg.optimize, "isa": isa,
+        base_models, training = _provenance(model_dir, hf)
+        card = ModelCard(
+            onnx_file="", precision=precision, token_caps=caps, layers=hf.get("num_hidden_layers"),
+            isa=isa, optimization=cfg.optimize,
             # the ranker never puts more pairs in one ONNX call (None = any number)
-            "max_pairs_per_call": chosen.pairs_per_call if precision == "int8" and chosen else None,
-            "quantization": ({"recipe": chosen.name, "mode": chosen.mode, "per_channel": chosen.per_channel,
-                              "op_types": list(cfg.op_types) if cfg.op_types else "onnxruntime defaults",
-                              "calibration": calib_lists.source if chosen.mode == "static" else None}
-                             if precision == "int8" and chosen else None),
-            "base_models": None, "training": None, "config_hash": config_hash(cfg.to_dict()),
-            "export_config": cfg.to_dict(), "gate_data": gate_lists.source,
-            "metrics": metrics, "gates": {n: g.to_dict() for n, g in gates.items()}, "int8_trials": int8_trials,
-            "latency": {"unit": "ms, 1 query x N passages, tokenisation included, length-bucketed batches",
-                        "batch_size": cfg.batch_size, **latency},
-            "decision": decision, "export_wall_time_s": None,
-        }
-        card["base_models"], card["training"] = _provenance(model_dir, hf)
+            pairs_per_call=chosen.pairs_per_call if precision == "int8" and chosen else None,
+            quantization=({"recipe": chosen.name, "mode": chosen.mode, "per_channel": chosen.per_channel,
+                           "op_types": list(cfg.op_types) if cfg.op_types else "onnxruntime defaults",
+                           "calibration": calib_lists.source if chosen.mode == "static" else None}
+                          if precision == "int8" and chosen else None),
+            interpolation=interpolation, base_models=base_models, training=training,
+            config_hash=config_hash(cfg.to_dict()), export_config=cfg.to_dict(), gate_data=gate_lists.source,
+            metrics=metrics, gates={n: g.to_dict() for n, g in gates.items()}, int8_trials=int8_trials,
+            latency={"unit": "ms, 1 query x N passages, tokenisation included, length-bucketed batches",
+                     "batch_size": cfg.batch_size, **latency},
+            decision=decision)
         onnx_name = "model_quantized.onnx" if precision == "int8" else served.name
         with atomic_dir(out_dir) as stage:
             shutil.copy2(served, stage / onnx_name)
@@ -347,11 +349,10 @@ def export_model(model_dir: str | Path, out_dir: str | Path, config: ExportConfi
             from transformers import AutoTokenizer
 
             AutoTokenizer.from_pretrained(str(model_dir)).save_pretrained(str(stage))
-            card["onnx_file"] = onnx_name
-            card["export_wall_time_s"] = round(time.perf_counter() - t_start, 2)
+            card = card.replace(onnx_file=onnx_name, export_wall_time_s=round(time.perf_counter() - t_start, 2))
             write_json(stage / "provenance" / "export_config.json", cfg.to_dict())
             write_model_card(stage, card)
-            per_call = card["max_pairs_per_call"] or 4
+            per_call = card.pairs_per_call or 4
             _self_check(stage, onnx_name, caps, latency_pairs[:4], per_call,
                         onnx_scorer(served, model_dir, caps, per_call).score_pairs(latency_pairs[:4]))
     logger.info("exported %s (%s) to %s", onnx_name, precision, out_dir)

@@ -67,7 +67,8 @@ def _R(name: str):  # noqa: N802, ANN202
 @click.option("--cache-size", default=_S("cache_size"), show_default=True, type=click.IntRange(min=0),
               help="LRU score cache entries (0 = off).")
 @click.option("--scores", type=click.Choice(choices(ServerConfig, "scores")), default=_S("scores"), show_default=True,
-              help="relevance_score of /v1/rerank: sigmoid(logit) in [0,1] or the raw logit.")
+              help="relevance_score of /v1/rerank: sigmoid(logit) in [0,1], the raw logit, or card: what the model "
+                   "card's interpolation expects (raw logits for a pipeline's served model; sigmoid without one).")
 @click.option("--graceful-timeout", default=_S("graceful_timeout_s"), show_default=True,
               type=click.FloatRange(min=0, min_open=True),
               help="Seconds to finish in-flight requests on SIGTERM/SIGINT; requests still running then get 503 "

@@ -10,11 +10,14 @@ from dataclasses import asdict, dataclass
 from typing import Literal
 
 from distill.core.errors import ConfigError
+from distill.core.model_card import ModelCard
 from ranker.batcher import BatcherConfig
 
 __all__ = ["ScoreMode", "ServerConfig"]
 
-ScoreMode = Literal["sigmoid", "raw"]
+#: ``card``: the convention the model card's interpolation expects (raw logits for a pipeline's served model),
+#: sigmoid when the card has no interpolation
+ScoreMode = Literal["card", "sigmoid", "raw"]
 
 #: bytes per character in the worst legal case: a JSON \uXXXX escape (json.dumps' default for non-ASCII)
 _BYTES_PER_CHAR = 6
@@ -43,7 +46,7 @@ class ServerConfig:
     default_deadline_ms: float | None = None
     api_key: str | None = None
     cache_size: int = 0
-    scores: ScoreMode = "sigmoid"
+    scores: ScoreMode = "card"
     warmup: bool = True
     header_timeout_s: float = 10.0
     body_timeout_s: float = 10.0
@@ -61,8 +64,8 @@ class ServerConfig:
             raise ConfigError(f"cache_size={self.cache_size}: use 0 (off) or a positive number of scores")
         if self.api_key is not None and not self.api_key.strip():
             raise ConfigError("api_key is empty; unset it to disable auth or give a non-empty token")
-        if self.scores not in ("sigmoid", "raw"):
-            raise ConfigError(f"scores={self.scores!r}: choose sigmoid or raw")
+        if self.scores not in ("card", "sigmoid", "raw"):
+            raise ConfigError(f"scores={self.scores!r}: choose card, sigmoid or raw")
         if self.max_body_bytes is not None and self.max_body_bytes < 1024:
             raise ConfigError(f"max_body_bytes={self.max_body_bytes}: must be >= 1024 bytes")
         if self.default_deadline_ms is not None and not self.default_deadline_ms > 0:
@@ -92,3 +95,12 @@ class ServerConfig:
         if self.default_deadline_ms is not None:
             out["default_deadline_ms"] = self.default_deadline_ms
         return out | {"auth": self.api_key is not None}
+
+
+def resolve_scores(mode: ScoreMode, card: ModelCard) -> Literal["sigmoid", "raw"]:
+    """The score convention served: ``card`` follows the card's interpolation (so that a blend downstream gets
+    the scores it was tuned on), else sigmoid."""
+    if mode != "card":
+        return mode
+    interp = card.interpolation
+    return "raw" if interp is not None and interp.score_convention == "raw_logit" else "sigmoid"

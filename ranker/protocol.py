@@ -192,11 +192,19 @@ class InfoResponse(BaseModel):
     model: str
     onnx_file: str
     precision: str
+    runtime: str = Field("onnxruntime", description="The inference runtime the model card names.")
     max_seq_len: int
+    token_caps: dict[str, int | None] = Field(description="The token caps the model was gated with.")
+    pairs_per_call: int | None = Field(None, description="Most pairs per inference call (null: any number).")
     model_sha256: str
+    card_sha256: str = Field(description="sha256 of model_card.json: replicas serving one model report the same.")
     providers: list[str]
     sessions: int = Field(1, description="ONNX Runtime sessions scoring in parallel.")
-    score: Literal["sigmoid", "raw_logit"]
+    score: Literal["sigmoid", "raw_logit"] = Field(description="The convention of relevance_score in /v1/rerank.")
+    interpolation: dict[str, Any] | None = Field(
+        None, description="The blend with the first stage the model was measured with (first_stage_weight, "
+                          "first_stage_norm, ranker_norm, chosen_by, depth, score_convention); null for an export "
+                          "made outside a pipeline.")
     limits: dict[str, int | float | bool]
     card: dict[str, Any] = Field(description="Selected model card fields (metrics, gates, decision).")
 

@@ -13,15 +13,16 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 
-from distill.core.cross_encoder import CrossEncoderScorer, OnnxBackend, PairEncoder, TokenCaps, session_layout
+from distill.core.atomic_io import sha256_file
+from distill.core.cross_encoder import CrossEncoderScorer, OnnxBackend, PairEncoder, session_layout
 from distill.core.errors import ConfigError, MissingExtraError, MissingPrerequisiteError
-from distill.core.model_card import ModelCardError, load_model_card
+from distill.core.model_card import MODEL_CARD, ModelCard, ModelCardError, load_model_card
 
-__all__ = ["RerankRuntime", "RuntimeConfig", "card_pairs_per_call", "sigmoid"]
+__all__ = ["RerankRuntime", "RuntimeConfig", "sigmoid"]
 
 logger = logging.getLogger(__name__)
 
@@ -65,32 +66,11 @@ class RuntimeConfig:
             raise ConfigError(f"provider={self.provider!r}: choose auto, cpu or cuda")
 
 
-def card_caps(card: dict[str, Any], path: Path) -> TokenCaps:
-    """The token caps an export was gated with (``token_caps``; older cards only have ``max_seq_len``)."""
-    try:
-        if isinstance(card.get("token_caps"), dict):
-            return TokenCaps.from_dict(card["token_caps"])
-        return TokenCaps(int(card.get("max_seq_len") or 512), max_query_tokens=None)
-    except (ConfigError, TypeError, ValueError) as exc:
-        raise ModelCardError(f"token caps in the model card are invalid ({exc})", path=path) from exc
-
-
-def card_pairs_per_call(card: dict[str, Any], path: Path) -> int | None:
-    """``max_pairs_per_call`` of the card: how many pairs one ONNX call may hold for the scores to equal the
-    gated ones (1 for dynamic int8, whose activation scales span the call); None (or absent) = any number."""
-    value = card.get("max_pairs_per_call")
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ModelCardError(f"max_pairs_per_call must be a positive integer or null, got {value!r}", path=path)
-    return value
-
-
 class RerankRuntime:
     """Scores (query, document) pairs with an exported cross-encoder. Thread-compatible, not
     thread-safe: call :meth:`score_pairs` from one thread at a time (the batcher's worker)."""
 
-    def __init__(self, model_dir: Path, card: dict[str, Any], scorer: CrossEncoderScorer, config: RuntimeConfig):
+    def __init__(self, model_dir: Path, card: ModelCard, scorer: CrossEncoderScorer, config: RuntimeConfig):
         self.model_dir = model_dir
         self.card = card
         self.scorer = scorer
@@ -99,12 +79,13 @@ class RerankRuntime:
         self.config = config
         self.caps = scorer.caps
         self.max_seq_len = self.caps.max_seq_len
-        self.model_sha256: str = card["files"][card["onnx_file"]]
+        self.model_sha256: str = card.onnx_sha256
+        self.card_sha256: str = sha256_file(model_dir / MODEL_CARD)
         self.warmed = False
 
     @property
     def name(self) -> str:
-        return str(self.card.get("name") or self.model_dir.name)
+        return self.card.display_name(self.model_dir)
 
     @property
     def providers(self) -> list[str]:
@@ -120,13 +101,10 @@ class RerankRuntime:
         if not root.is_dir():
             raise MissingPrerequisiteError(f"model directory {root} does not exist; export one with distilrank export")
         card = load_model_card(root, verify=config.verify_checksums)
-        if not isinstance(card.get("onnx_file"), str) or card["onnx_file"] not in card["files"]:
-            raise ModelCardError("onnx_file must name one of the card's files", path=root / "model_card.json")
-        caps = card_caps(card, root / "model_card.json")
-        per_call = card_pairs_per_call(card, root / "model_card.json")
+        caps, per_call = card.token_caps, card.pairs_per_call
         chunk = min(config.chunk_size, per_call or config.chunk_size)
         if chunk < config.chunk_size:
-            logger.info("scoring %d pair(s) per ONNX call, as the model card requires (max_pairs_per_call; chunk_size=%d "
+            logger.info("scoring %d pair(s) per ONNX call, as the model card requires (pairs_per_call; chunk_size=%d "
                         "asked for)", chunk, config.chunk_size)
         try:
             import onnxruntime as ort
@@ -144,9 +122,9 @@ class RerankRuntime:
         # one device: a pool of sessions only pays on CPU cores
         n_sessions, threads = (config.sessions or 1, config.threads) if use_cuda else \
             session_layout(chunk, config.threads, config.sessions)
-        first, *more = OnnxBackend.load_pool(root / card["onnx_file"], n_sessions, threads, providers, config.spin)
+        first, *more = OnnxBackend.load_pool(root / card.onnx_file, n_sessions, threads, providers, config.spin)
         logger.info("loaded %s (%s, %s, caps %s) on %s: %d session(s) x %s intra-op thread(s), %d pair(s) per call",
-                    card["onnx_file"], card.get("precision"), card["files"][card["onnx_file"]][:12], caps.to_dict(),
+                    card.onnx_file, card.precision, card.onnx_sha256[:12], caps.to_dict(),
                     providers[0], n_sessions, threads or "all", chunk)
         return cls(root, card, CrossEncoderScorer(encoder, first, chunk, more), config)
 

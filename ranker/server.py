@@ -45,7 +45,7 @@ from ranker.batcher import (
     ScoringError,
     ShuttingDownError,
 )
-from ranker.config import ServerConfig
+from ranker.config import ServerConfig, resolve_scores
 from ranker.metrics import RankerMetrics
 from ranker.protocol import (
     DEADLINE_HEADER,
@@ -111,7 +111,8 @@ def create_app(runtime: RerankRuntime, config: ServerConfig | None = None) -> Fa
     cache = ScoreCache(runtime.model_sha256, config.cache_size) if config.cache_size else None
     inflight = InFlight()
     state: dict[str, Any] = {"batcher": None, "ready": False, "draining": False, "in_flight_at_drain": 0}
-    score_name: Literal["sigmoid", "raw_logit"] = "sigmoid" if config.scores == "sigmoid" else "raw_logit"
+    scores_mode = resolve_scores(config.scores, runtime.card)
+    score_name: Literal["sigmoid", "raw_logit"] = "sigmoid" if scores_mode == "sigmoid" else "raw_logit"
 
     def begin_drain() -> None:
         """Called when SIGTERM/SIGINT starts the graceful shutdown: not ready, no new work."""
@@ -261,7 +262,7 @@ def create_app(runtime: RerankRuntime, config: ServerConfig | None = None) -> Fa
         texts = body.texts()
         check_limits(body.query, texts)
         logits, cached = await logits_for(request, body.query, texts)
-        scores = sigmoid(logits) if config.scores == "sigmoid" else logits.astype(np.float64)
+        scores = sigmoid(logits) if scores_mode == "sigmoid" else logits.astype(np.float64)
         order = np.argsort(-scores, kind="stable")[: body.top_n]
         results = [RerankResult(index=int(i), relevance_score=float(scores[i]),
                                 document=ReturnedDocument(text=texts[i]) if body.return_documents else None)
@@ -295,11 +296,15 @@ def create_app(runtime: RerankRuntime, config: ServerConfig | None = None) -> Fa
              tags=["ops"])
     async def info() -> InfoResponse:
         card = runtime.card
-        return InfoResponse(model=runtime.name, onnx_file=card["onnx_file"], precision=str(card.get("precision", "unknown")),
-                            max_seq_len=runtime.max_seq_len, model_sha256=runtime.model_sha256,
-                            providers=runtime.providers, sessions=getattr(runtime, "n_sessions", 1), score=score_name,
+        interp = card.interpolation.to_dict() if card.interpolation else None
+        return InfoResponse(model=runtime.name, onnx_file=card.onnx_file, precision=card.precision,
+                            runtime=card.runtime, max_seq_len=runtime.max_seq_len, token_caps=card.token_caps.to_dict(),
+                            pairs_per_call=card.pairs_per_call, model_sha256=runtime.model_sha256,
+                            card_sha256=runtime.card_sha256, providers=runtime.providers,
+                            sessions=getattr(runtime, "n_sessions", 1), score=score_name, interpolation=interp,
                             limits=config.limits(),
-                            card={k: card[k] for k in ("metrics", "gates", "decision", "latency", "config_hash") if k in card})
+                            card={"metrics": card.metrics, "gates": card.gates, "decision": card.decision,
+                                  "latency": card.latency, "config_hash": card.config_hash})
 
     @app.get("/metrics", tags=["ops"], response_class=Response,
              responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text format"}})

@@ -24,14 +24,14 @@ def export_onnx_dir(hf_dir: Path, out: Path, max_seq_len: int = 128, token_caps:
     from optimum.onnxruntime import ORTModelForSequenceClassification
     from transformers import AutoTokenizer
 
-    from distill.core.model_card import write_model_card
+    from distill.core.cross_encoder import TokenCaps
+    from distill.core.model_card import ModelCard, write_model_card
 
     ORTModelForSequenceClassification.from_pretrained(hf_dir, export=True).save_pretrained(out)
     AutoTokenizer.from_pretrained(hf_dir).save_pretrained(out)
-    caps = {"token_caps": token_caps.to_dict(), "max_seq_len": token_caps.max_seq_len} if token_caps else {}  # type: ignore[attr-defined]
-    write_model_card(out, {"name": "tiny-ce", "onnx_file": "model.onnx", "precision": "fp32", "max_seq_len": max_seq_len, **caps,
-                           "score": "raw logit of a 1-label cross-encoder; higher = more relevant",
-                           "tokenizer": "tokenizer.json", "decision": "test fixture"})
+    caps = token_caps if isinstance(token_caps, TokenCaps) else TokenCaps(max_seq_len, max_query_tokens=None)
+    write_model_card(out, ModelCard(name="tiny-ce", onnx_file="model.onnx", precision="fp32", token_caps=caps,
+                                    decision="test fixture"))
     return out
 
 

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from distill.cli import main
-from export.config import ExportConfig, GateTolerances
 from distill.core.model_card import ModelCardError, load_model_card
+from export.config import ExportConfig, GateTolerances
 
 # A random 2-layer model is not a ranker: its scores spread little, so int8 noise weighs more than on
 # a trained student. These tolerances are for the tiny model only; the defaults are for real students.
@@ -62,16 +62,16 @@ def int8_artifact(student: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
 
 def test_int8_export_passes_gates_and_writes_card(int8_artifact: Path, student: Path) -> None:
     card = load_model_card(int8_artifact)
-    assert card["precision"] == "int8" and card["onnx_file"] == "model_quantized.onnx"
-    assert card["quantization"]["mode"] == "static"
-    assert card["score"].startswith("raw logit") and card["max_seq_len"] == 256
+    assert card.precision == "int8" and card.onnx_file == "model_quantized.onnx"
+    assert card.quantization["mode"] == "static"
+    assert card.score.startswith("raw logit") and card.max_seq_len == 256
     for name in ("onnx_vs_pytorch_max_abs_diff", "fp32_batch_invariance_max_rel_diff", "int8_spearman_median",
                  "int8_spearman_worst", "int8_top10_overlap_mean", "int8_batch_invariance_max_rel_diff"):
-        assert card["gates"][name]["passed"], card["gates"][name]
-    assert card["gates"]["onnx_vs_pytorch_max_abs_diff"]["value"] < 2e-3
-    assert card["latency"]["int8"]["p50_ms"] > 0 and card["latency"]["fp32"]["p50_ms"] > 0
-    assert card["training"]["model_config_sha256"] and card["base_models"]["num_hidden_layers"] == 2
-    assert set(card["files"]) >= {"model_quantized.onnx", "config.json", "tokenizer.json", "provenance/export_config.json"}
+        assert card.gates[name]["passed"], card.gates[name]
+    assert card.gates["onnx_vs_pytorch_max_abs_diff"]["value"] < 2e-3
+    assert card.latency["int8"]["p50_ms"] > 0 and card.latency["fp32"]["p50_ms"] > 0
+    assert card.training["model_config_sha256"] and card.base_models["num_hidden_layers"] == 2
+    assert set(card.files) >= {"model_quantized.onnx", "config.json", "tokenizer.json", "provenance/export_config.json"}
     assert [p.name for p in int8_artifact.rglob("*.onnx")] == ["model_quantized.onnx"]
 
 
@@ -81,15 +81,14 @@ def test_artifact_loads_with_optimum_and_sentence_transformers(int8_artifact: Pa
     from transformers import AutoTokenizer
 
     from export.scorers import onnx_scorer
-    from ranker.runtime import card_caps
 
     card = load_model_card(int8_artifact)
     pairs = [("what causes fever", "Fever is caused by pyrogens released during infection."),
              ("what causes fever", "The stock market closed higher on Tuesday."),
              ("protein folding", "Chaperones assist the folding of nascent polypeptides.")]
-    expected = onnx_scorer(int8_artifact / card["onnx_file"], int8_artifact, card_caps(card, int8_artifact), 1).score_pairs(pairs)
+    expected = onnx_scorer(int8_artifact / card.onnx_file, int8_artifact, card.token_caps, 1).score_pairs(pairs)
 
-    ort_model = ORTModelForSequenceClassification.from_pretrained(int8_artifact, file_name=card["onnx_file"])
+    ort_model = ORTModelForSequenceClassification.from_pretrained(int8_artifact, file_name=card.onnx_file)
     tok = AutoTokenizer.from_pretrained(int8_artifact)
     got = []
     for q, p in pairs:  # one pair per call: static int8 is batch-invariant, but keep the comparison exact
@@ -97,7 +96,7 @@ def test_artifact_loads_with_optimum_and_sentence_transformers(int8_artifact: Pa
         got.append(float(ort_model(**enc).logits[0, 0]))
     np.testing.assert_allclose(got, expected, atol=1e-5)
 
-    ce = CrossEncoder(str(int8_artifact), backend="onnx", model_kwargs={"file_name": card["onnx_file"]},
+    ce = CrossEncoder(str(int8_artifact), backend="onnx", model_kwargs={"file_name": card.onnx_file},
                       activation_fn=__import__("torch").nn.Identity())
     np.testing.assert_allclose(ce.predict(pairs, batch_size=1), expected, atol=1e-4)
 
@@ -140,18 +139,18 @@ def test_dynamic_int8_is_gated_and_served_one_pair_per_call(student: Path, tmp_p
     on its batch mates. The exporter gates it one pair per call and the card makes the ranker serve it so."""
     from export.exporter import export_model
     from export.scorers import onnx_scorer, with_batch_size
-    from ranker.runtime import RerankRuntime, RuntimeConfig, card_caps
+    from ranker.runtime import RerankRuntime, RuntimeConfig
 
     cfg = ExportConfig(quantize="int8", int8_mode="dynamic", int8_fallback=False, gates=TINY_GATES, **FAST)
     art = export_model(student, tmp_path / "dyn", cfg)
     card = load_model_card(art)
-    assert card["precision"] == "int8" and card["quantization"]["recipe"] == "dynamic-per_channel"
-    assert card["max_pairs_per_call"] == 1 and card["gates"]["int8_batch_invariance_max_rel_diff"]["passed"]
-    assert card["latency"]["int8"]["batch_size"] == 1
+    assert card.precision == "int8" and card.quantization["recipe"] == "dynamic-per_channel"
+    assert card.pairs_per_call == 1 and card.gates["int8_batch_invariance_max_rel_diff"]["passed"]
+    assert card.latency["int8"]["batch_size"] == 1
 
-    caps = card_caps(card, art)
+    caps = card.token_caps
     pairs = [("what do cells do", "cells divide " * k) for k in (1, 5, 30, 60)] + [("protein folding", "x")]
-    alone = onnx_scorer(art / card["onnx_file"], art, caps, 1)
+    alone = onnx_scorer(art / card.onnx_file, art, caps, 1)
     batched = with_batch_size(alone, len(pairs)).score_pairs(pairs)
     one_by_one = alone.score_pairs(pairs)
     assert np.abs(batched - one_by_one).max() > 1e-4, "batched dynamic int8 should depend on batch mates"
@@ -172,11 +171,11 @@ def test_auto_with_eval_data_records_decision_and_ndcg(student: Path, demo_data:
     cfg = ExportConfig(quantize="auto", int8_mode="static", gates=TINY_GATES, **FAST)
     art = export_model(student, tmp_path / "auto", cfg, eval_data=ev)
     card = load_model_card(art)
-    assert "ndcg@10_fp32" in card["metrics"]
-    trial = card["int8_trials"]["static-per_channel"]
+    assert "ndcg@10_fp32" in card.metrics
+    trial = card.int8_trials["static-per_channel"]
     assert "int8_ndcg@10_drop_points" in trial["gates"]
-    if card["precision"] == "int8":
-        assert card["latency"]["int8"]["p50_ms"] < card["latency"]["fp32"]["p50_ms"]
-        assert card["decision"].startswith("int8")
+    if card.precision == "int8":
+        assert card.latency["int8"]["p50_ms"] < card.latency["fp32"]["p50_ms"]
+        assert card.decision.startswith("int8")
     else:
-        assert card["decision"].startswith("fp32") and card["onnx_file"] == "model_optimized.onnx"
+        assert card.decision.startswith("fp32") and card.onnx_file == "model_optimized.onnx"

@@ -66,7 +66,7 @@ def test_checksum_mismatch_refuses_to_load(tampered_model_dir):
 
 
 def test_card_caps_pairs_per_onnx_call(ranker_model_dir, tmp_path):
-    """A dynamic-int8 card says max_pairs_per_call 1: the runtime scores one pair per ONNX call whatever
+    """A dynamic-int8 card says pairs_per_call 1: the runtime scores one pair per ONNX call whatever
     chunk_size asks for, and a malformed value is refused with the card's path."""
     import json
     import shutil
@@ -76,15 +76,15 @@ def test_card_caps_pairs_per_onnx_call(ranker_model_dir, tmp_path):
     out = tmp_path / "per_call"
     shutil.copytree(ranker_model_dir, out)
     card = load_model_card(out)
-    write_model_card(out, {**card, "max_pairs_per_call": 1})
+    write_model_card(out, card.replace(pairs_per_call=1))
     rt = RerankRuntime.load(out, RuntimeConfig(threads=1, chunk_size=8))
     assert rt.scorer.batch_size == 1
     assert RerankRuntime.load(ranker_model_dir, RuntimeConfig(threads=1, chunk_size=8)).scorer.batch_size == 8
     for bad in (0, "1", True):
         raw = json.loads((out / "model_card.json").read_text())
-        raw["max_pairs_per_call"] = bad
+        raw["pairs_per_call"] = bad
         (out / "model_card.json").write_text(json.dumps(raw))
-        with pytest.raises(ModelCardError, match="max_pairs_per_call must be a positive integer"):
+        with pytest.raises(ModelCardError, match="pairs_per_call must be a positive integer"):
             RerankRuntime.load(out)
 
 
@@ -119,7 +119,7 @@ def test_pool_of_sessions_serves_the_gated_scores(ranker_model_dir, tmp_path):
 
     out = tmp_path / "per_call_1"
     shutil.copytree(ranker_model_dir, out)
-    write_model_card(out, {**load_model_card(out), "max_pairs_per_call": 1})
+    write_model_card(out, load_model_card(out).replace(pairs_per_call=1))
     one = RerankRuntime.load(out, RuntimeConfig(sessions=1, threads=1))
     pool = RerankRuntime.load(out, RuntimeConfig(sessions=3, threads=1))
     assert (one.n_sessions, pool.n_sessions, pool.scorer.batch_size) == (1, 3, 1)

@@ -280,12 +280,12 @@ def test_graceful_timeout_answers_and_logs_dropped_requests(ranker_runtime, capl
 
 
 def test_unhandled_error_is_a_counted_json_500(ranker_runtime):
-    class BrokenCard(SlowRuntime):
+    class BrokenInfo(SlowRuntime):
         @property
-        def card(self):
-            raise KeyError("onnx_file")  # a bug: /info cannot be built
+        def providers(self):
+            raise KeyError("providers")  # a bug: /info cannot be built
 
-    app = create_app(BrokenCard(ranker_runtime, 0.0), ServerConfig())
+    app = create_app(BrokenInfo(ranker_runtime, 0.0), ServerConfig())
     with running_server(app) as url:
         r = httpx.get(f"{url}/info")
         assert r.status_code == 500 and r.headers["content-type"].startswith("application/json"), r.text
