@@ -13,11 +13,12 @@ from pathlib import Path
 
 import click
 
-from distill.core.bm25 import BM25Config
+from distill.core.bm25 import B_RANGE, K1_RANGE, BM25Config
 from distill.core.config import default
 from distill.core.errors import ConfigError, DistilrankError, MissingExtraError, exit_code_for
 from distill.core.evaluation import DEFAULT_METRICS
 from distill.core.lazy import missing_extra_error
+from distill.core.params import INT32_MAX, Count, FiniteFloat
 
 logger = logging.getLogger(__name__)
 
@@ -137,17 +138,19 @@ def _identical_ids_option(f):  # noqa: ANN001, ANN202 - a click decorator
 @retrieve.command("bm25")
 @click.option("--corpus", required=True, type=click.Path(dir_okay=False), help="BEIR JSONL or MS MARCO TSV corpus (.gz/.bz2 ok).")
 @click.option("--queries", required=True, type=click.Path(dir_okay=False), help="Queries TSV or BEIR JSONL (.gz/.bz2 ok).")
-@click.option("--top-k", default=100, show_default=True, type=click.IntRange(min=1), help="Candidates per query.")
+@click.option("--top-k", default=100, show_default=True, type=Count(min=1), help="Candidates per query.")
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="TREC run to write (atomically; .gz compresses).")
-@click.option("--k1", default=default(BM25Config, "k1"), show_default=True, type=float)
-@click.option("--b", default=default(BM25Config, "b"), show_default=True, type=float)
+@click.option("--k1", default=default(BM25Config, "k1"), show_default=True, type=FiniteFloat(*K1_RANGE),
+              help="Term-frequency saturation.")
+@click.option("--b", default=default(BM25Config, "b"), show_default=True, type=FiniteFloat(*B_RANGE),
+              help="Document-length normalisation.")
 @_identical_ids_option
 def retrieve_bm25(corpus: str, queries: str, top_k: int, out: str, k1: float, b: float,
                   ignore_identical_ids: bool | None) -> None:
     """BM25 (bm25s, Lucene variant, English stemming) over title + text."""
     from distill.core.bm25 import BM25Config, BM25Index
-    from distill.core.formats import read_corpus, read_queries, write_run
     from distill.core.evaluation import drop_self_hits, resolve_identical_ids
+    from distill.core.formats import read_corpus, read_queries, write_run
 
     config = BM25Config(k1=k1, b=b)
     docs = read_corpus(corpus)
@@ -195,7 +198,7 @@ def _run_spec(spec: str) -> tuple[str, Path]:
               help="TREC run (.gz/.bz2 ok); repeat to compare. NAME=PATH names a run.")
 @click.option("--metrics", default=",".join(DEFAULT_METRICS), show_default=True,
               help="Comma-separated: ndcg@k, mrr@k, recall@k, map[@k], p@k (k >= 1).")
-@click.option("--rel-threshold", default=1, show_default=True, type=click.IntRange(min=1),
+@click.option("--rel-threshold", default=1, show_default=True, type=Count(min=1, max=INT32_MAX),
               help="Minimum relevance counted as relevant for MRR/recall/MAP/P (2 for TREC DL).")
 @click.option("--corpus", type=click.Path(dir_okay=False), help="Check that every doc id in qrels and runs exists.")
 @click.option("--allow-unknown-ids", is_flag=True, help="Only warn about doc ids unknown to --corpus.")
@@ -210,7 +213,6 @@ def evaluate_cmd(qrels: str, runs: tuple[str, ...], metrics: str, rel_threshold:
     """Evaluate one or more TREC runs (ir-measures / trec_eval definitions)."""
     import dataclasses
 
-    from distill.core.formats import check_ids, iter_corpus, read_qrels, read_run
     from distill.core.errors import DataError
     from distill.core.evaluation import (
         evaluate,
@@ -219,6 +221,7 @@ def evaluate_cmd(qrels: str, runs: tuple[str, ...], metrics: str, rel_threshold:
         resolve_identical_ids,
         write_reports,
     )
+    from distill.core.formats import check_ids, iter_corpus, read_qrels, read_run
 
     metric_list = parse_metrics(metrics)
     specs = [_run_spec(spec) for spec in runs]

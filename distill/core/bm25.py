@@ -10,12 +10,20 @@ import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from distill.core.formats import Document, Query, Run
 from distill.core.errors import ConfigError, DataError, MissingPrerequisiteError
+from distill.core.formats import Document, Query, Run
+from distill.core.params import finite_float
 
-__all__ = ["BM25Config", "BM25Index"]
+__all__ = ["B_RANGE", "K1_RANGE", "BM25Config", "BM25Index"]
 
 logger = logging.getLogger(__name__)
+
+
+#: k1 saturates term frequency. Lucene takes any finite k1 >= 0, but scores fall as 1/k1: beyond 100 they
+#: vanish below the 6 decimals of a TREC run (ties), and past ~1e300 to 0, which drops every hit.
+K1_RANGE = (0.0, 100.0)
+#: b is the share of document-length normalisation
+B_RANGE = (0.0, 1.0)
 
 
 @dataclass(frozen=True)
@@ -27,8 +35,9 @@ class BM25Config:
     stopwords: str | None = "en"
 
     def __post_init__(self) -> None:
-        if self.k1 < 0 or not 0 <= self.b <= 1:
-            raise ConfigError(f"BM25 needs k1 >= 0 and 0 <= b <= 1, got k1={self.k1}, b={self.b}")
+        # nan passes every comparison; finite_float refuses it (a BM25 of nan scores every document 0)
+        object.__setattr__(self, "k1", finite_float("BM25 k1", self.k1, *K1_RANGE))
+        object.__setattr__(self, "b", finite_float("BM25 b", self.b, *B_RANGE))
 
 
 class BM25Index:

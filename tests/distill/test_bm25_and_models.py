@@ -5,12 +5,12 @@ from pathlib import Path
 
 import pytest
 
+from distill.cli import main
 from distill.core.base_models import resolve_student_base, resolve_teacher_base
 from distill.core.bm25 import BM25Config
-from distill.cli import main
-from distill.core.formats import read_qrels, read_run
 from distill.core.errors import ConfigError, MissingPrerequisiteError
 from distill.core.evaluation import evaluate
+from distill.core.formats import read_qrels, read_run
 
 
 def test_cli_bm25_on_bundled_data(demo_data: Path, tmp_path: Path) -> None:
@@ -24,8 +24,12 @@ def test_cli_bm25_on_bundled_data(demo_data: Path, tmp_path: Path) -> None:
 
 
 def test_bm25_config_validation() -> None:
-    with pytest.raises(ConfigError, match="0 <= b <= 1"):
+    with pytest.raises(ConfigError, match="BM25 b must be in the range 0 <= x <= 1"):
         BM25Config(b=1.5)
+    # nan passed every comparison and scored every document 0: an empty run with exit 0
+    for k1 in (float("nan"), float("inf"), 1e300, -0.1):
+        with pytest.raises(ConfigError, match="BM25 k1 must be"):
+            BM25Config(k1=k1)
 
 
 @pytest.mark.slow
