@@ -32,8 +32,10 @@ from typing import Any, Literal
 
 from distill.core.config import from_mapping
 from distill.core.errors import ConfigError
+from export.config import ExportConfig
 
-__all__ = ["PRESETS", "EvalConfig", "PipelineConfig", "resolve_config"]
+__all__ = ["PRESETS", "CompressConfig", "EvalConfig", "FirstStageConfig", "PipelineConfig", "ServeConfig",
+           "resolve_config"]
 
 _TEACHER_CPU = {"max_length": 96, "batch_size": 2, "grad_accum": 1, "checkpoint_every": 50, "precision": "fp32"}
 _CPU_ENSEMBLE = {"source": "ensemble", "members": ["llm", "dense", "bm25"]}
@@ -49,6 +51,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "student": {"model": {"max_seq_len": 64}, "max_steps": 4, "batch_size": 4, "eval_steps": 2,
                     "dev_fraction": 0.3, "dev_min_queries": 2, "dev_top_k": 10, "pairs": {"n_negatives": 2}},
         "eval": {"top_k": 10, "teacher_top_k": 10, "max_queries": 10, "teacher_batch_size": 16},
+        "serve": {"export": {"quantize": "none", "latency_reps": 2, "gate_queries": 8}},
     },
     "demo": {
         "teacher_model": "default", "student_model": "default",
@@ -62,6 +65,7 @@ PRESETS: dict[str, dict[str, Any]] = {
                     "head_learning_rate": 1e-3, "dev_fraction": 0.25, "dev_min_queries": 20, "dev_top_k": 20,
                     "pairs": {"n_negatives": 7}},
         "eval": {"top_k": 20, "teacher_top_k": 20, "max_queries": 0, "teacher_batch_size": 16},
+        "serve": {"export": {"quantize": "auto", "int8_mode": "dynamic"}},
     },
     "small": {
         "teacher_model": "default", "student_model": "default",
@@ -73,6 +77,9 @@ PRESETS: dict[str, dict[str, Any]] = {
         "student": {"model": {"max_seq_len": 192, "max_query_tokens": 32}, "max_steps": 400, "eval_steps": 100,
                     "dev_min_queries": 40, "dev_max_queries": 80, "dev_top_k": 20, "pairs": {"n_negatives": 7}},
         "eval": {"top_k": 20, "teacher_top_k": 20, "max_queries": 0, "teacher_batch_size": 16},
+        # the route that met ">= 3x the L6 fp32 pairs/s within 1 nDCG@10 point": L3 cut, distilled again, int8
+        "compress": {"layers": [3], "max_steps": 800},
+        "serve": {"export": {"quantize": "auto", "int8_mode": "dynamic"}},
     },
     "full": {
         "teacher_model": "default", "student_model": "default",
@@ -84,6 +91,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         "student": {"model": {"max_seq_len": 256, "max_query_tokens": 48}, "epochs": 2, "batch_size": 32,
                     "eval_steps": 500, "dev_max_queries": 500, "dev_top_k": 100},
         "eval": {"top_k": 100, "teacher_top_k": 100, "max_queries": 0, "teacher_batch_size": 32},
+        "compress": {"layers": [3], "max_steps": 2000},
+        "serve": {"export": {"quantize": "auto", "int8_mode": "dynamic"}},
     },
 }
 
@@ -103,6 +112,59 @@ class EvalConfig:
     def __post_init__(self) -> None:
         if min(self.top_k, self.teacher_top_k, self.teacher_batch_size) < 1 or self.max_queries < 0:
             raise ConfigError("eval: top_k, teacher_top_k and teacher_batch_size must be >= 1 and max_queries >= 0")
+
+
+@dataclass(frozen=True)
+class FirstStageConfig:
+    """Where the candidates come from, for training (the teacher labels them) and for evaluation.
+
+    ``bm25``: in-process bm25s (k1 0.9, b 0.4, Snowball stemming). ``opensearch``: the index that will
+    serve (``url``, ``index``), so the student learns on and is measured on the candidates the engine returns.
+    """
+
+    kind: Literal["bm25", "opensearch"] = "bm25"
+    url: str | None = None
+    index: str | None = None
+    #: first-stage depth of the eval queries and of the training queries
+    top_k: int = 100
+    train_top_k: int = 50
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("bm25", "opensearch"):
+            raise ConfigError(f"first_stage.kind must be bm25 or opensearch, got {self.kind!r}")
+        if self.kind == "opensearch" and not (self.url and self.index):
+            raise ConfigError("first_stage.kind = opensearch needs url and index (--opensearch-url, --index)")
+        if min(self.top_k, self.train_top_k) < 1:
+            raise ConfigError("first_stage.top_k and train_top_k must be >= 1")
+
+
+@dataclass(frozen=True)
+class CompressConfig:
+    """Shallower variants of the student: each is the student cut to ``layers`` encoder layers (evenly spread,
+    first and last kept), then distilled again on the same labels for ``max_steps`` (step chosen on dev)."""
+
+    layers: tuple[int, ...] = ()
+    max_steps: int = 800
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "layers", tuple(self.layers))
+        if any(not isinstance(n, int) or n < 1 for n in self.layers):
+            raise ConfigError(f"compress.layers must be positive integers, got {list(self.layers)}")
+        if self.max_steps < 1:
+            raise ConfigError(f"compress.max_steps must be >= 1, got {self.max_steps}")
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    """The served model: every variant is exported and gated with ``export``; the pipeline keeps the fastest
+    whose interpolated dev nDCG@10 is within ``max_drop_points`` of the best candidate's."""
+
+    export: ExportConfig = field(default_factory=ExportConfig)
+    max_drop_points: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.max_drop_points <= 100.0:
+            raise ConfigError(f"serve.max_drop_points must be in [0, 100], got {self.max_drop_points}")
 
 
 #: fields of each stage config the pipeline fills itself (paths between stages, the chosen models)
@@ -133,6 +195,9 @@ class PipelineConfig:
     label: dict[str, Any] = field(default_factory=dict)
     student: dict[str, Any] = field(default_factory=dict)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    first_stage: FirstStageConfig = field(default_factory=FirstStageConfig)
+    compress: CompressConfig = field(default_factory=CompressConfig)
+    serve: ServeConfig = field(default_factory=ServeConfig)
 
     def __post_init__(self) -> None:
         if self.synthesize not in ("auto", "always", "never"):

@@ -1,0 +1,268 @@
+"""Stage builders from the labels to the served model: student, compress, serve (export, gate, choose, tune the
+blend on the served model), and the evaluation of every system with the model that will be served."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from distill.core.atomic_io import atomic_dir, write_json
+from distill.core.errors import DataError
+from distill.core.formats import Qrels, Run, read_qrels, read_queries, read_run, write_qrels, write_queries, write_run
+from distill.core.interpolation import Interpolation, interpolate_runs
+from distill.pipeline.context import PipelineContext, ServedModel
+from distill.pipeline.runner import Stage, StageResult
+
+__all__ = ["step_compress", "step_eval", "step_serve", "step_student"]
+
+logger = logging.getLogger(__name__)
+
+SERVE_DIR = "serve"
+
+
+def _student_config(ctx: PipelineContext) -> Any:
+    return ctx.config.stage_config("student", base=ctx.student_model)
+
+
+def _dev_eligible(ctx: PipelineContext) -> set[str] | None:
+    """With given and synthetic queries mixed, the dev split (checkpoint, blend, variant choice) uses the given ones."""
+    if ctx.n_training_parts > 1 and ctx.inputs.train_queries:
+        return set(read_queries(ctx.inputs.train_queries))
+    return None
+
+
+def _train(ctx: PipelineContext, cfg: Any, out: Path) -> Path:
+    from distill.student.train import train_student
+
+    labels = ctx.result("teacher_label").outputs["labels"]
+    return train_student(cfg, labels, ctx.inputs.corpus, ctx.train_qrels, out, dev_run_path=ctx.train_run,
+                         qrels_kind=ctx.qrels_kind, dev_eligible=_dev_eligible(ctx)).model_dir
+
+
+def step_student(ctx: PipelineContext) -> None:
+    cfg = _student_config(ctx)
+    student = ctx.runner.run(Stage(
+        "student", {**cfg.to_dict(), "model": {**cfg.to_dict()["model"], "base": ctx.config.student_model},
+                    "qrels_kind": ctx.qrels_kind, "dev_from_given_queries": _dev_eligible(ctx) is not None},
+        lambda d: {"model": _train(ctx, cfg, d)},
+        inputs={"corpus": ctx.inputs.corpus, "train_qrels": ctx.train_qrels},
+        upstream=[ctx.result("teacher_label"), ctx.result("first_stage_train")]))
+    ctx.variants = {f"L{_layers(student.outputs['model'])}": student.outputs["model"]}
+
+
+def _layers(model_dir: Path) -> int:
+    import json
+
+    return int(json.loads((model_dir / "config.json").read_text())["num_hidden_layers"])
+
+
+def step_compress(ctx: PipelineContext) -> None:
+    """Each configured depth: the student cut to that many layers, then distilled again on the same labels."""
+    comp = ctx.config.compress
+    if not comp.layers:
+        return
+    from export.layers import keep_layers
+
+    base_cfg = _student_config(ctx)
+    student = ctx.result("student")
+    for n in comp.layers:
+        cfg = replace(base_cfg, model=replace(base_cfg.model, base="cut", num_layers=None), max_steps=comp.max_steps)
+
+        def run(d: Path, n: int = n, cfg: Any = cfg) -> dict[str, Path]:
+            cut = keep_layers(student.outputs["model"], n, d / "cut")
+            return {"model": _train(ctx, replace(cfg, model=replace(cfg.model, base=str(cut))), d / "distilled")}
+
+        res = ctx.runner.run(Stage(f"compress_l{n}", {"layers": n, "student": cfg.to_dict()}, run,
+                                   upstream=[student, ctx.result("teacher_label"), ctx.result("first_stage_train")]))
+        ctx.variants[f"L{n}"] = res.outputs["model"]
+
+
+def _dev_split(ctx: PipelineContext) -> Any:
+    from distill.core.label_files import read_labels
+    from distill.student.train import build_dev_split
+
+    labels = read_labels(ctx.result("teacher_label").outputs["labels"])
+    return build_dev_split(labels, read_qrels(ctx.train_qrels), _student_config(ctx), _dev_eligible(ctx),
+                           ctx.train_run)
+
+
+def _gate_data(ctx: PipelineContext, dev: Any, d: Path) -> Any:
+    """The dev split as files for the export's nDCG gate (queries with at least 10 candidates)."""
+    from export.exporter import EvalData
+
+    run = {q: docs for q, docs in dev.first_stage.items() if len(docs) >= 10}
+    if not run:
+        raise DataError("no dev query has 10 first-stage candidates; the export gates need 10 per query",
+                        path=ctx.train_run)
+    gate = d / "gate_data"
+    return EvalData(write_queries(gate / "queries.tsv", [dev.queries[q] for q in run]),
+                    write_qrels(gate / "qrels.txt", {q: dev.qrels[q] for q in run if q in dev.qrels}),
+                    write_run(gate / "run.trec", run, tag="dev"), ctx.inputs.corpus)
+
+
+def _tune(ctx: PipelineContext, dev: Any, served_run: Run) -> tuple[Interpolation, dict[str, float]]:
+    """The blend for this candidate on the dev split, with its own (served) scores; dev nDCG@10 of the blend,
+    the student alone and the first stage alone."""
+    from distill.core.evaluation import evaluate
+    from distill.student.interpolate import InterpolationConfig, tune_alpha
+
+    depth = ctx.config.eval.top_k
+    dev_qrels: Qrels = {q: r for q, r in dev.qrels.items() if q in served_run}
+    if ctx.qrels_kind == "real" and dev.signal == "qrels":
+        res = tune_alpha(dev_qrels, dev.first_stage, served_run, InterpolationConfig())
+        spec = Interpolation(res.alpha, res.first_stage_norm, res.student_norm, "dev_qrels", depth,
+                             dev_metric=res.dev_metric, dev_score=res.dev_score)  # type: ignore[arg-type]
+    else:
+        spec = Interpolation.conservative(depth)
+
+    def ndcg(run: Run) -> float:
+        return float(evaluate(dev_qrels, run, ["ndcg@10"]).metrics["ndcg@10"])
+
+    first = {q: dict(sorted(dev.first_stage[q].items(), key=lambda kv: (-kv[1], kv[0]))[:depth]) for q in served_run}
+    scores = {"interpolated": ndcg(interpolate_runs(first, served_run, spec)), "student": ndcg(served_run),
+              "first_stage": ndcg(first)}
+    return replace(spec, dev_metric="ndcg@10", dev_score=scores["interpolated"]), scores
+
+
+def _candidate(ctx: PipelineContext, name: str, export_dir: Path, dev: Any) -> dict[str, Any]:
+    from distill.core.model_card import load_model_card
+    from export.scorers import onnx_scorer
+
+    card = load_model_card(export_dir)
+    scorer = onnx_scorer(export_dir / card.onnx_file, export_dir, card.token_caps, card.pairs_per_call or 16)
+    served_run = scorer.rerank(ctx.corpus, dev.queries, dev.first_stage, ctx.config.eval.top_k)
+    scorer.close()
+    spec, scores = _tune(ctx, dev, served_run)
+    lat = card.latency.get(card.precision, {})
+    pairs_per_s = float(lat.get("pairs", 0.0)) / (float(lat["p50_ms"]) / 1000.0) if lat.get("p50_ms") else 0.0
+    return {"variant": name, "dir": str(export_dir.relative_to(ctx.out)), "precision": card.precision,
+            "layers": card.layers, "dev_ndcg@10_interpolated": scores["interpolated"],
+            "dev_ndcg@10_student": scores["student"], "dev_ndcg@10_first_stage": scores["first_stage"],
+            "pairs_per_s": pairs_per_s, "interpolation": spec.to_dict(), "decision": card.decision}
+
+
+def choose_candidate(candidates: list[dict[str, Any]], max_drop_points: float) -> int:
+    """Index of the fastest candidate whose interpolated dev nDCG@10 is within ``max_drop_points`` of the best;
+    ties in speed go to the better dev score. Every candidate's ``decision`` says why it was kept or not."""
+    best = max(c["dev_ndcg@10_interpolated"] for c in candidates)
+    floor = best - max_drop_points / 100.0
+    ok = [i for i, c in enumerate(candidates) if c["dev_ndcg@10_interpolated"] >= floor - 1e-12]
+    kept = max(ok, key=lambda i: (candidates[i]["pairs_per_s"], candidates[i]["dev_ndcg@10_interpolated"]))
+    for i, c in enumerate(candidates):
+        c["kept"] = i == kept
+        c["decision"] = ("kept: the fastest within the tolerance" if i == kept else
+                         "not kept: slower than the kept candidate" if i in ok else
+                         f"not kept: dev nDCG@10 {c['dev_ndcg@10_interpolated']:.4f} is more than "
+                         f"{max_drop_points:g} point(s) below the best {best:.4f}")
+    return kept
+
+
+def _serve(ctx: PipelineContext, d: Path) -> dict[str, Path]:
+    from distill.core.model_card import set_interpolation
+    from export.exporter import export_model
+
+    dev = _dev_split(ctx)
+    gate = _gate_data(ctx, dev, d)
+    candidates = []
+    for name, model_dir in ctx.variants.items():
+        export_dir = d / "exports" / name
+        if not (export_dir / "model_card.json").is_file():  # resume: an export finished before a kill is kept
+            export_model(model_dir, export_dir, ctx.config.serve.export, eval_data=gate)
+        candidates.append(_candidate(ctx, name, export_dir, dev))
+    kept = candidates[choose_candidate(candidates, ctx.config.serve.max_drop_points)]
+    with atomic_dir(d / SERVE_DIR) as stage:
+        stage.rmdir()
+        shutil.copytree(ctx.out / kept["dir"], stage)
+        set_interpolation(stage, Interpolation.from_dict(kept["interpolation"]))
+    write_json(d / "candidates.json", candidates)
+    return {"serve": d / SERVE_DIR, "candidates": d / "candidates.json"}
+
+
+def step_serve(ctx: PipelineContext) -> None:
+    """Export and gate every variant, keep the fastest within the dev tolerance, tune its blend with its own
+    scores, and publish it as ``OUT/serve`` (what ``distilrank serve --model OUT/serve`` takes as is)."""
+    import json
+
+    from distill.core.model_card import load_model_card
+
+    upstream = [ctx.result("student"), *[r for n, r in ctx.runner.results.items() if n.startswith("compress_")]]
+    res = ctx.runner.run(Stage("serve_select", {"serve": ctx.config.serve.export.to_dict(),
+                                                "max_drop_points": ctx.config.serve.max_drop_points,
+                                                "depth": ctx.config.eval.top_k, "qrels_kind": ctx.qrels_kind},
+                               lambda d: _serve(ctx, d), upstream=upstream))
+    served = ctx.out / SERVE_DIR
+    _publish(res.outputs["serve"], served)
+    card = load_model_card(served)
+    assert card.interpolation is not None
+    ctx.served = ServedModel(served, card.interpolation, json.loads(res.outputs["candidates"].read_text()))
+
+
+def _publish(src: Path, dst: Path) -> None:
+    """``OUT/serve``: a copy of the stage's chosen export, replaced atomically when it differs."""
+    from distill.pipeline.runner import content_hash
+
+    if dst.exists() and content_hash(dst) == content_hash(src):
+        return
+    with atomic_dir(dst) as stage:
+        stage.rmdir()
+        shutil.copytree(src, stage)
+
+
+def _eval_teacher(ctx: PipelineContext, d: Path) -> dict[str, Path]:
+    from distill.teacher.sources import EnsembleSource
+
+    tcfg, factory, top_k = ctx.label_cfg, ctx.factory, ctx.config.eval.teacher_top_k
+    assert tcfg is not None
+    if tcfg.source == "ensemble":
+        weights = {m: w for m, w in ctx.teacher_info["weights"].items() if w > 0}
+        source: Any = EnsembleSource({m: factory.build(m) for m in tcfg.members if m in weights}, weights=weights)
+    else:
+        source = factory.build(tcfg.source)
+    cands = {q: [doc for doc, _ in sorted(docs.items(), key=lambda kv: (-kv[1], kv[0]))[:top_k]]
+             for q, docs in ctx.first_stage.items() if docs}
+    try:
+        run: Run = {}
+        for qid, docs in cands.items():
+            run.update(source.score({qid: ctx.eval_queries[qid]}, {qid: docs}))
+    except DataError as exc:  # a teacher run that does not cover the eval queries
+        logger.warning("teacher evaluation skipped: %s", exc)
+        return {}
+    return {"run": write_run(d / "run.trec", run, tag="teacher")}
+
+
+def _eval_served(ctx: PipelineContext, d: Path) -> dict[str, Path]:
+    """The served model (ONNX, its card's caps and pairs per call) reranks the eval first stage; the card's blend
+    gives ``student_interpolated``: exactly what the ranker and the plugin serve."""
+    from distill.core.model_card import load_model_card
+    from export.scorers import onnx_scorer
+
+    assert ctx.served is not None
+    card = load_model_card(ctx.served.dir)
+    scorer = onnx_scorer(ctx.served.dir / card.onnx_file, ctx.served.dir, card.token_caps, card.pairs_per_call or 16)
+    run = scorer.rerank(ctx.corpus, ctx.eval_queries, ctx.first_stage, ctx.config.eval.top_k)
+    scorer.close()
+    blended = interpolate_runs(ctx.first_stage, run, ctx.served.interpolation)
+    return {"run": write_run(d / "run.trec", run, tag="student"),
+            "interpolated": write_run(d / "interpolated.trec", blended, tag="student_interpolated")}
+
+
+def step_eval(ctx: PipelineContext) -> tuple[StageResult, StageResult]:
+    ev, qids = ctx.config.eval, sorted(ctx.eval_queries)
+    fs = ctx.result("first_stage")
+    teacher = ctx.runner.run(Stage("eval_teacher", {"top_k": ev.teacher_top_k, "qids": qids,
+                                                    "drop_self_hits": ctx.drop_ids},
+                                   lambda d: _eval_teacher(ctx, d), inputs={"eval_queries": ctx.inputs.eval_queries},
+                                   upstream=[ctx.result("teacher_label"), fs]))
+    student = ctx.runner.run(Stage("eval_student", {"top_k": ev.top_k, "qids": qids, "drop_self_hits": ctx.drop_ids},
+                                   lambda d: _eval_served(ctx, d), inputs={"eval_queries": ctx.inputs.eval_queries},
+                                   upstream=[ctx.result("serve_select"), fs]))
+    return teacher, student
+
+
+def read_eval_runs(teacher: StageResult, student: StageResult) -> dict[str, Run | None]:
+    return {"teacher": read_run(teacher.outputs["run"]) if "run" in teacher.outputs else None,
+            "student": read_run(student.outputs["run"]),
+            "student_interpolated": read_run(student.outputs["interpolated"])}

@@ -1,0 +1,163 @@
+"""The one place that decides whether a pipeline stage runs, resumes or is reused.
+
+A stage's key is its resolved config, the **content hashes** of its input files and the keys of the
+stages it depends on; paths are not part of any key, so ``--out`` relative or absolute (or a copied
+``OUT``) is the same run. A stage whose ``manifest.json`` records the same key is reused only after its
+outputs are **verified**: the manifest records, for each output, its path relative to ``OUT`` and the
+content hash of the file (or of every file of a directory). An output that is missing or whose content
+changed makes the stage run again, with a log line naming the file; the stages after it then see the
+restored outputs. A stage interrupted under the same key resumes from its own checkpoints; a stage
+directory left by another key is wiped first, so stale checkpoints never leak into a new run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from distill.core.atomic_io import config_hash, sha256_file, write_json
+from distill.core.fault_injection import fault_point
+from distill.core.manifest import write_manifest
+
+__all__ = ["Stage", "StageResult", "StageRunner", "content_hash"]
+
+logger = logging.getLogger(__name__)
+
+_KEY_FILE = "stage_key.json"
+
+
+def content_hash(path: Path) -> str:
+    """sha256 of a file, or of a directory's sorted (relative path, file hash) list (hidden files ignored)."""
+    if path.is_file():
+        return sha256_file(path)
+    digest = hashlib.sha256()
+    for file in sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith(".")):
+        digest.update(f"{file.relative_to(path).as_posix()}\0{sha256_file(file)}\n".encode())
+    return digest.hexdigest()
+
+
+@dataclass
+class StageResult:
+    name: str
+    dir: Path
+    key_hash: str
+    outputs: dict[str, Path]
+    skipped: bool
+    wall_time_s: float
+    #: content hash of each output, as verified or written: the stages after it key on these
+    output_hashes: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Stage:
+    """``run(stage_dir) -> {output name: path}``; ``config`` and ``inputs`` (files, hashed by content) and
+    ``upstream`` (results of earlier stages: their keys and the content hashes of their outputs) make its key.
+    Outputs must lie inside the run's ``OUT``."""
+
+    name: str
+    config: Mapping[str, Any]
+    run: Callable[[Path], Mapping[str, Path]]
+    inputs: Mapping[str, Path] = field(default_factory=dict)
+    upstream: Sequence[StageResult] = ()
+
+    def key(self, hashes: Callable[[Path], str]) -> dict[str, Any]:
+        return {"config": dict(self.config), "inputs": {k: hashes(Path(p)) for k, p in sorted(self.inputs.items())},
+                "upstream": {u.name: {"key": u.key_hash, "outputs": dict(sorted(u.output_hashes.items()))}
+                             for u in self.upstream}}
+
+
+class StageRunner:
+    """Runs stages under ``out``; the single place where a finished stage is recognised, verified and reused."""
+
+    def __init__(self, out: Path):
+        self.out = out
+        self.results: dict[str, StageResult] = {}
+        self._hashes: dict[Path, str] = {}
+
+    def content_hash(self, path: Path) -> str:
+        path = path.resolve()
+        if path not in self._hashes:
+            self._hashes[path] = content_hash(path)
+        return self._hashes[path]
+
+    def run(self, stage: Stage) -> StageResult:
+        stage_dir = self.out / stage.name
+        key = stage.key(self.content_hash)
+        h = config_hash(key)
+        reused, tampered = self._reuse(stage.name, stage_dir, h)
+        if reused is not None:
+            self.results[stage.name] = reused
+            return reused
+        if tampered:  # a resume would build on the changed files: start the stage afresh
+            shutil.rmtree(stage_dir)
+        self._prepare(stage.name, stage_dir, h)
+        logger.info("stage %s: starting", stage.name)
+        fault_point(f"{stage.name}:start")
+        t0 = time.perf_counter()
+        outputs = {k: Path(v) for k, v in stage.run(stage_dir).items()}
+        wall = round(time.perf_counter() - t0, 2)
+        fault_point(f"{stage.name}:outputs")
+        recorded = {k: {"path": self._relative(stage.name, p), "sha256": content_hash(p)} for k, p in outputs.items()}
+        # the manifest is written last: a stage without one is unfinished, whatever else its directory holds
+        write_manifest(stage_dir, stage.name, key, inputs=dict(stage.inputs), wall_time_s=wall,
+                       extra={"key_hash": h, "outputs": recorded})
+        logger.info("stage %s: done in %.1f s", stage.name, wall)
+        res = StageResult(stage.name, stage_dir, h, outputs, False, wall,
+                          {k: rec["sha256"] for k, rec in recorded.items()})
+        self.results[stage.name] = res
+        return res
+
+    def _relative(self, stage: str, path: Path) -> str:
+        try:
+            return path.resolve().relative_to(self.out.resolve()).as_posix()
+        except ValueError as exc:
+            raise RuntimeError(f"stage {stage} wrote {path}, outside the run directory {self.out}") from exc
+
+    def _reuse(self, name: str, stage_dir: Path, h: str) -> tuple[StageResult | None, bool]:
+        """``(result, False)`` when the manifest has this key and every output verifies; ``(None, True)`` when a
+        finished stage's output is missing or changed (logged); ``(None, False)`` when it never finished."""
+        manifest = _read_manifest(stage_dir / "manifest.json")
+        if manifest is None or manifest.get("key_hash") != h:
+            return None, False
+        outputs: dict[str, Path] = {}
+        hashes: dict[str, str] = {}
+        for out_name, rec in manifest.get("outputs", {}).items():
+            path = self.out / rec["path"]
+            if not path.exists():
+                logger.warning("stage %s: output %s is missing; running the stage again", name, path)
+                return None, True
+            if content_hash(path) != rec["sha256"]:
+                logger.warning("stage %s: output %s changed since the stage finished (content hash differs); "
+                               "running the stage again", name, path)
+                return None, True
+            outputs[out_name], hashes[out_name] = path, rec["sha256"]
+        logger.info("stage %s: finished earlier with the same inputs (outputs verified); reused", name)
+        return StageResult(name, stage_dir, h, outputs, True, 0.0, hashes), False
+
+    def _prepare(self, name: str, stage_dir: Path, h: str) -> None:
+        key_file = stage_dir / _KEY_FILE
+        if stage_dir.exists():
+            previous = _read_manifest(key_file)
+            if (previous or {}).get("hash") != h:
+                logger.info("stage %s: inputs or config changed since the last run; starting it afresh", name)
+                shutil.rmtree(stage_dir)
+            else:
+                (stage_dir / "manifest.json").unlink(missing_ok=True)
+                logger.info("stage %s: resuming an interrupted run", name)
+        stage_dir.mkdir(parents=True, exist_ok=True)
+        write_json(key_file, {"hash": h})
+
+
+def _read_manifest(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    return data if isinstance(data, dict) else None
