@@ -25,6 +25,7 @@ backend that uses them.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -42,7 +43,7 @@ from distill.core.atomic_io import write_json
 from distill.core.errors import ConfigError, MissingExtraError, MissingPrerequisiteError
 
 __all__ = ["CAPS_FILE", "MAX_AUTO_SESSIONS", "CrossEncoderScorer", "OnnxBackend", "PairEncoder", "TokenCaps",
-           "TorchBackend", "load_caps", "save_caps", "session_layout"]
+           "TorchBackend", "load_caps", "save_caps", "session_layout", "tie_key", "top_candidates"]
 
 logger = logging.getLogger(__name__)
 
@@ -105,6 +106,22 @@ def load_caps(model_dir: str | os.PathLike[str], default: TokenCaps | None = Non
         if isinstance(value, int | float) and 8 <= value < max_len:
             max_len = int(value)
     return TokenCaps(max_seq_len=max_len)
+
+
+def tie_key(qid: str, doc_id: str) -> int:
+    """A fixed pseudo-random rank of ``doc_id`` within ``qid``, for breaking score ties.
+
+    Neither the doc id nor the input order decides a tie: ids follow how a corpus was built (small ids are often
+    the oldest documents, or one source's), and the input order can carry another ranker's information (a label
+    file written in the teacher's order, whose first stage is all 0.0, would hand the student the teacher's top
+    candidates). A hash of (qid, doc id) is independent of both, and the same on every run and machine.
+    """
+    return int.from_bytes(hashlib.blake2b(f"{qid}\0{doc_id}".encode(), digest_size=8).digest(), "big")
+
+
+def top_candidates(qid: str, docs: Mapping[str, float], top_k: int) -> list[str]:
+    """The ``top_k`` highest-scored doc ids of one query, best first; ties in :func:`tie_key` order."""
+    return [d for d, _ in sorted(docs.items(), key=lambda kv: (-kv[1], tie_key(qid, kv[0])))[:top_k]]
 
 
 class PairEncoder:
@@ -385,14 +402,15 @@ class CrossEncoderScorer:
 
     def rerank(self, corpus: Mapping[str, Any], queries: Mapping[str, Any], run: Mapping[str, Mapping[str, float]],
                top_k: int) -> dict[str, dict[str, float]]:
-        """Rescore each query's top ``top_k`` first-stage candidates (``corpus[d].full_text``, ``queries[q].text``)."""
+        """Rescore each query's top ``top_k`` first-stage candidates (``corpus[d].full_text``, ``queries[q].text``);
+        which candidates make the cut when scores tie there is :func:`top_candidates`' rule."""
         qs: list[str] = []
         ds: list[str] = []
         keys: list[tuple[str, str]] = []
         for qid, docs in run.items():
             if qid not in queries:
                 continue
-            for doc_id, _ in sorted(docs.items(), key=lambda kv: (-kv[1], kv[0]))[:top_k]:
+            for doc_id in top_candidates(qid, docs, top_k):
                 if doc_id in corpus:
                     qs.append(queries[qid].text)
                     ds.append(corpus[doc_id].full_text)
