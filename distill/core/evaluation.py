@@ -25,8 +25,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from distill.core.atomic_io import atomic_write, write_json
-from distill.core.formats import Qrels, Run
 from distill.core.errors import ConfigError, DataError, MissingExtraError
+from distill.core.formats import Qrels, Run
+from distill.core.params import INT32_MAX, count
 
 __all__ = [
     "DEFAULT_METRICS",
@@ -45,7 +46,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 DEFAULT_METRICS: tuple[str, ...] = ("ndcg@10", "mrr@10", "recall@100")
-_MAX_CUTOFF = 2**31 - 1
+_MAX_CUTOFF = INT32_MAX
 
 
 def parse_metrics(spec: str | Sequence[str]) -> list[str]:
@@ -144,8 +145,9 @@ def to_ir_measure(name: str, rel_threshold: int = 1):  # -> ir_measures.Measure
 
     key = name.strip().lower()
     base, at, cut = key.partition("@")
-    if at and not cut.isdigit():
-        raise ConfigError(f"metric {name!r}: the cut-off after '@' must be an integer, e.g. ndcg@10")
+    # ASCII only: str.isdigit() and int() also take "１０" (full-width) or "١٠" (Arabic-Indic)
+    if at and not (cut.isascii() and cut.isdigit()):
+        raise ConfigError(f"metric {name!r}: the cut-off after '@' must be an integer in ASCII digits, e.g. ndcg@10")
     # trec_eval aborts the whole process (SIGABRT) on a cut-off of 0; it stores cut-offs as C ints
     if at and not 1 <= int(cut) <= _MAX_CUTOFF:
         raise ConfigError(f"metric {name!r}: the cut-off must be between 1 and {_MAX_CUTOFF}, e.g. ndcg@10")
@@ -196,14 +198,19 @@ def evaluate(qrels: Qrels, run: Run, metrics: Sequence[str] = DEFAULT_METRICS, r
     judged = [qid for qid, docs in qrels.items() if any(rel >= 1 for rel in docs.values())]
     if not judged:
         raise DataError("the qrels contain no relevant judgment (rel >= 1)")
+    rel_threshold = count("rel_threshold", rel_threshold, 1, INT32_MAX)  # trec_eval holds it in a C int
     measures = {name: to_ir_measure(name, rel_threshold) for name in metrics}
-    by_measure = {m: name for name, m in measures.items()}
+    # several names can spell one measure (ndcg@10 and NDCG@10, mrr@10 and rr@10): each gets its value
+    by_measure: dict[object, list[str]] = {}
+    for name, measure in measures.items():
+        by_measure.setdefault(measure, []).append(name)
     per_query: dict[str, dict[str, float]] = {qid: dict.fromkeys(measures, 0.0) for qid in judged}
     run_judged = {qid: docs for qid, docs in run.items() if qid in per_query and docs}
     if run_judged:
         qrels_judged = {qid: qrels[qid] for qid in judged}
-        for m in ir_measures.iter_calc(list(measures.values()), qrels_judged, run_judged):
-            per_query[m.query_id][by_measure[m.measure]] = float(m.value)
+        for m in ir_measures.iter_calc(list(by_measure), qrels_judged, run_judged):
+            for name in by_measure[m.measure]:
+                per_query[m.query_id][name] = float(m.value)
     n_unanswered = len(judged) - len(run_judged)
     if n_unanswered:
         logger.warning("%d of %d judged queries have no results in the run; they count as 0", n_unanswered, len(judged))

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from distill.core.bm25 import BM25Index
 from distill.cli import main
-from distill.core.formats import read_corpus, read_qrels, read_queries
+from distill.core.bm25 import BM25Index
 from distill.core.errors import ConfigError, DataError
 from distill.core.evaluation import evaluate
+from distill.core.formats import read_corpus, read_qrels, read_queries
 
 
 def _dcg(gains: list[int]) -> float:
@@ -49,6 +49,31 @@ def test_bad_metric_names() -> None:
         evaluate({"q": {"a": 1}}, {"q": {"a": 1.0}}, ["ndcg"])
     with pytest.raises(DataError, match="no relevant judgment"):
         evaluate({"q": {"a": 0}}, {"q": {"a": 1.0}})
+
+
+@pytest.mark.parametrize("name", ["ndcg@１０", "ndcg@١٠", "mrr@²", "recall@1_0", "p@+5"])
+def test_a_cut_off_is_ascii_digits(name: str) -> None:
+    """int() and str.isdigit() take full-width and Arabic-Indic digits; ndcg@１０ was evaluated but reported
+    under a name no other tool reads."""
+    with pytest.raises(ConfigError, match="ASCII digits"):
+        evaluate({"q": {"a": 1}}, {"q": {"a": 1.0}}, [name])
+
+
+def test_names_of_one_measure_each_get_its_value() -> None:
+    """ndcg@10 and NDCG@10 (or mrr@10 and rr@10) are one ir-measures measure: every name gets the value
+    (one of them used to report 0.0)."""
+    qrels, run = {"q": {"a": 1}}, {"q": {"b": 2.0, "a": 1.0}}
+    res = evaluate(qrels, run, ["ndcg@10", "NDCG@10", "mrr@10", "rr@10", "recall@10", "r@10"])
+    assert res.metrics["ndcg@10"] == res.metrics["NDCG@10"] == pytest.approx(1 / math.log2(3))
+    assert res.metrics["mrr@10"] == res.metrics["rr@10"] == pytest.approx(0.5)
+    assert res.metrics["recall@10"] == res.metrics["r@10"] == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("threshold", [0, -1, 2**31, 99999999999])
+def test_rel_threshold_fits_trec_eval(threshold: int) -> None:
+    """pytrec_eval holds the threshold in a C int: 99999999999 was a TypeError traceback."""
+    with pytest.raises(ConfigError, match="rel_threshold must be in the range 1 <= x <= 2147483647"):
+        evaluate({"q": {"a": 1}}, {"q": {"a": 1.0}}, ["mrr@10"], rel_threshold=threshold)
 
 
 def test_two_libraries_agree_on_a_real_bm25_run(demo_data: Path) -> None:
