@@ -24,10 +24,13 @@ import bz2
 import contextlib
 import gzip
 import io
+import itertools
 import json
 import logging
 import math
+import numbers
 import os
+import re
 import zlib
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -38,6 +41,7 @@ from distill.core.atomic_io import atomic_write
 from distill.core.errors import DataError, MissingPrerequisiteError
 
 __all__ = [
+    "MAX_LINE_CHARS",
     "Document",
     "IdCheck",
     "Qrels",
@@ -45,6 +49,8 @@ __all__ = [
     "Run",
     "check_ids",
     "compression_of",
+    "bounded_lines",
+    "check_id",
     "iter_corpus",
     "iter_lines",
     "open_text",
@@ -73,6 +79,15 @@ _RUN_SHAPE = 'TREC "qid Q0 docid rank score tag"'
 #: trec_eval stores relevance in a C int; pytrec_eval raises OverflowError beyond it.
 _INT32 = (-(2**31), 2**31 - 1)
 _COMPRESSION = {".gz": "gzip", ".bz2": "bz2", ".zst": "zstd"}
+#: the longest line any reader accepts: far above any real record (the longest BEIR document is under
+#: 1 MB; a labels line of 1000 candidates is ~100 KB), low enough that a file without line breaks fails
+#: with a message instead of a MemoryError
+MAX_LINE_CHARS = 64 * 2**20
+#: what an id may not contain: whitespace as ``str.split()`` sees it (it would add columns to a run or qrels
+#: line), C0/C1 control characters (a NUL ends the id inside trec_eval) and lone surrogates (not UTF-8)
+_BAD_ID_CHAR = re.compile(r"[\s\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+#: a lone surrogate: JSON's "\\ud800" escape decodes to one, but it is not Unicode text
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
 #: what a broken compressed stream raises while being read
 _STREAM_ERRORS = (EOFError, zlib.error, gzip.BadGzipFile, OSError)
 
@@ -177,13 +192,33 @@ def open_text(path: str | os.PathLike[str], mode: str = "r") -> Iterator[IO[str]
             os.fsync(raw.fileno())
 
 
+def bounded_lines(fh: IO[str], path: str | os.PathLike[str], limit: int | None = None) -> Iterator[str]:
+    """The lines of ``fh`` (newline kept), each read with at most ``limit`` characters in memory.
+
+    A line longer than the limit is a :class:`DataError` naming the file and line, so a file with no
+    newline at all (``/dev/zero``, a binary blob) fails fast instead of filling memory.
+    """
+    limit = MAX_LINE_CHARS if limit is None else limit
+    for lineno in itertools.count(1):
+        line = fh.readline(limit + 1)
+        if not line:
+            return
+        if len(line) > limit:
+            raise DataError(f"line {lineno} runs past {limit:,} characters without a line break", path=path,
+                            expected="a text file of one record per line")
+        yield line
+
+
 def iter_lines(path: str | os.PathLike[str]) -> Iterator[tuple[int, str]]:
-    """``(1-based line number, line without its newline)`` for every non-blank line of a text file."""
+    """``(1-based line number, line without its newline)`` for every non-blank line of a text file.
+
+    Lines are read with at most :data:`MAX_LINE_CHARS` characters in memory (:func:`bounded_lines`).
+    """
     path = Path(path)
     lineno = 0
     with open_text(path) as fh:
         try:
-            for lineno, raw in enumerate(fh, start=1):
+            for lineno, raw in enumerate(bounded_lines(fh, path), start=1):
                 line = raw.rstrip("\n").rstrip("\r")
                 if line.strip():
                     yield lineno, line
@@ -208,13 +243,17 @@ def _json_line(path: Path, lineno: int, line: str, expected: str) -> dict[str, o
     try:
         obj = json.loads(line)
     except json.JSONDecodeError as exc:
-        raise DataError(f"invalid JSON ({exc.msg} at column {exc.colno})", path=path, line=lineno, expected=expected) from exc
+        raise DataError(f"invalid JSON ({exc.msg} at column {exc.colno})", path=path, line=lineno,
+                        expected=expected) from exc
+    except RecursionError as exc:  # "[[[[..." deeper than the interpreter's stack
+        raise DataError("JSON nested too deeply", path=path, line=lineno, expected=expected) from exc
     if not isinstance(obj, dict):
         raise DataError(f"a JSON {type(obj).__name__}, not an object", path=path, line=lineno, expected=expected)
     return obj
 
 
-def _str_field(obj: Mapping[str, object], key: str, path: Path, lineno: int, expected: str, *, required: bool = True) -> str:
+def _str_field(obj: Mapping[str, object], key: str, path: Path, lineno: int, expected: str, *,
+               required: bool = True) -> str:
     if key not in obj:
         if required:
             raise DataError(f'missing field "{key}"', path=path, line=lineno, expected=expected)
@@ -223,7 +262,18 @@ def _str_field(obj: Mapping[str, object], key: str, path: Path, lineno: int, exp
     if isinstance(value, int | float) and not isinstance(value, bool):
         value = str(value)
     if not isinstance(value, str):
-        raise DataError(f'field "{key}" is {type(value).__name__}, not a string', path=path, line=lineno, expected=expected)
+        raise DataError(f'field "{key}" is {type(value).__name__}, not a string', path=path, line=lineno,
+                        expected=expected)
+    return no_surrogates(value, f'field "{key}"', path, lineno)
+
+
+def no_surrogates(value: str, what: str, path: str | os.PathLike[str], lineno: int) -> str:
+    """``value``, unless JSON's ``\\ud800`` escapes smuggled in a lone surrogate: not Unicode text, and
+    no UTF-8 writer, tokenizer or C library downstream can take it (a :class:`DataError` here instead)."""
+    bad = _SURROGATE.search(value)
+    if bad:
+        raise DataError(f"{what} holds a lone surrogate {bad.group()!r} (an unpaired \\u escape)", path=path,
+                        line=lineno, expected="valid Unicode text")
     return value
 
 
@@ -366,22 +416,53 @@ def read_run(path: str | os.PathLike[str]) -> Run:
             raise DataError(f"score {score_s!r} is not finite", path=path, line=lineno, expected=_RUN_SHAPE)
         docs = out.setdefault(qid, {})
         if doc_id in docs:
-            raise DataError(f"document {doc_id!r} listed twice for query {qid!r}", path=path, line=lineno, expected="one line per (qid, docid)")
+            raise DataError(f"document {doc_id!r} listed twice for query {qid!r}", path=path, line=lineno,
+                            expected="one line per (qid, docid)")
         docs[doc_id] = score
     if not out:
         raise DataError("empty run", path=path, expected=_RUN_SHAPE)
     return out
 
 
-def write_run(path: str | os.PathLike[str], run: Mapping[str, Mapping[str, float]], tag: str = "distilrank", top_k: int | None = None) -> Path:
-    """Write a TREC run atomically, each query's docs sorted by score (ties by doc id)."""
+def check_id(value: object, what: str, path: str | os.PathLike[str] | None = None, context: str = "") -> str:
+    """``value`` if it can be written as an id in every distilrank format, else a :class:`DataError` naming it.
+
+    The one id rule of the writers: non-empty, no whitespace, no control characters, valid UTF-8. Readers
+    are lenient (a BEIR corpus may hold ``"a b"``); an id that breaks this rule fails where it is written.
+    ``context`` follows the id in the message (``" (query '1')"``).
+    """
+    if not isinstance(value, str) or not value:
+        raise DataError(f"{what} {value!r}{context} is not a non-empty string", path=path)
+    bad = _BAD_ID_CHAR.search(value)
+    if bad:
+        raise DataError(f"{what} {value!r}{context} contains {bad.group()!r} at position {bad.start()}: ids cannot "
+                        "hold whitespace or control characters, which would shift the columns of a TREC line",
+                        path=path)
+    return value
+
+
+def write_run(path: str | os.PathLike[str], run: Mapping[str, Mapping[str, float]], tag: str = "distilrank",
+              top_k: int | None = None) -> Path:
+    """Write a TREC run atomically, each query's docs sorted by score (ties by doc id).
+
+    Every id and the tag pass :func:`check_id`, and every score is finite, so the file reads back as the
+    same run; otherwise a :class:`DataError` names the id and nothing is written.
+    """
     path = Path(path)
+    check_id(tag, "run tag", path)
+    checked: set[str] = set()
     with open_text(path, "w") as fh:
         for qid, docs in run.items():
+            check_id(qid, "query id", path)
             ranked = sorted(docs.items(), key=lambda kv: (-kv[1], kv[0]))
             if top_k is not None:
                 ranked = ranked[:top_k]
             for rank, (doc_id, score) in enumerate(ranked, start=1):
+                if doc_id not in checked:
+                    checked.add(check_id(doc_id, "document id", path, f" (query {qid!r})"))
+                if not math.isfinite(score):
+                    raise DataError(f"score {score!r} of document {doc_id!r} for query {qid!r} is not finite",
+                                    path=path)
                 fh.write(f"{qid} Q0 {doc_id} {rank} {float(score):.6f} {tag}\n")
     return path
 
@@ -391,24 +472,33 @@ def write_queries(path: str | os.PathLike[str], queries: Iterable[Query]) -> Pat
     with open_text(path, "w") as fh:
         for q in queries:
             text = " ".join(q.text.split())
-            fh.write(f"{q.qid}\t{text}\n")
+            fh.write(f"{check_id(q.qid, 'query id', path)}\t{text}\n")
     return Path(path)
 
 
 def write_qrels(path: str | os.PathLike[str], qrels: Mapping[str, Mapping[str, int]]) -> Path:
-    """TREC qrels, compressed by suffix, written atomically."""
+    """TREC qrels, compressed by suffix, written atomically; ids pass :func:`check_id`, grades fit a C int."""
     with open_text(path, "w") as fh:
         for qid, docs in qrels.items():
+            check_id(qid, "query id", path)
             for doc_id, rel in docs.items():
+                check_id(doc_id, "document id", path, f" (query {qid!r})")
+                if isinstance(rel, bool) or not isinstance(rel, numbers.Integral) or not _INT32[0] <= rel <= _INT32[1]:
+                    raise DataError(f"relevance {rel!r} of document {doc_id!r} for query {qid!r} is not a "
+                                    "32-bit integer (trec_eval's range)", path=path)
                 fh.write(f"{qid} 0 {doc_id} {int(rel)}\n")
     return Path(path)
 
 
 def write_corpus(path: str | os.PathLike[str], docs: Iterable[Document]) -> Path:
-    """BEIR JSONL, or MS MARCO TSV (``id<TAB>title<TAB>text``) when the suffix is ``.tsv``; compressed by suffix."""
+    """BEIR JSONL, or MS MARCO TSV (``id<TAB>title<TAB>text``) when the suffix is ``.tsv``; compressed by suffix.
+
+    Ids pass :func:`check_id`; in TSV, whitespace runs in title and text become one space.
+    """
     tsv = text_suffix(path) == ".tsv"
     with open_text(path, "w") as fh:
         for d in docs:
+            check_id(d.doc_id, "document id", path)
             if tsv:
                 fh.write("\t".join(" ".join(x.split()) for x in (d.doc_id, d.title, d.text)) + "\n")
             else:

@@ -1,11 +1,13 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
 
 from distill.cli import main
+from distill.core.errors import DataError
 from distill.core.formats import (
     Query,
     check_ids,
@@ -18,7 +20,6 @@ from distill.core.formats import (
     write_queries,
     write_run,
 )
-from distill.core.errors import DataError
 
 
 def _write(tmp_path: Path, name: str, text: str) -> Path:
@@ -44,6 +45,7 @@ def test_beir_corpus_and_msmarco_tsv(tmp_path: Path) -> None:
         ('{"_id": "d1", "text": ["a"]}\n', r'c\.jsonl:1: field "text" is list'),
         ('{"_id": "d1", "text": "a"}\n{"_id": "d1", "text": "b"}\n', r"c\.jsonl:2: duplicate document id 'd1'"),
         ('["not", "an", "object"]\n', r"c\.jsonl:1: a JSON list, not an object"),
+        ("[" * 100_000 + "\n", r"c\.jsonl:1: JSON nested too deeply"),
     ],
 )
 def test_corpus_errors_name_file_and_line(tmp_path: Path, content: str, match: str) -> None:
@@ -142,3 +144,77 @@ def test_atomic_artifacts_get_the_usual_file_mode(tmp_path: Path) -> None:
         os.umask(old)
     assert path.stat().st_mode & 0o777 == 0o644
     assert (tmp_path / "d").stat().st_mode & 0o777 == 0o755
+
+
+@pytest.mark.parametrize("bad", ["a b", "a\tb", "a\nb", "a\u00a0b", "a\u3000b", "a\x1cb", "a\x00b", "a\x85b",
+                                 "\ud800", ""])
+def test_one_id_rule_where_runs_qrels_queries_and_corpora_are_written(tmp_path: Path, bad: str) -> None:
+    """An id that whitespace would split (7 or 8 columns in a run, exit 0), a NUL that ends it inside
+    trec_eval, or a lone surrogate that UTF-8 cannot hold is refused by every writer, naming the id, and
+    nothing is written."""
+    from distill.core.formats import Document, check_id, write_corpus
+
+    with pytest.raises(DataError, match=re.escape(repr(bad))):
+        check_id(bad, "document id")
+    writes = {
+        "run.trec": lambda p: write_run(p, {"q": {bad: 1.0}}),
+        "run2.trec": lambda p: write_run(p, {bad: {"d": 1.0}}),
+        "run3.trec": lambda p: write_run(p, {"q": {"d": 1.0}}, tag=bad),
+        "qrels.txt": lambda p: write_qrels(p, {"q": {bad: 1}}),
+        "queries.tsv": lambda p: write_queries(p, [Query(bad, "text")]),
+        "corpus.tsv": lambda p: write_corpus(p, [Document(bad, "", "text")]),
+        "corpus.jsonl": lambda p: write_corpus(p, [Document(bad, "", "text")]),
+    }
+    for name, write in writes.items():
+        with pytest.raises(DataError, match=re.escape(repr(bad))):
+            write(tmp_path / name)
+        assert not (tmp_path / name).exists(), name
+    assert not list(tmp_path.iterdir())  # no temporary file left either
+
+
+def test_writers_refuse_scores_and_grades_the_readers_would_refuse(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match=r"score nan of document 'd' for query 'q' is not finite"):
+        write_run(tmp_path / "r.trec", {"q": {"e": 1.0, "d": float("nan")}})
+    for rel in (2**31, 1.5, True):
+        with pytest.raises(DataError, match="is not a 32-bit integer"):
+            write_qrels(tmp_path / "q.txt", {"q": {"d": rel}})  # type: ignore[dict-item]
+    assert not list(tmp_path.iterdir())
+    import numpy as np
+
+    write_qrels(tmp_path / "q.txt", {"q": {"d": np.int64(2)}})  # type: ignore[dict-item]
+    assert read_qrels(tmp_path / "q.txt") == {"q": {"d": 2}}
+
+
+def test_a_line_past_the_limit_is_refused_naming_file_and_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A file without line breaks (/dev/zero, a binary blob) used to be read whole: a MemoryError."""
+    import gzip
+
+    from distill.core import formats
+    from distill.core.label_files import valid_qids
+
+    monkeypatch.setattr(formats, "MAX_LINE_CHARS", 64)
+    short = "1 Q0 a 1 1.0 t\n"
+    _write(tmp_path, "run.trec", short + "1 Q0 " + "b" * 60 + " 2 0.5 t\n")
+    with pytest.raises(DataError, match=r"run\.trec: line 2 runs past 64 characters without a line break"):
+        read_run(tmp_path / "run.trec")
+    (tmp_path / "run.trec.gz").write_bytes(gzip.compress((short + "x" * 10_000).encode()))
+    with pytest.raises(DataError, match=r"run\.trec\.gz: line 2 runs past 64 characters"):
+        read_run(tmp_path / "run.trec.gz")
+    at_limit = "1 Q0 " + "c" * 50 + " 1 1.0 t\n"
+    assert len(at_limit) == 64 and read_run(_write(tmp_path, "ok.trec", at_limit)) == {"1": {"c" * 50: 1.0}}
+    import distill.core.label_files as label_files
+
+    monkeypatch.setattr(label_files, "MAX_LINE_CHARS", 16)
+    (tmp_path / "labels.jsonl").write_text("{" + " " * 100 + "\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"labels\.jsonl: line 1 runs past 64 bytes"):
+        valid_qids(tmp_path / "labels.jsonl")
+
+
+def test_json_readers_refuse_lone_surrogates(tmp_path: Path) -> None:
+    """JSON's \\ud800 escape decodes to a lone surrogate, which no UTF-8 writer or tokenizer can take."""
+    with pytest.raises(DataError, match=r'c\.jsonl:2: field "text" holds a lone surrogate'):
+        read_corpus(_write(tmp_path, "c.jsonl", '{"_id": "a", "text": "ok"}\n{"_id": "b", "text": "x \\udfff"}\n'))
+    with pytest.raises(DataError, match=r'q\.jsonl:1: field "_id" holds a lone surrogate'):
+        read_queries(_write(tmp_path, "q.jsonl", '{"_id": "\\ud83d", "text": "x"}\n'))
+    pair = read_queries(_write(tmp_path, "q2.jsonl", '{"_id": "1", "text": "\\ud83d\\ude00"}\n'))
+    assert pair["1"].text == "\U0001f600"  # a surrogate pair is one character
