@@ -94,18 +94,25 @@ def sft_cmd(**kwargs: Any) -> None:
 @teacher.command("label")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False))
 @click.option("--out", required=True, type=click.Path(file_okay=False))
-@click.option("--source", type=click.Choice(["llm", "run", "endpoint", "dense", "bm25", "ensemble"]),
+@click.option("--source", type=click.Choice(["llm", "run", "endpoint", "openai", "dense", "bm25", "ensemble"]),
               help="Teacher source [default: llm]; see distill.teacher.sources.")
 @click.option("--teacher", "teacher_dir", type=click.Path(file_okay=False),
               help="llm: a `teacher sft` dir (--llm-score head) or any causal LM dir (--llm-score qlm).")
 @click.option("--llm-score", type=click.Choice(["head", "qlm"]), help="llm: score head, or query likelihood.")
 @click.option("--run", type=click.Path(dir_okay=False), help="run: TREC run of the teacher (e.g. a 7B reranker's).")
 @click.option("--run-depth", type=int, help="run: candidates per query taken from the run [100].")
-@click.option("--endpoint-url", help="endpoint: Cohere-compatible rerank URL, e.g. http://host:8080/v1/rerank.")
-@click.option("--endpoint-model", help="endpoint: model name sent in the request.")
-@click.option("--endpoint-api-key", envvar="DISTILRANK_ENDPOINT_API_KEY", help="endpoint: bearer token (or env).")
-@click.option("--endpoint-batch-size", type=int, help="endpoint: documents per request [32].")
-@click.option("--endpoint-retries", type=int, help="endpoint: retries with exponential backoff [4].")
+@click.option("--endpoint-url", help="endpoint: a rerank URL, e.g. http://host:8080/v1/rerank (Cohere, Jina, vLLM "
+              "/rerank or /score, TEI, Infinity); openai: the server's base URL, e.g. http://host:8000/v1.")
+@click.option("--endpoint-format", type=click.Choice(["auto", "cohere", "tei", "vllm-score"]),
+              help="endpoint: request shape [auto: /score is vllm-score, else cohere; tei when the server asks].")
+@click.option("--endpoint-model", help="endpoint/openai: model name sent (openai default: the first of GET /models).")
+@click.option("--endpoint-api-key", envvar="DISTILRANK_ENDPOINT_API_KEY",
+              help="endpoint/openai: bearer token (or env; openai also reads OPENAI_API_KEY).")
+@click.option("--endpoint-batch-size", type=int, help="endpoint/openai: documents (prompts) per request [32].")
+@click.option("--endpoint-concurrency", type=int, help="endpoint/openai: requests in flight [4].")
+@click.option("--endpoint-retries", type=int, help="endpoint/openai: retries with exponential backoff [4].")
+@click.option("--openai-score", type=click.Choice(["yes", "qlm"]),
+              help="openai: log-odds of 'Yes' (chat or completions) or query likelihood (completions + echo) [yes].")
 @click.option("--members", help="ensemble: comma-separated members [llm,dense,bm25].")
 @click.option("--weights", help="ensemble: fixed weights, e.g. dense=0.5,bm25=0.5 (default: fitted on qrels).")
 @click.option("--fit-queries", type=int, help="ensemble: labelled queries with qrels used to fit weights [100].")
@@ -178,8 +185,8 @@ def synthesize_cmd(**kwargs: Any) -> None:
 def rerank_cmd(teacher_dir: str | None, zero_shot: bool, base_model: str, corpus: str, queries: str, run_path: str,
                out: str, top_k: int, batch_size: int, max_length: int, device: str) -> None:
     """Rerank the top-k of a run; evaluate the result with `distilrank evaluate`."""
-    from distill.core.formats import read_corpus, read_queries, read_run, write_run
     from distill.core.errors import ConfigError
+    from distill.core.formats import read_corpus, read_queries, read_run, write_run
     from distill.teacher.rerank import rerank_run, rerank_with
 
     if zero_shot == bool(teacher_dir):

@@ -167,8 +167,8 @@ class SFTConfig(TrainConfig):
         _check(self.max_queries >= 0, f"max_queries must be >= 0, got {self.max_queries}")
 
 
-LabelSource = Literal["llm", "run", "endpoint", "dense", "bm25", "ensemble"]
-_LABEL_SOURCES = ("llm", "run", "endpoint", "dense", "bm25", "ensemble")
+LabelSource = Literal["llm", "run", "endpoint", "openai", "dense", "bm25", "ensemble"]
+_LABEL_SOURCES = ("llm", "run", "endpoint", "openai", "dense", "bm25", "ensemble")
 
 
 @dataclass(frozen=True)
@@ -197,13 +197,21 @@ class LabelConfig:
     #: run: a TREC run of the teacher over (at least) the queries to label
     run: str | None = None
     run_depth: int = 100
-    #: endpoint: a Cohere-compatible POST /v1/rerank URL
+    #: endpoint: a rerank server's URL (Cohere, Jina, vLLM, TEI, Infinity); openai: an OpenAI-compatible server's
+    #: base URL (http://host:8000/v1) or its /chat/completions or /completions URL
     endpoint_url: str | None = None
     endpoint_model: str | None = None
     endpoint_api_key: str | None = None
     endpoint_batch_size: int = 32
     endpoint_timeout_s: float = 60.0
     endpoint_retries: int = 4
+    #: endpoint: the request shape, ``auto`` detected (see distill.teacher._endpoint.EndpointFormat)
+    endpoint_format: Literal["auto", "cohere", "tei", "vllm-score"] = "auto"
+    endpoint_concurrency: int = 4
+    #: the longest wait between two tries, whatever the backoff or a Retry-After header asks for
+    endpoint_max_wait_s: float = 120.0
+    #: openai: ``yes`` (log-odds of P(yes), chat or completions) or ``qlm`` (query likelihood, completions + echo)
+    openai_score: Literal["yes", "qlm"] = "yes"
     #: ensemble
     members: tuple[str, ...] = ("llm", "dense", "bm25")
     weights: dict[str, float] | None = None
@@ -240,6 +248,14 @@ class LabelConfig:
                "the llm source needs --teacher (a `distilrank teacher sft` dir, or any causal LM dir with llm_score=qlm)")
         _check("run" not in used or bool(self.run), "the run source needs --run (a TREC run file of the teacher)")
         _check("endpoint" not in used or bool(self.endpoint_url), "the endpoint source needs --endpoint-url")
+        _check("openai" not in used or bool(self.endpoint_url),
+               "the openai source needs --endpoint-url (the server's base URL, e.g. http://127.0.0.1:8000/v1)")
+        _one_of("openai_score", self.openai_score, ("yes", "qlm"))
+        _one_of("endpoint_format", self.endpoint_format, ("auto", "cohere", "tei", "vllm-score"))
+        if self.endpoint_url and used & {"endpoint", "openai"}:
+            from distill.teacher._endpoint import check_url
+
+            check_url(self.endpoint_url, "--endpoint-url")  # a URL with no host is exit 2 now, not after retries
         _check(bool(self.queries and self.corpus), "label needs --queries and --corpus")
         _check(min(self.n_bm25, self.n_dense, self.n_random) >= 0, "n_bm25, n_dense and n_random must be >= 0")
         _check(self.source == "run" or self.n_bm25 + self.n_dense + self.n_random > 0 or self.qrels is not None,

@@ -79,10 +79,8 @@ class SourceFactory:
             return s.DenseSource(self.corpus, retriever=self.dense_retriever)
         if name == "run":
             return s.RunSource(cfg.run or "")
-        if name == "endpoint":
-            return s.EndpointSource(self.corpus, s.EndpointConfig(
-                url=cfg.endpoint_url or "", model=cfg.endpoint_model, api_key=cfg.endpoint_api_key,
-                batch_size=cfg.endpoint_batch_size, timeout_s=cfg.endpoint_timeout_s, retries=cfg.endpoint_retries))
+        if name in ("endpoint", "openai"):
+            return s.remote_source(name, self.corpus, cfg)
         if name == "llm":
             return s.LLMSource(self.corpus, cfg.teacher, cfg.llm_score, cfg.batch_size, cfg.max_length, cfg.device)
         raise ValueError(f"unknown source {name!r}")

@@ -9,8 +9,11 @@ covers every candidate (higher = more relevant; the scale is the source's own):
   (RankingGPT's query likelihood: mean log p(query tokens | document prompt), usable zero-shot);
 * ``run``: a TREC run from anywhere (e.g. a 7B LLM reranker run on a GPU box). A candidate the run
   does not rank gets the query's lowest run score minus 1: "below everything the teacher ranked";
-* ``endpoint``: any Cohere-compatible ``POST /v1/rerank`` (TEI, Cohere, a vLLM reranker, or
-  ``distilrank serve`` of a larger model), batched, retried with backoff;
+* ``endpoint``: any rerank server (Cohere v1/v2, Jina, vLLM /rerank and /score, TEI, Infinity, or
+  ``distilrank serve`` of a larger model), its request and answer shapes detected; batched, concurrent,
+  retried with backoff;
+* ``openai``: any LLM behind an OpenAI-compatible server, P(yes) log-odds or query likelihood from logprobs
+  (:mod:`distill.teacher.openai_source`), through the same HTTP client and answer checks as ``endpoint``;
 * ``ensemble``: a per-query z-scored weighted sum of members, weights fitted on dev queries with
   qrels by coordinate ascent on nDCG@10 (:func:`fit_weights`).
 
@@ -20,11 +23,9 @@ so every source is resumable in the same way.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import random
-import time
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,16 +33,29 @@ from typing import Any, Literal, Protocol
 
 import numpy as np
 
+from distill.core.errors import ConfigError, DataError
 from distill.core.formats import Document, Qrels, Query, Run, read_run
-from distill.core.errors import ConfigError, DataError, MissingPrerequisiteError
 from distill.core.normalization import zscore_run
+from distill.teacher._endpoint import (
+    EndpointClient,
+    EndpointConfig,
+    EndpointError,
+    EndpointRefused,
+    answer_error,
+    expected_rerank,
+    guess_format,
+    needs_texts,
+    read_rerank,
+    rerank_request,
+)
 
-__all__ = ["SOURCE_NAMES", "BM25Source", "DenseSource", "EndpointError", "EndpointSource", "EnsembleSource",
-           "LLMSource", "RunSource", "SLOW_SOURCES", "TeacherSource", "fit_weights", "scored_qids", "zscore_run"]
+__all__ = ["SOURCE_NAMES", "BM25Source", "DenseSource", "EndpointConfig", "EndpointError", "EndpointSource",
+           "EnsembleSource", "LLMSource", "RunSource", "SLOW_SOURCES", "TeacherSource", "fit_weights", "remote_source",
+           "scored_qids", "zscore_run"]
 
 logger = logging.getLogger(__name__)
 
-SOURCE_NAMES = ("llm", "run", "endpoint", "dense", "bm25", "ensemble")
+SOURCE_NAMES = ("llm", "run", "endpoint", "openai", "dense", "bm25", "ensemble")
 Candidates = Mapping[str, Sequence[str]]
 
 
@@ -103,105 +117,67 @@ class RunSource:
         return out
 
 
-class EndpointError(MissingPrerequisiteError):
-    """The rerank endpoint is down, keeps failing, or answers something that is not a rerank response."""
-
-
-@dataclass(frozen=True)
-class EndpointConfig:
-    url: str = ""
-    model: str | None = None
-    api_key: str | None = None
-    #: documents per request (most hosted rerankers cap this, e.g. Cohere at 1000, TEI at its max_client_batch_size)
-    batch_size: int = 32
-    timeout_s: float = 60.0
-    retries: int = 4
-    backoff_s: float = 0.5
-    #: characters of each document sent (the endpoint truncates to its own token limit anyway)
-    max_doc_chars: int = 4000
-
-    def __post_init__(self) -> None:
-        if not self.url.startswith(("http://", "https://")):
-            raise ConfigError(f"endpoint url must start with http:// or https://, got {self.url!r}")
-        if self.batch_size < 1 or self.retries < 0 or not self.timeout_s > 0 or self.backoff_s < 0:
-            raise ConfigError("endpoint needs batch_size >= 1, retries >= 0, timeout_s > 0 and backoff_s >= 0")
-        if self.api_key is not None and not self.api_key.strip():
-            raise ConfigError("endpoint api_key is empty; leave it unset for an open endpoint")
-
-
 class EndpointSource:
-    """Cohere-style ``POST {url}`` with ``{"query", "documents", "top_n", "return_documents": false}``;
-    reads ``results[].index`` / ``results[].relevance_score``. Retries connection errors, timeouts, 429 and
-    5xx with exponential backoff (``backoff_s * 2**attempt``, honouring ``Retry-After``); 4xx other than 429
-    and malformed answers fail at once with :class:`EndpointError` (exit code 3)."""
+    """Any rerank server: ``POST {url}`` in the server's documented request shape (``config.format``; ``auto``
+    detects it), answers read by :func:`distill.teacher._endpoint.read_rerank` whatever their documented shape
+    (Cohere v1/v2, Jina, vLLM /rerank and /score, TEI, Infinity). Documents go in batches of ``batch_size``,
+    up to ``concurrency`` requests in flight, through :class:`~distill.teacher._endpoint.EndpointClient`
+    (retries, backoff, Retry-After); refusals and malformed answers are :class:`EndpointError` (exit code 3)."""
 
     name = "endpoint"
 
     def __init__(self, corpus: Mapping[str, Document], config: EndpointConfig, client: Any = None):
-        import httpx
-
         self.corpus = corpus
         self.config = config
-        headers = {"Authorization": f"Bearer {config.api_key}"} if config.api_key else {}
-        self.client = client or httpx.Client(timeout=config.timeout_s, headers=headers)
+        self.http = EndpointClient(config, client, what="rerank endpoint", answer="a rerank response")
+        self.format = guess_format(config.url) if config.format == "auto" else config.format
+        self._shape: str | None = None
 
     def _post(self, query: str, docs: list[str]) -> list[float]:
-        import httpx
-
         cfg = self.config
-        body: dict[str, Any] = {"query": query, "documents": docs, "top_n": len(docs), "return_documents": False}
-        if cfg.model:
-            body["model"] = cfg.model
-        last = ""
-        for attempt in range(cfg.retries + 1):
-            wait = cfg.backoff_s * (2 ** attempt)
-            try:
-                resp = self.client.post(cfg.url, json=body)
-            except httpx.HTTPError as exc:
-                last = f"{type(exc).__name__}: {exc}"
-            else:
-                if resp.status_code == 200:
-                    return self._parse(resp, len(docs))
-                last = f"HTTP {resp.status_code}: {resp.text[:200]}"
-                if resp.status_code != 429 and resp.status_code < 500:
-                    raise EndpointError(f"rerank endpoint {cfg.url} refused the request ({last}); check the URL, "
-                                        "model name and API key")
-                retry_after = resp.headers.get("Retry-After", "")
-                if retry_after.replace(".", "", 1).isdigit():
-                    wait = max(wait, float(retry_after))
-            if attempt < cfg.retries:
-                logger.warning("endpoint: %s; retry %d/%d in %.1f s", last, attempt + 1, cfg.retries, wait)
-                time.sleep(wait)
-        raise EndpointError(f"rerank endpoint {cfg.url} failed {cfg.retries + 1} times (last: {last}); is it up? "
-                            "Labels written so far are kept: re-run the same command to resume")
-
-    def _parse(self, resp: Any, n: int) -> list[float]:
+        fmt = self.format
         try:
-            results = resp.json()["results"]
-            scores: dict[int, float] = {}
-            for r in results:
-                idx, score = int(r["index"]), float(r["relevance_score"])
-                if not 0 <= idx < n or not math.isfinite(score):
-                    raise ValueError(f"index {idx} or score {score} out of range")
-                scores[idx] = score
-            if len(scores) != n:
-                raise ValueError(f"{len(scores)} scores for {n} documents")
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-            raise EndpointError(f"rerank endpoint {self.config.url} answered something that is not a rerank response "
-                                f"({exc}; body starts {resp.text[:120]!r}); expected "
-                                '{"results": [{"index": int, "relevance_score": float}, ...]}') from exc
-        return [scores[i] for i in range(n)]
+            payload = self.http.post_json(cfg.url, rerank_request(fmt, cfg.url, query, docs, cfg.model))
+        except EndpointRefused as exc:
+            if cfg.format != "auto" or fmt != "cohere" or not needs_texts(exc):
+                raise
+            logger.info("endpoint: %s asks for `texts`: sending text-embeddings-inference's /rerank shape", cfg.url)
+            self.format = "tei"
+            return self._post(query, docs)
+        try:
+            shape, scores = read_rerank(payload, len(docs))
+        except ValueError as exc:
+            raise answer_error(self.http, cfg.url, exc, payload, expected_rerank()) from exc
+        if shape != self._shape:
+            logger.info("endpoint: %s answers in the %s shape", cfg.url, shape)
+            self._shape = shape
+        return scores
 
     def score(self, queries: Mapping[str, Query], candidates: Candidates) -> Run:
         out: Run = {}
         bs = self.config.batch_size
         for qid, docs in candidates.items():
             texts = [self.corpus[d].full_text[: self.config.max_doc_chars] for d in docs]
-            scores: list[float] = []
-            for start in range(0, len(texts), bs):
-                scores.extend(self._post(queries[qid].text, texts[start:start + bs]))
+            batches = [(queries[qid].text, texts[start:start + bs]) for start in range(0, len(texts), bs)]
+            scores = [s for batch in self.http.map(lambda qb: self._post(*qb), batches) for s in batch]
             out[qid] = dict(zip(docs, scores, strict=True))
         return out
+
+
+def remote_source(name: str, corpus: Mapping[str, Document], config: Any, client: Any = None) -> TeacherSource:
+    """The ``endpoint`` or ``openai`` source of a label config (its ``endpoint_*`` and ``openai_score`` fields):
+    both reach their server through the same :class:`EndpointConfig`, retries and answer checks."""
+    http = EndpointConfig(url=config.endpoint_url or "", model=config.endpoint_model, api_key=config.endpoint_api_key,
+                          batch_size=config.endpoint_batch_size, timeout_s=config.endpoint_timeout_s,
+                          retries=config.endpoint_retries, format=config.endpoint_format,
+                          concurrency=config.endpoint_concurrency, max_wait_s=config.endpoint_max_wait_s)
+    if name == "endpoint":
+        return EndpointSource(corpus, http, client)
+    if name == "openai":
+        from distill.teacher.openai_source import OpenAISource
+
+        return OpenAISource(corpus, http, config.openai_score, client=client)
+    raise ValueError(f"{name!r} is not a remote source (endpoint, openai)")
 
 
 LLMScore = Literal["head", "qlm"]
@@ -283,7 +259,7 @@ def scored_qids(runs: Mapping[str, Run], qrels: Qrels, purpose: str) -> list[str
 
 
 #: members that cost a model call per labelled pair: they must earn their weight beyond dev noise
-SLOW_SOURCES = frozenset({"llm", "endpoint"})
+SLOW_SOURCES = frozenset({"llm", "endpoint", "openai"})
 
 
 def fit_weights(runs: Mapping[str, Run], qrels: Qrels, metric: str = "ndcg@10", rounds: int = 3,
