@@ -3,7 +3,9 @@
 Output follows :mod:`distill.core.label_files`; one line is appended (and fsynced) per query, so an interrupted
 run resumes with the queries not yet labelled, whatever the source (a dead endpoint included). An
 ensemble's fitted weights are written to ``ensemble.json`` before any label, so a resumed run labels
-with the same weights. The manifest is written last, when every query is done.
+with the same weights. The file's first line records the teacher (:func:`labels_teacher`): resuming with
+another source or other scoring settings is a ConfigError (exit 2) naming both. The manifest is written
+last, when every query is done.
 """
 
 from __future__ import annotations
@@ -11,22 +13,33 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 from distill.core.atomic_io import write_json
-from distill.core.formats import Document, Qrels, Query, Run, read_corpus, read_qrels, read_queries
+from distill.core.errors import ConfigError
 from distill.core.fault_injection import fault_point
-from distill.core.label_files import LabeledDoc, LabeledQuery, append_labels, valid_qids
+from distill.core.formats import Document, Qrels, Query, Run, read_corpus, read_qrels, read_queries
+from distill.core.label_files import (
+    LabeledDoc,
+    LabeledQuery,
+    LabelsTeacher,
+    append_labels,
+    read_teacher,
+    start_labels,
+    valid_qids,
+)
 from distill.core.manifest import skip_if_finished, write_manifest
 from distill.teacher._training_pairs import subsample
 from distill.teacher.candidates import gather_candidates
 from distill.teacher.config import LabelConfig
 from distill.teacher.sources import EnsembleSource, TeacherSource, combine_runs, fit_weights, scored_qids
 
-__all__ = ["ENSEMBLE_FILE", "LABELS_FILE", "SourceFactory", "ensemble_fit_qids", "label_fit_qids", "run_label"]
+__all__ = ["ENSEMBLE_FILE", "LABELS_FILE", "SourceFactory", "ensemble_fit_qids", "label_fit_qids", "labels_teacher",
+           "run_label"]
 
 logger = logging.getLogger(__name__)
 
@@ -79,8 +92,10 @@ class SourceFactory:
             return s.DenseSource(self.corpus, retriever=self.dense_retriever)
         if name == "run":
             return s.RunSource(cfg.run or "")
-        if name in ("endpoint", "openai"):
-            return s.remote_source(name, self.corpus, cfg)
+        if name == "endpoint":
+            return s.EndpointSource(self.corpus, s.EndpointConfig(
+                url=cfg.endpoint_url or "", model=cfg.endpoint_model, api_key=cfg.endpoint_api_key,
+                batch_size=cfg.endpoint_batch_size, timeout_s=cfg.endpoint_timeout_s, retries=cfg.endpoint_retries))
         if name == "llm":
             return s.LLMSource(self.corpus, cfg.teacher, cfg.llm_score, cfg.batch_size, cfg.max_length, cfg.device)
         raise ValueError(f"unknown source {name!r}")
@@ -223,6 +238,69 @@ def _ensemble_check(config: LabelConfig, factory: SourceFactory, queries: Mappin
     return info
 
 
+#: per source: the settings that decide its scores, and those among them that are paths. An endpoint's URL
+#: names a server, not a model (a server restarted on another port is the same teacher), so its model name
+#: is what is checked.
+_SCORING: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "llm": (("llm_score", "max_length"), ("teacher",)),
+    "run": (("run_depth",), ("run",)),
+    "endpoint": (("endpoint_model",), ()),
+    "openai": (("endpoint_model", "openai_score"), ()),
+    "bm25": ((), ()),
+    "dense": ((), ("dense_model",)),
+}
+_ENSEMBLE_FIELDS = ("members", "weights", "fit_queries", "qrels_kind", "synthetic_weights", "seed")
+_CANDIDATE_FIELDS = ("n_bm25", "n_dense", "n_random", "seed")
+
+
+def _path_record(value: str | None, base: Path) -> dict[str, str]:
+    if not value:
+        return {}
+    path = Path(value)
+    if not path.exists():
+        return {"path": str(value)}  # a Hub name or "default"
+    path = path.resolve()
+    return {"path": str(path), "relative": os.path.relpath(path, base.resolve())}
+
+
+def labels_teacher(config: LabelConfig, out_dir: Path) -> LabelsTeacher:
+    """The teacher a labels file records in its header: the source and the settings that decide its scores or
+    its candidates; not batch sizes, device, timeouts, retries, the API key, ``max_queries`` or the shard,
+    which leave every label as it is."""
+    fields: list[str] = []
+    path_fields: list[str] = []
+    for name in sorted(config.used_sources):
+        fields += _SCORING[name][0]
+        path_fields += _SCORING[name][1]
+    if config.source == "ensemble":
+        fields += _ENSEMBLE_FIELDS
+    if config.source != "run":  # the run source takes its candidates from the run
+        fields += _CANDIDATE_FIELDS
+        path_fields += ["dense_model"] if config.n_dense else []
+    raw = config.to_dict()
+    values = {key: raw.get(key) for key in dict.fromkeys(fields)} | {"positives": config.qrels is not None}
+    values = json.loads(json.dumps(values, default=str))  # as it reads back from the file
+    paths = {key: _path_record(raw.get(key), out_dir) for key in dict.fromkeys(path_fields)}
+    return LabelsTeacher(config.source, values, paths)
+
+
+def _claim_labels(out: Path, teacher: LabelsTeacher, done: set[str]) -> None:
+    """Begin a new labels file with its teacher; resuming one that another teacher began is exit 2."""
+    recorded = read_teacher(out)
+    if recorded is None:
+        if done:
+            logger.warning("%s records no teacher (an older distilrank wrote it): resuming without checking that "
+                           "its %d labelled queries come from %s", out, len(done), teacher.describe())
+        else:
+            start_labels(out, teacher)
+        return
+    diff = recorded.differences(teacher)
+    if diff:
+        raise ConfigError(f"{out} was labelled by source {recorded.source!r}, but this run asks for source "
+                          f"{teacher.source!r}; they differ in {'; '.join(diff)} (recorded vs asked). Resume with "
+                          "the same teacher and settings, or label into another --out.")
+
+
 def run_label(config: LabelConfig, out_dir: str | Path, progress: bool = False,
               corpus: Mapping[str, Document] | None = None, factory: SourceFactory | None = None) -> Path:
     """Label (or resume labelling) the configured queries; returns the labels file."""
@@ -242,6 +320,7 @@ def run_label(config: LabelConfig, out_dir: str | Path, progress: bool = False,
         qids = [q for k, q in enumerate(sorted(qids)) if k % shard_n == shard_i]
         logger.info("label: shard %d/%d holds %d queries", shard_i, shard_n, len(qids))
     done = valid_qids(out)
+    _claim_labels(out, labels_teacher(config, out_dir), done)
     todo = [q for q in qids if q not in done]
     logger.info("label: %d queries, %d already labelled, %d to go (source %s)", len(qids), len(qids) - len(todo), len(todo),
                 config.source)
