@@ -2,14 +2,16 @@
 
 Each row runs ``distilrank`` in-process and asserts the exit code from the one table
 (2 bad arguments, 4 bad data), that stderr names the file and line where there is one, and that no
-Python traceback escapes. Every row failed on the code before issue 15 (a traceback, SIGABRT inside
-trec_eval, exit 0 with nothing, a wrong exit code or a message without the line).
+Python traceback escapes, that every input file is as it was and that no listed output is left behind.
+Every row failed on the code it was written for (a traceback, SIGABRT inside trec_eval, a MemoryError,
+exit 0 with nothing or with a wrong result, a wrong exit code or a message without the line).
 """
 
 from __future__ import annotations
 
 import bz2
 import gzip
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,14 +34,31 @@ class Fault:
     argv: list[str]
     code: int
     stderr: tuple[str, ...] = ()
+    #: outputs that must not exist afterwards (nothing half-written)
+    absent: tuple[str, ...] = ()
+    #: a module the command needs (its install extra); the row is skipped without it
+    needs: str | None = None
 
 
 def _evaluate(*extra: str, qrels: str = "qrels.txt", run: str = "run.trec") -> list[str]:
     return ["evaluate", "--qrels", "{tmp}/" + qrels, "--run", "{tmp}/" + run, *extra]
 
 
-def _bm25(corpus: str = "corpus.jsonl", queries: str = "queries.tsv") -> list[str]:
-    return ["retrieve", "bm25", "--corpus", "{tmp}/" + corpus, "--queries", "{tmp}/" + queries, "--out", "{tmp}/out.trec"]
+def _bm25(*extra: str, corpus: str = "corpus.jsonl", queries: str = "queries.tsv") -> list[str]:
+    return ["retrieve", "bm25", "--corpus", "{tmp}/" + corpus, "--queries", "{tmp}/" + queries,
+            "--out", "{tmp}/out.trec", *extra]
+
+
+def _labels_begun_by(config: dict[str, object]) -> str:
+    """A labels file a stopped ``teacher label`` left: its header and one query."""
+    header = {"labelled_by": {"source": config.pop("source"), "config": config, "paths": {}}}
+    record = {"qid": "1", "query": "solar", "docs": [{"doc_id": "a", "score": 1.5, "source": "bm25"}]}
+    return json.dumps(header) + "\n" + json.dumps(record) + "\n"
+
+
+_LABEL = ["teacher", "label", "--out", "{tmp}/labels", "--queries", "{tmp}/queries.tsv",
+          "--corpus", "{tmp}/corpus.jsonl", "--n-dense", "0", "--n-bm25", "2", "--n-random", "0"]
+_BM25_LABELS = {"n_bm25": 2, "n_dense": 0, "n_random": 0, "seed": 13, "positives": False}
 
 
 FAULTS = [
@@ -96,11 +115,59 @@ FAULTS = [
           _bm25(corpus="corpus.jsonl.gz"), 4, ("corpus.jsonl.gz:2", "invalid JSON")),
     Fault("gz TSV corpus bad line", {"corpus.tsv.gz": gzip.compress(b"a\tsolar energy\nb\n"), "queries.tsv": GOOD_QUERIES},
           _bm25(corpus="corpus.tsv.gz"), 4, ("corpus.tsv.gz:2", "1 tab-separated columns")),
+    # numbers on the command line: finite, in range, ASCII digits
+    Fault("--rel-threshold 99999999999 (TypeError in pytrec_eval)", {"qrels.txt": GOOD_QRELS, "run.trec": GOOD_RUN},
+          _evaluate("--rel-threshold", "99999999999"), 2, ("--rel-threshold", "1 <= x <= 2147483647")),
+    Fault("--k1 nan (an empty run, exit 0)", {"corpus.jsonl": GOOD_CORPUS, "queries.tsv": GOOD_QUERIES},
+          _bm25("--k1", "nan"), 2, ("--k1", "finite"), absent=("out.trec",)),
+    Fault("--k1 1e999 (inf)", {"corpus.jsonl": GOOD_CORPUS, "queries.tsv": GOOD_QUERIES},
+          _bm25("--k1", "1e999"), 2, ("--k1", "finite"), absent=("out.trec",)),
+    Fault("--k1 1e300 (every score 0)", {"corpus.jsonl": GOOD_CORPUS, "queries.tsv": GOOD_QUERIES},
+          _bm25("--k1", "1e300"), 2, ("--k1", "0 <= x <= 100"), absent=("out.trec",)),
+    Fault("--b 1.5", {"corpus.jsonl": GOOD_CORPUS, "queries.tsv": GOOD_QUERIES},
+          _bm25("--b", "1.5"), 2, ("--b", "0 <= x <= 1"), absent=("out.trec",)),
+    Fault("--top-k in full-width digits", {"corpus.jsonl": GOOD_CORPUS, "queries.tsv": GOOD_QUERIES},
+          _bm25("--top-k", "１０"), 2, ("--top-k", "ASCII digits"), absent=("out.trec",)),
+    Fault("--metrics ndcg@１０ (non-ASCII digits: 0.0, exit 0)", {"qrels.txt": GOOD_QRELS, "run.trec": GOOD_RUN},
+          _evaluate("--metrics", "ndcg@１０"), 2, ("ndcg@１０", "ASCII digits")),
+    # a file without line breaks is refused at the line limit, not read whole
+    Fault("--run /dev/zero (MemoryError)", {"qrels.txt": GOOD_QRELS},
+          ["evaluate", "--qrels", "{tmp}/qrels.txt", "--run", "/dev/zero"], 4,
+          ("/dev/zero", "line 1", "without a line break")),
+    Fault("--corpus /dev/zero", {"queries.tsv": GOOD_QUERIES},
+          ["retrieve", "bm25", "--corpus", "/dev/zero", "--queries", "{tmp}/queries.tsv", "--out", "{tmp}/out.trec"], 4,
+          ("/dev/zero", "without a line break"), absent=("out.trec",)),
+    # ids are checked where runs are written
+    Fault("doc id with a space (7-column run, exit 0)",
+          {"corpus.jsonl": GOOD_CORPUS.replace('"_id": "a"', '"_id": "a b"'), "queries.tsv": GOOD_QUERIES},
+          _bm25(), 4, ("out.trec", "document id 'a b' (query '1')", "whitespace"), absent=("out.trec",)),
+    Fault("query id with a tab", {"corpus.jsonl": GOOD_CORPUS,
+                                  "queries.jsonl": '{"_id": "q\\t1", "text": "solar"}\n{"_id": "2", "text": "wind"}\n'},
+          _bm25(queries="queries.jsonl"), 4, ("query id 'q\\t1'",), absent=("out.trec",)),
+    Fault("doc id with a no-break space", {"corpus.jsonl": GOOD_CORPUS.replace('"_id": "b"', '"_id": "b\\u00a0c"'),
+                                           "queries.tsv": GOOD_QUERIES},
+          _bm25(), 4, ("document id 'b\\xa0c'",), absent=("out.trec",)),
+    Fault("query with a lone surrogate", {"corpus.jsonl": GOOD_CORPUS,
+                                          "queries.jsonl": '{"_id": "1", "text": "solar \\ud800"}\n'},
+          _bm25(queries="queries.jsonl"), 4, ("queries.jsonl:1", "lone surrogate"), absent=("out.trec",)),
+    # a labels file records its teacher
+    Fault("teacher label resumed with another source (two teachers in one file, exit 0)",
+          {"corpus.jsonl": GOOD_CORPUS, "queries.tsv": GOOD_QUERIES,
+           "labels/labels.jsonl": _labels_begun_by({"source": "endpoint", "endpoint_model": "big", **_BM25_LABELS})},
+          [*_LABEL, "--source", "bm25"], 2, ("source 'endpoint'", "source 'bm25'", "endpoint_model: 'big' vs None"),
+          absent=("labels/manifest.json",), needs="torch"),
+    Fault("teacher label resumed with other candidates", {
+        "corpus.jsonl": GOOD_CORPUS, "queries.tsv": GOOD_QUERIES,
+        "labels/labels.jsonl": _labels_begun_by({"source": "bm25", **_BM25_LABELS, "n_random": 5})},
+          [*_LABEL, "--source", "bm25"], 2, ("source 'bm25'", "n_random: 5 vs 0"), absent=("labels/manifest.json",),
+          needs="torch"),
 ]
 
 
 @pytest.mark.parametrize("fault", FAULTS, ids=[f.name for f in FAULTS])
 def test_fault(fault: Fault, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    if fault.needs:
+        pytest.importorskip(fault.needs)
     for name, content in fault.files.items():
         path = tmp_path / name
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -116,3 +183,8 @@ def test_fault(fault: Fault, tmp_path: Path, capsys: pytest.CaptureFixture[str])
     assert len([line for line in err.splitlines() if line.startswith(("error:", "Error:"))]) == 1, err
     for needle in fault.stderr:
         assert needle in err, err
+    for name in fault.absent:
+        assert not (tmp_path / name).exists(), name
+    for name, content in fault.files.items():  # nothing lost: every input is as it was
+        data = content if isinstance(content, bytes) else content.encode("utf-8")
+        assert (tmp_path / name).read_bytes() == data, name
