@@ -174,7 +174,7 @@ def summarize(outcomes: list[Outcome], duration: float, docs_per_request: int, d
 def run_variant(name: str, cwd: Path, model: Path, server_args: list[str], bodies: list[bytes], clients: int,
                 duration: float, docs: int, rates: dict[str, float] | None) -> dict:
     """Capacity (closed loop), then the open-loop levels (``rates``: label -> req/s; None: from this capacity)."""
-    from tests.serve_process import start_serve, stop_serve
+    from ranker.process import start_serve, stop_serve
 
     proc, url = start_serve(model, *server_args, quiet=True, checkout=cwd)
     try:

@@ -108,7 +108,7 @@ def main(model_dir: Path | None, users: str, passages: str, run_time: str, threa
     from distill.core.atomic_io import write_json
     from distill.core.errors import GateFailedError
     from loadtests import LoadTestConfig, build_payloads, run_loadtest
-    from tests.serve_process import start_serve, stop_serve
+    from ranker.process import start_serve, stop_serve
 
     user_counts = sorted({int(u) for u in users.split(",")})
     passage_counts = sorted({int(p) for p in passages.split(",")})

@@ -92,7 +92,7 @@ def main(model_dir: Path, data: Path, windows: str, max_queries: int, size: int,
     from distill.core.atomic_io import write_json
     from distill.core.evaluation import evaluate
     from distill.core.formats import read_qrels, read_queries
-    from tests.serve_process import start_serve, stop_serve
+    from ranker.process import start_serve, stop_serve
 
     window_sizes = sorted({int(w) for w in windows.split(",")})
     qrels = read_qrels(data / "qrels.test.txt")

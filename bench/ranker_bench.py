@@ -177,8 +177,8 @@ def main(model_dir: str | None, student_dir: str | None, reps: int, threads: int
 
     from distill.core.atomic_io import atomic_write, write_json
     from ranker.client import RerankClient
+    from ranker.process import start_serve, stop_serve
     from ranker.runtime import RerankRuntime, RuntimeConfig
-    from tests.serve_process import start_serve, stop_serve
 
     threads = threads or os.cpu_count() or 1
     torch.set_num_threads(threads)

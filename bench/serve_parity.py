@@ -42,7 +42,7 @@ def main() -> int:
     from distill.core.model_card import load_model_card
     from export.scorers import onnx_scorer
     from ranker.client import RerankClient
-    from tests.serve_process import start_serve, stop_serve
+    from ranker.process import start_serve, stop_serve
 
     card = load_model_card(args.model)
     corpus, queries, run = read_corpus(args.corpus), read_queries(args.queries), read_run(args.run)

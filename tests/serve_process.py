@@ -1,89 +1,10 @@
-"""``distilrank serve`` as a child process on 127.0.0.1: start it, wait until ``/ready``, stop it.
+"""The tests' name for :mod:`ranker.process` (``distilrank serve`` as a child process on 127.0.0.1).
 
-Used by the benches and the tests (one implementation of the port pick and the readiness wait). A dev-only
-harness, so it lives in the ``tests`` package and is not installed with ``ranker``: the tests import it as
-``tests.serve_process``, and ``bench/`` (run as ``python -m bench.x`` from a source checkout) does the same.
-It sits here rather than in ``bench/`` so the test suite never depends on benchmark code.
+The harness itself lives in the library, so the benches use it without importing anything from ``tests``.
 """
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
+from ranker.process import free_port, serving, start_serve, stop_serve, wait_ready
 
 __all__ = ["free_port", "serving", "start_serve", "stop_serve", "wait_ready"]
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_ready(url: str, proc: subprocess.Popen | None = None, timeout: float = 60.0) -> None:
-    """Poll ``url/ready`` until it answers 200; fail early if ``proc`` (the server process) exits."""
-    from ranker.client import RerankClient
-
-    deadline = time.monotonic() + timeout
-    with RerankClient(url, timeout=1.0) as client:
-        while time.monotonic() < deadline:
-            if proc is not None and proc.poll() is not None:
-                raise RuntimeError(f"the server exited with code {proc.returncode} before it was ready")
-            if client.ready():
-                return
-            time.sleep(0.1)
-    raise RuntimeError(f"{url}/ready did not answer 200 within {timeout:.0f} s")
-
-
-def start_serve(model_dir: str | os.PathLike[str], *args: str, quiet: bool = False, timeout: float = 120.0,
-                checkout: str | os.PathLike[str] | None = None) -> tuple[subprocess.Popen[bytes], str]:
-    """Start ``distilrank [-q] serve --model model_dir --port P *args`` and wait until it is ready.
-
-    ``checkout``: run the server from that source tree instead of this one (a ``git worktree`` of an older
-    commit, for before/after benches). The child never inherits ``DISTILRANK_API_KEY``: pass ``--api-key``
-    in ``args`` to require one. Returns ``(process, base_url)``; the process is killed when it does not
-    become ready.
-    """
-    port = free_port()
-    cmd = [sys.executable, "-m", "distill.cli", *(["-q"] if quiet else []), "serve", "--model", str(Path(model_dir)),
-           "--port", str(port), *args]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    env.pop("DISTILRANK_API_KEY", None)
-    if checkout is not None:
-        env["PYTHONPATH"] = str(checkout)
-    proc = subprocess.Popen(cmd, env=env, cwd=checkout)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_ready(url, proc, timeout)
-    except RuntimeError:
-        proc.kill()
-        proc.wait()
-        raise
-    return proc, url
-
-
-def stop_serve(proc: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
-    """SIGTERM (the server finishes queued requests), then SIGKILL after ``timeout`` seconds."""
-    proc.terminate()
-    try:
-        proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-
-
-@contextmanager
-def serving(model_dir: str | os.PathLike[str], *args: str, quiet: bool = False, timeout: float = 120.0) -> Iterator[str]:
-    """:func:`start_serve` as a context manager yielding the base URL."""
-    proc, url = start_serve(model_dir, *args, quiet=quiet, timeout=timeout)
-    try:
-        yield url
-    finally:
-        stop_serve(proc)
