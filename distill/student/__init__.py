@@ -1,4 +1,5 @@
-"""Student distillation: hybrid pointwise + margin-MSE loss, BERT cross-encoder, training, interpolation.
+"""Student distillation: hybrid pointwise + margin-MSE (or listwise) loss, BERT cross-encoder, a warm-up on the
+corpus, training with a dev signal and checkpoint rule, interpolation, and the never-regress guard.
 
 Imports here are lazy-safe: nothing below imports torch at package import time except
 :mod:`.loss`, which is loaded on first attribute access.
@@ -9,9 +10,12 @@ from __future__ import annotations
 from distill.core.lazy import lazy_exports
 
 __all__ = [
+    "DevCheck",
+    "DevVerdict",
     "HybridDistillLoss",
     "InterpolationConfig",
     "InterpolationResult",
+    "ListwiseKLLoss",
     "LossWeights",
     "NormalizationConfig",
     "PairConfig",
@@ -19,15 +23,22 @@ __all__ = [
     "StudentModelConfig",
     "StudentTrainConfig",
     "TrainResult",
+    "WarmupConfig",
     "build_groups",
     "build_student",
+    "choose_checkpoint",
+    "dev_signal_check",
+    "dev_verdict",
     "drop_layers",
     "interpolate_runs",
     "load_interpolation",
+    "listwise_kl",
     "load_student",
     "margin_mse",
     "normalize_scores",
     "pointwise_mse",
+    "random_ndcg",
+    "run_warmup",
     "save_student",
     "select_layers",
     "student_scorer",
@@ -37,6 +48,10 @@ __all__ = [
 
 _WHERE = {
     "HybridDistillLoss": "loss", "LossWeights": "loss", "margin_mse": "loss", "pointwise_mse": "loss",
+    "ListwiseKLLoss": "loss", "listwise_kl": "loss",
+    "DevCheck": "dev_signal", "choose_checkpoint": "dev_signal", "dev_signal_check": "dev_signal",
+    "random_ndcg": "dev_signal", "DevVerdict": "guard", "dev_verdict": "guard",
+    "WarmupConfig": "warmup", "run_warmup": "warmup",
     "NormalizationConfig": "normalize", "normalize_scores": "normalize",
     "PairConfig": "pairs", "PairGroup": "pairs", "build_groups": "pairs",
     "StudentModelConfig": "model", "build_student": "model", "drop_layers": "model", "load_student": "model",

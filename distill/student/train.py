@@ -1,54 +1,78 @@
-"""Student training: distil teacher labels into the cross-encoder with the hybrid loss.
+"""Student training: distil teacher labels into the cross-encoder with the hybrid (or listwise) loss.
 
 Why the HF ``Trainer`` and not sentence-transformers' ``CrossEncoderTrainer``: our training unit is
 a *group* ``[d+, d-_1..d-_n]`` carrying one teacher score per document, and the loss needs the
 ``(batch, group)`` score matrix. With HF Trainer that is one ``compute_loss`` override plus a
 collator; CrossEncoderTrainer would route the same thing through its column-per-text dataset
 convention and a loss module wrapper for no gain. HF Trainer gives us what the issue asks for
-directly: checkpoints and ``resume_from_checkpoint``, ``load_best_model_at_end`` on a dev metric,
+directly: checkpoints and ``resume_from_checkpoint``, best-checkpoint tracking on a dev metric,
 fp16/bf16 on GPU, and accelerate multi-GPU. The saved artifact is a plain
 ``BertForSequenceClassification`` either way, which CrossEncoder loads (see :mod:`.model`).
 
-Dev evaluation: every ``eval_steps`` the current model reranks the dev queries' candidates (through
-the shared :mod:`distill.core.cross_encoder` scorer, the same truncation as serving) and nDCG@10 is
-computed with :func:`distill.core.evaluation.evaluate`; the best checkpoint is kept. Dev queries are a
-deterministic slice (by qid hash) of the labelled queries, at least ``dev_min_queries`` of them. With
-qrels the dev signal is the qrels; without any (labels from a teacher alone) it is the teacher's own
-ranking of the held-out queries (its top ``pseudo_qrels_top`` candidates count as relevant), and the
-result says so (``dev_signal``). Candidates are the first-stage run when given, else the labelled ones.
+Dev evaluation (:mod:`.dev_signal`): every ``eval_steps`` the current model reranks the dev queries' candidates
+(through the shared :mod:`distill.core.cross_encoder` scorer, the same truncation as serving) and nDCG@10 is
+computed per query with :func:`distill.core.evaluation.evaluate`. Dev queries are a deterministic slice (by qid
+hash) of the labelled queries, sized by :func:`~distill.student.dev_signal.dev_split_size`. With qrels the dev
+signal is the qrels; without any (labels from a teacher alone) it is the teacher's own ranking of the held-out
+queries (its top ``pseudo_qrels_top`` candidates count as relevant), and the result says so (``dev_signal``).
+Candidates are the first-stage run's top ``dev_top_k`` when given, else every labelled candidate. The checkpoint
+kept is chosen by ``checkpoint_rule`` (:func:`~distill.student.dev_signal.choose_checkpoint`), and the chosen
+model's distance from a random order of the same candidates is recorded (``dev_check``).
+
+Before distillation an optional warm-up on the corpus itself (:mod:`.warmup`, ``warmup.mode``) gives the student
+a relevance prior from weak pairs.
 
 Interpolation with the first stage is tuned on the dev split only when the dev qrels are real
 judgments (``qrels_kind="real"``); with synthetic or teacher-derived dev labels a documented
-conservative weight is written instead (:data:`CONSERVATIVE_ALPHA`).
+conservative weight is written instead (:data:`CONSERVATIVE_ALPHA`). Given a dev run, ``OUT/student_report.json``
+and ``.md`` compare the student and the interpolated student with the first stage on dev
+(:func:`~distill.student.guard.dev_verdict`); ``TrainResult.regression`` says whether neither beats it.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
+import math
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from distill.core.atomic_io import atomic_dir, atomic_write, config_hash
+from distill.core.atomic_io import atomic_dir, atomic_write, config_hash, write_json
 from distill.core.config import from_mapping, to_dict
-from distill.core.formats import Qrels, Run
 from distill.core.errors import ConfigError, DataError
+from distill.core.formats import Document, Qrels, Query, Run
+from distill.core.label_files import LabeledQuery
 from distill.core.manifest import write_manifest
+from distill.student.dev_signal import (
+    CheckpointRule,
+    DevSplit,
+    dev_first_stage,
+    dev_split_size,
+    pseudo_qrels,
+)
 from distill.student.interpolate import InterpolationConfig, InterpolationResult
 from distill.student.loss import LossWeights
 from distill.student.model import StudentModelConfig
 from distill.student.normalize import NormalizationConfig
 from distill.student.pairs import PairConfig, PairGroup
+from distill.student.warmup import WarmupConfig, WarmupOutcome
 
-__all__ = ["CONSERVATIVE_ALPHA", "StudentTrainConfig", "TrainResult", "choose_dev", "last_good_checkpoint",
-           "train_student"]
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+__all__ = ["CONSERVATIVE_ALPHA", "REPORT_FILE", "StudentTrainConfig", "TrainResult", "build_dev_split", "choose_dev",
+           "last_good_checkpoint", "train_student"]
 
 #: first-stage weight used when no real judgments exist to tune it: z-scored first stage and z-scored
 #: student, the first stage keeping the larger say (a reranker tuned on nothing must not take over).
 CONSERVATIVE_ALPHA = 0.6
+#: ``OUT/student_report.json`` (+ ``.md``): dev comparison, verdict, checkpoint choice, warm-up
+REPORT_FILE = "student_report.json"
+_HISTORY_FILE = "dev_history.json"
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +84,8 @@ class StudentTrainConfig:
     normalization: NormalizationConfig = field(default_factory=NormalizationConfig)
     loss: LossWeights = field(default_factory=LossWeights)
     interpolation: InterpolationConfig = field(default_factory=InterpolationConfig)
+    #: the warm-up on the corpus itself before distillation (distill.student.warmup); off by default
+    warmup: WarmupConfig = field(default_factory=WarmupConfig)
     #: 8e-5: the fresh 1-logit head and the encoder move together; 3e-5 left the loss flat for an epoch
     learning_rate: float = 8e-5
     #: learning rate of the fresh classification head (None = learning_rate)
@@ -76,14 +102,21 @@ class StudentTrainConfig:
     warmup_ratio: float = 0.1
     weight_decay: float = 0.01
     eval_steps: int = 50
-    #: fraction of labelled queries held out as the dev split (at least dev_min_queries, at most dev_max_queries)
+    #: share of labelled queries held out as the dev split: round(n * dev_fraction), at most dev_max_queries, at
+    #: least dev_min_queries but never more than half (distill.student.dev_signal.dev_split_size)
     dev_fraction: float = 0.15
-    dev_min_queries: int = 30
+    dev_min_queries: int = 5
     dev_max_queries: int = 100
     #: without qrels: the teacher's top-N candidates of a dev query are its pseudo-relevant docs
     pseudo_qrels_top: int = 3
-    #: candidates reranked per dev query
+    #: first-stage candidates reranked per dev query when a dev run is given (without one: every labelled one)
     dev_top_k: int = 20
+    #: which evaluated checkpoint is kept: "best" mean, "last_unless_beaten" by checkpoint_margin_se standard
+    #: errors, or "auto" (best with qrels, last_unless_beaten with the teacher's ranking as the dev signal)
+    checkpoint_rule: CheckpointRule = "auto"
+    #: 2 standard errors, as the ensemble asks of a slow member: with 8 evaluations of equally good checkpoints
+    #: (10 dev queries, simulated) an earlier one clears 1 SE 47% of the time, 2 SE 15%
+    checkpoint_margin_se: float = 2.0
     eval_batch_size: int = 32
     save_total_limit: int = 2
     seed: int = 13
@@ -105,6 +138,11 @@ class StudentTrainConfig:
             raise ConfigError(f"student dev_fraction must be in (0, 1), got {self.dev_fraction}")
         if self.precision not in ("auto", "fp32", "fp16", "bf16"):
             raise ConfigError(f"student precision must be auto, fp32, fp16 or bf16, got {self.precision!r}")
+        if self.checkpoint_rule not in ("auto", "best", "last_unless_beaten"):
+            raise ConfigError(f"student checkpoint_rule must be auto, best or last_unless_beaten, "
+                              f"got {self.checkpoint_rule!r}")
+        if not self.checkpoint_margin_se >= 0:
+            raise ConfigError(f"student checkpoint_margin_se must be >= 0, got {self.checkpoint_margin_se}")
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any] | None) -> StudentTrainConfig:
@@ -123,6 +161,16 @@ class TrainResult:
     wall_time_s: float
     #: "qrels" or "teacher ranking (top N)": what the dev metric and checkpoint choice were measured against
     dev_signal: str = "qrels"
+    #: the chosen model's dev nDCG@10 against a random order of the same candidates (DevCheck.to_dict())
+    dev_check: dict[str, float | None] = field(default_factory=dict)
+    #: {"step", "rule", "reason"} of the kept checkpoint
+    checkpoint: dict[str, Any] = field(default_factory=dict)
+    #: whether the warm-up ran and why (WarmupOutcome.to_dict())
+    warmup: dict[str, Any] = field(default_factory=dict)
+    #: with a dev run: True when neither the student nor the interpolated student beats the first stage on dev
+    regression: bool | None = None
+    verdict: str | None = None
+    report_path: Path | None = None
 
 
 def _qid_hash(qid: str) -> int:
@@ -138,19 +186,30 @@ def choose_dev(labels: list[Any], qrels: Qrels, config: StudentTrainConfig,
         labels = [lq for lq in labels if lq.qid in eligible] or labels
     judged = [lq for lq in labels if any(r >= 1 for r in qrels.get(lq.qid, {}).values())]
     pool = judged or list(labels)
-    if len(pool) < 2:
-        raise DataError(f"{len(pool)} labelled queries: a dev split needs at least 2 (one to train on, one to check)")
-    ranked = sorted(pool, key=lambda lq: (_qid_hash(lq.qid), lq.qid))
-    n = min(round(len(pool) * config.dev_fraction), config.dev_max_queries)
-    n = max(n, min(config.dev_min_queries, len(pool) // 2), 1)
-    dev = ranked[:n]
+    n = dev_split_size(len(pool), config.dev_fraction, config.dev_min_queries, config.dev_max_queries)
+    dev = sorted(pool, key=lambda lq: (_qid_hash(lq.qid), lq.qid))[:n]
     if judged:
         return {lq.qid for lq in dev}, {lq.qid: qrels[lq.qid] for lq in dev}, "qrels"
     top = config.pseudo_qrels_top
-    pseudo = {lq.qid: {d.doc_id: 1 for d in sorted(lq.docs, key=lambda d: (-d.score, d.doc_id))[:top]} for lq in dev}
-    logger.warning("no labelled query has qrels: the dev split (%d queries) is judged against the teacher's own top %d "
-                   "candidates, so the student is chosen for agreeing with the teacher", len(dev), top)
-    return {lq.qid for lq in dev}, pseudo, f"teacher ranking (top {top})"
+    logger.warning("no labelled query has qrels: the dev split (%d queries) is judged against the teacher's own "
+                   "top %d candidates, so the student is chosen for agreeing with the teacher", len(dev), top)
+    return {lq.qid for lq in dev}, pseudo_qrels(dev, top), f"teacher ranking (top {top})"
+
+
+def build_dev_split(labels: list[LabeledQuery], qrels: Qrels, config: StudentTrainConfig,
+                    eligible: set[str] | None = None, dev_run_path: str | Path | None = None) -> DevSplit:
+    """The dev queries, their relevance and the candidates the student reranks on them."""
+    from distill.core.formats import read_run
+
+    dev_ids, dev_qrels, signal = choose_dev(labels, qrels, config, eligible)
+    dev_run = read_run(dev_run_path) if dev_run_path else None
+    first_stage, top_k = dev_first_stage(labels, dev_ids, dev_run, config.dev_top_k)
+    if dev_run is not None and not first_stage:
+        raise DataError("the dev run has none of the dev queries; pass a first-stage run of the training queries",
+                        path=dev_run_path)
+    text = {lq.qid: lq.query for lq in labels}
+    return DevSplit(frozenset(dev_ids), dev_qrels, signal, {q: Query(q, text[q]) for q in dev_ids}, first_stage,
+                    top_k, dev_run is not None)
 
 
 def last_good_checkpoint(ckpt_dir: Path) -> str | None:
@@ -160,7 +219,6 @@ def last_good_checkpoint(ckpt_dir: Path) -> str | None:
     checkpoint whose state file parses, whose weights open and whose optimiser/scheduler files exist is
     complete.
     """
-    import json
     import shutil
 
     if not ckpt_dir.is_dir():
@@ -179,8 +237,8 @@ def last_good_checkpoint(ckpt_dir: Path) -> str | None:
                     raise FileNotFoundError(name)
             return str(path)
         except Exception as exc:  # any unreadable part means the checkpoint is torn
-            logger.warning("student: checkpoint %s is incomplete (%s: %s); removing it and resuming from an earlier one",
-                           path, type(exc).__name__, exc)
+            logger.warning("student: checkpoint %s is incomplete (%s: %s); removing it and resuming from an earlier "
+                           "one", path, type(exc).__name__, exc)
             shutil.rmtree(path, ignore_errors=True)
     return None
 
@@ -195,30 +253,11 @@ def _precision(cfg: StudentTrainConfig) -> dict[str, bool]:
     return {"fp16": True}
 
 
-def train_student(config: StudentTrainConfig, labels_path: str | Path, corpus_path: str | Path,
-                  qrels_path: str | Path | None, out_dir: str | Path, dev_run_path: str | Path | None = None,
-                  resume: bool = True, qrels_kind: str = "real", dev_eligible: set[str] | None = None) -> TrainResult:
-    """Train, keep the best dev checkpoint, set the interpolation; the student lands in ``out_dir/model``.
-
-    ``out_dir/checkpoints`` holds Trainer checkpoints; an interrupted run resumes from the last complete
-    one (when ``resume`` and the config hash matches). ``out_dir/model/interpolation.json`` carries the
-    first-stage weight and normalisations: tuned on the dev split when ``qrels_kind == "real"``, else
-    :data:`CONSERVATIVE_ALPHA`.
-    """
-    import torch
-    from transformers import Trainer, TrainerCallback, TrainingArguments
-
-    from distill.core.cross_encoder import PairEncoder
-    from distill.core.formats import read_corpus, read_qrels, read_run, write_run
-    from distill.core.evaluation import evaluate
+def _read_inputs(labels_path: str | Path, corpus_path: str | Path,
+                 qrels_path: str | Path | None) -> tuple[list[LabeledQuery], dict[str, Document], Qrels]:
+    from distill.core.formats import read_corpus, read_qrels
     from distill.core.label_files import read_labels
-    from distill.student.interpolate import tune_alpha
-    from distill.student.loss import HybridDistillLoss
-    from distill.student.model import build_student, save_student, student_scorer
-    from distill.student.pairs import build_groups
 
-    start = time.perf_counter()
-    out_dir = Path(out_dir)
     labels = read_labels(labels_path)
     if not labels:
         raise DataError("label file is empty; run `distilrank teacher label` first", path=labels_path)
@@ -228,60 +267,140 @@ def train_student(config: StudentTrainConfig, labels_path: str | Path, corpus_pa
     if missing:
         raise DataError(f"{len(missing)} labelled doc ids are not in the corpus (e.g. {missing[:3]}); "
                         f"label and train with the same corpus", path=labels_path)
+    return labels, corpus, qrels
 
-    dev_ids, dev_qrels, dev_signal = choose_dev(labels, qrels, config, dev_eligible)
-    train_labels = [lq for lq in labels if lq.qid not in dev_ids]
-    groups = build_groups(train_labels, qrels, config.pairs, config.normalization)
-    query_text = {lq.qid: lq.query for lq in labels}
-    from distill.core.formats import Query
 
-    dev_queries = {q: Query(q, query_text[q]) for q in dev_ids}
-    if dev_run_path:
-        first_stage: Run = {q: d for q, d in read_run(dev_run_path).items() if q in dev_ids}
-        if not first_stage:
-            raise DataError("the dev run has none of the dev queries; pass a first-stage run of the training queries",
-                            path=dev_run_path)
-    else:
-        first_stage = {lq.qid: {d.doc_id: 0.0 for d in lq.docs} for lq in labels if lq.qid in dev_ids}
-    logger.info("student: %d training groups of %d docs from %d queries; %d dev queries (dev signal: %s)",
-                len(groups), 1 + config.pairs.n_negatives, len(train_labels), len(dev_ids), dev_signal)
+Reranker = Callable[[Mapping[str, Query], Run, int], Run]
 
+
+def _reranker(model: Any, tokenizer: Any, config: StudentTrainConfig, corpus: Mapping[str, Document]) -> Reranker:
+    from distill.student.model import student_scorer
+
+    scorer = student_scorer(model, tokenizer, config.model.caps, config.eval_batch_size)
+    return lambda queries, run, top_k: scorer.rerank(corpus, queries, run, top_k)
+
+
+def train_student(config: StudentTrainConfig, labels_path: str | Path, corpus_path: str | Path,
+                  qrels_path: str | Path | None, out_dir: str | Path, dev_run_path: str | Path | None = None,
+                  resume: bool = True, qrels_kind: str = "real", dev_eligible: set[str] | None = None) -> TrainResult:
+    """Warm up (if configured), train, keep the chosen dev checkpoint, set the interpolation; the student lands in
+    ``out_dir/model``.
+
+    ``out_dir/checkpoints`` holds Trainer checkpoints; an interrupted run resumes from the last complete
+    one (when ``resume`` and the config hash matches). ``out_dir/model/interpolation.json`` carries the
+    first-stage weight and normalisations: tuned on the dev split when ``qrels_kind == "real"``, else
+    :data:`CONSERVATIVE_ALPHA`.
+    """
     from transformers import set_seed
 
+    from distill.student.model import build_student
+    from distill.student.pairs import build_groups
+    from distill.student.warmup import run_warmup
+
+    start = time.perf_counter()
+    out_dir = Path(out_dir)
+    labels, corpus, qrels = _read_inputs(labels_path, corpus_path, qrels_path)
+    split = build_dev_split(labels, qrels, config, dev_eligible, dev_run_path)
+    train_labels = [lq for lq in labels if lq.qid not in split.qids]
+    groups = build_groups(train_labels, qrels, config.pairs, config.normalization)
+    logger.info("student: %d training groups of %d docs from %d queries; %d dev queries, %s candidates each "
+                "(dev signal: %s)", len(groups), 1 + config.pairs.n_negatives, len(train_labels), len(split.qids),
+                f"top {split.top_k} first-stage" if split.from_run else "all labelled", split.signal)
     set_seed(config.seed)  # before the head is created: a resumed run must build the same initial model
     model, tokenizer = build_student(config.model)
+    warm = run_warmup(config, model, tokenizer, corpus, corpus_path, out_dir, len(train_labels))
+    trainer, history = _fit(config, model, tokenizer, groups, corpus, split, out_dir, resume)
+    chosen = _keep_chosen(trainer, history, split, config, corpus, tokenizer)
+    best = trainer.model
+    return _finish(config, best, tokenizer, corpus, split, out_dir, start, trainer.state.global_step, chosen,
+                   warm, {"labels": labels_path, "corpus": corpus_path, "qrels": qrels_path, "dev_run": dev_run_path},
+                   qrels_kind, len(groups))
+
+
+def _prepare_checkpoints(config: StudentTrainConfig, out_dir: Path, resume: bool) -> tuple[Path, str | None]:
+    """(checkpoint dir, checkpoint to resume from); checkpoints of another config (or no resume) are removed."""
+    import shutil
+
+    ckpt_dir = out_dir / "checkpoints"
+    hash_file = ckpt_dir / "config_hash.txt"
+    chash = config_hash(config.to_dict())
+    if ckpt_dir.exists() and not (resume and hash_file.exists() and hash_file.read_text().strip() == chash):
+        shutil.rmtree(ckpt_dir)
+    resume_from = last_good_checkpoint(ckpt_dir) if resume and ckpt_dir.exists() else None
+    if resume_from:
+        logger.info("resuming student training from %s", resume_from)
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    with atomic_write(hash_file) as fh:
+        fh.write(chash)
+    return ckpt_dir, resume_from
+
+
+def _load_history(ckpt_dir: Path, resume_from: str | None) -> dict[int, dict[str, float]]:
+    """Per-query dev nDCG@10 by step, as far as the checkpoint resumed from (later entries were not kept)."""
+    path = ckpt_dir / _HISTORY_FILE
+    if not resume_from or not path.is_file():
+        return {}
+    upto = int(resume_from.rsplit("-", 1)[-1])
+    return {int(k): v for k, v in json.loads(path.read_text()).items() if int(k) <= upto}
+
+
+def _fit(config: StudentTrainConfig, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
+         groups: list[PairGroup], corpus: Mapping[str, Document], split: DevSplit, out_dir: Path,
+         resume: bool) -> tuple[Any, dict[int, dict[str, float]]]:
+    """Run the Trainer; returns it and the per-query dev history of every evaluated step."""
+    import torch
+    from transformers import TrainingArguments
+
+    n_steps = config.max_steps or max(config.min_steps, int(len(groups) / config.batch_size * config.epochs + 0.999))
+    eval_steps = min(config.eval_steps, n_steps)
+    ckpt_dir, resume_from = _prepare_checkpoints(config, out_dir, resume)
+    history = _load_history(ckpt_dir, resume_from)
+    args = TrainingArguments(
+        output_dir=str(ckpt_dir), max_steps=n_steps, per_device_train_batch_size=config.batch_size,
+        learning_rate=config.learning_rate, warmup_ratio=config.warmup_ratio, weight_decay=config.weight_decay,
+        eval_strategy="steps", eval_steps=eval_steps, save_strategy="steps", save_steps=eval_steps,
+        # the best-by-mean checkpoint is kept by the Trainer's rotation; _keep_chosen applies checkpoint_rule
+        save_total_limit=config.save_total_limit, load_best_model_at_end=False, metric_for_best_model="ndcg@10",
+        greater_is_better=True, logging_steps=max(1, min(10, eval_steps)), report_to="none", seed=config.seed,
+        remove_unused_columns=False, dataloader_num_workers=0, dataloader_pin_memory=torch.cuda.is_available(),
+        disable_tqdm=True, save_safetensors=True, **_precision(config),
+    )
+    trainer = _make_trainer(config, model, tokenizer, args, groups, corpus, split, history, ckpt_dir / _HISTORY_FILE)
+    trainer.train(resume_from_checkpoint=resume_from)
+    return trainer, history
+
+
+def _make_trainer(config: StudentTrainConfig, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
+                  args: Any, groups: list[PairGroup], corpus: Mapping[str, Document], split: DevSplit,
+                  history: dict[int, dict[str, float]], history_path: Path) -> Any:
+    import torch
+    from transformers import Trainer
+
+    from distill.core.cross_encoder import PairEncoder
+    from distill.student.dev_signal import dev_evaluate
+    from distill.student.loss import HybridDistillLoss
+
     loss_fn = HybridDistillLoss(config.loss)
-    caps = config.model.caps
-    encoder = PairEncoder(tokenizer.backend_tokenizer, caps)
+    encoder = PairEncoder(tokenizer.backend_tokenizer, config.model.caps)
     group_size = 1 + config.pairs.n_negatives
 
-    class _Groups(torch.utils.data.Dataset):
-        def __len__(self) -> int:
-            return len(groups)
-
-        def __getitem__(self, i: int) -> dict[str, int]:
-            return {"idx": i}
-
-    def collate(items: list[dict[str, int]]) -> dict[str, torch.Tensor]:
-        batch: list[PairGroup] = [groups[it["idx"]] for it in items]
-        qs = [g.query for g in batch for _ in g.doc_ids]
-        ds = [corpus[d].full_text for g in batch for d in g.doc_ids]
-        enc = {k: torch.from_numpy(v) for k, v in encoder.batch(qs, ds).items()}
+    def collate(items: list[int]) -> dict[str, torch.Tensor]:
+        batch = [groups[i] for i in items]
+        enc = {k: torch.from_numpy(v) for k, v in encoder.batch([g.query for g in batch for _ in g.doc_ids],
+                                                                [corpus[d].full_text for g in batch
+                                                                 for d in g.doc_ids]).items()}
         enc["teacher_scores"] = torch.tensor([g.teacher_scores for g in batch], dtype=torch.float32)
         return enc
-
-    def dev_rerank(m: Any) -> Run:
-        return student_scorer(m, tokenizer, caps, config.eval_batch_size).rerank(corpus, dev_queries, first_stage,
-                                                                                config.dev_top_k)
 
     class _DistillTrainer(Trainer):
         def create_optimizer(self):  # noqa: ANN202 - the fresh head may learn faster than the pre-trained encoder
             if self.optimizer is None and config.head_learning_rate is not None:
                 head = {id(p) for n, p in self.model.named_parameters() if n.startswith("classifier")}
                 params = [p for p in self.model.parameters() if p.requires_grad]
-                groups = [{"params": [p for p in params if id(p) not in head], "lr": config.learning_rate},
-                          {"params": [p for p in params if id(p) in head], "lr": config.head_learning_rate}]
-                self.optimizer = torch.optim.AdamW(groups, lr=config.learning_rate, weight_decay=config.weight_decay)
+                param_groups = [{"params": [p for p in params if id(p) not in head], "lr": config.learning_rate},
+                                {"params": [p for p in params if id(p) in head], "lr": config.head_learning_rate}]
+                self.optimizer = torch.optim.AdamW(param_groups, lr=config.learning_rate,
+                                                   weight_decay=config.weight_decay)
             return super().create_optimizer()
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):  # noqa: ANN001
@@ -290,14 +409,23 @@ def train_student(config: StudentTrainConfig, labels_path: str | Path, corpus_pa
             loss = loss_fn(logits, teacher)
             return (loss, logits) if return_outputs else loss
 
-        def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:  # noqa: ANN001
-            run = dev_rerank(self.model)
-            res = evaluate(dev_qrels, run, ["ndcg@10", "mrr@10"]).metrics
+        def evaluate(self, eval_dataset=None, ignore_keys=None,  # noqa: ANN001
+                     metric_key_prefix: str = "eval") -> dict[str, float]:
+            _, res, per_query = dev_evaluate(_reranker(self.model, tokenizer, config, corpus), split)
+            history[self.state.global_step] = per_query
+            write_json(history_path, {str(k): v for k, v in sorted(history.items())})
             metrics = {f"{metric_key_prefix}_{k}": v for k, v in res.items()}
             metrics["epoch"] = self.state.epoch or 0.0
             self.log(metrics)
             self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
             return metrics
+
+    return _DistillTrainer(model=model, args=args, train_dataset=list(range(len(groups))),
+                           eval_dataset=[0], data_collator=collate, callbacks=[_progress_callback()])
+
+
+def _progress_callback() -> Any:
+    from transformers import TrainerCallback
 
     class _Progress(TrainerCallback):
         def on_save(self, args, state, control, **kwargs):  # noqa: ANN001, ANN201
@@ -310,65 +438,105 @@ def train_student(config: StudentTrainConfig, labels_path: str | Path, corpus_pa
                 logger.info("step %d/%d %s", state.global_step, state.max_steps,
                             {k: float(f"{v:.4g}") for k, v in logs.items() if isinstance(v, float)})
 
-    n_steps = config.max_steps or max(config.min_steps, int(len(groups) / config.batch_size * config.epochs + 0.999))
-    eval_steps = min(config.eval_steps, n_steps)
-    ckpt_dir = out_dir / "checkpoints"
-    hash_file = ckpt_dir / "config_hash.txt"
-    chash = config_hash(config.to_dict())
-    resume_from = None
-    if ckpt_dir.exists() and not (resume and hash_file.exists() and hash_file.read_text().strip() == chash):
-        import shutil
+    return _Progress()
 
-        shutil.rmtree(ckpt_dir)  # checkpoints of another config (or --no-resume) never leak into this run
-    if resume and ckpt_dir.exists():
-        resume_from = last_good_checkpoint(ckpt_dir)
-        if resume_from:
-            logger.info("resuming student training from %s", resume_from)
-    ckpt_dir.mkdir(parents=True, exist_ok=True)
-    with atomic_write(hash_file) as fh:
-        fh.write(chash)
-    args = TrainingArguments(
-        output_dir=str(ckpt_dir), max_steps=n_steps, per_device_train_batch_size=config.batch_size,
-        learning_rate=config.learning_rate, warmup_ratio=config.warmup_ratio, weight_decay=config.weight_decay,
-        eval_strategy="steps", eval_steps=eval_steps, save_strategy="steps", save_steps=eval_steps,
-        save_total_limit=config.save_total_limit, load_best_model_at_end=True, metric_for_best_model="ndcg@10",
-        greater_is_better=True, logging_steps=max(1, min(10, eval_steps)), report_to="none", seed=config.seed,
-        remove_unused_columns=False, dataloader_num_workers=0, dataloader_pin_memory=torch.cuda.is_available(), disable_tqdm=True, save_safetensors=True,
-        **_precision(config),
-    )
-    trainer = _DistillTrainer(model=model, args=args, train_dataset=_Groups(), eval_dataset=_Groups(),
-                              data_collator=collate, callbacks=[_Progress()])
-    trainer.train(resume_from_checkpoint=resume_from)
-    best = trainer.model
-    dev_run = dev_rerank(best)
-    dev_metrics = evaluate(dev_qrels, dev_run, ["ndcg@10", "mrr@10"]).metrics
-    logger.info("best student checkpoint: dev %s (%s)", dev_metrics, trainer.state.best_model_checkpoint)
 
+def _keep_chosen(trainer: Any, history: dict[int, dict[str, float]], split: DevSplit, config: StudentTrainConfig,
+                 corpus: Mapping[str, Document], tokenizer: PreTrainedTokenizerBase) -> dict[str, Any]:
+    """Apply ``checkpoint_rule`` to the evaluated steps (the final one evaluated too) and load the chosen weights
+    into ``trainer.model``; returns ``{"step", "rule", "reason"}``."""
+    from distill.student.dev_signal import choose_checkpoint, dev_evaluate, resolve_rule
+
+    final = trainer.state.global_step
+    if final not in history:
+        history[final] = dev_evaluate(_reranker(trainer.model, tokenizer, config, corpus), split)[2]
+    rule = resolve_rule(config.checkpoint_rule, split.signal)
+    step, reason = choose_checkpoint(history, rule, config.checkpoint_margin_se)
+    if step != final:
+        path = Path(trainer.args.output_dir) / f"checkpoint-{step}" / "model.safetensors"
+        if path.is_file():
+            from safetensors.torch import load_file
+
+            trainer.model.load_state_dict(load_file(str(path)), strict=True)
+        else:  # rotated away: only the best-by-mean and the newest are kept
+            logger.warning("student: checkpoint of step %d is gone; keeping the final model (step %d)", step, final)
+            step, reason = final, f"final step {final} (the chosen step {step} was not kept on disk)"
+    logger.info("student keeps step %d (%s): %s", step, rule, reason)
+    return {"step": step, "rule": rule, "reason": reason}
+
+
+def _finish(config: StudentTrainConfig, best: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
+            corpus: Mapping[str, Document], split: DevSplit, out_dir: Path, start: float, steps: int,
+            chosen: dict[str, Any], warm: WarmupOutcome, inputs: Mapping[str, str | Path | None], qrels_kind: str,
+            n_groups: int) -> TrainResult:
+    """Save the chosen student with its dev run and interpolation, the report and the manifest."""
+    from distill.core.formats import write_run
+    from distill.student.dev_signal import dev_evaluate, dev_signal_check
+    from distill.student.model import save_student
+
+    dev_run, dev_metrics, per_query = dev_evaluate(_reranker(best, tokenizer, config, corpus), split)
+    check = dev_signal_check(split.qrels, dev_run, per_query)
+    logger.info("student: dev %s; random order of the same candidates %.4f (z = %.1f over %d queries)", dev_metrics,
+                check.random_ndcg10, check.z if math.isfinite(check.z) else float("nan"), check.n_queries)
     model_dir = out_dir / "model"
-    interp_path = None
+    interp = None
     with atomic_dir(model_dir) as tmp:
-        save_student(best, tokenizer, tmp, caps)
+        save_student(best, tokenizer, tmp, config.model.caps)
         write_run(tmp / "dev_run.student.trec", dev_run, tag="student")
-        if dev_run_path:
-            if qrels_kind == "real" and dev_signal == "qrels":
-                interp = tune_alpha(dev_qrels, first_stage, dev_run, config.interpolation)
-            else:
-                interp = _conservative_interpolation(dev_qrels, first_stage, dev_run, config.interpolation, qrels_kind)
+        if split.from_run:
+            interp = _interpolation(config, split, dev_run, qrels_kind)
             interp.save(tmp / "interpolation.json")
-    if dev_run_path:
-        interp_path = model_dir / "interpolation.json"
-    wall = time.perf_counter() - start
-    inputs = {"labels": labels_path, "corpus": corpus_path}
-    if qrels_path:
-        inputs["qrels"] = qrels_path
-    if dev_run_path:
-        inputs["dev_run"] = dev_run_path
-    write_manifest(out_dir, "student", config.to_dict(), inputs=inputs, metrics={f"dev_{k}": v for k, v in dev_metrics.items()},
-                   wall_time_s=wall, extra={"model_dir": str(model_dir), "steps": trainer.state.global_step,
-                                            "best_checkpoint": trainer.state.best_model_checkpoint,
-                                            "dev_signal": dev_signal, "n_dev_queries": len(dev_ids),
-                                            "n_train_groups": len(groups)})
-    return TrainResult(model_dir, dev_metrics, interp_path, trainer.state.global_step, wall, dev_signal)
+    result = TrainResult(model_dir, dev_metrics, model_dir / "interpolation.json" if interp else None, steps,
+                         time.perf_counter() - start, split.signal, check.to_dict(), chosen, warm.to_dict())
+    _write_report(result, interp, split, out_dir, qrels_kind)
+    write_manifest(out_dir, "student", config.to_dict(), inputs={k: v for k, v in inputs.items() if v},
+                   metrics={f"dev_{k}": v for k, v in dev_metrics.items()}, wall_time_s=result.wall_time_s,
+                   extra={"model_dir": str(model_dir), "steps": steps, "checkpoint": chosen,
+                          "dev_signal": split.signal, "n_dev_queries": len(split.qids),
+                          "dev_candidates": f"top {split.top_k} of the dev run" if split.from_run
+                          else "every labelled candidate", "dev_check": result.dev_check,
+                          "warmup": result.warmup, "n_train_groups": n_groups, "regression": result.regression})
+    return result
+
+
+def _interpolation(config: StudentTrainConfig, split: DevSplit, dev_run: Run, qrels_kind: str) -> InterpolationResult:
+    from distill.student.interpolate import tune_alpha
+
+    if qrels_kind == "real" and split.signal == "qrels":
+        return tune_alpha(split.qrels, split.first_stage, dev_run, config.interpolation)
+    return _conservative_interpolation(split.qrels, split.first_stage, dev_run, config.interpolation, qrels_kind)
+
+
+def _write_report(result: TrainResult, interp: InterpolationResult | None, split: DevSplit, out_dir: Path,
+                  qrels_kind: str) -> None:
+    """``OUT/student_report.json`` and ``.md``: with a dev run, the verdict first (the result lands in ``result``)."""
+    from dataclasses import asdict
+
+    from distill.student.guard import dev_verdict
+
+    report: dict[str, Any] = {"dev_signal": split.signal, "n_dev_queries": len(split.qids),
+                              "dev_metrics": result.dev_metrics, "dev_check": result.dev_check,
+                              "checkpoint": result.checkpoint, "warmup": result.warmup, "steps": result.steps,
+                              "wall_time_s": round(result.wall_time_s, 1)}
+    lines = [f"# Student training report ({result.steps} steps, {result.wall_time_s:.0f} s)", ""]
+    if interp is not None:
+        labels = "real qrels" if split.signal == "qrels" and qrels_kind == "real" else split.signal
+        verdict = dev_verdict(interp, labels)
+        result.regression, result.verdict = verdict.regression, verdict.message
+        report.update({"verdict": verdict.message, "regression": verdict.regression, "interpolation": asdict(interp)})
+        lines = [f"**{verdict.message}**", "", *lines, "| system | dev nDCG@10 |", "|---|---:|",
+                 f"| first stage | {verdict.first_stage:.4f} |", f"| student | {verdict.student:.4f} |",
+                 f"| student interpolated (a = {verdict.alpha:.2f}) | {verdict.interpolated:.4f} |", ""]
+    c, w = result.dev_check, result.warmup
+    z = "n/a" if c["z"] is None else f"{c['z']:.1f}"
+    lines += [f"Dev signal: {split.signal}, {len(split.qids)} queries; nDCG@10 {c['ndcg10']:.4f} vs "
+              f"{c['random_ndcg10']:.4f} for a random order of the same candidates (z = {z}).", "",
+              f"Checkpoint: step {result.checkpoint['step']} ({result.checkpoint['rule']}: "
+              f"{result.checkpoint['reason']}).", "",
+              f"Warm-up on the corpus: {'ran' if w['ran'] else 'off'} ({w['reason']}).", ""]
+    result.report_path = write_json(out_dir / REPORT_FILE, report)
+    with atomic_write(out_dir / "student_report.md") as fh:
+        fh.write("\n".join(lines))
 
 
 def _conservative_interpolation(dev_qrels: Qrels, first_stage: Run, dev_run: Run, base: InterpolationConfig,
@@ -377,7 +545,8 @@ def _conservative_interpolation(dev_qrels: Qrels, first_stage: Run, dev_run: Run
     from distill.core.evaluation import evaluate
     from distill.student.interpolate import interpolate_runs
 
-    cfg = InterpolationConfig(first_stage_norm="zscore", student_norm="zscore", grid_steps=base.grid_steps, metric=base.metric)
+    cfg = InterpolationConfig(first_stage_norm="zscore", student_norm="zscore", grid_steps=base.grid_steps,
+                              metric=base.metric)
     dev = {q: d for q, d in dev_run.items() if q in dev_qrels and d}
 
     def score(a: float) -> float:

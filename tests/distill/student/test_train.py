@@ -163,3 +163,67 @@ def test_dev_split_is_drawn_from_eligible_queries_only() -> None:
     dev, dev_qrels, signal = choose_dev(labels, qrels, cfg, eligible={f"real{i}" for i in range(40)})
     assert dev and all(q.startswith("real") for q in dev) and set(dev_qrels) == dev and signal == "qrels"
     assert len(choose_dev(labels, qrels, cfg)[0]) == 48  # without the restriction: 20% of all 240
+
+
+def test_with_a_dev_run_the_report_compares_the_student_with_the_first_stage(trained) -> None:  # noqa: ANN001
+    out, res = trained
+    report = json.loads((out / "student_report.json").read_text())
+    assert isinstance(res.regression, bool) and report["regression"] == res.regression
+    assert report["verdict"] == res.verdict and res.verdict.startswith(("OK: on dev", "REGRESSION"))
+    assert "first stage" in res.verdict and (out / "student_report.md").read_text().startswith(f"**{res.verdict}**")
+    assert res.checkpoint["rule"] == "best" and res.checkpoint["step"] in (3, 6)  # qrels: the best mean
+    assert set(res.dev_check) == {"ndcg10", "random_ndcg10", "se", "z", "n_queries"}
+
+
+def test_without_a_dev_run_every_labelled_candidate_is_reranked_and_the_final_model_is_kept_on_noise(
+        label_files: dict[str, Path], tiny_cross_encoder_dir: Path, tmp_path: Path) -> None:
+    """No dev run, no qrels: the dev signal is the teacher's ranking over every labelled candidate (not the 8 the
+    dev_top_k would cut), checkpoints are chosen by last_unless_beaten, and nothing is compared or gated."""
+    cfg = _config(tiny_cross_encoder_dir, max_steps=4, eval_steps=2)
+    res = train_student(cfg, label_files["labels"], label_files["corpus"], None, tmp_path)
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert manifest["dev_candidates"] == "every labelled candidate"
+    from distill.core.formats import read_run
+    from distill.core.label_files import read_labels
+
+    n_labelled = {lq.qid: len(lq.docs) for lq in read_labels(label_files["labels"])}
+    dev_run = read_run(res.model_dir / "dev_run.student.trec")
+    assert dev_run and all(len(docs) == n_labelled[q] > 8 for q, docs in dev_run.items())
+    assert res.checkpoint["rule"] == "last_unless_beaten" and res.checkpoint["step"] in (2, 4)
+    assert res.regression is None and res.interpolation_path is None
+    assert manifest["checkpoint"] == res.checkpoint and manifest["dev_check"] == res.dev_check
+    assert json.loads((tmp_path / "checkpoints" / "dev_history.json").read_text()).keys() == {"2", "4"}
+
+
+def _fake_result(tmp_path: Path, regression: bool):  # noqa: ANN202
+    from distill.student.train import TrainResult
+
+    return TrainResult(tmp_path / "model", {"ndcg@10": 0.1}, None, 4, 1.0, regression=regression,
+                       verdict="REGRESSION: neither ..." if regression else "OK: on dev ...",
+                       report_path=tmp_path / "student_report.json")
+
+
+@pytest.mark.parametrize(("regression", "flags", "code"), [(True, [], 5), (True, ["--allow-regression"], 0),
+                                                          (False, [], 0)])
+def test_student_train_exits_5_on_a_dev_regression_unless_allowed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                  capsys: pytest.CaptureFixture[str],
+                                                                  regression: bool, flags: list[str],
+                                                                  code: int) -> None:
+    import distill.student.train as train_mod
+    from distill.cli import main
+
+    seen = {}
+
+    def fake_train(config, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        seen["warmup"] = config.warmup.mode
+        return _fake_result(tmp_path, regression)
+
+    monkeypatch.setattr(train_mod, "train_student", fake_train)
+    for name in ("labels.jsonl", "corpus.jsonl", "run.trec"):
+        (tmp_path / name).write_text("")
+    argv = ["student", "train", "--labels", str(tmp_path / "labels.jsonl"), "--corpus", str(tmp_path / "corpus.jsonl"),
+            "--dev-run", str(tmp_path / "run.trec"), "--warmup", "auto", "--out", str(tmp_path / "out"), *flags]
+    assert main(argv) == code
+    assert seen["warmup"] == "auto"
+    err = capsys.readouterr().err
+    assert ("pass --allow-regression to accept it anyway" in err) == (code == 5)
