@@ -4,7 +4,14 @@ import pytest
 import torch
 
 from distill.core.errors import ConfigError
-from distill.student.loss import HybridDistillLoss, ListwiseKLLoss, LossWeights, listwise_kl, margin_mse, pointwise_mse
+from distill.student.loss import (
+    HybridDistillLoss,
+    ListwiseKLLoss,
+    LossWeights,
+    listwise_kl,
+    margin_mse,
+    pointwise_mse,
+)
 
 
 def test_pointwise_mse_hand_computed() -> None:
