@@ -71,7 +71,17 @@ def test_tiny_pipeline_report_contract(tiny_run: Path) -> None:
     for path in (*report["artifacts"]["teacher_llm"].values(), report["artifacts"]["student"], report["artifacts"]["labels"],
                  *report["artifacts"]["runs"].values()):
         assert Path(path).exists(), path
-    assert 0.0 <= report["interpolation"]["alpha_first_stage"] <= 1.0
+    assert 0.0 <= report["interpolation"]["first_stage_weight"] <= 1.0
+    assert report["interpolation"]["depth"] == report["rerank_depth"]["student"]
+    serve = Path(report["artifacts"]["serve"])
+    assert serve == tiny_run / "serve" and (serve / "model_card.json").exists()
+    from distill.core.model_card import load_model_card
+
+    card = load_model_card(serve)
+    assert card.interpolation is not None and card.interpolation.to_dict()["first_stage_weight"] == \
+        report["interpolation"]["first_stage_weight"]
+    assert [c["kept"] for c in report["serve_candidates"]].count(True) == 1
+    assert "## Served model" in (tiny_run / "report.md").read_text()
     assert (tiny_run / "report.md").read_text().count("|") > 10
     assert (tiny_run / "report.png").read_bytes()[:4] == b"\x89PNG"
     for stage in ("teacher_cpt", "teacher_sft", "teacher_label", "student"):
@@ -110,7 +120,24 @@ def test_upstream_change_reruns_everything_downstream(tiny_run: Path, tmp_path: 
     assert main(["pipeline", "--preset", "tiny", "--config", str(cfg), "--allow-regression", "--out", str(out)]) == 0
     after = {p.parent.name: p.stat().st_mtime_ns for p in out.glob("*/manifest.json")}
     changed = {name for name in after if after[name] != before.get(name)}
-    assert changed == {"teacher_sft", "teacher_label", "student", "eval_teacher", "eval_student"}
+    assert changed == {"teacher_sft", "teacher_label", "student", "serve_select", "eval_teacher", "eval_student"}
+
+
+def test_an_edited_finished_output_is_not_trusted(tiny_run: Path, tmp_path: Path) -> None:
+    """Edited teacher scores (still valid JSON) are caught by the content hash: the label stage runs again from
+    scratch and says so; the regenerated labels equal the originals, so the student built on them is kept."""
+    import shutil
+
+    out = tmp_path / "copy"
+    shutil.copytree(tiny_run, out)
+    labels = out / "teacher_label" / "labels.jsonl"
+    original = labels.read_bytes()
+    labels.write_bytes(original.replace(b'"score": ', b'"score": 1', 1))
+    proc = _pipeline(out, "--allow-regression")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "teacher_label: output" in proc.stderr and "changed since the stage finished" in proc.stderr
+    assert labels.read_bytes() == original
+    assert _metrics(out) == _metrics(tiny_run)
 
 
 def test_dense_fine_tuning_stage(tiny_run: Path, tmp_path: Path) -> None:
@@ -126,8 +153,8 @@ def test_dense_fine_tuning_stage(tiny_run: Path, tmp_path: Path) -> None:
                                "label": {"fit_queries": 5}}))
     assert main(["pipeline", "--preset", "tiny", "--config", str(cfg), "--allow-regression", "--out", str(out)]) == 0
     after = {p.parent.name: p.stat().st_mtime_ns for p in out.glob("*/manifest.json")}
-    assert {n for n in after if after[n] != before.get(n)} == {"teacher_dense", "teacher_label", "student", "eval_teacher",
-                                                                "eval_student"}
+    assert {n for n in after if after[n] != before.get(n)} == {"teacher_dense", "teacher_label", "student",
+                                                                "serve_select", "eval_teacher", "eval_student"}
     report = json.loads((out / "report.json").read_text())
     info = report["teacher"]["dense_fine_tuned"]
     assert info["held_out_queries"] == 5 and info["steps"] >= 1
@@ -152,7 +179,7 @@ def test_tiny_runs_on_a_corpus_without_training_queries(demo_data: Path, tmp_pat
     report = json.loads((out / "report.json").read_text())
     sq = report["synthetic_queries"]
     assert sq["kept"] >= 1 and sq["kept"] == sq["kept_generated"] + sq["cropped"]
-    assert report["interpolation"]["tuned_on"].startswith("not tuned")
+    assert report["interpolation"]["chosen_by"] == "default"
     md = (out / "report.md").read_text()
     assert "## Synthetic queries" in md
     assert (f"{sq['kept_generated']} generated queries kept of {sq['generated']}, plus {sq['cropped']} cropped queries"
@@ -187,6 +214,7 @@ KILL_CHAIN = [
     ("label:query", "KILL", -9),             # killed with one query labelled
     ("teacher_label:outputs", "INT", 130),   # labels complete, manifest not yet written
     ("student:checkpoint", "KILL", -9),      # killed right after the student wrote a checkpoint
+    ("serve_select:start", "INT", 130),      # Ctrl-C as the export of the served model starts
     ("eval_teacher:outputs", "KILL", -9),    # evaluation run written, manifest not yet
 ]
 
