@@ -31,6 +31,11 @@ logger = logging.getLogger(__name__)
 OPENSEARCH_VERSION = "3.4.0"
 MIN_JAVA = 21  # OpenSearch 3.x
 DIST_ARTIFACT = "org.opensearch.distribution.integ-test-zip:opensearch:{version}:zip"
+#: OpenSearch's own analysis module (the ``english`` analyzer and its Porter stemmer, ``stemmer``, ``stop``, ...):
+#: the integ-test zip lacks it, Maven Central serves its jar, and ``install`` adds it to ``modules/``
+ANALYSIS_COMMON = "analysis-common"
+ANALYSIS_COMMON_ARTIFACT = "org.opensearch.plugin:analysis-common:{version}:jar"
+ANALYSIS_COMMON_CLASS = "org.opensearch.analysis.common.CommonAnalysisModulePlugin"
 RUN_AS_USER = "distilrank"
 DEFAULT_PORT = 9200
 DEFAULT_HEAP = "512m"
@@ -116,21 +121,54 @@ def _mvn() -> str:
     return mvn
 
 
-def fetch_distribution(cfg: NodeConfig) -> Path:
-    """Copy the distribution zip from Maven Central (through the local Maven repo) into ``base/downloads``."""
-    dest = cfg.base / "downloads"
-    zip_path = dest / f"opensearch-{cfg.version}.zip"
-    if zip_path.exists():
-        return zip_path
+def _maven_copy(artifact: str, dest: Path, file_name: str) -> Path:
+    """``mvn dependency:copy`` of ``artifact`` (from Maven Central, through the local Maven repo) into ``dest``."""
+    path = dest / file_name
+    if path.exists():
+        return path
     dest.mkdir(parents=True, exist_ok=True)
-    artifact = DIST_ARTIFACT.format(version=cfg.version)
     logger.info("fetching %s with Maven", artifact)
     proc = subprocess.run([_mvn(), "-q", "-B", "dependency:copy", f"-Dartifact={artifact}", f"-DoutputDirectory={dest}"],
                           capture_output=True, text=True)
-    if proc.returncode != 0 or not zip_path.exists():
+    if proc.returncode != 0 or not path.exists():
         raise MissingPrerequisiteError(f"mvn dependency:copy of {artifact} failed (is Maven Central reachable?):\n"
                                        f"{proc.stdout[-2000:]}{proc.stderr[-2000:]}")
-    return zip_path
+    return path
+
+
+def fetch_distribution(cfg: NodeConfig) -> Path:
+    """Copy the distribution zip from Maven Central (through the local Maven repo) into ``base/downloads``."""
+    return _maven_copy(DIST_ARTIFACT.format(version=cfg.version), cfg.base / "downloads", f"opensearch-{cfg.version}.zip")
+
+
+def install_analysis_common(cfg: NodeConfig) -> Path:
+    """Add OpenSearch's ``analysis-common`` module (the ``english`` analyzer) to the node; idempotent.
+
+    Maven Central serves the module's jar without the descriptor the distribution builds around it, so the
+    descriptor is written here. Its Painless extension is left out (``extended.plugins`` is empty: the
+    integ-test zip has no Painless); it only serves analysis scripts, which nothing here uses. Returns the
+    module directory.
+    """
+    module = cfg.install_dir / "modules" / ANALYSIS_COMMON
+    jar_name = f"{ANALYSIS_COMMON}-{cfg.version}.jar"
+    if (module / jar_name).is_file() and (module / "plugin-descriptor.properties").is_file():
+        return module
+    jar = _maven_copy(ANALYSIS_COMMON_ARTIFACT.format(version=cfg.version), cfg.base / "downloads", jar_name)
+    tmp = Path(tempfile.mkdtemp(dir=module.parent, prefix=".module-"))
+    try:
+        shutil.copyfile(jar, tmp / jar_name)
+        (tmp / "plugin-descriptor.properties").write_text(
+            "# written by distilrank opensearch install: the module's jar from Maven Central\n"
+            "description=Adds \"built in\" analyzers to OpenSearch.\n"
+            f"version={cfg.version}\nname={ANALYSIS_COMMON}\nclassname={ANALYSIS_COMMON_CLASS}\n"
+            f"java.version={MIN_JAVA}\nopensearch.version={cfg.version}\ncustom.foldername=\n"
+            "extended.plugins=\nhas.native.controller=false\n")
+        shutil.rmtree(module, ignore_errors=True)
+        tmp.rename(module)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    logger.info("installed module %s from Maven Central", ANALYSIS_COMMON)
+    return module
 
 
 def _run_user() -> pwd.struct_passwd | None:
@@ -176,7 +214,8 @@ def _env(java_home: Path) -> dict[str, str]:
 
 
 def install(cfg: NodeConfig, plugin_zip: Path | None = None) -> Path:
-    """Unpack and configure the node (idempotent); install ``plugin_zip`` replacing any older copy. Returns the install dir."""
+    """Unpack and configure the node with the ``analysis-common`` module (idempotent); install ``plugin_zip``
+    replacing any older copy. Returns the install dir."""
     if status(cfg)["running"]:
         raise ConfigError(f"OpenSearch is running from {cfg.install_dir}; stop it first (distilrank opensearch stop)")
     target = cfg.install_dir
@@ -194,6 +233,7 @@ def install(cfg: NodeConfig, plugin_zip: Path | None = None) -> Path:
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     _configure(cfg)
+    install_analysis_common(cfg)
     user = _run_user()
     if user:
         _make_reachable(target, user)
@@ -262,10 +302,11 @@ def _pid(cfg: NodeConfig) -> int | None:
 
 
 def status(cfg: NodeConfig) -> dict[str, object]:
-    """``{"installed", "running", "pid", "url", "health", "plugins"}``; never raises for a stopped node."""
+    """``{"installed", "running", "pid", "url", "health", "plugins", "modules"}``; never raises for a stopped node."""
     pid = _pid(cfg)
     health = _get_json(f"{cfg.url}/_cluster/health") if pid else None
     plugins_dir = cfg.install_dir / "plugins"
+    modules_dir = cfg.install_dir / "modules"
     return {
         "installed": (cfg.install_dir / "bin" / "opensearch").exists(),
         "install_dir": str(cfg.install_dir),
@@ -275,6 +316,8 @@ def status(cfg: NodeConfig) -> dict[str, object]:
         "url": cfg.url,
         "health": health.get("status") if health else None,
         "plugins": sorted(p.name for p in plugins_dir.iterdir()) if plugins_dir.is_dir() else [],
+        "modules": sorted(p.name for p in modules_dir.iterdir() if not p.name.startswith(".")) if modules_dir.is_dir()
+        else [],
     }
 
 
