@@ -1,13 +1,15 @@
-"""BM25 parity: ``distilrank retrieve bm25`` + ``distilrank evaluate`` on every collection in
-``../shared/data``, beside published BM25 figures.
+"""BM25 parity: our first stage on every local collection, beside published BM25 figures.
 
-    python -m bench.bm25_parity [--data ../shared/data] [--out bench/results]
+``distilrank retrieve bm25`` + ``distilrank evaluate`` on every collection in ``../shared/data``:
+
+    python -m bench bm25_parity [--data ../shared/data] [--out bench/results]
 
 Our variant: bm25s, Lucene BM25 (k1 0.9, b 0.4, as Anserini's BEIR baselines), "flat" (title and
 text in one field, ``title. text``), bm25s' regex tokenizer (lower-cased tokens of 2+ word
 characters), bm25s' English stop-word list, Snowball English stemmer (PyStemmer), top 1000 per query.
 Metrics by ir-measures / pytrec_eval with trec_eval's ``-c`` convention (a query without results
-counts 0). Writes bench/results/bm25_parity.{json,md}. Seconds per collection on 2 cores.
+counts 0). Writes OUT/bm25_parity.{json,md}; seconds per collection on this machine. Current figures:
+docs/results.md, "BM25 parity with published figures".
 """
 
 from __future__ import annotations
@@ -21,8 +23,8 @@ from pathlib import Path
 
 import click
 
+from bench import command, write_results
 from distill.cli import main as distilrank
-from distill.core.atomic_io import atomic_write, write_json
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -54,9 +56,11 @@ ANSERINI = "github.com/castorini/anserini docs/regressions/regressions-beir-v1.0
 COLLECTIONS = (
     Collection(
         "BEIR SciFact (test, 300 q)", "beir-scifact", "corpus.jsonl", "queries.test.tsv", "qrels.test.txt",
-        (Published(0.6789, "ndcg@10", "Anserini flat, Lucene BM25 k1=0.9 b=0.4, Porter", ANSERINI.format("scifact.flat")),
+        (Published(0.6789, "ndcg@10", "Anserini flat, Lucene BM25 k1=0.9 b=0.4, Porter",
+                   ANSERINI.format("scifact.flat")),
          Published(0.6647, "ndcg@10", "Anserini multifield (title, contents)", ANSERINI.format("scifact.multifield")),
-         Published(0.665, "ndcg@10", "BEIR paper Table 2 (Elasticsearch BM25, multifield)", "Thakur et al. 2021, arXiv 2104.08663")),
+         Published(0.665, "ndcg@10", "BEIR paper Table 2 (Elasticsearch BM25, multifield)",
+                   "Thakur et al. 2021, arXiv 2104.08663")),
         "Same corpus, queries and qrels as BEIR v1.0.0 (see SOURCE.txt). Within 0.3 points of Anserini flat "
         "(Lucene's analyzer and Porter stemmer vs bm25s' tokenizer and Snowball). Anserini's own pages give flat "
         "0.6789 and multifield 0.6647 (a figure of 0.672 for flat, quoted in our issue, is not what they list).",
@@ -64,9 +68,11 @@ COLLECTIONS = (
     Collection(
         "NFCorpus (test, 323 q), original preprocessed text", "nfcorpus-original-preprocessed", "corpus.jsonl",
         "queries.test.tsv", "qrels.test.txt",
-        (Published(0.3218, "ndcg@10", "Pyserini/Anserini flat, k1=0.9 b=0.4", "castorini pyserini resources/beir.yaml (bm25-flat)"),
+        (Published(0.3218, "ndcg@10", "Pyserini/Anserini flat, k1=0.9 b=0.4",
+                   "castorini pyserini resources/beir.yaml (bm25-flat)"),
          Published(0.3254, "ndcg@10", "Anserini multifield", ANSERINI.format("nfcorpus.multifield")),
-         Published(0.325, "ndcg@10", "BEIR paper Table 2 (Elasticsearch BM25, multifield)", "Thakur et al. 2021, arXiv 2104.08663")),
+         Published(0.325, "ndcg@10", "BEIR paper Table 2 (Elasticsearch BM25, multifield)",
+                   "Thakur et al. 2021, arXiv 2104.08663")),
         "Documents are the NFCorpus authors' preprocessed text (lower-cased, stop words removed, numbers -> 'num', "
         "no titles), not BEIR's natural-language abstracts; queries and qrels are BEIR's. Not comparable in "
         "absolute terms (SOURCE.txt says so): the +1.1 point gap to Pyserini flat comes from the different document "
@@ -147,12 +153,12 @@ def _markdown(rows: list[Row]) -> str:
     return "\n".join(lines) + "\n"
 
 
-@click.command()
+@command(__doc__)
 @click.option("--data", type=click.Path(file_okay=False, path_type=Path), default=REPO.parent / "shared" / "data",
               show_default=True)
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=REPO / "bench" / "results",
               show_default=True)
-def cli(data: Path, out: Path) -> None:
+def main(data: Path, out: Path) -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for collection in COLLECTIONS:
@@ -161,15 +167,13 @@ def cli(data: Path, out: Path) -> None:
                 continue
             rows.append(_run(collection, data, Path(tmp)))
             click.echo(f"{collection.folder}: {rows[-1].metrics} ({rows[-1].seconds} s)", err=True)
-    write_json(out / "bm25_parity.json", {"variant": VARIANT, "metrics": METRICS.split(","),
-                                           "machine": f"{platform.processor() or platform.machine()}, Python {platform.python_version()}",
-                                           "rows": [asdict(r) for r in rows]})
-    with atomic_write(out / "bm25_parity.md") as fh:
-        fh.write(_markdown(rows))
+    machine = f"{platform.processor() or platform.machine()}, Python {platform.python_version()}"
+    write_results(out / "bm25_parity", {"variant": VARIANT, "metrics": METRICS.split(","), "machine": machine,
+                                        "rows": [asdict(r) for r in rows]}, _markdown(rows))
     click.echo(_markdown(rows))
 
 
 if __name__ == "__main__":
     from bench import run
 
-    run(cli)
+    run(main)

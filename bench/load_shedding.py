@@ -1,6 +1,6 @@
 """Load shedding under overload: goodput and latency of ``distilrank serve`` before and after admission control.
 
-    python -m bench.load_shedding [--before /tmp/before] [--duration 15]
+    python -m bench load_shedding [--before /tmp/before] [--duration 15]
 
 "before" is ``distilrank serve`` run from another checkout (``git worktree add /tmp/before <commit>``), "after"
 is this checkout; both serve the same model with the same flags, one after the other on 127.0.0.1 (never at
@@ -16,7 +16,8 @@ latency of the accepted (200) requests, counts of 503/504/other, and client time
 BERT (hidden 256, 4 heads, FFN 1024; all-MiniLM-L6-v2 tokenizer) exported to fp32 ONNX, max_seq_len 128:
 its scores mean nothing, its compute is that of a small cross-encoder. The load generator (httpx, asyncio)
 runs on the same machine, so it takes CPU from the server: ratios between before and after in one run are
-meaningful, absolute numbers are not. Writes bench/results/load_shedding.{json,md,png}.
+meaningful, absolute numbers are not. Writes OUT/load_shedding.{json,md,png}; current figures: docs/results.md,
+"Admission control under overload".
 """
 
 from __future__ import annotations
@@ -25,15 +26,15 @@ import asyncio
 import json
 import logging
 import os
-import platform
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import click
 import numpy as np
+
+from bench import command, write_results
 
 REPO = Path(__file__).resolve().parent.parent
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -187,7 +188,8 @@ def run_variant(name: str, cwd: Path, model: Path, server_args: list[str], bodie
         levels = {}
         for k, (label, rps) in enumerate(rates.items()):
             time.sleep(1.0)  # let the previous level's stragglers finish
-            res = summarize(asyncio.run(open_loop(url, bodies, rps, duration, seed=k)), duration, docs, DEADLINE_MS / 1000)
+            outcomes = asyncio.run(open_loop(url, bodies, rps, duration, seed=k))
+            res = summarize(outcomes, duration, docs, DEADLINE_MS / 1000)
             res["offered_rps"] = rps
             res["offered_pairs_s"] = rps * docs
             levels[label] = res
@@ -197,9 +199,7 @@ def run_variant(name: str, cwd: Path, model: Path, server_args: list[str], bodie
         stop_serve(proc, timeout=30)
 
 
-def write_results(out_dir: Path, result: dict) -> None:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "load_shedding.json").write_text(json.dumps(result, indent=2) + "\n")
+def markdown(result: dict) -> str:
     cap = result["reference_capacity_pairs_s"]
     lines = [
         "# Load shedding: goodput under overload (before vs after admission control)", "",
@@ -209,10 +209,11 @@ def write_results(out_dir: Path, result: dict) -> None:
         f"{result['duration_s']:.0f} s per level. Goodput = pairs/s answered 200 within the deadline (client clock).",
         "",
         f"Capacity (closed loop, {result['clients']} clients, no deadline): before "
-        f"{result['before']['capacity_pairs_s']:.0f} pairs/s, after {result['after']['capacity_pairs_s']:.0f} pairs/s.",
+        f"{result['before']['capacity_pairs_s']:.0f} pairs/s, "
+        f"after {result['after']['capacity_pairs_s']:.0f} pairs/s.",
         "",
-        "| server | load | offered pairs/s | goodput pairs/s | goodput / own capacity | accepted p50 ms | accepted p99 ms "
-        "| 200 | 503 | 504 | late 200 | client timeouts |",
+        "| server | load | offered pairs/s | goodput pairs/s | goodput / own capacity | accepted p50 ms "
+        "| accepted p99 ms | 200 | 503 | 504 | late 200 | client timeouts |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for variant in ("before", "after"):
@@ -223,14 +224,16 @@ def write_results(out_dir: Path, result: dict) -> None:
             lines.append(f"| {variant} | {label} | {r['offered_pairs_s']:.0f} | {r['goodput_pairs_s']:.0f} | "
                          f"{r['goodput_pairs_s'] / v['capacity_pairs_s']:.2f} | {p50} | {p99} | {r['ok']} | "
                          f"{r['rejected_503']} | {r['expired_504']} | {r['late_200']} | {r['client_timeouts']} |")
-    lines += ["", f"Command: `{result['command']}`. Machine: {result['machine']}.", "",
-              "The machine has 2 cores shared with other engineers' jobs, which may have been running during this "
+    lines += ["", "The machine has 2 cores shared with other engineers' jobs, which may have been running during this "
               "run, and the load generator runs on the same cores as the server: compare before and after within "
               "this run, not absolute numbers across runs.", "",
               "Closed-loop capacity is conservative: each of the clients waits for its answer before sending again, "
               "so batches are less full than under open-loop overload (goodput above it at 2x is possible).", ""]
-    (out_dir / "load_shedding.md").write_text("\n".join(lines))
+    return "\n".join(lines)
 
+
+def plot(result: dict, path: Path) -> None:
+    cap = result["reference_capacity_pairs_s"]
     import matplotlib
 
     matplotlib.use("Agg")
@@ -244,7 +247,8 @@ def write_results(out_dir: Path, result: dict) -> None:
         ax1.plot(x, [v["levels"][lb]["goodput_pairs_s"] for lb in labels], "o-", color=color, label=variant)
         ax2.plot(x, [v["levels"][lb]["accepted_p99_ms"] or 0 for lb in labels], "o-", color=color, label=variant)
     ax1.axhline(cap, color="grey", ls="--", lw=1, label="capacity (before)")
-    ax1.axhline(0.9 * result["after"]["capacity_pairs_s"], color="tab:blue", ls=":", lw=1, label="90% capacity (after)")
+    ax1.axhline(0.9 * result["after"]["capacity_pairs_s"], color="tab:blue", ls=":", lw=1,
+                label="90% capacity (after)")
     ax1.set(xlabel="offered load (x capacity)", ylabel="goodput (pairs/s within deadline)", title="Goodput")
     ax2.axhline(DEADLINE_MS, color="grey", ls="--", lw=1, label="deadline")
     ax2.set(xlabel="offered load (x capacity)", ylabel="p99 of accepted requests (ms)", title="Accepted p99",
@@ -253,10 +257,10 @@ def write_results(out_dir: Path, result: dict) -> None:
         ax.set_xticks([1, 2, 4])
         ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(out_dir / "load_shedding.png", dpi=120)
+    fig.savefig(path, dpi=120)
 
 
-@click.command()
+@command(__doc__)
 @click.option("--before", "before_dir", default="/tmp/before", show_default=True, type=click.Path(file_okay=False),
               help="Checkout of the code before admission control (git worktree add /tmp/before <commit>).")
 @click.option("--model", "model_dir", default=None, type=click.Path(file_okay=False),
@@ -266,9 +270,11 @@ def write_results(out_dir: Path, result: dict) -> None:
 @click.option("--clients", default=8, show_default=True, help="Closed-loop clients for the capacity measurement.")
 @click.option("--docs", default=20, show_default=True, help="Documents per request.")
 @click.option("--out", "out_dir", default=str(REPO / "bench" / "results"), show_default=True)
-def main(before_dir: str, model_dir: str | None, work: str, duration: float, clients: int, docs: int, out_dir: str) -> None:
-    """Before vs after: capacity, then goodput and accepted p99 at 1x/2x/4x capacity with a 1 s deadline."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+def main(before_dir: str, model_dir: str | None, work: str, duration: float, clients: int, docs: int,
+         out_dir: str) -> None:
+    # before vs after: capacity, then goodput and accepted p99 at 1x/2x/4x capacity with a 1 s deadline
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        datefmt="%H:%M:%S")
     logging.getLogger("httpx").setLevel(logging.WARNING)
     t0 = time.monotonic()
     work_dir = Path(work)
@@ -288,9 +294,8 @@ def main(before_dir: str, model_dir: str | None, work: str, duration: float, cli
         "before": before, "after": after,
         "before_commit": subprocess.run(["git", "rev-parse", "HEAD"], cwd=before_dir, capture_output=True,
                                         text=True).stdout.strip(),
-        "after_commit": subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip(),
-        "command": "python -m bench.load_shedding " + " ".join(sys.argv[1:]),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
+        "after_commit": subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True,
+                                       text=True).stdout.strip(),
         "wall_s": time.monotonic() - t0,
     }
     four = after["levels"]["4x"]
@@ -299,7 +304,8 @@ def main(before_dir: str, model_dir: str | None, work: str, duration: float, cli
         "goodput_ok": four["goodput_pairs_s"] >= 0.9 * after["capacity_pairs_s"],
         "p99_ok": four["accepted_p99_ms"] is not None and four["accepted_p99_ms"] <= DEADLINE_MS,
     }
-    write_results(Path(out_dir), result)
+    write_results(Path(out_dir) / "load_shedding", result, markdown(result))
+    plot(result, Path(out_dir) / "load_shedding.png")
     click.echo(json.dumps(result["target"]))
     click.echo(f"wrote {out_dir}/load_shedding.{{json,md,png}} in {result['wall_s']:.0f} s")
 

@@ -1,16 +1,17 @@
-"""Calibrate the default load-test SLOs: real headless Locust runs (``loadtests.run_loadtest``) against
-``distilrank serve`` on 127.0.0.1, for 1 query x P passages (P = 20, 50) at U closed-loop users
+"""Calibrate the default load-test SLOs: headless Locust runs against ``distilrank serve`` on 127.0.0.1.
+
+Real runs of ``loadtests.run_loadtest`` for 1 query x P passages (P = 20, 50) at U closed-loop users
 (U = 1, 2, 4 by default), payloads = scifact_mini test queries with their BM25 top-P texts.
 
-    nice -n 10 python -m bench.loadtest_calibration --model EXPORTED_DIR [--users 1,2,4,8] [--run-time 40s]
+    nice -n 10 python -m bench loadtest_calibration --model EXPORTED_DIR [--users 1,2,4,8] [--run-time 40s]
 
 Without --model it builds the same stand-in as bench.ranker_bench (all-MiniLM-L6-v2 + an untrained
 seeded 1-logit head, fp32 ONNX): the compute of the small student, meaningless scores.
 
 "Highest throughput before p95 degrades" = the most requests/s among the user counts whose p95 stays
 within ``--degrade-factor`` x the 1-user p95 (closed-loop users: once the CPU is saturated, more users
-only queue, so p95 grows while requests/s stays flat). Writes bench/results/loadtest_calibration[_TAG].
-{json,md,png}; each cell's Locust CSV/HTML/JSON/PNG stay under --work.
+only queue, so p95 grows while requests/s stays flat). Writes OUT/loadtest_calibration[_TAG].{json,md,png};
+each cell's Locust CSV/HTML/JSON/PNG stay under --work. Current figures: docs/results.md, "Load-test calibration".
 The machine is shared and noisy: compare cells of the same run, not absolute numbers across runs.
 """
 
@@ -24,6 +25,8 @@ import tempfile
 from pathlib import Path
 
 import click
+
+from bench import command, write_results
 
 REPO = Path(__file__).resolve().parent.parent
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -42,7 +45,7 @@ def knee(cells: list[dict[str, float]], factor: float) -> dict[str, float] | Non
     return max(within, key=lambda c: c["rps"])
 
 
-def write_markdown(report: dict, path: Path) -> None:
+def markdown(report: dict) -> str:
     lines = [f"Model `{report['model_name']}` ({report['precision']}, max_seq_len {report['max_seq_len']}), "
              f"`distilrank serve --threads {report['threads']} {'--spin' if report['spin'] else '--no-spin'}`, "
              f"Locust {report['locust_version']} closed-loop users, {report['run_time']} per cell, "
@@ -59,8 +62,9 @@ def write_markdown(report: dict, path: Path) -> None:
     lines += ["", f"Highest throughput before p95 degrades (p95 <= {report['degrade_factor']}x the 1-user p95):", ""]
     for p, k in report["knee"].items():
         lines.append(f"- {p} passages: " + ("no valid cell" if k is None else
-                     f"{k['rps']:.2f} req/s ({k['rps'] * int(p):.1f} pairs/s) at {k['users']} user(s), p95 {k['p95_ms']:.0f} ms"))
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+                     f"{k['rps']:.2f} req/s ({k['rps'] * int(p):.1f} pairs/s) at {k['users']} user(s), "
+                     f"p95 {k['p95_ms']:.0f} ms"))
+    return "\n".join(lines) + "\n"
 
 
 def plot(report: dict, path: Path) -> None:
@@ -73,7 +77,8 @@ def plot(report: dict, path: Path) -> None:
     for p in report["passages"]:
         cells = [c for c in report["cells"] if c["passages"] == p]
         users = [c["users"] for c in cells]
-        ax1.plot(users, [c["p95_ms"] if c["p95_ms"] is not None else float("nan") for c in cells], marker="o", label=f"{p} passages")
+        p95 = [c["p95_ms"] if c["p95_ms"] is not None else float("nan") for c in cells]
+        ax1.plot(users, p95, marker="o", label=f"{p} passages")
         ax2.plot(users, [c["rps"] for c in cells], marker="o", label=f"{p} passages")
     ax1.set(xlabel="concurrent users", ylabel="p95 latency (ms)", title="p95 vs users")
     ax2.set(xlabel="concurrent users", ylabel="requests/s", title="throughput vs users")
@@ -85,14 +90,15 @@ def plot(report: dict, path: Path) -> None:
     plt.close(fig)
 
 
-@click.command()
+@command(__doc__)
 @click.option("--model", "model_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Exported dir (model_card.json) [default: build the MiniLM-L6 stand-in].")
 @click.option("--users", default="1,2,4", show_default=True, help="Comma-separated user counts.")
 @click.option("--passages", default="20,50", show_default=True, help="Comma-separated passages per request.")
 @click.option("--run-time", default="30s", show_default=True, help="Locust duration per cell.")
 @click.option("--threads", default=os.cpu_count() or 1, show_default=True, type=click.IntRange(min=1))
-@click.option("--spin/--no-spin", default=False, show_default=True, help="ORT busy-wait threads (off on a shared machine).")
+@click.option("--spin/--no-spin", default=False, show_default=True,
+              help="ORT busy-wait threads (off on a shared machine).")
 @click.option("--degrade-factor", default=1.5, show_default=True, type=click.FloatRange(min=1.0))
 @click.option("--max-seq-len", default=256, show_default=True, help="Only for the stand-in export.")
 @click.option("--work", type=click.Path(file_okay=False, path_type=Path), default=None,
@@ -102,10 +108,10 @@ def plot(report: dict, path: Path) -> None:
 def main(model_dir: Path | None, users: str, passages: str, run_time: str, threads: int, spin: bool,
          degrade_factor: float, max_seq_len: int, work: Path | None, out_dir: Path, tag: str) -> None:
     # never import locust here: it monkey-patches this process with gevent (Locust runs in subprocesses)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        datefmt="%H:%M:%S")
     from importlib.metadata import version
 
-    from distill.core.atomic_io import write_json
     from distill.core.errors import GateFailedError
     from loadtests import LoadTestConfig, build_payloads, run_loadtest
     from ranker.process import start_serve, stop_serve
@@ -144,9 +150,9 @@ def main(model_dir: Path | None, users: str, passages: str, run_time: str, threa
                     logger.error("cell %d passages x %d users made no request: %s", p, u, exc)
                     result = json.loads((cell_out / "slo_result.json").read_text(encoding="utf-8"))
                 m = result["measured"]["total"]
-                report["cells"].append({"passages": p, "users": u, "requests": m["requests"], "failures": m["failures"],
-                                        "p50_ms": m["p50_ms"], "p95_ms": m["p95_ms"], "p99_ms": m["p99_ms"],
-                                        "rps": m["rps"], "locust_out": str(cell_out)})
+                report["cells"].append({"passages": p, "users": u, "requests": m["requests"],
+                                        "failures": m["failures"], "p50_ms": m["p50_ms"], "p95_ms": m["p95_ms"],
+                                        "p99_ms": m["p99_ms"], "rps": m["rps"], "locust_out": str(cell_out)})
                 logger.info("%d passages x %d users: %s", p, u, report["cells"][-1])
     finally:
         stop_serve(proc)
@@ -154,11 +160,9 @@ def main(model_dir: Path | None, users: str, passages: str, run_time: str, threa
     report["knee"] = {str(p): knee([c for c in report["cells"] if c["passages"] == p], degrade_factor)
                       for p in passage_counts}
     stem = "loadtest_calibration" + (f"_{tag}" if tag else "")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    write_json(out_dir / f"{stem}.json", report)
-    write_markdown(report, out_dir / f"{stem}.md")
+    write_results(out_dir / stem, report, markdown(report))
     plot(report, out_dir / f"{stem}.png")
-    click.echo((out_dir / f"{stem}.md").read_text(encoding="utf-8"))
+    click.echo(markdown(report))
 
 
 if __name__ == "__main__":
