@@ -1,14 +1,17 @@
-"""Ranker service benchmark: HTTP service vs bare ONNX Runtime in-process vs sentence-transformers
-CrossEncoder (PyTorch), for 1 query x 20 and x 50 real SciFact passages (BM25 top-k of the
-scifact_mini test queries); then throughput at 1, 2 and 4 concurrent clients.
+"""Ranker service overhead: the HTTP service vs bare ONNX Runtime vs a sentence-transformers CrossEncoder.
 
-    nice -n 10 python -m bench.ranker_bench [--model EXPORTED_DIR] [--student HF_DIR] [--reps 20]
+Latency for 1 query x 20 and x 50 real SciFact passages (BM25 top-k of the scifact_mini test queries) through
+the HTTP service, bare ONNX Runtime in-process and a sentence-transformers CrossEncoder (PyTorch); then the
+service's throughput at 1, 2 and 4 concurrent clients.
+
+    nice -n 10 python -m bench ranker_bench [--model EXPORTED_DIR] [--student HF_DIR] [--reps 20]
 
 Without --model it builds a stand-in: all-MiniLM-L6-v2 + a fresh seeded 1-logit head (untrained:
 the scores are meaningless, the compute is the student's), exported to fp32 ONNX. The service is
 ``distilrank serve`` in a subprocess on 127.0.0.1, called with ranker.client. All three run with
-the same thread count. Writes bench/results/ranker_bench[_TAG].{json,md,png}.
-The machine is shared and noisy: compare ratios taken in the same run, not absolute numbers across runs.
+the same thread count. Writes OUT/ranker_bench[_TAG].{json,md,png}; current figures: docs/results.md,
+"Service overhead". The machine is shared and noisy: compare ratios taken in the same run, not absolute numbers
+across runs.
 """
 
 from __future__ import annotations
@@ -18,15 +21,16 @@ import logging
 import os
 import shutil
 import statistics
-import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
 import click
 import numpy as np
 
+from bench import command, write_results
 from distill.core.datasets import bundled_dataset
 
 REPO = Path(__file__).resolve().parent.parent
@@ -91,7 +95,8 @@ def timed(fn, lists: list[tuple[str, list[str]]], k: int, reps: int) -> list[flo
     return times
 
 
-async def throughput(url: str, lists: list[tuple[str, list[str]]], k: int, clients: int, per_client: int) -> dict[str, float]:
+async def throughput(url: str, lists: list[tuple[str, list[str]]], k: int, clients: int,
+                     per_client: int) -> dict[str, float]:
     from ranker.client import AsyncRerankClient, RetryPolicy
 
     latencies: list[float] = []
@@ -149,21 +154,44 @@ def markdown(results: dict) -> str:
              "CrossEncoder torch p50/p95 | service overhead (p50 / ORT sorted) | speed-up vs CrossEncoder (p50) |",
              "|---|---|---|---|---|---|---|"]
     for r in results["latency"]:
-        cell = [f"{r[k]['p50_ms']:.1f} / {r[k]['p95_ms']:.1f}" for k in ("ort_plain", "ort_sorted", "service", "crossencoder_torch")]
-        lines.append(f"| 1 x {r['k']} | {' | '.join(cell)} | {r['overhead_ratio']:.2f}x | {r['speedup_vs_crossencoder']:.2f}x |")
+        cell = [f"{r[k]['p50_ms']:.1f} / {r[k]['p95_ms']:.1f}"
+                for k in ("ort_plain", "ort_sorted", "service", "crossencoder_torch")]
+        lines.append(f"| 1 x {r['k']} | {' | '.join(cell)} | {r['overhead_ratio']:.2f}x | "
+                     f"{r['speedup_vs_crossencoder']:.2f}x |")
     lines += ["", f"Throughput, 1 x {results['throughput_k']} passages per request:", "",
               "| clients | req/s | pairs/s | p50 ms | p95 ms |", "|---|---|---|---|---|"]
     for t in results["throughput"]:
-        lines.append(f"| {t['clients']} | {t['req_per_s']:.1f} | {t['pairs_per_s']:.0f} | {t['p50_ms']:.1f} | {t['p95_ms']:.1f} |")
+        lines.append(f"| {t['clients']} | {t['req_per_s']:.1f} | {t['pairs_per_s']:.0f} | {t['p50_ms']:.1f} | "
+                     f"{t['p95_ms']:.1f} |")
     return "\n".join(lines) + "\n"
 
 
-@click.command()
-@click.option("--model", "model_dir", type=click.Path(file_okay=False), default=None, help="Exported dir (model_card.json).")
+def latency_rows(fns: dict[str, Callable[[str, list[str]], object]], lists: list[tuple[str, list[str]]],
+                 reps: int) -> list[dict[str, object]]:
+    """p50/p95/mean ms of each way to score, for 1 query x 20 and x 50 passages, and their ratios."""
+    latency = []
+    for k in (20, 50):
+        logger.info("latency, 1 x %d passages, %d reps each", k, reps)
+        cells: dict[str, dict[str, float]] = {}
+        for name, fn in fns.items():
+            t = timed(fn, lists, k, reps)
+            cells[name] = {"p50_ms": pct(t, 50), "p95_ms": pct(t, 95), "mean_ms": statistics.fmean(t) * 1000}
+        p50 = {name: cell["p50_ms"] for name, cell in cells.items()}
+        latency.append({"k": k, **cells, "overhead_ratio": p50["service"] / p50["ort_sorted"],
+                        "speedup_vs_crossencoder": p50["crossencoder_torch"] / p50["service"],
+                        "sorting_speedup": p50["ort_plain"] / p50["ort_sorted"]})
+    return latency
+
+
+@command(__doc__)
+@click.option("--model", "model_dir", type=click.Path(file_okay=False), default=None,
+              help="Exported dir (model_card.json).")
 @click.option("--student", "student_dir", type=click.Path(file_okay=False), default=None,
-              help="HF dir of the same student for the CrossEncoder baseline (default: the card's base_models.student_dir).")
+              help="HF dir of the same student for the CrossEncoder baseline "
+                   "(default: the card's base_models.student_dir).")
 @click.option("--reps", default=20, show_default=True, type=click.IntRange(min=3))
-@click.option("--threads", default=None, type=click.IntRange(min=1), help="Threads for ORT and torch [default: all cores].")
+@click.option("--threads", default=None, type=click.IntRange(min=1),
+              help="Threads for ORT and torch [default: all cores].")
 @click.option("--max-seq-len", default=256, show_default=True, help="Only for the stand-in export.")
 @click.option("--per-client", default=15, show_default=True, help="Requests per client in the throughput test.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=str(REPO / "bench" / "results"))
@@ -175,7 +203,7 @@ def main(model_dir: str | None, student_dir: str | None, reps: int, threads: int
     import torch
     from sentence_transformers import CrossEncoder
 
-    from distill.core.atomic_io import atomic_write, write_json
+    from distill.core.atomic_io import atomic_write
     from ranker.client import RerankClient
     from ranker.process import start_serve, stop_serve
     from ranker.runtime import RerankRuntime, RuntimeConfig
@@ -212,18 +240,9 @@ def main(model_dir: str | None, student_dir: str | None, reps: int, threads: int
         server, url = start_serve(model, "--threads", str(threads), "--max-docs", "200", quiet=True)
         try:
             client = RerankClient(url, timeout=60)
-            latency = []
-            for k in (20, 50):
-                logger.info("latency, 1 x %d passages, %d reps each", k, reps)
-                row: dict[str, object] = {"k": k}
-                for name, fn in (("ort_plain", ort_plain), ("ort_sorted", runtime.score),
-                                 ("service", lambda q, d: client.rerank(q, d)), ("crossencoder_torch", ce_predict)):
-                    t = timed(fn, lists, k, reps)
-                    row[name] = {"p50_ms": pct(t, 50), "p95_ms": pct(t, 95), "mean_ms": statistics.fmean(t) * 1000}
-                row["overhead_ratio"] = row["service"]["p50_ms"] / row["ort_sorted"]["p50_ms"]  # type: ignore[index]
-                row["speedup_vs_crossencoder"] = row["crossencoder_torch"]["p50_ms"] / row["service"]["p50_ms"]  # type: ignore[index]
-                row["sorting_speedup"] = row["ort_plain"]["p50_ms"] / row["ort_sorted"]["p50_ms"]  # type: ignore[index]
-                latency.append(row)
+            latency = latency_rows({"ort_plain": ort_plain, "ort_sorted": runtime.score,
+                                    "service": lambda q, d: client.rerank(q, d), "crossencoder_torch": ce_predict},
+                                   lists, reps)
             client.close()
             tp = []
             for clients in (1, 2, 4):
@@ -234,14 +253,10 @@ def main(model_dir: str | None, student_dir: str | None, reps: int, threads: int
         results = {"model": runtime.name, "precision": runtime.card.precision, "max_seq_len": L,
                    "threads": threads, "cpu_count": os.cpu_count(), "reps": reps, "latency": latency,
                    "throughput": tp, "throughput_k": 20, "model_sha256": runtime.model_sha256,
-                   "note": "shared 2-core machine with other jobs running; numbers are noisy",
-                   "command": " ".join(sys.argv)}
-        out = Path(out_dir)
-        stem = f"ranker_bench_{tag}" if tag else "ranker_bench"
-        write_json(out / f"{stem}.json", results)
-        with atomic_write(out / f"{stem}.md") as fh:
-            fh.write(markdown(results))
-        with atomic_write(out / f"{stem}.png", mode="wb") as fh:
+                   "note": "shared 2-core machine with other jobs running; numbers are noisy"}
+        stem = Path(out_dir) / (f"ranker_bench_{tag}" if tag else "ranker_bench")
+        write_results(stem, results, markdown(results))
+        with atomic_write(stem.parent / f"{stem.name}.png", mode="wb") as fh:
             plot(results, fh)
         click.echo(markdown(results))
     finally:
