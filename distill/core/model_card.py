@@ -3,12 +3,19 @@ exported model (the ranker service, the OpenSearch plugin through ``/info``, ben
 
 What serving needs travels inside the artifact, never typed again on a command line:
 
-* ``onnx_file`` (the file the ranker runs), ``precision``, ``runtime``;
+* ``onnx_file`` (the file the ranker runs: an ``.onnx``, or an OpenVINO IR ``.xml`` whose weights are the
+  ``.bin`` beside it), ``precision`` (fp32, bf16, int8), ``runtime`` (onnxruntime, openvino);
 * ``token_caps`` (the one truncation rule: ``max_seq_len``, ``max_query_tokens``, ``max_doc_tokens``);
 * ``pairs_per_call``: the most pairs one inference call may hold for the scores to equal the gated ones
   (1 for dynamic int8, whose activation scales span the call; null = any number);
 * ``interpolation``: the blend with the first stage that the pipeline measured
   (:class:`~distill.core.interpolation.Interpolation`); null when the export was made outside a pipeline;
+* ``recipe``: the name of the gated recipe ``onnx_file`` holds (``onnxruntime-fp32``, ``openvino-bf16``, ...), chosen
+  on the machine whose ISA level ``isa`` names; ``runner_up`` (:class:`RunnerUp`): a recipe that every machine with
+  the ``[serve]`` extra runs (ONNX Runtime), its files shipped in the same directory and gated in the same export,
+  which the ranker serves (with a warning) where the card's own recipe cannot run, e.g. bf16 on a CPU without AMX or
+  AVX512-BF16. Null when the card's own recipe runs everywhere; ``recipe_trials`` holds every recipe's gates and
+  latency;
 * ``files``: the sha256 of every other file in the directory. :func:`load_model_card` verifies them (and
   that none is missing, and that none lies outside the directory), so a tampered, truncated or swapped
   file is refused with a clear error before any inference.
@@ -16,7 +23,8 @@ What serving needs travels inside the artifact, never typed again on a command l
 The rest is provenance and evidence: base models, training, the export config, gates, metrics, latency,
 the decision and its reasons. ``format_version`` 1 cards (written before the card was typed: no
 ``interpolation``, ``max_pairs_per_call`` for ``pairs_per_call``, sometimes only ``max_seq_len``) load as
-version 2 with ``interpolation`` null.
+version 2 with ``interpolation`` null; cards written before recipes were chosen per machine load with ``recipe``
+and ``runner_up`` null.
 """
 
 from __future__ import annotations
@@ -34,8 +42,8 @@ from distill.core.cross_encoder import TokenCaps
 from distill.core.errors import ConfigError, DataError, MissingPrerequisiteError
 from distill.core.interpolation import Interpolation
 
-__all__ = ["MODEL_CARD", "SCORE_SEMANTICS", "ModelCard", "ModelCardError", "file_hashes", "load_model_card",
-           "set_interpolation", "write_model_card"]
+__all__ = ["MODEL_CARD", "SCORE_SEMANTICS", "ModelCard", "ModelCardError", "RunnerUp", "file_hashes",
+           "load_model_card", "set_interpolation", "write_model_card"]
 
 MODEL_CARD = "model_card.json"
 FORMAT_VERSION = 2
@@ -45,6 +53,27 @@ Runtime = Literal["onnxruntime", "openvino"]
 
 class ModelCardError(DataError):
     """The exported artifact does not match its model card (tampered, truncated, incomplete or malformed)."""
+
+
+@dataclass(frozen=True)
+class RunnerUp:
+    """The recipe served where the card's own cannot run: the serving fields of a card, for other files."""
+
+    recipe: str
+    onnx_file: str
+    precision: str
+    runtime: Runtime = "onnxruntime"
+    pairs_per_call: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> RunnerUp:
+        if not isinstance(data, Mapping):
+            raise TypeError(f"runner_up must be a JSON object or null, got {type(data).__name__}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
 
 
 @dataclass(frozen=True)
@@ -75,6 +104,9 @@ class ModelCard:
     latency: dict[str, Any] = field(default_factory=dict)
     decision: str = ""
     export_wall_time_s: float | None = None
+    recipe: str | None = None
+    runner_up: RunnerUp | None = None
+    recipe_trials: dict[str, Any] = field(default_factory=dict)
     files: dict[str, str] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
 
@@ -92,10 +124,19 @@ class ModelCard:
     def replace(self, **changes: Any) -> ModelCard:
         return dataclasses.replace(self, **changes)
 
+    def served_by_runner_up(self) -> ModelCard:
+        """This card with the runner-up's serving fields in place of its own (``runner_up`` then null)."""
+        if self.runner_up is None:
+            raise ValueError("the model card has no runner_up recipe")
+        ru = self.runner_up
+        return self.replace(onnx_file=ru.onnx_file, precision=ru.precision, runtime=ru.runtime,
+                            pairs_per_call=ru.pairs_per_call, recipe=ru.recipe, runner_up=None)
+
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
         out["token_caps"] = self.token_caps.to_dict()
         out["interpolation"] = self.interpolation.to_dict() if self.interpolation else None
+        out["runner_up"] = self.runner_up.to_dict() if self.runner_up else None
         out["max_seq_len"] = self.max_seq_len  # for readers of format 1
         return out
 
@@ -128,6 +169,8 @@ def _normalised(data: Mapping[str, Any]) -> dict[str, Any]:
     raw.pop("max_seq_len", None)
     if raw.get("interpolation") is not None:
         raw["interpolation"] = Interpolation.from_dict(raw["interpolation"])
+    if raw.get("runner_up") is not None:
+        raw["runner_up"] = RunnerUp.from_dict(raw["runner_up"])
     known = {f.name for f in dataclasses.fields(ModelCard)}
     kwargs = {k: v for k, v in raw.items() if k in known}
     _check_types(kwargs)
@@ -145,11 +188,22 @@ def _check_types(kwargs: Mapping[str, Any]) -> None:
         _check_inside(name)
     if kwargs["onnx_file"] not in files:
         raise ValueError(f"onnx_file {kwargs['onnx_file']!r} is not one of the card's files")
-    per_call = kwargs.get("pairs_per_call")
+    _check_serving(kwargs.get("pairs_per_call"), kwargs.get("runtime", "onnxruntime"))
+    runner_up = kwargs.get("runner_up")
+    if runner_up is not None:
+        for name in ("recipe", "onnx_file", "precision"):
+            if not isinstance(getattr(runner_up, name), str) or not getattr(runner_up, name):
+                raise ValueError(f"runner_up.{name} must be a non-empty string, got {getattr(runner_up, name)!r}")
+        if runner_up.onnx_file not in files:
+            raise ValueError(f"runner_up.onnx_file {runner_up.onnx_file!r} is not one of the card's files")
+        _check_serving(runner_up.pairs_per_call, runner_up.runtime, "runner_up.")
+
+
+def _check_serving(per_call: object, runtime: object, where: str = "") -> None:
     if per_call is not None and (isinstance(per_call, bool) or not isinstance(per_call, int) or per_call < 1):
-        raise ValueError(f"pairs_per_call must be a positive integer or null, got {per_call!r}")
-    if kwargs.get("runtime", "onnxruntime") not in ("onnxruntime", "openvino"):
-        raise ValueError(f"runtime must be onnxruntime or openvino, got {kwargs.get('runtime')!r}")
+        raise ValueError(f"{where}pairs_per_call must be a positive integer or null, got {per_call!r}")
+    if runtime not in ("onnxruntime", "openvino"):
+        raise ValueError(f"{where}runtime must be onnxruntime or openvino, got {runtime!r}")
 
 
 def _check_inside(name: str) -> None:
@@ -173,8 +227,9 @@ def write_model_card(model_dir: str | os.PathLike[str], card: ModelCard) -> Path
     """Write the card last, after every other file is in place, with fresh hashes of all files."""
     root = Path(model_dir)
     full = card.replace(files=file_hashes(root), format_version=FORMAT_VERSION)
-    if full.onnx_file not in full.files:
-        raise ValueError(f"model card names onnx_file={full.onnx_file!r}, which is not in {root}")
+    for name in (full.onnx_file, full.runner_up.onnx_file if full.runner_up else full.onnx_file):
+        if name not in full.files:
+            raise ValueError(f"model card names the model file {name!r}, which is not in {root}")
     return write_json(root / MODEL_CARD, full.to_dict())
 
 

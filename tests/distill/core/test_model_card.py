@@ -101,3 +101,48 @@ def test_interpolation_validation():
         Interpolation(0.5, depth=0)
     with pytest.raises(ConfigError, match="score_convention"):
         Interpolation(0.5, score_convention="probability")  # type: ignore[arg-type]
+
+
+def test_recipe_and_runner_up_round_trip_and_serve_the_runner_up(tmp_path):
+    from distill.core.model_card import RunnerUp
+
+    (tmp_path / "openvino_model.xml").write_text("<net/>")
+    (tmp_path / "openvino_model.bin").write_bytes(b"w")
+    (tmp_path / "model_optimized.onnx").write_bytes(b"onnx")
+    runner_up = RunnerUp("onnxruntime-fp32", "model_optimized.onnx", "fp32")
+    write_model_card(tmp_path, ModelCard(onnx_file="openvino_model.xml", precision="bf16", runtime="openvino",
+                                         token_caps=TokenCaps(128, 32), isa="amx", recipe="openvino-bf16",
+                                         runner_up=runner_up, recipe_trials={"openvino-bf16": {"passed": True}}))
+    card = load_model_card(tmp_path)
+    assert (card.recipe, card.runner_up, card.isa) == ("openvino-bf16", runner_up, "amx")
+    assert card.recipe_trials["openvino-bf16"]["passed"] and "openvino_model.bin" in card.files
+    served = card.served_by_runner_up()
+    assert (served.onnx_file, served.precision, served.runtime, served.recipe, served.runner_up) == \
+        ("model_optimized.onnx", "fp32", "onnxruntime", "onnxruntime-fp32", None)
+    assert served.onnx_sha256 == card.files["model_optimized.onnx"]
+    with pytest.raises(ValueError, match="no runner_up"):
+        served.served_by_runner_up()
+
+
+def test_cards_without_recipe_fields_still_load(tmp_path):
+    make_dir(tmp_path)
+    raw = json.loads((tmp_path / "model_card.json").read_text())
+    for key in ("recipe", "runner_up", "recipe_trials"):
+        raw.pop(key)
+    (tmp_path / "model_card.json").write_text(json.dumps(raw))
+    card = load_model_card(tmp_path)
+    assert card.recipe is None and card.runner_up is None and card.recipe_trials == {}
+
+
+@pytest.mark.parametrize(("runner_up", "match"), [
+    ({"recipe": "onnxruntime-fp32", "onnx_file": "absent.onnx", "precision": "fp32"}, "runner_up.onnx_file"),
+    ({"recipe": "", "onnx_file": "model.onnx", "precision": "fp32"}, "runner_up.recipe must be"),
+    ({"recipe": "x", "onnx_file": "model.onnx", "precision": "fp32", "runtime": "tvm"}, "runner_up.runtime must be"),
+    ({"recipe": "x", "onnx_file": "model.onnx", "precision": "fp32", "pairs_per_call": 0}, "runner_up.pairs_per_call"),
+    (["model.onnx"], "runner_up must be a JSON object"),
+])
+def test_malformed_runner_up_is_refused(tmp_path, runner_up, match):
+    make_dir(tmp_path)
+    edit(tmp_path, runner_up=runner_up)
+    with pytest.raises(ModelCardError, match=match):
+        load_model_card(tmp_path, verify=False)
