@@ -13,7 +13,9 @@ a large one. ``groups_per_query=0`` (auto) builds ``ceil(candidates / group size
 ``ceil(auto_group_budget / queries)``, so a file with many queries spends the same step budget on
 more queries with fewer groups each (query diversity transfers more than a 13th group of one query). Queries with
 fewer than ``n_negatives`` usable negatives are skipped with a log line, so every group has the same
-size and batches stay rectangular.
+size and batches stay rectangular. Equal teacher scores are ordered by
+:func:`~distill.core.cross_encoder.tie_key`, never by doc id (a run-file teacher gives every candidate it did not
+rank the same floor score).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
+from distill.core.cross_encoder import tie_key
 from distill.core.errors import ConfigError, DataError
 from distill.core.label_files import LabeledQuery
 from distill.student.normalize import NormalizationConfig, normalize_scores
@@ -91,7 +94,7 @@ def build_groups(labels: Iterable[LabeledQuery], qrels: Mapping[str, Mapping[str
         scores = dict(zip(ids, normalize_scores([d.score for d in lq.docs], norm), strict=True))
         judged_pos = {d for d, rel in qrels.get(lq.qid, {}).items() if rel >= 1}
         positives = [d for d in ids if d in judged_pos] if config.positive == "qrels" else []
-        by_teacher = sorted(ids, key=lambda d: (-scores[d], d))
+        by_teacher = sorted(ids, key=lambda d: (-scores[d], tie_key(lq.qid, d)))
         teacher_mode = not positives
         if teacher_mode:
             positives = [d for d in by_teacher[:config.teacher_positives] if d not in judged_pos] or by_teacher[:1]
@@ -101,7 +104,7 @@ def build_groups(labels: Iterable[LabeledQuery], qrels: Mapping[str, Mapping[str
             continue
         n_groups = config.groups_per_query or max(1, min(per_query_cap, -(-len(ids) // (1 + config.n_negatives))))
         n_hard = {"teacher_hard": config.n_negatives, "random": 0}.get(config.negatives, config.n_negatives // 2)
-        ranked_pool = sorted(pool, key=lambda d: (-scores[d], d))
+        ranked_pool = sorted(pool, key=lambda d: (-scores[d], tie_key(lq.qid, d)))
         for g in range(n_groups):
             pos = positives[g % len(positives)]
             if teacher_mode:  # negatives only from below this positive, already in the teacher's order

@@ -136,3 +136,15 @@ def test_tune_alpha_picks_the_better_signal() -> None:
     assert good.alpha == 0.0  # ties go to the student
     with pytest.raises(DataError, match="no dev query"):
         tune_alpha({"zz": {"a": 1}}, first_stage, student, InterpolationConfig())
+
+
+def test_groups_order_equal_teacher_scores_by_the_tie_key_not_the_doc_id() -> None:
+    """A run-file teacher gives the candidates it did not rank one floor score: their order (which are hard
+    negatives) follows the fixed (qid, doc id) hash, not the ids."""
+    from distill.core.cross_encoder import tie_key
+
+    scores = {"top": 9.0, **{f"d{i:02d}": 0.0 for i in range(20)}}
+    cfg = PairConfig(positive="teacher_top", negatives="teacher_hard", n_negatives=4, groups_per_query=1)
+    (g,) = build_groups([_lq("q1", scores)], None, cfg, NormalizationConfig("raw"))
+    floor = sorted((d for d in scores if d != "top"), key=lambda d: tie_key("q1", d))
+    assert g.doc_ids == ("top", *floor[:4]) and list(g.doc_ids[1:]) != sorted(scores)[:4]
