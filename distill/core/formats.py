@@ -31,6 +31,7 @@ import math
 import numbers
 import os
 import re
+import sys
 import zlib
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -39,6 +40,7 @@ from typing import IO
 
 from distill.core.atomic_io import atomic_write
 from distill.core.errors import DataError, MissingPrerequisiteError
+from distill.core.params import parse_ascii_float
 
 __all__ = [
     "MAX_LINE_CHARS",
@@ -58,6 +60,7 @@ __all__ = [
     "read_qrels",
     "read_queries",
     "read_run",
+    "stream_errors",
     "text_suffix",
     "write_corpus",
     "write_qrels",
@@ -84,8 +87,9 @@ _COMPRESSION = {".gz": "gzip", ".bz2": "bz2", ".zst": "zstd"}
 #: with a message instead of a MemoryError
 MAX_LINE_CHARS = 64 * 2**20
 #: what an id may not contain: whitespace as ``str.split()`` sees it (it would add columns to a run or qrels
-#: line), C0/C1 control characters (a NUL ends the id inside trec_eval) and lone surrogates (not UTF-8)
-_BAD_ID_CHAR = re.compile(r"[\s\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+#: line), C0/C1 control characters (a NUL ends the id inside trec_eval), lone surrogates (not UTF-8) and
+#: U+FEFF (readers drop it as a byte-order mark at the start of a file)
+_BAD_ID_CHAR = re.compile(r"[\s\x00-\x1f\x7f-\x9f\ud800-\udfff\ufeff]")
 #: a lone surrogate: JSON's "\\ud800" escape decodes to one, but it is not Unicode text
 _SURROGATE = re.compile(r"[\ud800-\udfff]")
 #: what a broken compressed stream raises while being read
@@ -224,8 +228,14 @@ def iter_lines(path: str | os.PathLike[str]) -> Iterator[tuple[int, str]]:
                     yield lineno, line
         except UnicodeDecodeError as exc:
             raise DataError(f"not valid UTF-8 ({exc.reason}) after line {lineno}", path=path) from exc
-        except _STREAM_ERRORS as exc:
+        except stream_errors() as exc:
             raise DataError(f"corrupt or truncated compressed data after line {lineno} ({exc})", path=path) from exc
+
+
+def stream_errors() -> tuple[type[BaseException], ...]:
+    """What a broken compressed stream raises while being read (zstandard's own error once it is loaded)."""
+    zstd = sys.modules.get("zstandard")
+    return (*_STREAM_ERRORS, zstd.ZstdError) if zstd is not None else _STREAM_ERRORS
 
 
 def _is_jsonl(path: Path) -> bool:
@@ -247,6 +257,8 @@ def _json_line(path: Path, lineno: int, line: str, expected: str) -> dict[str, o
                         expected=expected) from exc
     except RecursionError as exc:  # "[[[[..." deeper than the interpreter's stack
         raise DataError("JSON nested too deeply", path=path, line=lineno, expected=expected) from exc
+    except ValueError as exc:  # an integer of more than 4300 digits (Python's int_max_str_digits)
+        raise DataError(f"invalid JSON ({exc})", path=path, line=lineno, expected=expected) from exc
     if not isinstance(obj, dict):
         raise DataError(f"a JSON {type(obj).__name__}, not an object", path=path, line=lineno, expected=expected)
     return obj
@@ -339,10 +351,9 @@ def read_queries(path: str | os.PathLike[str]) -> dict[str, Query]:
 
 
 def _parse_int(value: str, what: str, path: Path, lineno: int, expected: str) -> int:
-    try:
-        number = float(value)
-    except ValueError:
-        raise DataError(f"{what} {value!r} is not a number", path=path, line=lineno, expected=expected) from None
+    number = parse_ascii_float(value)  # as trec_eval reads it: ASCII digits ("１" or "1_0" are not numbers)
+    if number is None:
+        raise DataError(f"{what} {value!r} is not a number", path=path, line=lineno, expected=expected)
     if not number.is_integer():
         raise DataError(f"{what} {value!r} is not an integer", path=path, line=lineno, expected=expected)
     if not _INT32[0] <= number <= _INT32[1]:
@@ -369,14 +380,18 @@ def read_qrels(path: str | os.PathLike[str]) -> Qrels:
             parts = line.split()
         if first:
             first = False
-            if parts[0].lower() in {"query-id", "query_id", "qid"}:
-                continue  # BEIR header
+            # BEIR's header; a TREC line whose query is called "qid" ends in a grade, not in a column name
+            if parts[0].lower() in {"query-id", "query_id", "qid"} and parse_ascii_float(parts[-1]) is None:
+                continue
         if len(parts) == 4:
             qid, _, doc_id, rel_s = parts
         elif len(parts) == 3:
             qid, doc_id, rel_s = parts
         else:
             raise DataError(f"{len(parts)} columns", path=path, line=lineno, expected=_QRELS_SHAPE)
+        if not qid or not doc_id:
+            raise DataError(f"empty {'query' if not qid else 'document'} id", path=path, line=lineno,
+                            expected=_QRELS_SHAPE)
         rel = _parse_int(rel_s, "relevance", path, lineno, _QRELS_SHAPE)
         docs = out.setdefault(qid, {})
         if doc_id in docs:
@@ -408,10 +423,9 @@ def read_run(path: str | os.PathLike[str]) -> Run:
             raise DataError(f"{len(parts)} columns", path=path, line=lineno, expected=_RUN_SHAPE)
         qid, _, doc_id, rank_s, score_s, _ = parts
         _parse_int(rank_s, "rank", path, lineno, _RUN_SHAPE)
-        try:
-            score = float(score_s)
-        except ValueError:
-            raise DataError(f"score {score_s!r} is not a number", path=path, line=lineno, expected=_RUN_SHAPE) from None
+        score = parse_ascii_float(score_s)
+        if score is None:
+            raise DataError(f"score {score_s!r} is not a number", path=path, line=lineno, expected=_RUN_SHAPE)
         if not math.isfinite(score):
             raise DataError(f"score {score_s!r} is not finite", path=path, line=lineno, expected=_RUN_SHAPE)
         docs = out.setdefault(qid, {})

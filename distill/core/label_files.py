@@ -32,14 +32,20 @@ import json
 import logging
 import math
 import os
-import zlib
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from distill.core.errors import DataError
-from distill.core.formats import MAX_LINE_CHARS, bounded_lines, compression_of, iter_lines, open_text
+from distill.core.formats import (
+    MAX_LINE_CHARS,
+    bounded_lines,
+    compression_of,
+    iter_lines,
+    open_text,
+    stream_errors,
+)
 
 __all__ = [
     "HEADER_KEY",
@@ -268,7 +274,7 @@ def _valid_qids_compressed(path: Path) -> set[str]:
                 if isinstance(item, LabeledQuery):
                     done.add(item.qid)
                 good.append(line)
-    except (EOFError, OSError, zlib.error) as exc:  # the stream itself ends mid-member
+    except stream_errors() as exc:  # the stream itself ends mid-member
         torn = True
         logger.debug("%s: compressed stream ends early: %s", path, exc)
     except UnicodeDecodeError as exc:

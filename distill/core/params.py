@@ -23,7 +23,8 @@ import click
 
 from distill.core.errors import ConfigError
 
-__all__ = ["INT32_MAX", "INT64_MAX", "Count", "FiniteFloat", "count", "finite_float"]
+__all__ = ["INT32_MAX", "INT64_MAX", "Count", "FiniteFloat", "count", "finite_float", "parse_ascii_float",
+           "parse_ascii_int"]
 
 #: the largest value of a C ``int`` (trec_eval's relevance grades and cut-offs)
 INT32_MAX = 2**31 - 1
@@ -53,8 +54,9 @@ def _in_range(value: float, low: float | None, high: float | None, low_open: boo
     return not (high is not None and (value >= high if high_open else value > high))
 
 
-def _parse_float(value: object) -> float | None:
-    """The float that ``value`` spells in ASCII, or None (``nan``/``inf`` spelled out parse; callers refuse them)."""
+def parse_ascii_float(value: object) -> float | None:
+    """The float that ``value`` spells in ASCII (``1``, ``-2.5``, ``.5``, ``1e-3``), or None. ``nan`` and ``inf``
+    spelled out parse (callers refuse them); ``１``, ``1_000`` and ``0x10``, which ``float()`` takes, do not."""
     if isinstance(value, bool):
         return None
     if isinstance(value, int | float):
@@ -68,7 +70,8 @@ def _parse_float(value: object) -> float | None:
     return None
 
 
-def _parse_int(value: object) -> int | None:
+def parse_ascii_int(value: object) -> int | None:
+    """The int that ``value`` spells in ASCII digits with an optional sign (or an integral float), or None."""
     if isinstance(value, bool):
         return None
     if isinstance(value, int):
@@ -82,7 +85,7 @@ def _parse_int(value: object) -> int | None:
 def finite_float(name: str, value: object, min: float | None = None, max: float | None = None, *,
                  min_open: bool = False, max_open: bool = False) -> float:
     """``value`` as a finite float within the bounds, else a :class:`ConfigError` naming ``name``."""
-    number = _parse_float(value)
+    number = parse_ascii_float(value)
     if number is None:
         raise ConfigError(f"{name} must be a number written in ASCII digits, got {value!r}")
     if not math.isfinite(number):
@@ -94,7 +97,7 @@ def finite_float(name: str, value: object, min: float | None = None, max: float 
 
 def count(name: str, value: object, min: int | None = 0, max: int | None = INT64_MAX) -> int:
     """``value`` as an int within ``[min, max]``, else a :class:`ConfigError` naming ``name``."""
-    number = _parse_int(value)
+    number = parse_ascii_int(value)
     if number is None:
         raise ConfigError(f"{name} must be an integer written in ASCII digits, got {value!r}")
     if not _in_range(number, min, max, False, False):

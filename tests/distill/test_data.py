@@ -218,3 +218,36 @@ def test_json_readers_refuse_lone_surrogates(tmp_path: Path) -> None:
         read_queries(_write(tmp_path, "q.jsonl", '{"_id": "\\ud83d", "text": "x"}\n'))
     pair = read_queries(_write(tmp_path, "q2.jsonl", '{"_id": "1", "text": "\\ud83d\\ude00"}\n'))
     assert pair["1"].text == "\U0001f600"  # a surrogate pair is one character
+
+
+def test_a_trec_query_called_qid_is_not_a_header(tmp_path: Path) -> None:
+    """Only BEIR's header (query-id, corpus-id, score) is skipped; a first judgment of query "qid" was dropped."""
+    assert read_qrels(_write(tmp_path, "q.txt", "qid 0 d1 1\nq2 0 d2 1\n")) == {"qid": {"d1": 1}, "q2": {"d2": 1}}
+    assert read_qrels(_write(tmp_path, "b.tsv", "query-id\tcorpus-id\tscore\nqid\td1\t1\n")) == {"qid": {"d1": 1}}
+
+
+@pytest.mark.parametrize(("content", "match"), [
+    ("1\t\t1\n", r"q\.txt:1: empty document id"),
+    ("\td1\t1\n", r"q\.txt:1: empty query id"),
+    ("1 0 d1 １\n", r"q\.txt:1: relevance '１' is not a number"),
+    ("1 0 d1 1_0\n", r"q\.txt:1: relevance '1_0' is not a number"),
+])
+def test_qrels_ids_are_non_empty_and_grades_ascii(tmp_path: Path, content: str, match: str) -> None:
+    with pytest.raises(DataError, match=match):
+        read_qrels(_write(tmp_path, "q.txt", content))
+
+
+def test_run_numbers_are_ascii(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match=r"r\.trec:1: score '٢' is not a number"):
+        read_run(_write(tmp_path, "r.trec", "1 Q0 a 1 ٢ t\n"))
+
+
+def test_a_json_integer_past_pythons_digit_limit_is_a_data_error(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match=r"c\.jsonl:1: invalid JSON \(Exceeds the limit"):
+        read_corpus(_write(tmp_path, "c.jsonl", '{"_id": ' + "1" * 5000 + ', "text": "x"}\n'))
+
+
+def test_an_id_starting_with_a_byte_order_mark_is_refused_where_written(tmp_path: Path) -> None:
+    """Readers drop U+FEFF at the start of a file, so the id would not read back."""
+    with pytest.raises(DataError, match=r"query id '\\ufeffq'"):
+        write_queries(tmp_path / "q.tsv", [Query("\ufeffq", "x")])
