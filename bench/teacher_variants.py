@@ -1,4 +1,4 @@
-"""Cheaper ways to a stronger CPU teacher, measured on dev only (issue #12): dense variants and the student.
+"""Cheaper ways to a stronger CPU teacher, measured on dev only: dense variants and the student.
 
 On the trained student's own dev queries (held out of its training; read from ``DIR/student/model/
 dev_run.student.trec`` of a finished ``--preset small`` run), BM25's top 20 are scored by:
@@ -12,22 +12,24 @@ dev_run.student.trec`` of a finished ``--preset small`` run), BM25's top 20 are 
 
 and per-query z-score fusions of BM25 with each, at a few fixed weights. No test query is touched.
 
-    python -m bench.teacher_variants --run runs/small-scifact
+    python -m bench teacher_variants --run runs/small-scifact
 
-Writes bench/results/teacher_variants.{json,md}.
+Writes OUT/teacher_variants.{json,md}; current figures: docs/results.md, "Stronger CPU teachers (dev only, not
+adopted)".
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import time
 from pathlib import Path
 
+import click
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from distill.core.atomic_io import atomic_write, write_json
+from bench import command, write_results
 from distill.core.errors import DataError
 from distill.core.evaluation import evaluate
 from distill.core.formats import read_corpus, read_qrels, read_queries, read_run
@@ -36,41 +38,22 @@ from distill.core.normalization import zscore_run
 REPO = Path(__file__).resolve().parent.parent
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "beir-scifact")
-    ap.add_argument("--run", type=Path, default=REPO / "runs" / "small-scifact", help="a finished --preset small run")
-    ap.add_argument("--depth", type=int, default=20)
-    ap.add_argument("--out", type=Path, default=REPO / "bench" / "results")
-    args = ap.parse_args()
-
-    corpus = read_corpus(args.data / "corpus.jsonl")
-    queries = read_queries(args.data / "queries.train.tsv")
-    qrels = read_qrels(args.data / "qrels.train.txt")
-    student_run = args.run / "student" / "model" / "dev_run.student.trec"
-    if not student_run.exists():
-        raise DataError("no student dev run here; give a finished --preset small run dir as --run", path=student_run)
-    student = read_run(student_run)
-    bm25 = read_run(args.run / "first_stage_train" / "run.trec")
-
+def _dense_runs(corpus: dict, queries: dict, dev: list[str], cands: dict[str, list[str]]) -> tuple[dict, int]:
+    """The dense variants' runs (``dense256``, ``dense128``, ``maxp``, ``meanp``) and the number of windows."""
     import numpy as np
     from sentence_transformers import SentenceTransformer
 
     from distill.core.base_models import resolve_student_base
 
-    started = time.perf_counter()
-    dev = sorted(student)
-    cands = {q: sorted(bm25[q], key=bm25[q].get, reverse=True)[: args.depth] for q in dev}
-    runs = {"bm25": {q: {d: bm25[q][d] for d in cands[q]} for q in dev},
-            "student": {q: {d: student[q].get(d, -1e9) for d in cands[q]} for q in dev}}
+    runs = {}
     model = SentenceTransformer(str(resolve_student_base("default")), device="cpu")
     tok = model.tokenizer
     docs = sorted({d for q in dev for d in cands[q]})
     q_emb = dict(zip(dev, model.encode([queries[q].text for q in dev], normalize_embeddings=True), strict=True))
     for length in (128, 256):
         model.max_seq_length = length
-        emb = dict(zip(docs, model.encode([corpus[d].full_text for d in docs], normalize_embeddings=True, batch_size=32),
-                       strict=True))
+        emb = dict(zip(docs, model.encode([corpus[d].full_text for d in docs], normalize_embeddings=True,
+                                          batch_size=32), strict=True))
         runs[f"dense{length}"] = {q: {d: float(emb[d] @ q_emb[q]) for d in cands[q]} for q in dev}
     model.max_seq_length = 128
     windows, owner = [], []
@@ -89,6 +72,45 @@ def main() -> int:
         by_doc.setdefault(d, []).append(e)
     for name, agg in (("maxp", np.max), ("meanp", np.mean)):
         runs[name] = {q: {d: float(agg(np.stack(by_doc[d]) @ q_emb[q])) for d in cands[q]} for q in dev}
+    return runs, len(windows)
+
+
+def _markdown(result: dict) -> str:
+    alone, fused, three = result["alone"], result["fused_with_bm25"], result["with_student"]
+    return (f"# CPU teacher variants on {result['dev_queries']} dev training queries (BM25 top {result['depth']}; "
+            "dev only)\n\n| member | alone | " + " | ".join(f"BM25 w {w}" for w in (0.4, 0.5, 0.56, 0.6))
+            + " |\n|---|---:|---:|---:|---:|---:|\n"
+            + "".join(f"| {m} | {alone[m]:.4f} | " + " | ".join(f"{v:.4f}" for v in fused[m].values()) + " |\n"
+                      for m in fused)
+            + f"\nBM25 alone {alone['bm25']:.4f}; the student alone {alone['student']:.4f} (its checkpoint was chosen "
+            "on these queries).\n\n| three members (z-score weights) | nDCG@10 |\n|---|---:|\n"
+            + "".join(f"| {k} | {v:.4f} |\n" for k, v in three.items())
+            + f"\n{result['windows']} windows; {result['wall_time_s']:.0f} s.\n")
+
+
+@command(__doc__)
+@click.option("--data", type=click.Path(path_type=Path), default=REPO.parent / "shared" / "data" / "beir-scifact")
+@click.option("--run", "run_dir", type=click.Path(path_type=Path), default=REPO / "runs" / "small-scifact",
+              help="a finished --preset small run")
+@click.option("--depth", type=int, default=20)
+@click.option("--out", type=click.Path(path_type=Path), default=REPO / "bench" / "results")
+def main(data: Path, run_dir: Path, depth: int, out: Path) -> int:
+    corpus = read_corpus(data / "corpus.jsonl")
+    queries = read_queries(data / "queries.train.tsv")
+    qrels = read_qrels(data / "qrels.train.txt")
+    student_run = run_dir / "student" / "model" / "dev_run.student.trec"
+    if not student_run.exists():
+        raise DataError("no student dev run here; give a finished --preset small run dir as --run", path=student_run)
+    student = read_run(student_run)
+    bm25 = read_run(run_dir / "first_stage_train" / "run.trec")
+
+    started = time.perf_counter()
+    dev = sorted(student)
+    cands = {q: sorted(bm25[q], key=bm25[q].get, reverse=True)[:depth] for q in dev}
+    runs = {"bm25": {q: {d: bm25[q][d] for d in cands[q]} for q in dev},
+            "student": {q: {d: student[q].get(d, -1e9) for d in cands[q]} for q in dev}}
+    dense, n_windows = _dense_runs(corpus, queries, dev, cands)
+    runs.update(dense)
 
     z = {k: zscore_run(v) for k, v in runs.items()}
     judged = {q: qrels[q] for q in dev if q in qrels}
@@ -100,20 +122,14 @@ def main() -> int:
     alone = {k: ndcg({k: 1.0}) for k in runs}
     fused = {m: {w: ndcg({"bm25": w, m: 1 - w}) for w in (0.4, 0.5, 0.56, 0.6)}
              for m in ("dense256", "dense128", "maxp", "meanp")}
-    three = {f"bm25 {w} + dense256 {1 - w - s:.1f} + student {s}": ndcg({"bm25": w, "dense256": 1 - w - s, "student": s})
+    three = {f"bm25 {w} + dense256 {1 - w - s:.1f} + student {s}": ndcg({"bm25": w, "dense256": 1 - w - s,
+                                                                         "student": s})
              for w in (0.3, 0.4, 0.5) for s in (0.1, 0.2, 0.3)}
     wall = time.perf_counter() - started
-    write_json(args.out / "teacher_variants.json", {"run": str(args.run), "dev_queries": len(dev), "depth": args.depth,
-                                                    "windows": len(windows), "alone": alone, "fused_with_bm25": fused,
-                                                    "with_student": three, "wall_time_s": round(wall, 1)})
-    md = (f"# CPU teacher variants on {len(dev)} dev training queries (BM25 top {args.depth}; dev only)\n\n"
-          "| member | alone | " + " | ".join(f"BM25 w {w}" for w in (0.4, 0.5, 0.56, 0.6)) + " |\n|---|---:|---:|---:|---:|---:|\n"
-          + "".join(f"| {m} | {alone[m]:.4f} | " + " | ".join(f"{v:.4f}" for v in fused[m].values()) + " |\n" for m in fused)
-          + f"\nBM25 alone {alone['bm25']:.4f}; the student alone {alone['student']:.4f} (its checkpoint was chosen on "
-          "these queries).\n\n| three members (z-score weights) | nDCG@10 |\n|---|---:|\n"
-          + "".join(f"| {k} | {v:.4f} |\n" for k, v in three.items()) + f"\n{len(windows)} windows; {wall:.0f} s.\n")
-    with atomic_write(args.out / "teacher_variants.md") as fh:
-        fh.write(md)
+    result = {"run": str(run_dir), "dev_queries": len(dev), "depth": depth, "windows": n_windows, "alone": alone,
+              "fused_with_bm25": fused, "with_student": three, "wall_time_s": round(wall, 1)}
+    md = _markdown(result)
+    write_results(out / "teacher_variants", result, md)
     print(md)
     return 0
 
