@@ -20,18 +20,17 @@ dev signal against chance (z over dev queries) and the dev verdict against the f
 Every point is kept in WORK/VARIANT/nN/point.json and reused when its inputs are unchanged, so an interrupted
 curve resumes. On 2 CPU cores the full default curve takes hours; the 50-query point about 20 minutes.
 
-    python -m bench.retention_curve --variant default
-    python -m bench.retention_curve --variant warmup --student-config '{"warmup": {"mode": "on"}}'
-    python -m bench.retention_curve --variant listwise \\
+    python -m bench retention_curve --variant default
+    python -m bench retention_curve --variant warmup --student-config '{"warmup": {"mode": "on"}}'
+    python -m bench retention_curve --variant listwise \\
         --student-config '{"loss": {"pointwise": 0, "margin": 0, "listwise": 1}}'
-    python -m bench.retention_curve --variant qrels_boosted_default --teacher qrels_boosted --points 50,100
+    python -m bench retention_curve --variant qrels_boosted_default --teacher qrels_boosted --points 50,100
 
 Writes OUT/retention_curve_VARIANT.{json,md,png}; the plot overlays every retention_curve_*.json in OUT.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
@@ -40,13 +39,16 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+import click
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+from bench import command, write_results
 from distill.core.atomic_io import atomic_write, config_hash, write_json
-from distill.core.errors import ConfigError, DataError
+from distill.core.errors import DataError
 from distill.core.evaluation import evaluate
 from distill.core.formats import Document, Qrels, Query, Run, read_corpus, read_qrels, read_queries
 
@@ -75,29 +77,55 @@ class Setting:
     work: Path
 
 
-def _args() -> argparse.Namespace:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "beir-scifact")
-    ap.add_argument("--work", type=Path, default=Path("/tmp/distilrank_retention_curve"))
-    ap.add_argument("--out", type=Path, default=REPO / "bench" / "results")
-    ap.add_argument("--variant", default="default", help="name of this recipe in the results (file names too)")
-    ap.add_argument("--teacher", choices=("ensemble", "qrels_boosted"), default="ensemble")
-    ap.add_argument("--points", default="50,100,200,560", help="training queries after the dev split")
-    ap.add_argument("--depth", type=int, default=20, help="BM25 candidates reranked per test query")
-    ap.add_argument("--student-config", type=json.loads, default={},
-                    help='JSON overrides of the student config, e.g. \'{"warmup": {"mode": "on"}}\'')
-    args = ap.parse_args()
+@dataclass(frozen=True)
+class Options:
+    """The command's options, as the helpers read them."""
+
+    data: Path
+    work: Path
+    out: Path
+    variant: str
+    teacher: Literal["ensemble", "qrels_boosted"]
+    points: list[int]
+    depth: int
+    student_config: dict[str, Any]
+
+
+def _points(ctx: click.Context, param: click.Parameter, value: str) -> list[int]:
     try:
-        args.points = sorted({int(p) for p in args.points.split(",") if p.strip()})
+        points = sorted({int(p) for p in value.split(",") if p.strip()})
     except ValueError as exc:
-        raise ConfigError(f"--points must be comma-separated integers, got {args.points!r}") from exc
-    if not args.points or min(args.points) < 1:
-        raise ConfigError("--points needs at least one positive number of training queries")
-    return args
+        raise click.BadParameter(f"comma-separated integers, got {value!r}") from exc
+    if not points or min(points) < 1:
+        raise click.BadParameter("needs at least one positive number of training queries")
+    return points
 
 
-def main() -> int:
-    args = _args()
+def _json_object(ctx: click.Context, param: click.Parameter, value: str | None) -> dict[str, Any]:
+    if value is None:
+        return {}
+    try:
+        obj = json.loads(value)
+    except json.JSONDecodeError as exc:
+        raise click.BadParameter(f"not JSON ({exc})") from exc
+    if not isinstance(obj, dict):
+        raise click.BadParameter('expected a JSON object, e.g. \'{"warmup": {"mode": "on"}}\'')
+    return obj
+
+
+@command(__doc__)
+@click.option("--data", type=click.Path(path_type=Path), default=REPO.parent / "shared" / "data" / "beir-scifact")
+@click.option("--work", type=click.Path(path_type=Path), default=Path("/tmp/distilrank_retention_curve"))
+@click.option("--out", type=click.Path(path_type=Path), default=REPO / "bench" / "results")
+@click.option("--variant", default="default", help="name of this recipe in the results (file names too)")
+@click.option("--teacher", type=click.Choice(["ensemble", "qrels_boosted"]), default="ensemble")
+@click.option("--points", default="50,100,200,560", callback=_points, help="training queries after the dev split")
+@click.option("--depth", type=int, default=20, help="BM25 candidates reranked per test query")
+@click.option("--student-config", callback=_json_object, default=None,
+              help='JSON overrides of the student config, e.g. \'{"warmup": {"mode": "on"}}\'')
+def main(data: Path, work: Path, out: Path, variant: str, teacher: Literal["ensemble", "qrels_boosted"],
+         points: list[int], depth: int, student_config: dict[str, Any]) -> int:
+    args = Options(data, work, out, variant, teacher, points, depth, student_config)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S")
     for noisy in ("bm25s", "httpx", "sentence_transformers"):
@@ -118,12 +146,9 @@ def main() -> int:
               "machine": {"cpus": os.cpu_count(), "device": _device()},
               "wall_time_s": round(time.perf_counter() - t0, 1)}
     stem = args.out / f"retention_curve_{args.variant}"
-    args.out.mkdir(parents=True, exist_ok=True)
-    write_json(stem.with_suffix(".json"), result)
     md = _markdown(result)
-    with atomic_write(stem.with_suffix(".md")) as fh:
-        fh.write(md)
-    _plot(args.out, stem.with_suffix(".png"))
+    write_results(stem, result, md)
+    _plot(args.out, stem.parent / f"{stem.name}.png")
     print(md)
     return 0
 
@@ -134,7 +159,7 @@ def _device() -> str:
     return torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"cpu ({torch.get_num_threads()} threads)"
 
 
-def _setting(args: argparse.Namespace) -> Setting:
+def _setting(args: Options) -> Setting:
     """Data, the teacher fitted once (its run file kept in WORK and reused) and BM25 runs."""
     from distill.core.bm25 import BM25Index
     from distill.core.formats import write_queries, write_run
@@ -162,7 +187,7 @@ def _setting(args: argparse.Namespace) -> Setting:
                    test_metrics, args.work)
 
 
-def _teacher(args: argparse.Namespace, corpus: Mapping[str, Document], bm25: Any, fit: dict[str, Query],
+def _teacher(args: Options, corpus: Mapping[str, Document], bm25: Any, fit: dict[str, Query],
              pool: list[Query], qrels: Qrels, test_q: dict[str, Query], test_first: Run) -> tuple[Path, dict, Run]:
     """(training run file, description, the ensemble's rerank of the test candidates)."""
     from distill.core.formats import write_run
@@ -219,7 +244,7 @@ def labelled_for(n_train: int, config: Any) -> int:
     return m
 
 
-def _point(setting: Setting, config: Any, n_train: int, args: argparse.Namespace) -> dict[str, Any]:
+def _point(setting: Setting, config: Any, n_train: int, args: Options) -> dict[str, Any]:
     """One point of the curve, from WORK/VARIANT/nN/point.json when its key matches."""
     m = labelled_for(n_train, config)
     if m > len(setting.pool):
@@ -235,7 +260,7 @@ def _point(setting: Setting, config: Any, n_train: int, args: argparse.Namespace
     return point
 
 
-def _train_point(setting: Setting, config: Any, n_train: int, m: int, args: argparse.Namespace,
+def _train_point(setting: Setting, config: Any, n_train: int, m: int, args: Options,
                  point_dir: Path) -> dict[str, Any]:
     from distill.core.formats import write_queries
     from distill.student.model import student_scorer
