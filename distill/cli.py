@@ -136,10 +136,13 @@ def _identical_ids_option(f):  # noqa: ANN001, ANN202 - a click decorator
 
 
 @retrieve.command("bm25")
-@click.option("--corpus", required=True, type=click.Path(dir_okay=False), help="BEIR JSONL or MS MARCO TSV corpus (.gz/.bz2 ok).")
-@click.option("--queries", required=True, type=click.Path(dir_okay=False), help="Queries TSV or BEIR JSONL (.gz/.bz2 ok).")
+@click.option("--corpus", required=True, type=click.Path(dir_okay=False),
+              help="BEIR JSONL or MS MARCO TSV corpus (.gz/.bz2 ok).")
+@click.option("--queries", required=True, type=click.Path(dir_okay=False),
+              help="Queries TSV or BEIR JSONL (.gz/.bz2 ok).")
 @click.option("--top-k", default=100, show_default=True, type=Count(min=1), help="Candidates per query.")
-@click.option("--out", required=True, type=click.Path(dir_okay=False), help="TREC run to write (atomically; .gz compresses).")
+@click.option("--out", required=True, type=click.Path(dir_okay=False),
+              help="TREC run to write (atomically; .gz compresses). Ids with whitespace are refused (exit 4).")
 @click.option("--k1", default=default(BM25Config, "k1"), show_default=True, type=FiniteFloat(*K1_RANGE),
               help="Term-frequency saturation.")
 @click.option("--b", default=default(BM25Config, "b"), show_default=True, type=FiniteFloat(*B_RANGE),
@@ -245,8 +248,8 @@ def evaluate_cmd(qrels: str, runs: tuple[str, ...], metrics: str, rel_threshold:
     evaluated = {name: evaluate(judged, run, metric_list, rel_threshold, ignore_identical_ids=drop,
                                 identical_ids_reason=why) for name, run in loaded.items()}
     results = {name: res.metrics for name, res in evaluated.items()}
-    conventions = dataclasses.replace(next(iter(evaluated.values())).conventions,
-                                      self_hits_dropped=sum(r.conventions.self_hits_dropped for r in evaluated.values()))
+    dropped = sum(r.conventions.self_hits_dropped for r in evaluated.values())
+    conventions = dataclasses.replace(next(iter(evaluated.values())).conventions, self_hits_dropped=dropped)
     click.echo(format_markdown(results), nl=False)
     click.echo(conventions.describe())
     for out in (json_out, md_out, plot_out):

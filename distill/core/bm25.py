@@ -61,7 +61,8 @@ class BM25Index:
                                 stemmer=self._stemmer, show_progress=show_progress)
         if not tokens.vocab:
             raise DataError(f"no indexable terms in {len(self._doc_ids)} documents: every word is a stop word "
-                            f"({self.config.stopwords!r} list) or not a word (bm25s keeps tokens of 2+ word characters)")
+                            f"({self.config.stopwords!r} list) or not a word "
+                            "(bm25s keeps tokens of 2+ word characters)")
         self._retriever = bm25s.BM25(k1=self.config.k1, b=self.config.b, method=self.config.method)
         self._retriever.index(tokens, show_progress=show_progress)
 
