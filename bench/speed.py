@@ -15,16 +15,16 @@ calibrated static per-channel QDQ with the first/last layer and the attention pr
   at 1 user and at 2 concurrent users (two threads sharing the scorer, as two HTTP clients would);
 * achieved GFLOP/s over the real (unpadded) tokens, beside a float32 GEMM gauge measured in the same run.
 
-    python -m bench.speed --student L6=runs/student/model --student L3=exp/l3/student/model \\
+    python -m bench speed --student L6=runs/student/model --student L3=exp/l3/student/model \\
         --drop L3-dropped=runs/student/model:3 --caps 32:160 --caps 32:96 --int8 L3
 
-Writes bench/results/speed.{json,md} and speed_pareto.png. Ratios are against the first variant (the first
-``--student`` at the first ``--caps``); compare rows of one run only (the machine is shared).
+Writes OUT/PREFIX.{json,md} and PREFIX_pareto.png (default PREFIX: speed). Ratios are against the first variant
+(the first ``--student`` at the first ``--caps``); compare rows of one run only (the machine is shared). Current
+figures: docs/results.md, "Speed at quality".
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
@@ -32,15 +32,18 @@ import platform
 import statistics
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import click
 import numpy as np
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from distill.core.atomic_io import atomic_write, write_json
+from bench import command, write_results
+from distill.core.atomic_io import atomic_write
 from distill.core.cross_encoder import TokenCaps, load_caps
 from distill.core.errors import ConfigError
 from distill.core.evaluation import evaluate
@@ -108,119 +111,145 @@ def export_variant(src: Path, work: Path, precision: str, calib_pairs: list[tupl
                                 resolve_isa("auto"), True, ("MatMul",), batches, exclude=sensitive_nodes(raw))
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--student", action="append", default=[], metavar="NAME=DIR", help="a trained student (HF dir)")
-    ap.add_argument("--drop", action="append", default=[], metavar="NAME=DIR:K",
-                    help="DIR with only K encoder layers kept after training (the cut baseline)")
-    ap.add_argument("--caps", action="append", default=[], metavar="Q:D|model",
-                    help="query:document token caps (default 32:160); 'model' = each student's own trained budget "
-                         "(its scoring.json: e.g. query <= 32, the document the rest of a 192-token pair)")
-    ap.add_argument("--int8", action="append", default=[], metavar="NAME", help="also measure this variant in int8")
-    ap.add_argument("--int8-recipe", choices=list(INT8_RECIPES), default="dynamic",
-                    help="dynamic (the exporter's default: one pair per ONNX call) or static-edges (batched)")
-    ap.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "beir-scifact")
-    ap.add_argument("--depth", type=int, default=20)
-    ap.add_argument("--max-queries", type=int, default=0, help="0 = every test query")
-    ap.add_argument("--latency-queries", type=int, default=5)
-    ap.add_argument("--reps", type=int, default=3)
-    ap.add_argument("--threads", type=int, default=None, help="ORT intra-op threads per session [default: as served]")
-    ap.add_argument("--sessions", type=int, default=None, help="ORT sessions per variant [default: as served]")
-    ap.add_argument("--out", type=Path, default=REPO / "bench" / "results")
-    ap.add_argument("--prefix", default="speed")
-    args = ap.parse_args()
-    caps_list = [_parse_caps(c) for c in (args.caps or ["32:160"])]
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+@dataclass(frozen=True)
+class _Inputs:
+    """What every variant is measured on: BM25's top ``depth`` of the test queries, the latency requests
+    (1 query x 20 and x 50 passages) and, for static int8, calibration pairs from training queries."""
+
+    qids: list[str]
+    qrels: dict[str, dict[str, int]]
+    eval_pairs: dict[str, list[tuple[str, str]]]
+    eval_ids: dict[str, list[str]]
+    lat_q: list[str]
+    requests: dict[int, list[list[tuple[str, str]]]]
+    calib_pairs: list[tuple[str, str]]
+
+
+def _inputs(data: Path, depth: int, max_queries: int, latency_queries: int, calibrate: bool) -> _Inputs:
+    from distill.core.bm25 import BM25Index
+    from export import calibration_pairs
+
+    corpus = read_corpus(data / "corpus.jsonl")
+    queries = read_queries(data / "queries.test.tsv")
+    qrels = read_qrels(data / "qrels.test.txt")
+    qids = [q for q in sorted(queries) if q in qrels]
+    if max_queries:
+        qids = qids[:max_queries]
+    bm25 = BM25Index(corpus)
+    first = bm25.search({q: queries[q] for q in qids}, top_k=max(depth, 50))
+    eval_pairs = {q: [(queries[q].text, corpus[d].full_text) for d in list(first[q])[:depth]] for q in qids}
+    eval_ids = {q: list(first[q])[:depth] for q in qids}
+    lat_q = [q for q in qids if len(first[q]) >= 50][:latency_queries]
+    requests = {n: [[(queries[q].text, corpus[d].full_text) for d in list(first[q])[:n]] for q in lat_q]
+                for n in (20, 50)}
+    calib_pairs: list[tuple[str, str]] = []
+    if calibrate:  # calibrated on train queries, never the test ones
+        train_q = read_queries(data / "queries.train.tsv")
+        calib_q = dict(sorted(train_q.items())[:32])
+        calib_run = bm25.search(calib_q, top_k=20)
+        calib_pairs = calibration_pairs({q: [(calib_q[q].text, corpus[d].full_text) for d in calib_run[q]]
+                                         for q in calib_q}, 128)
+    return _Inputs(qids, qrels, eval_pairs, eval_ids, lat_q, requests, calib_pairs)
+
+
+def _measure(name: str, src: Path, work: Path, precision: str, caps: TokenCaps, inp: _Inputs, int8_recipe: str,
+             threads: int | None, sessions: int | None, reps: int) -> dict[str, Any]:
+    """One row: the variant exported, then its nDCG@10, pairs/s, GFLOP/s and request latency."""
+    from distill.core.cross_encoder import session_layout
+    from export.latency import measure_load
+    from export.scorers import onnx_scorer
+
+    hf = json.loads((src / "config.json").read_text())
+    qids, eval_pairs = inp.qids, inp.eval_pairs
+    onnx_path = export_variant(src, work / name, precision, inp.calib_pairs, caps, int8_recipe)
+    # the exporter's rule: dynamic int8 is scored (gated, served) one pair per ONNX call
+    per_call = INT8_RECIPES[int8_recipe].batch_size(16) if precision == "int8" else 16
+    scorer = onnx_scorer(onnx_path, src, caps, per_call, threads=threads, sessions=sessions)
+    layout = session_layout(per_call, threads, sessions)
+    scorer.score_pairs(eval_pairs[qids[0]])  # warm-up
+    tokens = [len(r[0]) for q in qids if eval_pairs[q]  # (a query BM25 finds nothing for has no pairs)
+              for r in scorer.encoder.encode(*zip(*eval_pairs[q], strict=True))]
+    t0 = time.perf_counter()
+    run = {q: dict(zip(inp.eval_ids[q], map(float, scorer.score_pairs(eval_pairs[q])), strict=True)) for q in qids}
+    secs = time.perf_counter() - t0
+    n_pairs = sum(len(p) for p in eval_pairs.values())
+    flops = sum(flops_per_pair(n, hf) for n in tokens)
+    row = {"variant": name, "layers": hf["num_hidden_layers"], "precision": precision,
+           "int8_recipe": int8_recipe if precision == "int8" else None, "pairs_per_call": per_call,
+           "sessions": layout[0], "threads_per_session": layout[1], "caps": _caps_label(caps),
+           "ndcg@10": evaluate({q: inp.qrels[q] for q in qids}, run, ["ndcg@10"]).metrics["ndcg@10"],
+           "pairs_per_s": n_pairs / secs, "mean_real_tokens": float(np.mean(tokens)),
+           "achieved_gflops": flops / secs / 1e9,
+           "latency": {f"x{n}_u{u}": measure_load(scorer, inp.requests[n], u, reps) for n in (20, 50) for u in (1, 2)}}
+    scorer.close()
+    logger.info("%s %s %s: nDCG@10 %.4f, %.1f pairs/s, x20 p95 %.0f ms", name, precision, row["caps"],
+                row["ndcg@10"], row["pairs_per_s"], row["latency"]["x20_u1"]["p95_ms"])
+    return row
+
+
+@command(__doc__)
+@click.option("--student", multiple=True, metavar="NAME=DIR", help="a trained student (HF dir)")
+@click.option("--drop", multiple=True, metavar="NAME=DIR:K",
+              help="DIR with only K encoder layers kept after training (the cut baseline)")
+@click.option("--caps", multiple=True, metavar="Q:D|model",
+              help="query:document token caps [default: 32:160]; 'model' = each student's own trained budget "
+                   "(its scoring.json: e.g. query <= 32, the document the rest of a 192-token pair)")
+@click.option("--int8", multiple=True, metavar="NAME", help="also measure this variant in int8")
+@click.option("--int8-recipe", type=click.Choice(list(INT8_RECIPES)), default="dynamic",
+              help="dynamic (the exporter's default: one pair per ONNX call) or static-edges (batched)")
+@click.option("--data", type=click.Path(path_type=Path), default=REPO.parent / "shared" / "data" / "beir-scifact")
+@click.option("--depth", type=int, default=20)
+@click.option("--max-queries", type=int, default=0, help="0 = every test query")
+@click.option("--latency-queries", type=int, default=5)
+@click.option("--reps", type=int, default=3)
+@click.option("--threads", type=int, default=None, help="ORT intra-op threads per session [default: as served]")
+@click.option("--sessions", type=int, default=None, help="ORT sessions per variant [default: as served]")
+@click.option("--out", type=click.Path(path_type=Path), default=REPO / "bench" / "results")
+@click.option("--prefix", default="speed")
+def main(student: tuple[str, ...], drop: tuple[str, ...], caps: tuple[str, ...], int8: tuple[str, ...],
+         int8_recipe: str, data: Path, depth: int, max_queries: int, latency_queries: int, reps: int,
+         threads: int | None, sessions: int | None, out: Path, prefix: str) -> int:
+    caps_list = [_parse_caps(c) for c in (caps or ["32:160"])]
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        datefmt="%H:%M:%S")
     for noisy in ("bm25s", "optimum", "onnxruntime", "transformers"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
-    from distill.core.bm25 import BM25Index
-    from distill.core.cross_encoder import session_layout
-    from export import calibration_pairs, resolve_isa
-    from export.latency import measure_load
+    from export import resolve_isa
     from export.layers import keep_layers
-    from export.scorers import onnx_scorer
 
     t_start = time.perf_counter()
-    corpus = read_corpus(args.data / "corpus.jsonl")
-    queries = read_queries(args.data / "queries.test.tsv")
-    qrels = read_qrels(args.data / "qrels.test.txt")
-    qids = [q for q in sorted(queries) if q in qrels]
-    if args.max_queries:
-        qids = qids[: args.max_queries]
-    bm25 = BM25Index(corpus)
-    first = bm25.search({q: queries[q] for q in qids}, top_k=max(args.depth, 50))
-    eval_pairs = {q: [(queries[q].text, corpus[d].full_text) for d in list(first[q])[: args.depth]] for q in qids}
-    eval_ids = {q: list(first[q])[: args.depth] for q in qids}
-    lat_q = [q for q in qids if len(first[q]) >= 50][: args.latency_queries]
-    requests = {n: [[(queries[q].text, corpus[d].full_text) for d in list(first[q])[:n]] for q in lat_q] for n in (20, 50)}
-    calib_pairs: list[tuple[str, str]] = []
-    if args.int8 and args.int8_recipe == "static-edges":  # calibrated on train queries, never the test ones
-        train_q = read_queries(args.data / "queries.train.tsv")
-        calib_q = dict(sorted(train_q.items())[:32])
-        calib_run = bm25.search(calib_q, top_k=20)
-        calib_pairs = calibration_pairs({q: [(calib_q[q].text, corpus[d].full_text) for d in calib_run[q]] for q in calib_q},
-                                        128)
-
+    inp = _inputs(data, depth, max_queries, latency_queries, bool(int8) and int8_recipe == "static-edges")
     models: list[tuple[str, Path]] = []
-    for spec in args.student:
+    for spec in student:
         name, path = spec.split("=", 1)
         models.append((name, Path(path)))
     gauge_start = gemm_gauge()
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix=".speed-") as tmp:
         work = Path(tmp)
-        for spec in args.drop:
+        for spec in drop:
             name, rest = spec.split("=", 1)
             path, k = rest.rsplit(":", 1)
             models.append((name, keep_layers(path, int(k), work / f"{name}_hf")))
         for name, src in models:
-            hf = json.loads((src / "config.json").read_text())
-            for precision in ["fp32"] + (["int8"] if name in args.int8 else []):
+            for precision in ["fp32"] + (["int8"] if name in int8 else []):
                 for spec_caps in caps_list:
-                    caps = load_caps(src) if spec_caps == "model" else TokenCaps(sum(spec_caps) + 3, *spec_caps)
-                    onnx_path = export_variant(src, work / name, precision, calib_pairs, caps, args.int8_recipe)
-                    # the exporter's rule: dynamic int8 is scored (gated, served) one pair per ONNX call
-                    per_call = INT8_RECIPES[args.int8_recipe].batch_size(16) if precision == "int8" else 16
-                    scorer = onnx_scorer(onnx_path, src, caps, per_call, threads=args.threads, sessions=args.sessions)
-                    layout = session_layout(per_call, args.threads, args.sessions)
-                    scorer.score_pairs(eval_pairs[qids[0]])  # warm-up
-                    tokens = [len(r[0]) for q in qids if eval_pairs[q]  # (a query BM25 finds nothing for has no pairs)
-                              for r in scorer.encoder.encode(*zip(*eval_pairs[q], strict=True))]
-                    t0 = time.perf_counter()
-                    run = {q: dict(zip(eval_ids[q], map(float, scorer.score_pairs(eval_pairs[q])), strict=True)) for q in qids}
-                    secs = time.perf_counter() - t0
-                    n_pairs = sum(len(p) for p in eval_pairs.values())
-                    flops = sum(flops_per_pair(n, hf) for n in tokens)
-                    row = {"variant": name, "layers": hf["num_hidden_layers"], "precision": precision,
-                           "int8_recipe": args.int8_recipe if precision == "int8" else None, "pairs_per_call": per_call,
-                           "sessions": layout[0], "threads_per_session": layout[1],
-                           "caps": _caps_label(caps), "ndcg@10": evaluate({q: qrels[q] for q in qids}, run, ["ndcg@10"]).metrics["ndcg@10"],
-                           "pairs_per_s": n_pairs / secs, "mean_real_tokens": float(np.mean(tokens)),
-                           "achieved_gflops": flops / secs / 1e9,
-                           "latency": {f"x{n}_u{u}": measure_load(scorer, requests[n], u, args.reps)
-                                       for n in (20, 50) for u in (1, 2)}}
-                    rows.append(row)
-                    scorer.close()
-                    logger.info("%s %s %s: nDCG@10 %.4f, %.1f pairs/s, x20 p95 %.0f ms", name, precision, row["caps"],
-                                row["ndcg@10"], row["pairs_per_s"], row["latency"]["x20_u1"]["p95_ms"])
+                    token_caps = load_caps(src) if spec_caps == "model" else TokenCaps(sum(spec_caps) + 3, *spec_caps)
+                    rows.append(_measure(name, src, work, precision, token_caps, inp, int8_recipe, threads, sessions,
+                                         reps))
     gauge_end = gemm_gauge()
     base = rows[0]
     for r in rows:
         r["speedup_vs_first"] = r["pairs_per_s"] / base["pairs_per_s"]
         r["ndcg_delta_points_vs_first"] = 100 * (r["ndcg@10"] - base["ndcg@10"])
-    meta = {"data": str(args.data), "n_queries": len(qids), "depth": args.depth, "threads": args.threads,
-            "sessions": args.sessions,
-            "latency_queries": lat_q, "reps": args.reps, "cpu": _cpu_name(), "isa": resolve_isa("auto"),
-            "cores": os.cpu_count(),
-            "gemm_gauge_start": gauge_start, "gemm_gauge_end": gauge_end,
+    meta = {"data": str(data), "n_queries": len(inp.qids), "depth": depth, "threads": threads, "sessions": sessions,
+            "latency_queries": inp.lat_q, "reps": reps, "cpu": _cpu_name(), "isa": resolve_isa("auto"),
+            "cores": os.cpu_count(), "gemm_gauge_start": gauge_start, "gemm_gauge_end": gauge_end,
             "wall_time_s": round(time.perf_counter() - t_start, 1)}
-    args.out.mkdir(parents=True, exist_ok=True)
-    write_json(args.out / f"{args.prefix}.json", {"meta": meta, "rows": rows})
     md = _markdown(rows, meta)
-    with atomic_write(args.out / f"{args.prefix}.md") as fh:
-        fh.write(md)
-    _plot(rows, args.out / f"{args.prefix}_pareto.png")
+    write_results(out / prefix, {"meta": meta, "rows": rows}, md)
+    _plot(rows, out / f"{prefix}_pareto.png")
     print(md)
     return 0
 
@@ -257,18 +286,21 @@ def _markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     lines = [f"# Speed at quality ({meta['n_queries']} test queries, BM25 top {meta['depth']} reranked, "
              "ONNX Runtime sessions x threads as listed)\n",
              f"CPU: {meta['cpu']}, {meta['cores']} cores, int8 kernels for {meta['isa']}.\n",
-             f"GEMM gauge (fp32, 512x384x1536): median {g0['median_gflops']:.1f} / peak {g0['peak_gflops']:.1f} GFLOP/s "
-             f"at the start, {g1['median_gflops']:.1f} / {g1['peak_gflops']:.1f} at the end. Ratios are against the "
-             f"first row. Latency: 1 query x N passages, p50/p95 ms, u1 = one user, u2 = two concurrent users.\n",
-             "| variant | layers | precision | pairs/call | sessions×threads | caps q:d | nDCG@10 | Δ pts | pairs/s | × | achieved GFLOP/s "
-             "| x20 u1 p50/p95 | x20 u2 p50/p95 | x50 u1 p50/p95 | x50 u2 p50/p95 |",
+             f"GEMM gauge (fp32, 512x384x1536): median {g0['median_gflops']:.1f} / peak {g0['peak_gflops']:.1f} "
+             f"GFLOP/s at the start, {g1['median_gflops']:.1f} / {g1['peak_gflops']:.1f} at the end. "
+             "Ratios are against the first row. Latency: 1 query x N passages, p50/p95 ms, u1 = one user, "
+             "u2 = two concurrent users.\n",
+             "| variant | layers | precision | pairs/call | sessions×threads | caps q:d | nDCG@10 | Δ pts "
+             "| pairs/s | × | achieved GFLOP/s | x20 u1 p50/p95 | x20 u2 p50/p95 | x50 u1 p50/p95 | x50 u2 p50/p95 |",
              "|---|---:|---|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         lat = r["latency"]
         cell = [f"{lat[k]['p50_ms']:.0f}/{lat[k]['p95_ms']:.0f}" for k in ("x20_u1", "x20_u2", "x50_u1", "x50_u2")]
-        lines.append(f"| {r['variant']} | {r['layers']} | {r['precision']}{' ' + r['int8_recipe'] if r.get('int8_recipe') else ''} | {r.get('pairs_per_call', 16)} | {r['sessions']}×{r['threads_per_session']} | {r['caps']} | {r['ndcg@10']:.4f} | "
-                     f"{r['ndcg_delta_points_vs_first']:+.1f} | {r['pairs_per_s']:.1f} | {r['speedup_vs_first']:.2f} | "
-                     f"{r['achieved_gflops']:.1f} | " + " | ".join(cell) + " |")
+        recipe = f" {r['int8_recipe']}" if r.get("int8_recipe") else ""
+        lines.append(f"| {r['variant']} | {r['layers']} | {r['precision']}{recipe} | {r.get('pairs_per_call', 16)} | "
+                     f"{r['sessions']}×{r['threads_per_session']} | {r['caps']} | {r['ndcg@10']:.4f} | "
+                     f"{r['ndcg_delta_points_vs_first']:+.1f} | {r['pairs_per_s']:.1f} | "
+                     f"{r['speedup_vs_first']:.2f} | {r['achieved_gflops']:.1f} | " + " | ".join(cell) + " |")
     return "\n".join(lines) + f"\n\nWall time {meta['wall_time_s']} s.\n"
 
 
