@@ -66,10 +66,15 @@ def test_run_gives_a_click_commands_return_value_and_usage_errors_as_exit_codes(
 
 
 @pytest.mark.parametrize("name", BENCHES)
-def test_every_bench_script_ends_through_run(name):
+def test_every_bench_is_one_click_command_ending_through_run(name):
     tree = _tree(name)
     main_block = [n for n in tree.body if isinstance(n, ast.If) and "__main__" in ast.unparse(n.test)]
     assert main_block and "run(main)" in ast.unparse(main_block[0]), f"bench/{name}.py: end with bench.run(main)"
+    mains = [n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "main"]
+    assert mains and any(ast.unparse(d) == "command(__doc__)" for d in mains[0].decorator_list), \
+        f"bench/{name}.py: declare main with @bench.command(__doc__) and click options"
+    imported = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    assert "argparse" not in imported, f"bench/{name}.py: one CLI library (click), not argparse"
 
 
 @pytest.mark.parametrize("name", BENCHES)
@@ -88,6 +93,13 @@ def test_python_m_bench_lists_every_bench_with_one_line():
         assert f"\n  {name} " in listing, f"{name} missing from `python -m bench --help`:\n{proc.stdout}"
     unknown = _bench("bench", "no_such_bench", timeout=120)
     assert unknown.returncode == 2 and "No such command" in unknown.stderr
+
+
+@pytest.mark.parametrize("name", BENCHES)
+def test_every_bench_has_a_one_line_summary(name):
+    summary = (ast.get_docstring(_tree(name)) or "").split("\n", 1)[0]
+    assert summary.endswith(".") and len(summary) <= 116, \
+        f"bench/{name}.py: the docstring's first line is the one-line summary `python -m bench --help` lists"
 
 
 @pytest.mark.parametrize("entry", [("bench", "dense_ft"), ("bench.dense_ft",)], ids=["bench NAME", "bench.NAME"])
