@@ -45,12 +45,16 @@ class Benches(click.Group):
         return main
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        names = bench_names()
+        width = max(map(len, names), default=0)
         with formatter.section("Benches"):
-            formatter.write_dl([(name, summary(name)) for name in bench_names()])
+            for name in names:  # one line each, not wrapped: the summaries are written to fit
+                formatter.write(f"{'':>{formatter.current_indent}}{name:<{width}}  {summary(name)}\n")
 
 
-main = Benches(name="bench", help="Run one benchmark: python -m bench NAME [options]; python -m bench NAME --help "
-               "describes it. Results go to bench/results; current figures are in docs/results.md.",
+main = Benches(name="bench", subcommand_metavar="NAME [ARGS]...",
+               help="Run one benchmark: python -m bench NAME [options]; python -m bench NAME --help describes it. "
+               "Results go to bench/results; current figures are in docs/results.md.",
                context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 120})
 
 if __name__ == "__main__":

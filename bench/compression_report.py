@@ -1,4 +1,4 @@
-"""Export-time sweep of one student: layers kept (L6/L3/L2) x precision (fp32/int8) x max length (128/256).
+"""Export-time sweep of one student: layers kept (L6/L3/L2) x precision x max length (128/256).
 
     nice -n 10 python -m bench compression_report --model STUDENT_DIR [--out bench/results/export_sweep] [--reps 7]
 

@@ -1,4 +1,4 @@
-"""Load shedding under overload: goodput and latency of ``distilrank serve`` before and after admission control.
+"""Load shedding: goodput and latency under overload, before and after admission control.
 
     python -m bench load_shedding [--before /tmp/before] [--duration 15]
 

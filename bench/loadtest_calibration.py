@@ -1,4 +1,4 @@
-"""Calibrate the default load-test SLOs: headless Locust runs against ``distilrank serve`` on 127.0.0.1.
+"""Calibrate the default load-test SLOs with headless Locust runs against distilrank serve.
 
 Real runs of ``loadtests.run_loadtest`` for 1 query x P passages (P = 20, 50) at U closed-loop users
 (U = 1, 2, 4 by default), payloads = scifact_mini test queries with their BM25 top-P texts.

@@ -1,4 +1,4 @@
-"""SciFact through a real OpenSearch node: BM25 vs BM25 + distilrank rescore, and the rescore step's latency.
+"""SciFact through a real OpenSearch node: BM25 vs BM25 + distilrank rescore, and its latency.
 
 The rescore runs in the plugin and, for comparison, client-side:
 

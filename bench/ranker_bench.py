@@ -1,4 +1,4 @@
-"""Ranker service overhead: the HTTP service vs bare ONNX Runtime vs a sentence-transformers CrossEncoder.
+"""Service overhead: the HTTP ranker vs bare ONNX Runtime vs a sentence-transformers CrossEncoder.
 
 Latency for 1 query x 20 and x 50 real SciFact passages (BM25 top-k of the scifact_mini test queries) through
 the HTTP service, bare ONNX Runtime in-process and a sentence-transformers CrossEncoder (PyTorch); then the

@@ -1,4 +1,4 @@
-"""Retention curve: what the student keeps of a fixed teacher as the number of teacher-labelled queries grows.
+"""Retention curve: what the student keeps of a fixed teacher as teacher-labelled queries grow.
 
 SciFact (``--data``, BEIR layout: corpus.jsonl, queries/qrels .train and .test). The teacher is a run file,
 fitted once and then fixed for every point -- the route of a user who brings an LLM ranker's run:

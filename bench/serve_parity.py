@@ -1,4 +1,4 @@
-"""Served scores vs the export gates' scores for the same pairs, and the cold start to ``/ready``.
+"""Served scores vs the export gates' scores for the same pairs, and the cold start to /ready.
 
 The export is served with ``distilrank serve`` on 127.0.0.1; the bench times the cold start to ``/ready`` and
 checks that the HTTP scores equal the export gates' scores for the same pairs (exit 1 when they differ).

@@ -1,4 +1,4 @@
-"""ONNX Runtime session layouts side by side: one export scored at several sessions x intra-op threads.
+"""ONNX Runtime session layouts side by side: one export at several sessions x intra-op threads.
 
 For each export (``--model``, a ``distilrank export`` dir) and each layout (``--layout SESSIONSxTHREADS``,
 default one session with every core, and one single-thread session per core), the export is scored as the

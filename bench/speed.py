@@ -1,4 +1,4 @@
-"""Speed at quality: students distilled at L6/L3/L2 x token budgets x fp32/int8, side by side in one run.
+"""Speed at quality: students at L6/L3/L2 x token budgets x fp32/int8, side by side in one run.
 
 For each variant the student is exported with Optimum (fp32 ONNX, ORT O2 graph optimisation) and scored
 through the one scorer (``distill.core.cross_encoder``, the serving path's tokenisation and truncation). int8

@@ -1,4 +1,4 @@
-"""Token budget: dev nDCG@10 and scoring cost of a trained student under different (query, document) caps.
+"""Token budget: dev nDCG@10 and scoring cost of a trained student under different token caps.
 
 The caps are chosen on DEV queries (never the test set): the cheapest budget whose dev nDCG@10 is within
 ``--tolerance`` points of the best one. The result is what to pass to ``distilrank export

@@ -98,7 +98,7 @@ def test_python_m_bench_lists_every_bench_with_one_line():
 @pytest.mark.parametrize("name", BENCHES)
 def test_every_bench_has_a_one_line_summary(name):
     summary = (ast.get_docstring(_tree(name)) or "").split("\n", 1)[0]
-    assert summary.endswith(".") and len(summary) <= 116, \
+    assert summary.endswith(".") and len(summary) <= 96, \
         f"bench/{name}.py: the docstring's first line is the one-line summary `python -m bench --help` lists"
 
 
