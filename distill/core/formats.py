@@ -460,7 +460,7 @@ def write_run(path: str | os.PathLike[str], run: Mapping[str, Mapping[str, float
     """Write a TREC run atomically, each query's docs sorted by score (ties by doc id).
 
     Every id and the tag pass :func:`check_id`, and every score is finite, so the file reads back as the
-    same run; otherwise a :class:`DataError` names the id and nothing is written.
+    same run, in the same order; otherwise a :class:`DataError` names the id and nothing is written.
     """
     path = Path(path)
     check_id(tag, "run tag", path)
@@ -471,14 +471,23 @@ def write_run(path: str | os.PathLike[str], run: Mapping[str, Mapping[str, float
             ranked = sorted(docs.items(), key=lambda kv: (-kv[1], kv[0]))
             if top_k is not None:
                 ranked = ranked[:top_k]
-            for rank, (doc_id, score) in enumerate(ranked, start=1):
+            for rank, ((doc_id, _), score) in enumerate(zip(ranked, _score_texts(qid, ranked, path)), start=1):
                 if doc_id not in checked:
                     checked.add(check_id(doc_id, "document id", path, f" (query {qid!r})"))
-                if not math.isfinite(score):
-                    raise DataError(f"score {score!r} of document {doc_id!r} for query {qid!r} is not finite",
-                                    path=path)
-                fh.write(f"{qid} Q0 {doc_id} {rank} {float(score):.6f} {tag}\n")
+                fh.write(f"{qid} Q0 {doc_id} {rank} {score} {tag}\n")
     return path
+
+
+def _score_texts(qid: str, ranked: list[tuple[str, float]], path: Path) -> list[str]:
+    """A query's scores as written: 6 decimals, or every digit (``repr``) when 6 decimals would tie two
+    different scores -- evaluation re-sorts by score, so a tie the ranking did not have changes the metrics."""
+    for doc_id, score in ranked:
+        if not math.isfinite(score):
+            raise DataError(f"score {score!r} of document {doc_id!r} for query {qid!r} is not finite", path=path)
+    texts = [f"{float(score):.6f}" for _, score in ranked]
+    if any(float(a) == float(b) and x[1] != y[1] for a, b, x, y in zip(texts, texts[1:], ranked, ranked[1:])):
+        return [repr(float(score)) for _, score in ranked]
+    return texts
 
 
 def write_queries(path: str | os.PathLike[str], queries: Iterable[Query]) -> Path:

@@ -251,3 +251,17 @@ def test_an_id_starting_with_a_byte_order_mark_is_refused_where_written(tmp_path
     """Readers drop U+FEFF at the start of a file, so the id would not read back."""
     with pytest.raises(DataError, match=r"query id '\\ufeffq'"):
         write_queries(tmp_path / "q.tsv", [Query("\ufeffq", "x")])
+
+
+def test_scores_that_6_decimals_would_tie_keep_their_order(tmp_path: Path) -> None:
+    """Evaluation re-sorts by score: 0.99999996 and 0.99999991 written as 1.000000 both would rank by doc id."""
+    run = {"q": {"z": 0.99999996, "a": 0.99999991, "m": 0.5}, "q2": {"a": 2.0, "b": 1.0}}
+    out = write_run(tmp_path / "r.trec", run)
+    lines = out.read_text().splitlines()
+    assert lines[0] == "q Q0 z 1 0.99999996 distilrank" and lines[1] == "q Q0 a 2 0.99999991 distilrank"
+    assert lines[3] == "q2 Q0 a 1 2.000000 distilrank"  # 6 decimals where they keep the order
+    assert read_run(out) == run
+    qrels = {"q": {"z": 1}}
+    from distill.core.evaluation import evaluate
+
+    assert evaluate(qrels, read_run(out), ["mrr@10"]).metrics["mrr@10"] == 1.0

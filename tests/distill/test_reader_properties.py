@@ -53,7 +53,8 @@ TEXT = st.text(st.characters(blacklist_categories=("Cs",)), max_size=40)
 ID = st.text(st.characters(blacklist_categories=("Cs", "Cc", "Zs", "Zl", "Zp"),
                            blacklist_characters="\x1c\x1d\x1e\x1f\x85\ufeff\u180e\u200b"),
              min_size=1, max_size=12).filter(lambda s: not any(c.isspace() for c in s))
-SCORE = st.floats(allow_nan=False, allow_infinity=False, min_value=-1e9, max_value=1e9)
+SCORE = st.floats(allow_nan=False, allow_infinity=False, min_value=-1e9, max_value=1e9) | st.sampled_from(
+    [0.9999999, 0.99999991, 0.99999996, 1.0, 1e-7, 2e-7, 0.0])  # distinct scores that 6 decimals would tie
 GRADE = st.integers(-(2**31), 2**31 - 1)
 
 
@@ -99,15 +100,23 @@ def _check_equal(got: object, expected: object) -> None:
 @given(st.dictionaries(ID, st.dictionaries(ID, SCORE, min_size=1, max_size=6), min_size=1, max_size=5),
        st.sampled_from(["run.trec", "run.trec.gz"]))
 def test_run_round_trip(run: dict[str, dict[str, float]], name: str) -> None:
-    """Scores keep 6 decimals; the ranking written is the ranking read (ties broken by doc id both ways)."""
+    """Scores keep 6 decimals (all of them where 6 would tie two different scores); the ranking read is the
+    ranking written."""
     def check(tmp: Path) -> None:
         got = read_run(write_run(tmp / name, run, tag="t"))
         assert set(got) == set(run)
         for qid, docs in run.items():
             assert set(got[qid]) == set(docs)
             assert all(math.isclose(got[qid][d], s, rel_tol=1e-12, abs_tol=5.1e-7) for d, s in docs.items())
+            assert _ranking(got[qid]) == _ranking(docs)
 
     _in_dir(check)
+
+
+def _ranking(docs: dict[str, float]) -> list[str]:
+    """Documents by score, equal scores in one group (their order is the evaluator's tie rule)."""
+    order = sorted(docs, key=lambda d: (-docs[d], d))
+    return [f"{d}|{sum(docs[e] == docs[d] for e in docs)}" for d in order]
 
 
 LABELS = st.lists(st.builds(
