@@ -471,7 +471,8 @@ def write_run(path: str | os.PathLike[str], run: Mapping[str, Mapping[str, float
             ranked = sorted(docs.items(), key=lambda kv: (-kv[1], kv[0]))
             if top_k is not None:
                 ranked = ranked[:top_k]
-            for rank, ((doc_id, _), score) in enumerate(zip(ranked, _score_texts(qid, ranked, path)), start=1):
+            texts = _score_texts(qid, ranked, path)
+            for rank, ((doc_id, _), score) in enumerate(zip(ranked, texts, strict=True), start=1):
                 if doc_id not in checked:
                     checked.add(check_id(doc_id, "document id", path, f" (query {qid!r})"))
                 fh.write(f"{qid} Q0 {doc_id} {rank} {score} {tag}\n")
@@ -485,7 +486,8 @@ def _score_texts(qid: str, ranked: list[tuple[str, float]], path: Path) -> list[
         if not math.isfinite(score):
             raise DataError(f"score {score!r} of document {doc_id!r} for query {qid!r} is not finite", path=path)
     texts = [f"{float(score):.6f}" for _, score in ranked]
-    if any(float(a) == float(b) and x[1] != y[1] for a, b, x, y in zip(texts, texts[1:], ranked, ranked[1:])):
+    pairs = zip(texts, texts[1:], ranked, ranked[1:], strict=False)  # each with its successor
+    if any(float(a) == float(b) and x[1] != y[1] for a, b, x, y in pairs):
         return [repr(float(score)) for _, score in ranked]
     return texts
 

@@ -64,7 +64,8 @@ def _in_dir(test: Callable[[Path], None]) -> None:
 
 
 @SETTINGS
-@given(st.dictionaries(ID, st.tuples(TEXT, TEXT), min_size=1, max_size=8), st.sampled_from([".jsonl", ".tsv", ".jsonl.gz"]))
+@given(st.dictionaries(ID, st.tuples(TEXT, TEXT), min_size=1, max_size=8),
+       st.sampled_from([".jsonl", ".tsv", ".jsonl.gz"]))
 def test_corpus_round_trip(docs: dict[str, tuple[str, str]], suffix: str) -> None:
     def check(tmp: Path) -> None:
         written = [Document(d, title, text) for d, (title, text) in docs.items()]
@@ -127,9 +128,11 @@ JSON_VALUE = st.recursive(st.none() | st.booleans() | st.integers(-10**6, 10**6)
                           lambda inner: st.lists(inner, max_size=3), max_leaves=5)
 
 
+PATH_RECORDS = st.dictionaries(TEXT, st.dictionaries(st.sampled_from(["path", "relative"]), TEXT), max_size=2)
+
+
 @SETTINGS
-@given(LABELS, st.builds(LabelsTeacher, TEXT, st.dictionaries(TEXT, JSON_VALUE, max_size=4),
-                         st.dictionaries(TEXT, st.dictionaries(st.sampled_from(["path", "relative"]), TEXT), max_size=2)),
+@given(LABELS, st.builds(LabelsTeacher, TEXT, st.dictionaries(TEXT, JSON_VALUE, max_size=4), PATH_RECORDS),
        st.sampled_from(["labels.jsonl", "labels.jsonl.gz"]))
 def test_labels_round_trip(records: list[LabeledQuery], teacher: LabelsTeacher, name: str) -> None:
     def check(tmp: Path) -> None:
