@@ -2,12 +2,12 @@
 
 ``manifest.json``: the stage, its config hash, input files with sha256, package versions,
 metrics and wall time. A stage whose ``manifest.json`` exists with the same config hash is
-complete and is skipped on the next run (the manifest is written last, atomically).
+complete; :mod:`distill.core.stage_runner` alone decides whether it is reused (the manifest is written last,
+atomically).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import platform
 import time
@@ -18,7 +18,7 @@ from typing import Any
 
 from distill.core.atomic_io import config_hash, sha256_file, write_json
 
-__all__ = ["is_complete", "package_versions", "skip_if_finished", "write_manifest"]
+__all__ = ["package_versions", "write_manifest"]
 
 logger = logging.getLogger(__name__)
 
@@ -51,25 +51,3 @@ def write_manifest(out_dir: str | Path, stage: str, config: Mapping[str, Any], i
         **dict(extra or {}),
     }
     return write_json(out_dir / "manifest.json", manifest)
-
-
-def is_complete(out_dir: str | Path, config: Mapping[str, Any]) -> bool:
-    path = Path(out_dir) / "manifest.json"
-    if not path.exists():
-        return False
-    try:
-        return json.loads(path.read_text())["config_hash"] == config_hash(dict(config))
-    except (json.JSONDecodeError, KeyError):
-        return False
-
-
-def skip_if_finished(stage: str, out_dir: str | Path, config: Mapping[str, Any], *artifacts: str | Path) -> bool:
-    """True (and a log line) when ``out_dir`` holds a manifest for this config and every artifact exists.
-
-    The one skip check of the standalone stage commands (``teacher cpt|sft|synthesize|label``); inside the
-    pipeline the stage runner checks its own stage directory the same way.
-    """
-    if is_complete(out_dir, config) and all(Path(a).exists() for a in artifacts):
-        logger.info("%s: %s is complete for this config; skipping", stage, out_dir)
-        return True
-    return False

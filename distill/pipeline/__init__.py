@@ -2,8 +2,8 @@
 (compress) -> serve -> evaluate.
 
 The pipeline is a list of steps over one typed :class:`~distill.pipeline.context.PipelineContext`; each step
-builds its :class:`~distill.pipeline.runner.Stage` and runs it through one
-:class:`~distill.pipeline.runner.StageRunner`, which alone decides what is finished (and verifies it) and what
+builds its :class:`~distill.core.stage_runner.Stage` and runs it through one
+:class:`~distill.core.stage_runner.StageRunner`, which alone decides what is finished (and verifies it) and what
 resumes. A stage's key is its resolved config, the content hashes of its input files and the keys and output
 hashes of the stages it depends on, so changing the teacher's config re-runs labels, student, serving and
 evaluation, while spelling ``--out`` relative or absolute changes nothing.
@@ -38,7 +38,7 @@ from distill.pipeline.data_stages import (
 )
 from distill.pipeline.model_stages import read_eval_runs, step_compress, step_eval, step_serve, step_student
 from distill.pipeline.report import METRICS, SYSTEMS, PipelineReport
-from distill.pipeline.runner import Stage, StageResult, StageRunner
+from distill.core.stage_runner import Stage, StageResult, StageRunner
 from distill.presets import PipelineConfig
 
 __all__ = ["METRICS", "STEPS", "SYSTEMS", "PipelineContext", "PipelineInputs", "PipelineReport", "Stage",

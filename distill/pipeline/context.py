@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from distill.core.errors import ConfigError
 from distill.core.formats import Document, Qrels, Query, Run
-from distill.pipeline.runner import StageResult, StageRunner
+from distill.core.stage_runner import StageResult, StageRunner
 from distill.presets import PipelineConfig
 
 if TYPE_CHECKING:

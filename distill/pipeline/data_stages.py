@@ -1,5 +1,5 @@
 """Stage builders for the data and the teacher: synthesize, train_data, first stages, CPT, SFT, dense fine-tuning,
-labels. Each ``step_<stage>(ctx)`` builds its :class:`~distill.pipeline.runner.Stage` (or decides the stage does
+labels. Each ``step_<stage>(ctx)`` builds its :class:`~distill.core.stage_runner.Stage` (or decides the stage does
 not apply), runs it through the one runner and records its typed result on the context."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 from distill.core.errors import ConfigError, DataError
 from distill.core.formats import Qrels, Query, Run, read_qrels, read_queries, write_qrels, write_queries, write_run
 from distill.pipeline.context import PipelineContext
-from distill.pipeline.runner import Stage
+from distill.core.stage_runner import Stage
 
 __all__ = ["step_first_stage", "step_first_stage_train", "step_label", "step_teacher", "step_training_data"]
 

@@ -14,7 +14,7 @@ from distill.core.errors import DataError
 from distill.core.formats import Qrels, Run, read_qrels, read_queries, read_run, write_qrels, write_queries, write_run
 from distill.core.interpolation import Interpolation, interpolate_runs
 from distill.pipeline.context import PipelineContext, ServedModel
-from distill.pipeline.runner import Stage, StageResult
+from distill.core.stage_runner import Stage, StageResult
 
 __all__ = ["step_compress", "step_eval", "step_serve", "step_student"]
 
@@ -202,7 +202,7 @@ def step_serve(ctx: PipelineContext) -> None:
 
 def _publish(src: Path, dst: Path) -> None:
     """``OUT/serve``: a copy of the stage's chosen export, replaced atomically when it differs."""
-    from distill.pipeline.runner import content_hash
+    from distill.core.stage_runner import content_hash
 
     if dst.exists() and content_hash(dst) == content_hash(src):
         return

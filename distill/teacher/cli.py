@@ -65,7 +65,8 @@ def cpt_cmd(**kwargs: Any) -> None:
     from distill.teacher.cpt import run_cpt
 
     cfg = load_config(CPTConfig, kwargs["config_file"], _overrides(kwargs))
-    click.echo(f"CPT model: {run_cpt(cfg, kwargs['out'], progress=_progress())}")
+    model = _stage(kwargs["out"], cfg, lambda d: {"model": run_cpt(cfg, d, progress=_progress())})["model"]
+    click.echo(f"CPT model: {model}")
 
 
 @teacher.command("sft")
@@ -88,7 +89,8 @@ def sft_cmd(**kwargs: Any) -> None:
     from distill.teacher.sft import run_sft
 
     cfg = load_config(SFTConfig, kwargs["config_file"], _overrides(kwargs))
-    click.echo(f"teacher: {run_sft(cfg, kwargs['out'], progress=_progress())}")
+    teacher = _stage(kwargs["out"], cfg, lambda d: {"teacher": run_sft(cfg, d, progress=_progress())})["teacher"]
+    click.echo(f"teacher: {teacher}")
 
 
 @teacher.command("label")
@@ -144,7 +146,8 @@ def label_cmd(**kwargs: Any) -> None:
         except ValueError as exc:
             raise ConfigError(f"--weights {kwargs['weights']!r}: use NAME=NUMBER pairs, e.g. dense=0.5,bm25=0.5") from exc
     cfg = load_config(LabelConfig, kwargs["config_file"], _overrides(kwargs))
-    click.echo(f"labels: {run_label(cfg, kwargs['out'], progress=_progress())}")
+    labels = _stage(kwargs["out"], cfg, lambda d: {"labels": run_label(cfg, d, progress=_progress())})["labels"]
+    click.echo(f"labels: {labels}")
 
 
 @teacher.command("synthesize")
@@ -165,8 +168,9 @@ def synthesize_cmd(**kwargs: Any) -> None:
     from distill.teacher.synthesize import synthesize_queries
 
     cfg = load_config(SynthConfig, kwargs["config_file"], _overrides(kwargs))
-    q, r = synthesize_queries(cfg, kwargs["out"], progress=_progress())
-    click.echo(f"queries: {q}\nqrels: {r}")
+    out = _stage(kwargs["out"], cfg, lambda d: dict(zip(("queries", "qrels"),
+                                                        synthesize_queries(cfg, d, progress=_progress()), strict=True)))
+    click.echo(f"queries: {out['queries']}\nqrels: {out['qrels']}")
 
 
 @teacher.command("rerank")
@@ -202,3 +206,17 @@ def rerank_cmd(teacher_dir: str | None, zero_shot: bool, base_model: str, corpus
                               max_length=max_length, device=device, progress=_progress())
     path = write_run(out, reranked, tag="teacher-zeroshot" if zero_shot else "teacher")
     click.echo(f"wrote {sum(len(v) for v in reranked.values())} results for {len(reranked)} queries to {path}")
+
+
+def _stage(out: str, cfg: Any, body: Any) -> dict[str, Any]:
+    """Run a stage command through the one stage runner: reused when finished with this config and the same input
+    contents, resumed when interrupted; the files the config names are hashed by content."""
+    from distill.core.stage_runner import run_standalone
+
+    config = cfg.to_dict()
+    files = {k: v for k, v in config.items() if k in _INPUT_FIELDS and isinstance(v, str)}
+    return run_standalone(out, config, body, files)
+
+
+#: config fields that name input files (their content, not their path, is part of the stage's key)
+_INPUT_FIELDS = ("pairs", "queries", "qrels", "corpus", "run")

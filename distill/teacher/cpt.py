@@ -15,7 +15,7 @@ import torch
 
 from distill.core.atomic_io import atomic_dir
 from distill.core.formats import read_corpus, read_qrels, read_queries
-from distill.core.manifest import skip_if_finished, write_manifest
+from distill.core.manifest import write_manifest
 from distill.teacher import _train
 from distill.teacher._training_pairs import QueryDocPair, pairs_from_qrels, read_pairs_jsonl, subsample
 from distill.teacher.config import CPTConfig
@@ -72,12 +72,11 @@ def _inputs(config: CPTConfig) -> dict[str, str]:
 
 
 def run_cpt(config: CPTConfig, out_dir: str | Path, progress: bool = False) -> Path:
-    """Train (or resume, or skip if complete) and return the HF causal-LM directory ``out_dir/model``."""
+    """Train (or resume from the checkpoints in ``out_dir``) and return the HF causal-LM directory ``out_dir/model``;
+    whether a finished run is reused is the stage runner's decision, not this function's."""
     out_dir = Path(out_dir)
     model_dir = out_dir / CPT_MODEL_SUBDIR
     resolved = config.to_dict()
-    if skip_if_finished("cpt", out_dir, resolved, model_dir / "config.json"):
-        return model_dir
     started = time.perf_counter()
     lm = _train.load_trainable_lm(config)
     base, tokenizer, model, peft_model, device, dtype = lm.base, lm.tokenizer, lm.model, lm.peft_model, lm.device, lm.dtype

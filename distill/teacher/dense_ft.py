@@ -22,9 +22,9 @@ from typing import Any
 
 from distill.core.atomic_io import atomic_dir, write_json
 from distill.core.config import from_mapping, to_dict
-from distill.core.formats import Document, Qrels, Query
 from distill.core.errors import ConfigError, DataError
-from distill.core.manifest import skip_if_finished, write_manifest
+from distill.core.formats import Document, Qrels, Query
+from distill.core.manifest import write_manifest
 
 __all__ = ["DENSE_MODEL_SUBDIR", "TRAIN_INFO", "DenseFineTuneConfig", "fine_tune_dense", "training_triples"]
 
@@ -100,8 +100,6 @@ def fine_tune_dense(config: DenseFineTuneConfig, queries: Mapping[str, Query], q
     out_dir = Path(out_dir)
     model_dir = out_dir / DENSE_MODEL_SUBDIR
     resolved = {**config.to_dict(), "exclude": sorted(exclude), "queries": sorted(queries)}
-    if skip_if_finished("dense_ft", out_dir, resolved, model_dir / "modules.json"):
-        return model_dir
     started = time.perf_counter()
     if bm25 is None:
         from distill.core.bm25 import BM25Index

@@ -25,9 +25,9 @@ from torch import nn
 from distill.core.atomic_io import atomic_dir
 from distill.core.base_models import resolve_teacher_base
 from distill.core.bm25 import BM25Index
-from distill.core.formats import Document, Qrels, Query, Run, read_corpus, read_qrels, read_queries, read_run
 from distill.core.errors import DataError
-from distill.core.manifest import skip_if_finished, write_manifest
+from distill.core.formats import Document, Qrels, Query, Run, read_corpus, read_qrels, read_queries, read_run
+from distill.core.manifest import write_manifest
 from distill.teacher import _train
 from distill.teacher._training_pairs import subsample
 from distill.teacher.config import SFTConfig
@@ -132,8 +132,6 @@ def run_sft(config: SFTConfig, out_dir: str | Path, progress: bool = False) -> P
     out_dir = Path(out_dir)
     teacher_dir = out_dir / TEACHER_SUBDIR
     resolved = config.to_dict()
-    if skip_if_finished("sft", out_dir, resolved, teacher_dir / "teacher.json"):
-        return teacher_dir
     started = time.perf_counter()
 
     queries = read_queries(config.queries)

@@ -34,10 +34,10 @@ from pathlib import Path
 from typing import Any
 
 from distill.core.atomic_io import atomic_write, config_hash, write_json
-from distill.core.formats import Document, Query, read_corpus, write_qrels, write_queries
 from distill.core.errors import DataError
 from distill.core.fault_injection import fault_point
-from distill.core.manifest import skip_if_finished, write_manifest
+from distill.core.formats import Document, Query, read_corpus, write_qrels, write_queries
+from distill.core.manifest import write_manifest
 from distill.teacher.config import SynthConfig
 
 __all__ = ["FEW_SHOT", "QRELS_FILE", "QUERIES_FILE", "REPORT_FILE", "clean_query", "crop_sentences", "crop_words",
@@ -214,8 +214,6 @@ def synthesize_queries(config: SynthConfig, out_dir: str | Path, progress: bool 
     out_dir = Path(out_dir)
     q_path, qrels_path = out_dir / QUERIES_FILE, out_dir / QRELS_FILE
     resolved = config.to_dict()
-    if skip_if_finished("synthesize", out_dir, resolved, q_path, qrels_path):
-        return q_path, qrels_path
     started = time.perf_counter()
     corpus = corpus if corpus is not None else read_corpus(config.corpus)
     rng = random.Random(config.seed)

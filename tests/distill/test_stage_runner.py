@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from distill.pipeline.runner import Stage, StageRunner
+from distill.core.stage_runner import Stage, StageRunner
 
 
 class Counter:

@@ -15,7 +15,7 @@ def test_cli_sft_then_rerank(tiny_decoder_dir, demo_data, tmp_path, capsys):
                "--queries", str(mini["queries"]), "--qrels", str(mini["qrels"]), "--corpus", str(mini["corpus"]),
                "--max-steps", "1", "--device", "cpu", "--gen-weight", "0"])
     assert rc == 0
-    assert json.loads((tmp_path / "sft" / "config.json").read_text())["num_negatives"] == 2
+    assert json.loads((tmp_path / "sft" / "config.json").read_text())["config"]["num_negatives"] == 2
     run = tmp_path / "bm25.run"
     assert main(["retrieve", "bm25", "--corpus", str(mini["corpus"]), "--queries", str(mini["queries"]),
                  "--top-k", "5", "--out", str(run)]) == 0

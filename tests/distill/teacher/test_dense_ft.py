@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from distill.core.bm25 import BM25Index
-from distill.core.formats import read_corpus, read_qrels, read_queries
 from distill.core.errors import ConfigError, DataError
+from distill.core.formats import read_corpus, read_qrels, read_queries
 from distill.teacher.dense_ft import DenseFineTuneConfig, fine_tune_dense, training_triples
 
 
@@ -32,12 +32,18 @@ def test_triples_leave_out_held_out_queries_and_judged_negatives(mini: dict) -> 
         assert judged.get(by_text[pos], 0) >= 1 and judged.get(by_text[neg], 0) < 1
 
 
-def test_fine_tune_writes_a_loadable_model_and_skips_when_done(mini: dict, tiny_cross_encoder_dir: Path,
-                                                               tmp_path: Path) -> None:
+def test_fine_tune_writes_a_loadable_model_and_the_runner_reuses_it(mini: dict, tiny_cross_encoder_dir: Path,
+                                                                    tmp_path: Path) -> None:
+    from distill.core.stage_runner import run_standalone
     from distill.teacher.candidates import DenseRetriever
 
     cfg = DenseFineTuneConfig(base=str(tiny_cross_encoder_dir), batch_size=8, max_seq_length=32)
-    out = fine_tune_dense(cfg, mini["queries"], mini["qrels"], mini["corpus"], tmp_path / "ft", bm25=mini["bm25"])
+
+    def stage() -> Path:
+        return run_standalone(tmp_path / "ft", cfg.to_dict(), lambda d: {"model": fine_tune_dense(
+            cfg, mini["queries"], mini["qrels"], mini["corpus"], d, bm25=mini["bm25"])})["model"]
+
+    out = stage()
     docs = dict(list(mini["corpus"].items())[:20])
     q = {k: mini["queries"][k] for k in sorted(mini["queries"])[:2]}
     cands = {k: list(docs) for k in q}
@@ -45,8 +51,8 @@ def test_fine_tune_writes_a_loadable_model_and_skips_when_done(mini: dict, tiny_
     base = DenseRetriever(docs, str(tiny_cross_encoder_dir)).score_docs(q, cands)
     assert tuned.keys() == base.keys() and tuned != base  # the weights moved
     stamp = (out / "modules.json").stat().st_mtime_ns
-    assert fine_tune_dense(cfg, mini["queries"], mini["qrels"], mini["corpus"], tmp_path / "ft", bm25=mini["bm25"]) == out
-    assert (out / "modules.json").stat().st_mtime_ns == stamp  # skipped, not retrained
+    assert stage() == out
+    assert (out / "modules.json").stat().st_mtime_ns == stamp  # reused by the stage runner, not retrained
 
 
 def test_too_few_pairs_and_bad_config_are_clear_errors(mini: dict, tiny_cross_encoder_dir: Path, tmp_path: Path) -> None:

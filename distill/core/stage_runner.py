@@ -1,4 +1,6 @@
-"""The one place that decides whether a pipeline stage runs, resumes or is reused.
+"""The one place that decides whether a stage runs, resumes or is reused: the pipeline's stages and the
+standalone stage commands (``distilrank teacher cpt|sft|label|synthesize``) alike. Stage bodies never skip
+themselves.
 
 A stage's key is its resolved config, the **content hashes** of its input files and the keys of the
 stages it depends on; paths are not part of any key, so ``--out`` relative or absolute (or a copied
@@ -26,7 +28,7 @@ from distill.core.atomic_io import config_hash, sha256_file, write_json
 from distill.core.fault_injection import fault_point
 from distill.core.manifest import write_manifest
 
-__all__ = ["Stage", "StageResult", "StageRunner", "content_hash"]
+__all__ = ["Stage", "StageResult", "StageRunner", "content_hash", "run_standalone"]
 
 logger = logging.getLogger(__name__)
 
@@ -76,8 +78,12 @@ class Stage:
 class StageRunner:
     """Runs stages under ``out``; the single place where a finished stage is recognised, verified and reused."""
 
-    def __init__(self, out: Path):
+    def __init__(self, out: Path, wipe_stale: bool = True):
+        """``wipe_stale``: a stage directory left by another key (or holding changed outputs) is deleted before the
+        stage runs. The pipeline owns its ``OUT`` and wipes; a standalone command leaves the user's directory to
+        the stage body, which resumes or refuses (e.g. labels begun by another teacher: exit 2)."""
         self.out = out
+        self.wipe_stale = wipe_stale
         self.results: dict[str, StageResult] = {}
         self._hashes: dict[Path, str] = {}
 
@@ -95,7 +101,7 @@ class StageRunner:
         if reused is not None:
             self.results[stage.name] = reused
             return reused
-        if tampered:  # a resume would build on the changed files: start the stage afresh
+        if tampered and self.wipe_stale:  # a resume would build on the changed files: start the stage afresh
             shutil.rmtree(stage_dir)
         self._prepare(stage.name, stage_dir, h)
         logger.info("stage %s: starting", stage.name)
@@ -105,9 +111,12 @@ class StageRunner:
         wall = round(time.perf_counter() - t0, 2)
         fault_point(f"{stage.name}:outputs")
         recorded = {k: {"path": self._relative(stage.name, p), "sha256": content_hash(p)} for k, p in outputs.items()}
+        # what the body recorded in its own manifest (metrics, provenance) is kept inside the runner's
+        body = _read_manifest(stage_dir / "manifest.json")
         # the manifest is written last: a stage without one is unfinished, whatever else its directory holds
         write_manifest(stage_dir, stage.name, key, inputs=dict(stage.inputs), wall_time_s=wall,
-                       extra={"key_hash": h, "outputs": recorded})
+                       metrics=(body or {}).get("metrics"),
+                       extra={"key_hash": h, "outputs": recorded, "stage_record": body})
         logger.info("stage %s: done in %.1f s", stage.name, wall)
         res = StageResult(stage.name, stage_dir, h, outputs, False, wall,
                           {k: rec["sha256"] for k, rec in recorded.items()})
@@ -145,9 +154,13 @@ class StageRunner:
         key_file = stage_dir / _KEY_FILE
         if stage_dir.exists():
             previous = _read_manifest(key_file)
-            if (previous or {}).get("hash") != h:
+            if (previous or {}).get("hash") != h and self.wipe_stale:
                 logger.info("stage %s: inputs or config changed since the last run; starting it afresh", name)
                 shutil.rmtree(stage_dir)
+            elif (previous or {}).get("hash") != h:
+                (stage_dir / "manifest.json").unlink(missing_ok=True)
+                logger.info("stage %s: inputs or config changed since the last run; %s is left to the stage",
+                            name, stage_dir)
             else:
                 (stage_dir / "manifest.json").unlink(missing_ok=True)
                 logger.info("stage %s: resuming an interrupted run", name)
@@ -161,3 +174,12 @@ def _read_manifest(path: Path) -> dict[str, Any] | None:
     except (OSError, json.JSONDecodeError, UnicodeDecodeError):
         return None
     return data if isinstance(data, dict) else None
+
+
+def run_standalone(out_dir: str | Path, config: Mapping[str, Any], body: Callable[[Path], Mapping[str, Path]],
+                   inputs: Mapping[str, str | Path | None] | None = None) -> dict[str, Path]:
+    """One stage in ``out_dir`` itself (a standalone command's ``--out``): reused when finished with the same
+    config and input contents, resumed when interrupted, run afresh when either changed."""
+    out = Path(out_dir).expanduser().resolve()
+    files = {k: Path(v) for k, v in (inputs or {}).items() if v and Path(v).is_file()}
+    return StageRunner(out.parent, wipe_stale=False).run(Stage(out.name, config, body, inputs=files)).outputs
