@@ -20,8 +20,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from distill.core.atomic_io import write_json
-from distill.core.formats import Qrels, Run
 from distill.core.errors import ConfigError, DataError
+from distill.core.formats import Qrels, Run
 from distill.core.normalization import RunNorm, normalize_run
 
 __all__ = ["InterpolationConfig", "InterpolationResult", "interpolate_runs", "load_interpolation", "normalize_run", "tune_alpha"]

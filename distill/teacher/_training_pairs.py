@@ -7,8 +7,8 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-from distill.core.formats import Document, Qrels, Query
 from distill.core.errors import DataError
+from distill.core.formats import Document, Qrels, Query
 
 _PAIR_SHAPE = '{"query": str, "title": str, "text": str} per line'
 

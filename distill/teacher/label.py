@@ -32,7 +32,7 @@ from distill.core.label_files import (
     start_labels,
     valid_qids,
 )
-from distill.core.manifest import skip_if_finished, write_manifest
+from distill.core.manifest import write_manifest
 from distill.teacher._training_pairs import subsample
 from distill.teacher.candidates import gather_candidates
 from distill.teacher.config import LabelConfig
@@ -92,10 +92,8 @@ class SourceFactory:
             return s.DenseSource(self.corpus, retriever=self.dense_retriever)
         if name == "run":
             return s.RunSource(cfg.run or "")
-        if name == "endpoint":
-            return s.EndpointSource(self.corpus, s.EndpointConfig(
-                url=cfg.endpoint_url or "", model=cfg.endpoint_model, api_key=cfg.endpoint_api_key,
-                batch_size=cfg.endpoint_batch_size, timeout_s=cfg.endpoint_timeout_s, retries=cfg.endpoint_retries))
+        if name in ("endpoint", "openai"):
+            return s.remote_source(name, self.corpus, cfg)
         if name == "llm":
             return s.LLMSource(self.corpus, cfg.teacher, cfg.llm_score, cfg.batch_size, cfg.max_length, cfg.device)
         raise ValueError(f"unknown source {name!r}")
@@ -307,8 +305,6 @@ def run_label(config: LabelConfig, out_dir: str | Path, progress: bool = False,
     out_dir = Path(out_dir)
     out = out_dir / LABELS_FILE
     resolved = config.to_dict()
-    if skip_if_finished("label", out_dir, resolved, out):
-        return out
     started = time.perf_counter()
     out_dir.mkdir(parents=True, exist_ok=True)
     queries = read_queries(config.queries)

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from distill.core.bm25 import BM25Index
 from distill.cli import main
-from distill.core.formats import Query, read_corpus, read_qrels, read_queries, write_run
+from distill.core.bm25 import BM25Index
 from distill.core.errors import ConfigError, DataError
+from distill.core.formats import Query, read_corpus, read_qrels, read_queries, write_run
 from distill.core.label_files import read_labels
 from distill.teacher.config import LabelConfig
 from distill.teacher.label import run_label

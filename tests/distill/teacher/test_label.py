@@ -6,13 +6,13 @@ import random
 
 import pytest
 
-from distill.core.formats import read_qrels
 from distill.core.errors import ConfigError
+from distill.core.formats import read_qrels
 from distill.core.label_files import read_labels
 from distill.teacher.candidates import merge_candidates
 from distill.teacher.config import LabelConfig
-from distill.teacher.label import run_label
 from distill.teacher.decoder_ranker import TeacherRanker, TeacherScorer, TeacherSpec, save_teacher
+from distill.teacher.label import run_label
 from distill.teacher.synthesize import clean_query, crop_sentences, keep_query
 from tests.teacher_data import write_mini
 
@@ -107,8 +107,8 @@ def test_synthesis_cropping_cleaning_and_filters():
 def test_synthesize_filters_meta_copies_lengths_dups_and_crops(tiny_decoder_dir, demo_data, tmp_path, monkeypatch):
     """Generation is replaced by canned outputs (a random tiny LM writes noise); everything else is real.
     The canned outputs are the meta-text a small instruct model really produced ("The search query is:")."""
-    from distill.core.formats import read_queries
     from distill.core.errors import DataError
+    from distill.core.formats import read_queries
     from distill.teacher import synthesize as synth
     from distill.teacher.config import SynthConfig
 
