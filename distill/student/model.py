@@ -15,18 +15,24 @@ Scoring goes through :mod:`distill.core.cross_encoder` (one truncation rule, len
 with the token caps of :class:`StudentModelConfig` saved beside the model in ``scoring.json``.
 
 The saved directory is a standard HF directory (``BertForSequenceClassification``, ``num_labels=1``)
-whose ``config.json`` carries ``sentence_transformers.activation_fn = torch.nn.Identity``, so
-``sentence_transformers.CrossEncoder(path).predict`` returns the same raw logits as
-our scorer instead of sigmoid probabilities.
+whose ``config.json`` carries ``sentence_transformers.activation_fn = torch.nn.Identity`` (and
+``config_sentence_transformers.json`` the same, with ``model_type: CrossEncoder``), so
+``sentence_transformers.CrossEncoder(path).predict`` returns the same raw logits as our scorer instead of
+sigmoid probabilities. The tokenizer's ``model_max_length`` is the pair budget ``max_seq_len``, which is
+CrossEncoder's ``max_length``: with its ``longest_first`` truncation it keeps the same tokens as our scorer
+for every query within the query cap; where it cannot (longer queries, a document cap) the README model card
+says so (:func:`distill.core.readme_card.truncation_note`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
+from distill.core.atomic_io import write_json
 from distill.core.base_models import resolve_student_base
 from distill.core.cross_encoder import (
     CrossEncoderScorer,
@@ -38,6 +44,7 @@ from distill.core.cross_encoder import (
 )
 from distill.core.errors import ConfigError, MissingPrerequisiteError
 from distill.core.layers import drop_layers, select_layers
+from distill.core.readme_card import ReadmeCard, write_readme
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -98,8 +105,9 @@ def build_student(config: StudentModelConfig) -> tuple[PreTrainedModel, PreTrain
 
 
 def save_student(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, out_dir: str | Path,
-                 caps: TokenCaps) -> Path:
-    """Write a standard HF directory (CrossEncoder loads it with raw-logit Identity activation) + ``scoring.json``."""
+                 caps: TokenCaps, card: ReadmeCard | None = None) -> Path:
+    """Write a standard HF directory (CrossEncoder loads it with raw-logit Identity activation), ``scoring.json``
+    and a ``README.md`` model card (``card``; without one, a card of what the model itself says)."""
     out_dir = Path(out_dir)
     model.config.sentence_transformers = {"activation_fn": IDENTITY_ACTIVATION}
     model.config.problem_type = "regression"
@@ -107,6 +115,15 @@ def save_student(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, out
     tokenizer.model_max_length = caps.max_seq_len
     tokenizer.save_pretrained(out_dir)
     save_caps(out_dir, caps)
+    write_json(out_dir / "config_sentence_transformers.json",
+               {"model_type": "CrossEncoder", "activation_fn": IDENTITY_ACTIVATION, "prompts": {},
+                "default_prompt_name": None})
+    specials = int(tokenizer.num_special_tokens_to_add(pair=True))
+    card = card or ReadmeCard(name=out_dir.name)
+    write_readme(out_dir, dataclasses.replace(
+        card, caps=card.caps or caps.to_dict(), special_tokens=specials,
+        architecture=card.architecture or (model.config.architectures or [""])[0],
+        num_layers=card.num_layers or model.config.num_hidden_layers))
     return out_dir
 
 
