@@ -19,7 +19,8 @@ def _train_options(f: Callable[..., Any]) -> Callable[..., Any]:
     opts = [
         click.option("--config", "config_file", type=click.Path(dir_okay=False), help="JSON config; flags override it."),
         click.option("--out", required=True, type=click.Path(file_okay=False), help="Output directory of the stage."),
-        click.option("--base-model", help="'default' (SmolLM2-135M-Instruct) or a local HF causal-LM dir."),
+        click.option("--base-model", help="'default' (SmolLM2-135M-Instruct), a local HF causal-LM dir or a Hub id "
+                     "(org/name[@revision])."),
         click.option("--max-length", type=int, help="Tokens per sequence (default 192)."),
         click.option("--batch-size", type=int), click.option("--grad-accum", type=int),
         click.option("--lr", type=float), click.option("--epochs", type=int),
@@ -154,7 +155,7 @@ def label_cmd(**kwargs: Any) -> None:
 @click.option("--config", "config_file", type=click.Path(dir_okay=False))
 @click.option("--out", required=True, type=click.Path(file_okay=False))
 @click.option("--corpus", type=click.Path(dir_okay=False))
-@click.option("--generator", help="'default' (SmolLM2-135M-Instruct) or a local instruct LM dir.")
+@click.option("--generator", help="'default' (SmolLM2-135M-Instruct), a local instruct LM dir or a Hub id.")
 @click.option("--num-docs", type=int)
 @click.option("--crop-sentences", type=int)
 @click.option("--max-new-tokens", type=int)
@@ -177,7 +178,8 @@ def synthesize_cmd(**kwargs: Any) -> None:
 @click.option("--teacher", "teacher_dir", type=click.Path(file_okay=False),
               help="Teacher dir from `teacher sft` (omit with --zero-shot).")
 @click.option("--zero-shot", is_flag=True, help="Score with the instruct base's yes/no prompt instead.")
-@click.option("--base-model", default="default", show_default=True, help="Model for --zero-shot.")
+@click.option("--base-model", default="default", show_default=True,
+              help="Model for --zero-shot: 'default', a local dir or a Hub id.")
 @click.option("--corpus", required=True, type=click.Path(dir_okay=False))
 @click.option("--queries", required=True, type=click.Path(dir_okay=False))
 @click.option("--run", "run_path", required=True, type=click.Path(dir_okay=False), help="First-stage TREC run.")
