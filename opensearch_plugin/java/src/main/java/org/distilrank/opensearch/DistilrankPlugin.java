@@ -26,13 +26,20 @@ import org.opensearch.watcher.ResourceWatcherService;
 
 import java.util.Collection;
 import java.util.List;
+import java.util.function.Function;
 import java.util.function.Supplier;
 
-/** Registers the {@code distilrank} rescorer, its node/cluster settings and {@code GET /_plugins/distilrank/stats}. */
+/**
+ * Registers the {@code distilrank} rescorer, its node/cluster settings and {@code GET /_plugins/distilrank/stats}.
+ */
 public class DistilrankPlugin extends Plugin implements SearchPlugin, ActionPlugin {
 
     public static final Setting<String> ENDPOINT = Setting.simpleString(
         "distilrank.ranker.endpoint", "http://127.0.0.1:8080", DistilrankPlugin::validateEndpoint,
+        Setting.Property.NodeScope, Setting.Property.Dynamic);
+    /** Ranker replicas (round robin, failover); when empty, the one {@code distilrank.ranker.endpoint}. */
+    public static final Setting<List<String>> ENDPOINTS = Setting.listSetting(
+        "distilrank.ranker.endpoints", List.of(), Function.identity(), DistilrankPlugin::validateEndpoints,
         Setting.Property.NodeScope, Setting.Property.Dynamic);
     public static final Setting<TimeValue> CONNECT_TIMEOUT = Setting.timeSetting(
         "distilrank.ranker.connect_timeout", TimeValue.timeValueMillis(500), TimeValue.timeValueMillis(1),
@@ -57,6 +64,19 @@ public class DistilrankPlugin extends Plugin implements SearchPlugin, ActionPlug
         return client;
     }
 
+    /** The replicas to call: {@code distilrank.ranker.endpoints}, else {@code [distilrank.ranker.endpoint]}. */
+    static List<String> endpoints(Settings settings) {
+        return resolveEndpoints(ENDPOINT.get(settings), ENDPOINTS.get(settings));
+    }
+
+    private static List<String> resolveEndpoints(String one, List<String> many) {
+        return many.isEmpty() ? List.of(one) : many;
+    }
+
+    private static void validateEndpoints(List<String> values) {
+        for (String v : values) validateEndpoint(v);
+    }
+
     private static void validateEndpoint(String value) {
         if (!(value.startsWith("http://") || value.startsWith("https://"))) {
             throw new IllegalArgumentException(
@@ -66,19 +86,21 @@ public class DistilrankPlugin extends Plugin implements SearchPlugin, ActionPlug
 
     @Override
     public List<Setting<?>> getSettings() {
-        return List.of(ENDPOINT, CONNECT_TIMEOUT, READ_TIMEOUT, BREAKER_FAILURE_THRESHOLD, BREAKER_OPEN_DURATION);
+        return List.of(ENDPOINT, ENDPOINTS, CONNECT_TIMEOUT, READ_TIMEOUT, BREAKER_FAILURE_THRESHOLD,
+            BREAKER_OPEN_DURATION);
     }
 
     @Override
     public Collection<Object> createComponents(Client c, ClusterService clusterService, ThreadPool threadPool,
-                                               ResourceWatcherService resourceWatcherService, ScriptService scriptService,
-                                               NamedXContentRegistry xContentRegistry, Environment environment,
-                                               NodeEnvironment nodeEnvironment, NamedWriteableRegistry namedWriteableRegistry,
+                                               ResourceWatcherService resourceWatcherService,
+                                               ScriptService scriptService, NamedXContentRegistry xContentRegistry,
+                                               Environment environment, NodeEnvironment nodeEnvironment,
+                                               NamedWriteableRegistry namedWriteableRegistry,
                                                IndexNameExpressionResolver indexNameExpressionResolver,
                                                Supplier<RepositoriesService> repositoriesServiceSupplier) {
         ClusterSettings cs = clusterService.getClusterSettings();
         RankerClient rc = client;
-        cs.addSettingsUpdateConsumer(ENDPOINT, rc::setEndpoint);
+        cs.addSettingsUpdateConsumer(ENDPOINT, ENDPOINTS, (one, many) -> rc.setEndpoints(resolveEndpoints(one, many)));
         cs.addSettingsUpdateConsumer(CONNECT_TIMEOUT, rc::setConnectTimeout);
         cs.addSettingsUpdateConsumer(READ_TIMEOUT, rc::setReadTimeout);
         cs.addSettingsUpdateConsumer(BREAKER_FAILURE_THRESHOLD, rc::setFailureThreshold);
@@ -93,8 +115,9 @@ public class DistilrankPlugin extends Plugin implements SearchPlugin, ActionPlug
     }
 
     @Override
-    public List<RestHandler> getRestHandlers(Settings settings, RestController restController, ClusterSettings clusterSettings,
-                                             IndexScopedSettings indexScopedSettings, SettingsFilter settingsFilter,
+    public List<RestHandler> getRestHandlers(Settings settings, RestController restController,
+                                             ClusterSettings clusterSettings, IndexScopedSettings indexScopedSettings,
+                                             SettingsFilter settingsFilter,
                                              IndexNameExpressionResolver indexNameExpressionResolver,
                                              Supplier<DiscoveryNodes> nodesInCluster) {
         return List.of(new RestDistilrankStatsAction());

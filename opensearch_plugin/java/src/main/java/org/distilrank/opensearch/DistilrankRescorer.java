@@ -24,10 +24,18 @@ import java.util.Map;
 import java.util.Set;
 
 /**
- * Rescores the top {@code window_size} hits of a shard with the ranker, combining scores exactly like OpenSearch's
- * {@code QueryRescorer}: every window hit gets {@code mode(first * query_weight, ranker * rescore_query_weight)},
- * hits beyond the window get {@code first * query_weight}, then all are sorted by score (ties by doc id).
- * Any ranker failure leaves the shard's first-stage hits untouched (fail open).
+ * Rescores the top {@code window_size} hits of a shard with the ranker.
+ *
+ * <p>{@code interpolate} (the default): over the shard's window, {@code w * norm_fs(first) + (1 - w) * norm_r(ranker)}
+ * exactly as {@code distill.core.interpolation.blend} computes it (doubles); the window is ordered by that blend, exact
+ * ties by {@code _id} ascending, and each hit's score is the blend rounded to float. Hits below the window keep
+ * their first-stage order and gaps under every rescored hit: {@code floor - 1 - (last window hit's first-stage score
+ * - this hit's)}, where {@code floor} bounds every blend from below ({@link Blend#floor}).
+ *
+ * <p>{@code total|multiply|avg|max|min}: OpenSearch's {@code QueryRescorer} arithmetic: window hits get
+ * {@code mode(first * query_weight, ranker * rescore_query_weight)}, the others {@code first * query_weight}.
+ *
+ * <p>Any ranker failure leaves the shard's first-stage hits untouched (fail open).
  */
 public final class DistilrankRescorer implements Rescorer {
     private static final Logger logger = LogManager.getLogger(DistilrankRescorer.class);
@@ -39,27 +47,27 @@ public final class DistilrankRescorer implements Rescorer {
         return c != 0 ? c : Integer.compare(a.doc, b.doc);
     };
 
-    static final class Context extends RescoreContext {
-        final String queryText;
-        final List<String> fields;
-        final float queryWeight;
-        final float rescoreQueryWeight;
-        final DistilrankRescorerBuilder.ScoreMode scoreMode;
-        final RankerClient client;
-        /** Ranker scores by top-level doc id from this context's rescore, reused by explain. */
-        final Map<Integer, Float> rankerScores = new HashMap<>();
+    /** The parts of one hit's final score, kept for explain: raw inputs, normalised inputs, the result. */
+    record Parts(double first, double ranker, double firstNorm, double rankerNorm, double score, boolean inWindow) {}
 
-        Context(int windowSize, String queryText, List<String> fields, float queryWeight, float rescoreQueryWeight,
-                DistilrankRescorerBuilder.ScoreMode scoreMode, RankerClient client) {
+    static final class Context extends RescoreContext {
+        final Clause clause;
+        final RankerClient client;
+        /** Interpolation applied by this context's rescore, null before it ran or in a QueryRescorer mode. */
+        Interpolation applied;
+        double floor;
+        /** By top-level doc id, from this context's rescore. */
+        final Map<Integer, Parts> parts = new HashMap<>();
+
+        Context(int windowSize, Clause clause, RankerClient client) {
             super(windowSize, INSTANCE);
-            this.queryText = queryText;
-            this.fields = fields;
-            this.queryWeight = queryWeight;
-            this.rescoreQueryWeight = rescoreQueryWeight;
-            this.scoreMode = scoreMode;
+            this.clause = clause;
             this.client = client;
         }
     }
+
+    /** The window's hits: their text for the ranker, their {@code _id} for tie-breaking. */
+    private record Window(ScoreDoc[] docs, List<String> texts, String[] ids) {}
 
     private DistilrankRescorer() {}
 
@@ -69,18 +77,17 @@ public final class DistilrankRescorer implements Rescorer {
         if (topDocs == null || topDocs.scoreDocs.length == 0 || ctx.getWindowSize() <= 0) {
             return topDocs;
         }
-        ScoreDoc[] window = topDocs.scoreDocs.clone();
-        Arrays.sort(window, SCORE_DOC_COMPARATOR);
-        window = Arrays.copyOf(window, Math.min(ctx.getWindowSize(), window.length));
-
-        final float[] ranker;
+        ScoreDoc[] sorted = topDocs.scoreDocs.clone();
+        Arrays.sort(sorted, SCORE_DOC_COMPARATOR);
+        ScoreDoc[] window = Arrays.copyOf(sorted, Math.min(ctx.getWindowSize(), sorted.length));
         try {
-            List<String> texts = new ArrayList<>(window.length);
-            for (ScoreDoc sd : window) {
-                texts.add(documentText(searcher, sd.doc, ctx.fields));
-            }
-            ranker = ctx.client.score(ctx.queryText, texts);
+            TopDocs out = ctx.clause.scoreMode() == Clause.ScoreMode.INTERPOLATE
+                ? interpolate(topDocs, sorted, read(searcher, window, ctx.clause.fields()), ctx)
+                : combine(topDocs, read(searcher, window, ctx.clause.fields()), ctx);
+            ctx.client.stats().recordSuccess();
+            return out;
         } catch (RankerClient.RankerException e) {
+            ctx.client.stats().recordFailure(e.kind);
             logger.warn("distilrank rescore failed open ({}): {}", e.kind, e.getMessage());
             return topDocs;
         } catch (RuntimeException e) {
@@ -88,26 +95,83 @@ public final class DistilrankRescorer implements Rescorer {
             logger.warn("distilrank rescore failed open (could not read document text)", e);
             return topDocs;
         }
+    }
 
+    private static Window read(IndexSearcher searcher, ScoreDoc[] window, List<String> fields) throws IOException {
+        List<String> texts = new ArrayList<>(window.length);
+        String[] ids = new String[window.length];
+        for (int i = 0; i < window.length; i++) {
+            FieldsVisitor visitor = new FieldsVisitor(true);
+            searcher.getIndexReader().storedFields().document(window[i].doc, visitor);
+            texts.add(documentText(visitor.source(), window[i].doc, fields));
+            ids[i] = visitor.id() == null ? "" : visitor.id();
+        }
+        return new Window(window, texts, ids);
+    }
+
+    private static TopDocs interpolate(TopDocs topDocs, ScoreDoc[] sorted, Window w, Context ctx)
+        throws RankerClient.RankerException {
+        ModelDefaults defaults = ctx.clause.needsCard() ? ctx.client.defaults() : null;
+        Interpolation spec = ctx.clause.interpolation(defaults, ctx.getWindowSize());
+        RankerClient.Answer answer = ctx.client.score(ctx.clause.queryText(), w.texts());
+        double[] ranker = Blend.toConvention(answer.scores(), answer.served(), spec.scoreConvention());
+        int n = w.docs().length;
+        double[] first = new double[n];
+        for (int i = 0; i < n; i++) first[i] = w.docs()[i].score;
+        double[] blended = Blend.blend(first, ranker, spec);
+        double[] fsNorm = Blend.normalize(first, spec.firstStageNorm());
+        double[] rNorm = Blend.normalize(ranker, spec.rankerNorm());
+        Integer[] order = new Integer[n];
+        for (int i = 0; i < n; i++) order[i] = i;
+        Arrays.sort(order, (a, b) -> {
+            int c = Double.compare(blended[b], blended[a]);
+            return c != 0 ? c : Blend.compareIds(w.ids()[a], w.ids()[b]);
+        });
+        ctx.applied = spec;
+        ctx.floor = Blend.floor(spec, first, ranker, ctx.getWindowSize()) - 1.0;
+        ScoreDoc[] all = new ScoreDoc[sorted.length];
+        Set<Integer> rescored = new HashSet<>();
+        for (int k = 0; k < n; k++) {
+            int i = order[k];
+            ScoreDoc sd = w.docs()[i];
+            all[k] = new ScoreDoc(sd.doc, (float) blended[i], sd.shardIndex);
+            rescored.add(sd.doc);
+            ctx.parts.put(sd.doc, new Parts(first[i], answer.scores()[i], fsNorm[i], rNorm[i], blended[i], true));
+        }
+        double lastFirst = first[n - 1];
+        for (int k = n; k < sorted.length; k++) {
+            ScoreDoc sd = sorted[k];
+            double below = ctx.floor - (lastFirst - (double) sd.score);
+            all[k] = new ScoreDoc(sd.doc, (float) below, sd.shardIndex);
+            ctx.parts.put(sd.doc, new Parts(sd.score, Double.NaN, Double.NaN, Double.NaN, below, false));
+        }
+        ctx.setRescoredDocs(rescored);
+        return new TopDocs(topDocs.totalHits, all);
+    }
+
+    private static TopDocs combine(TopDocs topDocs, Window w, Context ctx) throws RankerClient.RankerException {
+        double[] ranker = ctx.client.score(ctx.clause.queryText(), w.texts()).scores();
+        float qw = ctx.clause.queryWeightOrDefault();
+        float rqw = ctx.clause.rescoreQueryWeightOrDefault();
+        ScoreDoc[] window = w.docs();
         Set<Integer> rescored = new HashSet<>();
         ScoreDoc[] resorted = new ScoreDoc[window.length];
         for (int i = 0; i < window.length; i++) {
             ScoreDoc sd = window[i];
-            float combined = ctx.scoreMode.combine(sd.score * ctx.queryWeight, ranker[i] * ctx.rescoreQueryWeight);
-            resorted[i] = new ScoreDoc(sd.doc, combined, sd.shardIndex);
+            float r = (float) ranker[i];
+            resorted[i] = new ScoreDoc(sd.doc, ctx.clause.scoreMode().combine(sd.score * qw, r * rqw), sd.shardIndex);
             rescored.add(sd.doc);
-            ctx.rankerScores.put(sd.doc, ranker[i]);
+            ctx.parts.put(sd.doc, new Parts(sd.score, r, Double.NaN, Double.NaN, resorted[i].score, true));
         }
         Arrays.sort(resorted, SCORE_DOC_COMPARATOR);
         ctx.setRescoredDocs(rescored);
-
         // Splice like QueryRescorer#combine: window first, the rest scaled by query_weight, then one global sort.
         ScoreDoc[] all = new ScoreDoc[topDocs.scoreDocs.length];
         System.arraycopy(resorted, 0, all, 0, resorted.length);
         int j = resorted.length;
         for (ScoreDoc sd : topDocs.scoreDocs) {
             if (!rescored.contains(sd.doc)) {
-                all[j++] = new ScoreDoc(sd.doc, sd.score * ctx.queryWeight, sd.shardIndex);
+                all[j++] = new ScoreDoc(sd.doc, sd.score * qw, sd.shardIndex);
             }
         }
         if (all.length > resorted.length) {
@@ -120,12 +184,10 @@ public final class DistilrankRescorer implements Rescorer {
      * Joins the non-empty values of {@code fields} from _source with ". " (lists element by element), so
      * {@code ["title", "text"]} gives the same string as distill.core.formats.Document.full_text.
      */
-    static String documentText(IndexSearcher searcher, int docId, List<String> fields) throws IOException {
-        FieldsVisitor visitor = new FieldsVisitor(true);
-        searcher.getIndexReader().storedFields().document(docId, visitor);
-        BytesReference source = visitor.source();
+    static String documentText(BytesReference source, int docId, List<String> fields) {
         if (source == null) {
-            throw new IllegalStateException("document " + docId + " has no _source; the distilrank rescorer reads text from _source");
+            throw new IllegalStateException("document " + docId
+                + " has no _source; the distilrank rescorer reads text from _source");
         }
         Map<String, Object> map = XContentHelper.convertToMap(source, false).v2();
         StringBuilder text = new StringBuilder();
@@ -154,25 +216,59 @@ public final class DistilrankRescorer implements Rescorer {
         if (!sourceExplanation.isMatch()) {
             return sourceExplanation;
         }
-        float first = sourceExplanation.getValue().floatValue();
-        Explanation prim = Explanation.match(first * ctx.queryWeight, "product of:", sourceExplanation,
-            Explanation.match(ctx.queryWeight, "primaryWeight"));
-        if (ctx.getRescoredDocs() != null && !ctx.isRescored(topLevelDocId)) {
-            return prim; // outside the rescore window
+        Parts p = ctx.parts.get(topLevelDocId);
+        if (ctx.clause.scoreMode() == Clause.ScoreMode.INTERPOLATE) {
+            return explainInterpolate(ctx, p, sourceExplanation);
         }
-        Float rankerScore = ctx.rankerScores.get(topLevelDocId);
-        if (rankerScore == null) {
+        if (p == null && ctx.getRescoredDocs() == null) { // the fetch phase runs apart from the rescore: ask again
             try {
-                rankerScore = ctx.client.score(ctx.queryText, List.of(documentText(searcher, topLevelDocId, ctx.fields)))[0];
+                Window w = read(searcher, new ScoreDoc[] {new ScoreDoc(topLevelDocId, 0f)}, ctx.clause.fields());
+                float r = (float) ctx.client.score(ctx.clause.queryText(), w.texts()).scores()[0];
+                p = new Parts(sourceExplanation.getValue().doubleValue(), r, Double.NaN, Double.NaN, Double.NaN, true);
             } catch (RankerClient.RankerException | RuntimeException e) {
-                return Explanation.match(first, "distilrank ranker unavailable, first-stage score kept (fail open): "
-                    + e.getMessage(), sourceExplanation);
+                return Explanation.match(sourceExplanation.getValue(), "distilrank ranker unavailable, first-stage "
+                    + "score kept (fail open): " + e.getMessage(), sourceExplanation);
             }
         }
-        Explanation sec = Explanation.match(rankerScore * ctx.rescoreQueryWeight, "product of:",
-            Explanation.match(rankerScore, "distilrank ranker relevance_score for query_text [" + ctx.queryText + "]"),
-            Explanation.match(ctx.rescoreQueryWeight, "secondaryWeight"));
-        float combined = ctx.scoreMode.combine(first * ctx.queryWeight, rankerScore * ctx.rescoreQueryWeight);
-        return Explanation.match(combined, "distilrank score mode [" + ctx.scoreMode + "] combined:", prim, sec);
+        return explainCombine(ctx, p, sourceExplanation);
+    }
+
+    private static Explanation explainInterpolate(Context ctx, Parts p, Explanation source) {
+        if (p == null || ctx.applied == null) {
+            return Explanation.match(source.getValue(), "distilrank interpolate: no blend recorded for this hit in "
+                + "this search context (the ranker failed open, or the fetch phase ran apart from the rescore, as "
+                + "it does with several shards)", source);
+        }
+        Interpolation spec = ctx.applied;
+        if (!p.inWindow()) {
+            return Explanation.match((float) p.score(), "outside the distilrank window of " + spec.depth()
+                + ": below every rescored hit, first-stage order kept: " + ctx.floor
+                + " - (last window hit's first-stage score - this hit's)", source);
+        }
+        Explanation fs = Explanation.match(p.firstNorm(),
+            spec.firstStageNorm() + " of the first-stage score over the window", source);
+        Explanation rk = Explanation.match(p.rankerNorm(), spec.rankerNorm() + " of the ranker score over the window",
+            Explanation.match(p.ranker(), "distilrank ranker relevance_score for query_text [" + ctx.clause.queryText()
+                + "] (as served; blended as " + spec.scoreConvention() + ")"));
+        return Explanation.match((float) p.score(), "distilrank score mode [interpolate]: first_stage_weight * first "
+            + "+ (1 - first_stage_weight) * ranker, " + spec, fs, rk);
+    }
+
+    private static Explanation explainCombine(Context ctx, Parts p, Explanation source) {
+        float qw = ctx.clause.queryWeightOrDefault();
+        float rqw = ctx.clause.rescoreQueryWeightOrDefault();
+        float first = source.getValue().floatValue();
+        Explanation prim = Explanation.match(first * qw, "product of:", source, Explanation.match(qw, "primaryWeight"));
+        if (p == null || !p.inWindow()) {
+            return prim; // outside the rescore window, or the ranker failed open
+        }
+        float ranker = (float) p.ranker();
+        Explanation sec = Explanation.match(ranker * rqw, "product of:",
+            Explanation.match(ranker, "distilrank ranker relevance_score for query_text [" + ctx.clause.queryText()
+                + "]"),
+            Explanation.match(rqw, "secondaryWeight"));
+        float combined = ctx.clause.scoreMode().combine(first * qw, ranker * rqw);
+        return Explanation.match(combined, "distilrank score mode [" + ctx.clause.scoreMode() + "] combined:", prim,
+            sec);
     }
 }

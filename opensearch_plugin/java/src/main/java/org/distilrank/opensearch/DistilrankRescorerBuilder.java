@@ -1,6 +1,5 @@
 package org.distilrank.opensearch;
 
-import org.opensearch.core.ParseField;
 import org.opensearch.core.common.ParsingException;
 import org.opensearch.core.common.io.stream.StreamInput;
 import org.opensearch.core.common.io.stream.StreamOutput;
@@ -13,68 +12,35 @@ import org.opensearch.search.rescore.RescorerBuilder;
 
 import java.io.IOException;
 import java.util.ArrayList;
+import java.util.HashMap;
 import java.util.List;
-import java.util.Locale;
+import java.util.Map;
 import java.util.Objects;
 
 /**
  * {@code "rescore": {"window_size": N, "distilrank": {"query_text": "...", "fields": ["title", "text"],
- * "query_weight": 1.0, "rescore_query_weight": 1.0, "score_mode": "total"}}}.
- * Invalid parameters raise {@link ParsingException} / {@link IllegalArgumentException}, which OpenSearch answers with 400.
+ * "score_mode": "interpolate", "first_stage_weight": 0.6, "first_stage_norm": "zscore", "ranker_norm": "zscore"}}}.
+ * Every interpolation value and {@code window_size} may be left out: they then come from the served model's card
+ * (the ranker's {@code GET /info}). Invalid parameters raise {@link ParsingException} /
+ * {@link IllegalArgumentException}, which OpenSearch answers with 400.
  */
 public class DistilrankRescorerBuilder extends RescorerBuilder<DistilrankRescorerBuilder> {
     public static final String NAME = "distilrank";
-    static final ParseField QUERY_TEXT = new ParseField("query_text");
-    static final ParseField FIELDS = new ParseField("fields");
-    static final ParseField QUERY_WEIGHT = new ParseField("query_weight");
-    static final ParseField RESCORE_QUERY_WEIGHT = new ParseField("rescore_query_weight");
-    static final ParseField SCORE_MODE = new ParseField("score_mode");
 
-    private final String queryText;
-    private final List<String> fields;
-    private final float queryWeight;
-    private final float rescoreQueryWeight;
-    private final ScoreMode scoreMode;
+    private final Clause clause;
 
-    public DistilrankRescorerBuilder(String queryText, List<String> fields, float queryWeight, float rescoreQueryWeight,
-                                     ScoreMode scoreMode) {
-        if (queryText == null || queryText.isBlank()) {
-            throw new IllegalArgumentException("[distilrank] requires a non-empty [query_text]");
-        }
-        if (fields == null || fields.isEmpty()) {
-            throw new IllegalArgumentException("[distilrank] requires [fields]: a non-empty list of _source field names, e.g. [\"title\", \"text\"]");
-        }
-        for (String f : fields) {
-            if (f == null || f.isBlank()) {
-                throw new IllegalArgumentException("[distilrank] [fields] must not contain empty names");
-            }
-        }
-        if (!Float.isFinite(queryWeight) || !Float.isFinite(rescoreQueryWeight)) {
-            throw new IllegalArgumentException("[distilrank] [query_weight] and [rescore_query_weight] must be finite numbers");
-        }
-        this.queryText = queryText;
-        this.fields = List.copyOf(fields);
-        this.queryWeight = queryWeight;
-        this.rescoreQueryWeight = rescoreQueryWeight;
-        this.scoreMode = Objects.requireNonNull(scoreMode);
+    public DistilrankRescorerBuilder(Clause clause) {
+        this.clause = Objects.requireNonNull(clause);
     }
 
     public DistilrankRescorerBuilder(StreamInput in) throws IOException {
         super(in);
-        queryText = in.readString();
-        fields = in.readStringList();
-        queryWeight = in.readFloat();
-        rescoreQueryWeight = in.readFloat();
-        scoreMode = ScoreMode.values()[in.readVInt()];
+        clause = Clause.readFrom(in);
     }
 
     @Override
     protected void doWriteTo(StreamOutput out) throws IOException {
-        out.writeString(queryText);
-        out.writeStringCollection(fields);
-        out.writeFloat(queryWeight);
-        out.writeFloat(rescoreQueryWeight);
-        out.writeVInt(scoreMode.ordinal());
+        clause.writeTo(out);
     }
 
     @Override
@@ -85,60 +51,80 @@ public class DistilrankRescorerBuilder extends RescorerBuilder<DistilrankRescore
     @Override
     protected void doXContent(XContentBuilder builder, Params params) throws IOException {
         builder.startObject(NAME);
-        builder.field(QUERY_TEXT.getPreferredName(), queryText);
-        builder.field(FIELDS.getPreferredName(), fields);
-        builder.field(QUERY_WEIGHT.getPreferredName(), queryWeight);
-        builder.field(RESCORE_QUERY_WEIGHT.getPreferredName(), rescoreQueryWeight);
-        builder.field(SCORE_MODE.getPreferredName(), scoreMode.toString());
+        clause.toXContent(builder);
         builder.endObject();
     }
 
     public static DistilrankRescorerBuilder fromXContent(XContentParser parser) throws IOException {
-        String queryText = null;
-        List<String> fields = null;
-        float queryWeight = 1.0f;
-        float rescoreQueryWeight = 1.0f;
-        ScoreMode scoreMode = ScoreMode.TOTAL;
+        Map<String, Object> values = new HashMap<>();
         String current = null;
         XContentParser.Token token;
         while ((token = parser.nextToken()) != XContentParser.Token.END_OBJECT) {
             if (token == XContentParser.Token.FIELD_NAME) {
                 current = parser.currentName();
-            } else if (token == XContentParser.Token.START_ARRAY && FIELDS.match(current, parser.getDeprecationHandler())) {
-                fields = new ArrayList<>();
-                while (parser.nextToken() != XContentParser.Token.END_ARRAY) {
-                    if (parser.currentToken() != XContentParser.Token.VALUE_STRING) {
-                        throw new ParsingException(parser.getTokenLocation(), "[distilrank] [fields] must be a list of strings");
-                    }
-                    fields.add(parser.text());
-                }
-            } else if (token.isValue()) {
-                if (QUERY_TEXT.match(current, parser.getDeprecationHandler())) {
-                    queryText = parser.text();
-                } else if (FIELDS.match(current, parser.getDeprecationHandler()) && token == XContentParser.Token.VALUE_STRING) {
-                    fields = List.of(parser.text());
-                } else if (QUERY_WEIGHT.match(current, parser.getDeprecationHandler())) {
-                    queryWeight = number(parser, current);
-                } else if (RESCORE_QUERY_WEIGHT.match(current, parser.getDeprecationHandler())) {
-                    rescoreQueryWeight = number(parser, current);
-                } else if (SCORE_MODE.match(current, parser.getDeprecationHandler())) {
-                    scoreMode = ScoreMode.fromString(parser.text());
-                } else {
+                if (!Clause.KEYS.contains(current)) {
                     throw new ParsingException(parser.getTokenLocation(), "[distilrank] unknown parameter [" + current
-                        + "]; expected one of query_text, fields, query_weight, rescore_query_weight, score_mode");
+                        + "]; expected one of " + String.join(", ", Clause.KEYS));
                 }
+            } else if (token == XContentParser.Token.START_ARRAY && "fields".equals(current)) {
+                values.put(current, stringList(parser));
+            } else if (token.isValue()) {
+                values.put(current, value(parser, current));
             } else {
-                throw new ParsingException(parser.getTokenLocation(), "[distilrank] unexpected " + token + " for [" + current + "]");
+                throw new ParsingException(parser.getTokenLocation(),
+                    "[distilrank] unexpected " + token + " for [" + current + "]");
             }
         }
-        return new DistilrankRescorerBuilder(queryText, fields, queryWeight, rescoreQueryWeight, scoreMode);
+        Object mode = values.get("score_mode");
+        return new DistilrankRescorerBuilder(new Clause((String) values.get("query_text"), fields(values.get("fields")),
+            mode == null ? null : Clause.ScoreMode.fromString((String) mode), (Float) values.get("query_weight"),
+            (Float) values.get("rescore_query_weight"), (Double) values.get("first_stage_weight"),
+            (String) values.get("first_stage_norm"), (String) values.get("ranker_norm"),
+            (String) values.get("score_convention")));
     }
 
-    private static float number(XContentParser parser, String name) throws IOException {
-        if (parser.currentToken() != XContentParser.Token.VALUE_NUMBER) {
-            throw new ParsingException(parser.getTokenLocation(), "[distilrank] [" + name + "] must be a number, got [" + parser.text() + "]");
+    private static List<String> stringList(XContentParser parser) throws IOException {
+        List<String> out = new ArrayList<>();
+        while (parser.nextToken() != XContentParser.Token.END_ARRAY) {
+            if (parser.currentToken() != XContentParser.Token.VALUE_STRING) {
+                throw new ParsingException(parser.getTokenLocation(),
+                    "[distilrank] [fields] must be a list of strings");
+            }
+            out.add(parser.text());
         }
-        return parser.floatValue();
+        return out;
+    }
+
+    @SuppressWarnings("unchecked")
+    private static List<String> fields(Object value) {
+        if (value == null) return null;
+        return value instanceof String s ? List.of(s) : (List<String>) value;
+    }
+
+    private static Object value(XContentParser parser, String name) throws IOException {
+        switch (name) {
+            case "query_weight", "rescore_query_weight" -> {
+                return (float) number(parser, name);
+            }
+            case "first_stage_weight" -> {
+                return number(parser, name);
+            }
+            default -> {
+                if (parser.currentToken() != XContentParser.Token.VALUE_STRING) {
+                    throw new ParsingException(parser.getTokenLocation(),
+                        "[distilrank] [" + name + "] must be a string");
+                }
+                return parser.text();
+            }
+        }
+    }
+
+    private static double number(XContentParser parser, String name) throws IOException {
+        if (parser.currentToken() != XContentParser.Token.VALUE_NUMBER) {
+            throw new ParsingException(parser.getTokenLocation(), "[distilrank] [" + name + "] must be a number, got ["
+                + parser.text() + "]");
+        }
+        return parser.doubleValue();
     }
 
     @Override
@@ -146,45 +132,29 @@ public class DistilrankRescorerBuilder extends RescorerBuilder<DistilrankRescore
         return this;
     }
 
+    /**
+     * A clause without {@code window_size} rescores the window the card's interpolation was tuned at
+     * ({@code depth}); when no ranker answers {@code /info}, {@link Interpolation#CONSERVATIVE_DEPTH}.
+     */
     @Override
     protected RescoreContext innerBuildContext(int windowSize, QueryShardContext context) {
-        return new DistilrankRescorer.Context(windowSize, queryText, fields, queryWeight, rescoreQueryWeight, scoreMode,
-            DistilrankPlugin.client());
+        RankerClient client = DistilrankPlugin.client();
+        int window = windowSize;
+        if (windowSize() == null) {
+            ModelDefaults d = client.defaultsOrNull();
+            window = d != null ? d.interpolation().depth() : Interpolation.CONSERVATIVE_DEPTH;
+        }
+        return new DistilrankRescorer.Context(window, clause, client);
     }
 
     @Override
     public boolean equals(Object o) {
         if (!super.equals(o)) return false;
-        DistilrankRescorerBuilder other = (DistilrankRescorerBuilder) o;
-        return queryText.equals(other.queryText) && fields.equals(other.fields) && queryWeight == other.queryWeight
-            && rescoreQueryWeight == other.rescoreQueryWeight && scoreMode == other.scoreMode;
+        return clause.equals(((DistilrankRescorerBuilder) o).clause);
     }
 
     @Override
     public int hashCode() {
-        return Objects.hash(super.hashCode(), queryText, fields, queryWeight, rescoreQueryWeight, scoreMode);
-    }
-
-    /** Same arithmetic as OpenSearch's {@code QueryRescoreMode}; inputs are already multiplied by their weights. */
-    public enum ScoreMode {
-        TOTAL { float combine(float p, float s) { return p + s; } },
-        MULTIPLY { float combine(float p, float s) { return p * s; } },
-        AVG { float combine(float p, float s) { return (p + s) / 2; } },
-        MAX { float combine(float p, float s) { return Math.max(p, s); } },
-        MIN { float combine(float p, float s) { return Math.min(p, s); } };
-
-        abstract float combine(float primary, float secondary);
-
-        static ScoreMode fromString(String value) {
-            for (ScoreMode m : values()) {
-                if (m.toString().equals(value)) return m;
-            }
-            throw new IllegalArgumentException("[distilrank] illegal score_mode [" + value + "]; expected one of total, multiply, avg, max, min");
-        }
-
-        @Override
-        public String toString() {
-            return name().toLowerCase(Locale.ROOT);
-        }
+        return Objects.hash(super.hashCode(), clause);
     }
 }

@@ -5,10 +5,14 @@ import org.opensearch.core.xcontent.XContentBuilder;
 import org.opensearch.rest.BaseRestHandler;
 import org.opensearch.rest.BytesRestResponse;
 import org.opensearch.rest.RestRequest;
+import org.opensearch.transport.client.node.NodeClient;
 
 import java.util.List;
 
-/** {@code GET /_plugins/distilrank/stats}: this node's ranker call and failure counters (node-local, reset on restart). */
+/**
+ * {@code GET /_plugins/distilrank/stats}: this node's ranker calls, failures and failovers, per replica too, and the
+ * model defaults in use (node-local, reset on restart).
+ */
 public class RestDistilrankStatsAction extends BaseRestHandler {
 
     @Override
@@ -22,10 +26,11 @@ public class RestDistilrankStatsAction extends BaseRestHandler {
     }
 
     @Override
-    protected RestChannelConsumer prepareRequest(RestRequest request, org.opensearch.transport.client.node.NodeClient nodeClient) {
+    protected RestChannelConsumer prepareRequest(RestRequest request, NodeClient nodeClient) {
         return channel -> {
             XContentBuilder builder = channel.newBuilder();
-            DistilrankPlugin.client().stats().toXContent(builder);
+            RankerClient client = DistilrankPlugin.client();
+            client.stats().toXContent(builder, client);
             channel.sendResponse(new BytesRestResponse(RestStatus.OK, builder));
         };
     }
