@@ -117,7 +117,8 @@ def find_java_home(min_major: int = MIN_JAVA) -> Path:
 def _mvn() -> str:
     mvn = shutil.which("mvn")
     if not mvn:
-        raise MissingPrerequisiteError("Maven (`mvn`) is needed to fetch OpenSearch from Maven Central: apt-get install maven")
+        raise MissingPrerequisiteError("Maven (`mvn`) is needed to fetch OpenSearch from Maven Central: "
+                                       "apt-get install maven")
     return mvn
 
 
@@ -128,8 +129,8 @@ def _maven_copy(artifact: str, dest: Path, file_name: str) -> Path:
         return path
     dest.mkdir(parents=True, exist_ok=True)
     logger.info("fetching %s with Maven", artifact)
-    proc = subprocess.run([_mvn(), "-q", "-B", "dependency:copy", f"-Dartifact={artifact}", f"-DoutputDirectory={dest}"],
-                          capture_output=True, text=True)
+    proc = subprocess.run([_mvn(), "-q", "-B", "dependency:copy", f"-Dartifact={artifact}",
+                           f"-DoutputDirectory={dest}"], capture_output=True, text=True)
     if proc.returncode != 0 or not path.exists():
         raise MissingPrerequisiteError(f"mvn dependency:copy of {artifact} failed (is Maven Central reachable?):\n"
                                        f"{proc.stdout[-2000:]}{proc.stderr[-2000:]}")
@@ -138,7 +139,8 @@ def _maven_copy(artifact: str, dest: Path, file_name: str) -> Path:
 
 def fetch_distribution(cfg: NodeConfig) -> Path:
     """Copy the distribution zip from Maven Central (through the local Maven repo) into ``base/downloads``."""
-    return _maven_copy(DIST_ARTIFACT.format(version=cfg.version), cfg.base / "downloads", f"opensearch-{cfg.version}.zip")
+    return _maven_copy(DIST_ARTIFACT.format(version=cfg.version), cfg.base / "downloads",
+                       f"opensearch-{cfg.version}.zip")
 
 
 def install_analysis_common(cfg: NodeConfig) -> Path:
@@ -189,7 +191,8 @@ def _make_reachable(path: Path, user: pwd.struct_passwd) -> None:
     for parent in reversed(path.parents):
         mode = parent.stat().st_mode
         if not mode & stat.S_IXOTH:
-            logger.warning("granting o+x (traverse, not list) on %s so user %s can reach %s", parent, user.pw_name, path)
+            logger.warning("granting o+x (traverse, not list) on %s so user %s can reach %s", parent, user.pw_name,
+                           path)
             parent.chmod(mode | stat.S_IXOTH)
 
 
@@ -265,7 +268,8 @@ def _configure(cfg: NodeConfig) -> None:
 def install_plugin(cfg: NodeConfig, plugin_zip: Path) -> None:
     plugin_zip = Path(plugin_zip).resolve()
     if not plugin_zip.is_file():
-        raise MissingPrerequisiteError(f"plugin zip {plugin_zip} not found; build it with `distilrank opensearch build-plugin`")
+        raise MissingPrerequisiteError(f"plugin zip {plugin_zip} not found; build it with "
+                                       "`distilrank opensearch build-plugin`")
     tool = str(cfg.install_dir / "bin" / "opensearch-plugin")
     env = _env(find_java_home())
     user = _run_user()
@@ -278,9 +282,11 @@ def install_plugin(cfg: NodeConfig, plugin_zip: Path) -> None:
         shutil.copyfile(plugin_zip, staged)
         staged.chmod(0o644)
         _make_reachable(staged, user)
-    proc = subprocess.run(_as_user([tool, "install", "--batch", staged.as_uri()]), env=env, capture_output=True, text=True)
+    proc = subprocess.run(_as_user([tool, "install", "--batch", staged.as_uri()]), env=env, capture_output=True,
+                          text=True)
     if proc.returncode != 0:
-        raise MissingPrerequisiteError(f"opensearch-plugin install {staged} failed:\n{proc.stdout[-3000:]}{proc.stderr[-3000:]}")
+        raise MissingPrerequisiteError(f"opensearch-plugin install {staged} failed:\n"
+                                       f"{proc.stdout[-3000:]}{proc.stderr[-3000:]}")
     logger.info("installed plugin %s", staged)
 
 
@@ -324,7 +330,8 @@ def status(cfg: NodeConfig) -> dict[str, object]:
 def start(cfg: NodeConfig, timeout: float = 180.0) -> str:
     """Start the node as a daemon (as user ``distilrank`` when root) and wait for green/yellow. Returns the URL."""
     if not (cfg.install_dir / "bin" / "opensearch").exists():
-        raise MissingPrerequisiteError(f"OpenSearch is not installed in {cfg.install_dir}: run `distilrank opensearch install`")
+        raise MissingPrerequisiteError(f"OpenSearch is not installed in {cfg.install_dir}: "
+                                       "run `distilrank opensearch install`")
     if _pid(cfg) is None:
         if _get_json(cfg.url) is not None:
             raise ConfigError(f"something else already answers on {cfg.url}; stop it or pick another --port")
@@ -353,7 +360,8 @@ def start(cfg: NodeConfig, timeout: float = 180.0) -> str:
         time.sleep(1)
     log = cfg.install_dir / "logs" / "distilrank.log"
     tail = log.read_text()[-3000:] if log.exists() else "(no log)"
-    raise MissingPrerequisiteError(f"OpenSearch at {cfg.url} did not become healthy within {timeout:.0f}s; log tail:\n{tail}")
+    raise MissingPrerequisiteError(f"OpenSearch at {cfg.url} did not become healthy within {timeout:.0f}s; "
+                                   f"log tail:\n{tail}")
 
 
 def stop(cfg: NodeConfig, timeout: float = 60.0) -> bool:
