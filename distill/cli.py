@@ -120,7 +120,22 @@ def cli(verbose: int, quiet: bool) -> None:
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
 
 
-@cli.group()
+#: ``retrieve`` subcommands that live with another stage's code, imported when used: name -> "module:attribute"
+_LAZY_RETRIEVE: dict[str, str] = {"opensearch": "opensearch_plugin.cli:retrieve_opensearch"}
+
+
+class _RetrieveGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted([*super().list_commands(ctx), *_LAZY_RETRIEVE])
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in _LAZY_RETRIEVE:
+            module_name, attr = _LAZY_RETRIEVE[cmd_name].split(":")
+            return getattr(importlib.import_module(module_name), attr)
+        return super().get_command(ctx, cmd_name)
+
+
+@cli.group(cls=_RetrieveGroup)
 def retrieve() -> None:
     """First-stage retrieval (candidate generation)."""
 
