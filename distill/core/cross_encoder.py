@@ -1,8 +1,10 @@
 """The one place where (query, document) pairs are turned into cross-encoder scores.
 
 Every path that scores pairs with a BERT-style cross-encoder goes through :class:`CrossEncoderScorer`:
-the student's dev evaluation and ``student rerank`` (torch backend), the export gates (torch and ONNX
-Runtime backends) and the ranker service (ONNX Runtime). They share
+the student's dev evaluation and ``student rerank`` (torch backend), the export gates (torch, ONNX
+Runtime and OpenVINO backends) and the ranker service (ONNX Runtime or OpenVINO, as the model card's recipe
+says). A backend is any callable from padded int64 arrays to one float32 logit per row (:data:`Backend`); the
+OpenVINO one lives in :mod:`distill.core.openvino_backend` and is importable from here too. They share
 
 * **one tokenisation and truncation rule** (:class:`PairEncoder`, Rust ``tokenizers``, no
   ``transformers`` needed): the query is cut to ``max_query_tokens``, the document to
@@ -19,8 +21,8 @@ The token caps travel with the model: :func:`save_caps` writes ``scoring.json`` 
 student, export copies the caps into the model card, and serving reads them from there, so training,
 gates and serving truncate identically. Scores are raw logits (higher = more relevant).
 
-Importing this module needs only numpy and tokenizers; torch or onnxruntime are imported by the
-backend that uses them.
+Importing this module needs only numpy and tokenizers; torch, onnxruntime or openvino are imported by
+the backend that uses them.
 """
 
 from __future__ import annotations
@@ -35,15 +37,18 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from distill.core.atomic_io import write_json
 from distill.core.errors import ConfigError, MissingExtraError, MissingPrerequisiteError
 
-__all__ = ["CAPS_FILE", "MAX_AUTO_SESSIONS", "CrossEncoderScorer", "OnnxBackend", "PairEncoder", "TokenCaps",
-           "TorchBackend", "load_caps", "save_caps", "session_layout", "tie_key", "top_candidates"]
+if TYPE_CHECKING:  # pragma: no cover - resolved lazily by __getattr__
+    from distill.core.openvino_backend import OpenVinoBackend
+
+__all__ = ["CAPS_FILE", "MAX_AUTO_SESSIONS", "CrossEncoderScorer", "OnnxBackend", "OpenVinoBackend", "PairEncoder",
+           "TokenCaps", "TorchBackend", "load_caps", "save_caps", "session_layout", "tie_key", "top_candidates"]
 
 logger = logging.getLogger(__name__)
 
@@ -313,6 +318,15 @@ class OnnxBackend:
         if logits.ndim == 1:
             return logits
         raise ConfigError(f"the model outputs logits of shape {logits.shape}; a cross-encoder scorer needs one logit per pair")
+
+
+def __getattr__(name: str) -> Any:
+    """``OpenVinoBackend`` beside the torch and ONNX Runtime backends, without importing its module until used."""
+    if name == "OpenVinoBackend":
+        from distill.core.openvino_backend import OpenVinoBackend
+
+        return OpenVinoBackend
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class CrossEncoderScorer:

@@ -50,6 +50,9 @@ def test_fp32_scores_equal_onnxruntime_fp32(ov_backend, ranker_model_dir: Path, 
     np.testing.assert_allclose(got, ort_scores, atol=1e-4 * float(np.ptp(ort_scores)) + 1e-5, rtol=0)
     assert list(np.argsort(-got)) == list(np.argsort(-ort_scores))
     assert "f32" in backend.providers[0] and "fp32" in backend.providers[0]
+    from distill.core.cross_encoder import OpenVinoBackend  # the third backend beside torch and ONNX Runtime
+
+    assert OpenVinoBackend is ov_backend
 
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
