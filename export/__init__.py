@@ -1,4 +1,5 @@
-"""Compression and export: Optimum ONNX, graph optimisation, gated int8, model card, report.
+"""Compression and export: Optimum ONNX, graph optimisation, gated int8, OpenVINO recipes chosen per machine, model
+card, report.
 
 Imports here are lightweight (no torch/onnxruntime); the heavy work is imported on use.
 """
@@ -19,10 +20,11 @@ if TYPE_CHECKING:  # pragma: no cover
         quantize_static_int8,
         sensitive_nodes,
     )
+    from export._openvino import convert_to_ir, quantize_openvino_int8
     from export.exporter import EvalData, calibration_batches, calibration_pairs, export_model
     from export.layers import keep_layers
     from export.report import ReportConfig, compression_report
-    from export.scorers import onnx_scorer, torch_scorer
+    from export.scorers import onnx_scorer, openvino_scorer, torch_scorer
 
 __all__ = [
     "MODEL_CARD",
@@ -34,6 +36,7 @@ __all__ = [
     "calibration_batches",
     "calibration_pairs",
     "compression_report",
+    "convert_to_ir",
     "export_fp32",
     "export_model",
     "file_hashes",
@@ -41,10 +44,12 @@ __all__ = [
     "onnx_scorer",
     "optimize",
     "quantize_dynamic_int8",
+    "quantize_openvino_int8",
     "quantize_static_int8",
     "resolve_isa",
     "sensitive_nodes",
     "torch_scorer",
+    "openvino_scorer",
     "load_model_card",
     "write_model_card",
 ]
@@ -52,11 +57,13 @@ __all__ = [
 _LAZY = {"EvalData": "export.exporter", "export_model": "export.exporter", "calibration_pairs": "export.exporter",
          "calibration_batches": "export.exporter", "keep_layers": "export.layers",
          "ReportConfig": "export.report", "compression_report": "export.report",
-         "onnx_scorer": "export.scorers", "torch_scorer": "export.scorers",
+         "onnx_scorer": "export.scorers", "torch_scorer": "export.scorers", "openvino_scorer": "export.scorers",
          # the building blocks of an export, for benches that compose their own variants
          "export_fp32": "export._onnx", "optimize": "export._onnx", "quantize_static_int8": "export._onnx",
          "quantize_dynamic_int8": "export._onnx",
-         "sensitive_nodes": "export._onnx", "resolve_isa": "export._isa"}
+         "sensitive_nodes": "export._onnx", "resolve_isa": "export._isa",
+         # OpenVINO recipes: the IR and its NNCF int8 (the [openvino] extra; NNCF comes with [export])
+         "convert_to_ir": "export._openvino", "quantize_openvino_int8": "export._openvino"}
 
 
 def __getattr__(name: str) -> Any:

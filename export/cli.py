@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from distill.core.config import choices, default
-from export.config import ExportConfig
+from export.config import RECIPE_NAMES, ExportConfig
 
 logger = logging.getLogger(__name__)
 
@@ -30,7 +30,15 @@ logger = logging.getLogger(__name__)
 @click.option("--op-types", default=None, help="Comma-separated ONNX op types to quantise (default: onnxruntime's).")
 @click.option("--no-fallback", is_flag=True, help="Try only the requested int8 recipe (no static/per-channel fallback).")
 @click.option("--isa", type=click.Choice(choices(ExportConfig, "isa")), default=default(ExportConfig, "isa"), show_default=True,
-              help="int8 kernel target; auto reads /proc/cpuinfo.")
+              help="CPU the recipes are made for; auto reads /proc/cpuinfo (or DISTILRANK_ISA). A level pretends a "
+                   "typical CPU of it (amx with bf16, the others without).")
+@click.option("--runtime", type=click.Choice(choices(ExportConfig, "runtime")), default=default(ExportConfig, "runtime"),
+              show_default=True,
+              help="onnxruntime: today's recipes; openvino or auto: build, gate and time every recipe this machine "
+                   "runs (ONNX Runtime, OpenVINO f32/bf16/int8) and serve the fastest that passes (openvino: an "
+                   "OpenVINO one), with an ONNX Runtime runner-up beside an OpenVINO winner.")
+@click.option("--recipe", "recipes", multiple=True, type=click.Choice(RECIPE_NAMES),
+              help="With --runtime openvino|auto: only these recipes may be served (repeat the option).")
 @click.option("--max-seq-len", type=click.IntRange(8, 512), help="Override the student's token budget (default: its scoring.json).")
 @click.option("--max-query-tokens", type=click.IntRange(1, 512), help="Override the query cap (see bench/token_budget.py).")
 @click.option("--max-doc-tokens", type=click.IntRange(1, 512), help="Override the document cap.")
@@ -43,11 +51,12 @@ logger = logging.getLogger(__name__)
 @click.option("--report", "report_dir", default=None, type=click.Path(file_okay=False),
               help="Also write the compression report (depth x precision x length) into this dir.")
 def export_cmd(model_dir: str, out_dir: str, optimize: str, quantize: str, int8_mode: str, per_channel: bool,
-               op_types: str | None, no_fallback: bool, isa: str, max_seq_len: int | None, max_query_tokens: int | None,
+               op_types: str | None, no_fallback: bool, isa: str, runtime: str, recipes: tuple[str, ...],
+               max_seq_len: int | None, max_query_tokens: int | None,
                max_doc_tokens: int | None, eval_queries: str | None,
                eval_qrels: str | None, eval_run: str | None, corpus: str | None, spearman_median_min: float | None,
                ndcg_drop_max: float | None, report_dir: str | None) -> None:
-    """Export a student to ONNX with graph optimisation and gated int8; write model_card.json.
+    """Export a student to ONNX (or OpenVINO) with graph optimisation and gated int8 or bf16; write model_card.json.
 
     \b
     Exit 5 when a gate fails (the message names the gate and by how much); nothing is written then.
@@ -68,14 +77,17 @@ def export_cmd(model_dir: str, out_dir: str, optimize: str, quantize: str, int8_
     if ndcg_drop_max is not None:
         gates = replace(gates, ndcg_drop_max_points=ndcg_drop_max)
     cfg = ExportConfig(optimize=optimize, quantize=quantize, int8_mode=int8_mode, per_channel=per_channel,  # type: ignore[arg-type]
-                       isa=isa,  # type: ignore[arg-type]
+                       isa=isa, runtime=runtime, recipes=recipes or None,  # type: ignore[arg-type]
                        op_types=tuple(t.strip() for t in op_types.split(",") if t.strip()) if op_types else None,
                        int8_fallback=not no_fallback, max_seq_len=max_seq_len, max_query_tokens=max_query_tokens,
                        max_doc_tokens=max_doc_tokens, gates=gates)
     eval_data = EvalData(Path(eval_queries), Path(eval_qrels), Path(eval_run), Path(corpus)) if all(given) else None  # type: ignore[arg-type]
     path = export_model(model_dir, out_dir, cfg, eval_data)
     card = load_model_card(path)
-    click.echo(f"exported {card.onnx_file} ({card.precision}) to {path}")
+    click.echo(f"exported {card.onnx_file} ({card.recipe or card.precision}, {card.runtime}) to {path}")
+    if card.runner_up is not None:
+        click.echo(f"runner-up: {card.runner_up.onnx_file} ({card.runner_up.recipe}), served where {card.recipe} "
+                   "cannot run")
     click.echo(f"decision: {card.decision}")
     for gate in card.gates.values():
         click.echo(f"  gate {gate['name']}: {gate['value']:.4g} {gate['op']} {gate['threshold']:.4g} ok")

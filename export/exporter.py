@@ -1,8 +1,12 @@
-"""``export_model``: student dir -> gated ONNX artifact with a verified model card.
+"""``export_model``: student dir -> gated ONNX or OpenVINO artifact with a verified model card.
 
 Pipeline: Optimum export (fp32) -> ORTOptimizer (O1/O2/O3) -> optional int8 (onnxruntime
 dynamic or calibrated static) -> gates on real (query, candidates) lists -> artifact built in a
 temporary directory and renamed into place only when every gate passed (nothing half-written).
+
+With ``runtime`` openvino or auto the recipe is chosen per machine (:mod:`export._recipes`): ONNX Runtime and
+OpenVINO recipes (f32, bf16, int8) are all gated and timed side by side, the fastest that passes is served, and an
+ONNX Runtime runner-up ships beside an OpenVINO winner for machines that cannot run it.
 """
 
 from __future__ import annotations
@@ -24,9 +28,16 @@ from distill.core.base_models import student_base_name
 from distill.core.cross_encoder import CrossEncoderScorer, TokenCaps
 from distill.core.errors import ConfigError, GateFailedError, MissingPrerequisiteError
 from distill.core.interpolation import Interpolation
-from distill.core.model_card import ModelCard, load_model_card, write_model_card
+from distill.core.isa import MachineIsa
+from distill.core.model_card import ModelCard, RunnerUp, load_model_card, write_model_card
 from export._candidates import CandidateLists, demo_candidates, eval_candidates
-from export._isa import resolve_isa
+from export._isa import resolve_machine
+from export._recipes import Reference, Trial, choose, gate, openvino_trials
+from export._scoring import Scored as _Scored
+from export._scoring import mixed_batch as _mixed_batch
+from export._scoring import ndcg as _ndcg  # noqa: F401 - tests import it from here
+from export._scoring import score_all as _score_all
+from export._scoring import score_lists as _score_lists
 from export.config import ExportConfig
 from export.gates import (
     GateResult,
@@ -37,7 +48,7 @@ from export.gates import (
     ranking_agreement,
 )
 from export.latency import measure_latency
-from export.scorers import Pair, export_caps, onnx_scorer, torch_scorer, with_batch_size
+from export.scorers import Pair, export_caps, onnx_scorer, openvino_scorer, torch_scorer
 
 __all__ = ["EvalData", "Int8Recipe", "calibration_batches", "calibration_pairs", "export_model"]
 
@@ -150,57 +161,6 @@ def _provenance(model_dir: Path, hf: dict[str, Any]) -> tuple[dict[str, Any], di
     return base, training
 
 
-def _mixed_batch(lists: CandidateLists) -> list[Pair]:
-    """Up to 16 pairs from different queries, first and last candidates: mixed lengths and topics."""
-    pairs: list[Pair] = []
-    for qid in list(lists.run)[:8]:
-        _, ps = lists.pairs(qid)
-        pairs.extend([ps[0], ps[-1]])
-    return pairs[:16]
-
-
-@dataclass
-class _Scored:
-    per_query: list[np.ndarray]
-    alone: np.ndarray
-    batched: np.ndarray
-    ndcg: float | None = None
-    gates: list[GateResult] = field(default_factory=list)
-
-
-def _score_lists(scorer: Any, lists: CandidateLists, cfg: ExportConfig) -> list[np.ndarray]:
-    flat: list[Pair] = []
-    sizes = []
-    for qid in lists.run:
-        _, ps = lists.pairs(qid)
-        flat.extend(ps)
-        sizes.append(len(ps))
-    scores = scorer.score_pairs(flat)
-    return np.split(scores, np.cumsum(sizes)[:-1])
-
-
-def _ndcg(scorer: Any, lists: CandidateLists, cfg: ExportConfig) -> float:
-    from distill.core.evaluation import evaluate
-
-    per_query = _score_lists(scorer, lists, cfg)
-    run = {qid: dict(zip(lists.run[qid], map(float, s), strict=True)) for qid, s in zip(lists.run, per_query, strict=True)}
-    # only the queries of the eval run: a qrels file judging more queries (a whole train split) would
-    # average in zeros, shrinking nDCG and so every drop the gate compares to its tolerance
-    qrels = {qid: rels for qid, rels in (lists.qrels or {}).items() if qid in run}
-    return evaluate(qrels, run, ["ndcg@10"]).metrics["ndcg@10"]
-
-
-def _score_all(scorer: Any, gate_lists: CandidateLists, mixed: list[Pair], ndcg_lists: CandidateLists | None,
-               cfg: ExportConfig) -> _Scored:
-    """Scores with ``scorer`` as it will be served; ``batched`` puts the mixed pairs in as few ONNX calls
-    as the scorer's batch size allows (one call, unless the recipe caps the pairs per call)."""
-    out = _Scored(_score_lists(scorer, gate_lists, cfg), with_batch_size(scorer, 1).score_pairs(mixed),
-                  with_batch_size(scorer, min(len(mixed), scorer.batch_size)).score_pairs(mixed))
-    if ndcg_lists is not None:
-        out.ndcg = _ndcg(scorer, ndcg_lists, cfg)
-    return out
-
-
 def calibration_pairs(lists: Mapping[str, Sequence[Pair]], n: int) -> list[Pair]:
     """``n`` pairs spread over as many queries as possible: round-robin over the queries (``lists[qid]`` is one
     query's pairs in first-stage order), taking each list's candidates alternately from the top and the bottom,
@@ -226,6 +186,66 @@ def calibration_batches(scorer: CrossEncoderScorer, pairs: Sequence[Pair], batch
             for i in range(0, len(pairs), batch_size)]
 
 
+@dataclass
+class _Context:
+    """One export in progress: its inputs, the gate data and the fp32 references every recipe is judged against."""
+
+    cfg: ExportConfig
+    model_dir: Path
+    hf: dict[str, Any]
+    caps: TokenCaps
+    machine: MachineIsa
+    gate_lists: CandidateLists
+    mixed: list[Pair]
+    ndcg_lists: CandidateLists | None
+    work: Path
+    raw_path: Path = Path()
+    fp32_path: Path = Path()
+    fp32_scorer: CrossEncoderScorer | None = None
+    fp32: _Scored | None = None
+    torch_scores: np.ndarray | None = None
+    score_std: float = 0.0
+    latency_pairs: list[Pair] = field(default_factory=list)
+
+    @property
+    def isa(self) -> str:
+        return self.machine.isa
+
+    def score(self, scorer: CrossEncoderScorer) -> _Scored:
+        return _score_all(scorer, self.gate_lists, self.mixed, self.ndcg_lists, self.cfg)
+
+
+@dataclass
+class _Plan:
+    """What the export ships: the served recipe, its runner-up, and the evidence for the card."""
+
+    served: Trial
+    runner_up: Trial | None
+    decision: str
+    gates: dict[str, GateResult]
+    latency: dict[str, Any]
+    metrics: dict[str, Any]
+    int8_trials: dict[str, Any] = field(default_factory=dict)
+    recipe_trials: dict[str, Any] = field(default_factory=dict)
+    calibration: str | None = None
+
+
+def _gate_lists(cfg: ExportConfig, eval_data: EvalData | None,
+                candidates: CandidateLists | None) -> tuple[CandidateLists, CandidateLists | None]:
+    """(gate lists, nDCG lists): the eval run's candidates when given, else the bundled demo's."""
+    ndcg_lists = None
+    if eval_data is not None:
+        ev = eval_candidates(eval_data.queries, eval_data.qrels, eval_data.run, eval_data.corpus)
+        ndcg_lists = ev.subset(10**9, cfg.gate_candidates)
+        gate_lists = candidates or ev.subset(cfg.gate_queries, cfg.gate_candidates)
+    else:
+        demo = demo_candidates("test", cfg.gate_candidates)
+        gate_lists = candidates or demo.subset(cfg.gate_queries, cfg.gate_candidates)
+    if any(len(v) < 10 for v in gate_lists.run.values()):
+        raise ConfigError(f"gate candidate lists need >= 10 candidates per query ({gate_lists.source})")
+    return gate_lists, ndcg_lists
+
+
 def export_model(model_dir: str | Path, out_dir: str | Path, config: ExportConfig | None = None,
                  eval_data: EvalData | None = None, candidates: CandidateLists | None = None,
                  interpolation: Interpolation | None = None) -> Path:
@@ -243,120 +263,250 @@ def export_model(model_dir: str | Path, out_dir: str | Path, config: ExportConfi
         raise MissingPrerequisiteError(f"student dir {model_dir} does not exist")
     hf = _check_student(model_dir)
     caps = export_caps(model_dir, cfg.max_seq_len, cfg.max_query_tokens, cfg.max_doc_tokens)
-    isa = resolve_isa(cfg.isa)
+    machine = resolve_machine(cfg.isa)
+    if cfg.recipes and all(r == "openvino-bf16" for r in cfg.recipes) and not machine.bf16:
+        raise ConfigError(f"recipes={list(cfg.recipes)}: this machine ({machine.isa}, from {machine.source}) has no "
+                          "native bf16 (AMX or AVX512-BF16); allow another recipe or export on such a machine")
     t_start = time.perf_counter()
-
-    ndcg_lists = None
-    if eval_data is not None:
-        ev = eval_candidates(eval_data.queries, eval_data.qrels, eval_data.run, eval_data.corpus)
-        ndcg_lists = ev.subset(10**9, cfg.gate_candidates)
-        gate_lists = candidates or ev.subset(cfg.gate_queries, cfg.gate_candidates)
-    else:
-        gate_lists = candidates or demo_candidates("test", cfg.gate_candidates).subset(cfg.gate_queries, cfg.gate_candidates)
-    if any(len(v) < 10 for v in gate_lists.run.values()):
-        raise ConfigError(f"gate candidate lists need >= 10 candidates per query ({gate_lists.source})")
-    mixed = _mixed_batch(gate_lists)
-    logger.info("gates on %d queries x <=%d candidates from %s (isa=%s)", len(gate_lists.run), cfg.gate_candidates,
-                gate_lists.source, isa)
-
-    tol = cfg.gates
-    with tempfile.TemporaryDirectory(prefix=".export-work-", dir=out_dir.parent if out_dir.parent.exists() else None) as tmp:
-        work = Path(tmp)
-        fp32_path = raw_path = _onnx_export(model_dir, work)
-        if cfg.optimize != "none":
-            from export._onnx import optimize
-            fp32_path = optimize(raw_path.parent, cfg.optimize, work / "optimized")
-
-        torch_scores = _score_lists(torch_scorer(model_dir, caps, cfg.batch_size), gate_lists, cfg)
-        fp32_scorer = onnx_scorer(fp32_path, model_dir, caps, cfg.batch_size)
-        fp32 = _score_all(fp32_scorer, gate_lists, mixed, ndcg_lists, cfg)
-        score_std = float(np.concatenate(fp32.per_query).std())
-        gates: dict[str, GateResult] = {}
-        for g in (parity_gate(np.concatenate(torch_scores), np.concatenate(fp32.per_query), tol.parity_max_abs_diff),
-                  batch_invariance_gate(fp32.alone, fp32.batched, score_std, tol.batch_invariance_max_rel_diff,
-                                        "fp32_batch_invariance")):
-            gates[g.name] = g
-        raise_if_failed(gates, f"fp32 ONNX export ({cfg.optimize})")
-
-        latency_pairs = gate_lists.pairs(next(iter(gate_lists.run)))[1]
-        fp32_latency = measure_latency(fp32_scorer, latency_pairs, cfg.batch_size, cfg.latency_reps)
-        served, precision, decision = fp32_path, "fp32", "fp32 (no quantisation requested)"
-        latency = {"fp32": fp32_latency}
-        metrics: dict[str, Any] = {"score_std_fp32": score_std}
-        if fp32.ndcg is not None:
-            metrics["ndcg@10_fp32"] = fp32.ndcg
-        int8_trials: dict[str, dict[str, Any]] = {}
-        chosen: Int8Recipe | None = None
-        if cfg.quantize != "none":
-            calib_lists = demo_candidates("train", cfg.gate_candidates)
-            for recipe in _recipes(cfg):
-                if recipe.keep_edges and (hf.get("num_hidden_layers") or 0) < MIN_LAYERS_KEEP_EDGES:
-                    # with the first and last layer in fp32 too little would be int8 to be worth a recipe
-                    logger.info("int8 %s skipped: %s encoder layers (< %d)", recipe.name, hf.get("num_hidden_layers"),
-                                MIN_LAYERS_KEEP_EDGES)
-                    continue
-                path, results, ndcg = _try_int8(recipe, fp32_path, raw_path, work, isa, cfg, fp32, score_std, fp32_scorer,
-                                                calib_lists, gate_lists, mixed, ndcg_lists, model_dir, caps)
-                int8_trials[recipe.name] = {"gates": {r.name: r.to_dict() for r in results}, "ndcg@10": ndcg,
-                                            "passed": all(r.passed for r in results)}
-                if all(r.passed for r in results):
-                    chosen = recipe
-                    int8_batch = recipe.batch_size(cfg.batch_size)
-                    int8_scorer = onnx_scorer(path, model_dir, caps, int8_batch)
-                    latency["int8"] = measure_latency(int8_scorer, latency_pairs, int8_batch, cfg.latency_reps)
-                    gates.update({r.name: r for r in results})
-                    if ndcg is not None:
-                        metrics["ndcg@10_int8"] = ndcg
-                    break
-                logger.warning("int8 %s failed: %s", recipe.name, "; ".join(r.describe() for r in results if not r.passed))
-            if chosen is None:
-                msg = " | ".join(f"{name}: " + "; ".join(GateResult(**g).describe() for g in t["gates"].values()
-                                                        if not g["passed"]) for name, t in int8_trials.items())
-                if cfg.quantize == "int8":
-                    raise GateFailedError(f"int8 refused, no quantisation recipe passed the gates -> {msg}")
-                decision = f"fp32: no int8 recipe passed the gates ({msg})"
-            else:
-                faster = latency["int8"]["p50_ms"] < fp32_latency["p50_ms"]
-                speed = (f"int8 p50 {latency['int8']['p50_ms']:.1f} ms vs fp32 p50 {fp32_latency['p50_ms']:.1f} ms "
-                         f"(1 query x {len(latency_pairs)} passages)")
-                if cfg.quantize == "int8" or faster:
-                    served, precision = work / f"int8_{chosen.name}.onnx", "int8"
-                    decision = f"int8 {chosen.name} ({isa}): gates passed; {speed}"
-                else:
-                    decision = f"fp32: int8 {chosen.name} passed the gates but was not faster; {speed}"
-        logger.info("decision: %s", decision)
-
-        base_models, training = _provenance(model_dir, hf)
-        card = ModelCard(
-            onnx_file="", precision=precision, token_caps=caps, layers=hf.get("num_hidden_layers"),
-            isa=isa, optimization=cfg.optimize,
-            # the ranker never puts more pairs in one ONNX call (None = any number)
-            pairs_per_call=chosen.pairs_per_call if precision == "int8" and chosen else None,
-            quantization=({"recipe": chosen.name, "mode": chosen.mode, "per_channel": chosen.per_channel,
-                           "op_types": list(cfg.op_types) if cfg.op_types else "onnxruntime defaults",
-                           "calibration": calib_lists.source if chosen.mode == "static" else None}
-                          if precision == "int8" and chosen else None),
-            interpolation=interpolation, base_models=base_models, training=training,
-            config_hash=config_hash(cfg.to_dict()), export_config=cfg.to_dict(), gate_data=gate_lists.source,
-            metrics=metrics, gates={n: g.to_dict() for n, g in gates.items()}, int8_trials=int8_trials,
-            latency={"unit": "ms, 1 query x N passages, tokenisation included, length-bucketed batches",
-                     "batch_size": cfg.batch_size, **latency},
-            decision=decision)
-        onnx_name = "model_quantized.onnx" if precision == "int8" else served.name
-        with atomic_dir(out_dir) as stage:
-            shutil.copy2(served, stage / onnx_name)
-            shutil.copy2(raw_path.parent / "config.json", stage / "config.json")
-            from transformers import AutoTokenizer
-
-            AutoTokenizer.from_pretrained(str(model_dir)).save_pretrained(str(stage))
-            card = card.replace(onnx_file=onnx_name, export_wall_time_s=round(time.perf_counter() - t_start, 2))
-            write_json(stage / "provenance" / "export_config.json", cfg.to_dict())
-            write_model_card(stage, card)
-            per_call = card.pairs_per_call or 4
-            _self_check(stage, onnx_name, caps, latency_pairs[:4], per_call,
-                        onnx_scorer(served, model_dir, caps, per_call).score_pairs(latency_pairs[:4]))
-    logger.info("exported %s (%s) to %s", onnx_name, precision, out_dir)
+    gate_lists, ndcg_lists = _gate_lists(cfg, eval_data, candidates)
+    logger.info("gates on %d queries x <=%d candidates from %s (isa=%s, bf16=%s)", len(gate_lists.run),
+                cfg.gate_candidates, gate_lists.source, machine.isa, machine.bf16)
+    work_parent = out_dir.parent if out_dir.parent.exists() else None
+    with tempfile.TemporaryDirectory(prefix=".export-work-", dir=work_parent) as tmp:
+        ctx = _Context(cfg, model_dir, hf, caps, machine, gate_lists, _mixed_batch(gate_lists), ndcg_lists, Path(tmp))
+        fp32_gates, fp32_latency = _gate_fp32(ctx)
+        plan = _onnxruntime_plan(ctx, fp32_gates, fp32_latency) if cfg.runtime == "onnxruntime" else \
+            _per_machine_plan(ctx, fp32_gates, fp32_latency)
+        logger.info("decision: %s", plan.decision)
+        card = _card(ctx, plan, interpolation)
+        _write_artifact(ctx, plan, card, out_dir, t_start)
+    logger.info("exported %s (%s) to %s", plan.served.name, plan.served.precision, out_dir)
     return out_dir
+
+
+def _gate_fp32(ctx: _Context) -> tuple[dict[str, GateResult], dict[str, float]]:
+    """Export and optimise the ONNX fp32 model, gate it against PyTorch (must pass), time it."""
+    cfg, tol = ctx.cfg, ctx.cfg.gates
+    ctx.fp32_path = ctx.raw_path = _onnx_export(ctx.model_dir, ctx.work)
+    if cfg.optimize != "none":
+        from export._onnx import optimize
+        ctx.fp32_path = optimize(ctx.raw_path.parent, cfg.optimize, ctx.work / "optimized")
+    reference = torch_scorer(ctx.model_dir, ctx.caps, cfg.batch_size)
+    ctx.torch_scores = np.concatenate(_score_lists(reference, ctx.gate_lists))
+    ctx.fp32_scorer = onnx_scorer(ctx.fp32_path, ctx.model_dir, ctx.caps, cfg.batch_size)
+    fp32 = ctx.fp32 = ctx.score(ctx.fp32_scorer)
+    ctx.score_std = float(np.concatenate(fp32.per_query).std())
+    gates: dict[str, GateResult] = {}
+    for g in (parity_gate(ctx.torch_scores, np.concatenate(fp32.per_query), tol.parity_max_abs_diff),
+              batch_invariance_gate(fp32.alone, fp32.batched, ctx.score_std, tol.batch_invariance_max_rel_diff,
+                                    "fp32_batch_invariance")):
+        gates[g.name] = g
+    raise_if_failed(gates, f"fp32 ONNX export ({cfg.optimize})")
+    ctx.latency_pairs = ctx.gate_lists.pairs(next(iter(ctx.gate_lists.run)))[1]
+    return gates, measure_latency(ctx.fp32_scorer, ctx.latency_pairs, cfg.batch_size, cfg.latency_reps)
+
+
+def _fp32_trial(ctx: _Context, gates: Mapping[str, GateResult]) -> Trial:
+    return Trial("onnxruntime-fp32", "onnxruntime", "fp32", ctx.fp32_path, [ctx.fp32_path], None, ctx.fp32_scorer,
+                 list(gates.values()), ctx.fp32.ndcg if ctx.fp32 else None)
+
+
+def _int8_trial(ctx: _Context, recipe: Int8Recipe, calib_lists: CandidateLists) -> Trial | None:
+    """One ONNX Runtime int8 recipe, built and gated (None when the student is too shallow for it)."""
+    if recipe.keep_edges and (ctx.hf.get("num_hidden_layers") or 0) < MIN_LAYERS_KEEP_EDGES:
+        # with the first and last layer in fp32 too little would be int8 to be worth a recipe
+        logger.info("int8 %s skipped: %s encoder layers (< %d)", recipe.name, ctx.hf.get("num_hidden_layers"),
+                    MIN_LAYERS_KEEP_EDGES)
+        return None
+    assert ctx.fp32 is not None and ctx.fp32_scorer is not None  # set by _gate_fp32
+    path, results, ndcg = _try_int8(recipe, ctx.fp32_path, ctx.raw_path, ctx.work, ctx.isa, ctx.cfg, ctx.fp32,
+                                    ctx.score_std, ctx.fp32_scorer, calib_lists, ctx.gate_lists, ctx.mixed,
+                                    ctx.ndcg_lists, ctx.model_dir, ctx.caps)
+    trial = Trial(f"onnxruntime-int8-{recipe.name}", "onnxruntime", "int8", path, [path], recipe.pairs_per_call,
+                  gates=results, ndcg=ndcg, quantization=_quantization(recipe, ctx.cfg, calib_lists))
+    if not trial.passed:
+        logger.warning("int8 %s failed: %s", recipe.name, "; ".join(r.describe() for r in results if not r.passed))
+    return trial
+
+
+def _quantization(recipe: Int8Recipe, cfg: ExportConfig, calib_lists: CandidateLists) -> dict[str, Any]:
+    return {"recipe": recipe.name, "mode": recipe.mode, "per_channel": recipe.per_channel,
+            "op_types": list(cfg.op_types) if cfg.op_types else "onnxruntime defaults",
+            "calibration": calib_lists.source if recipe.mode == "static" else None}
+
+
+def _onnxruntime_plan(ctx: _Context, gates: dict[str, GateResult], fp32_latency: dict[str, float]) -> _Plan:
+    """ONNX Runtime only: fp32, or the first int8 recipe of the fallback chain that passes (``quantize``)."""
+    cfg = ctx.cfg
+    served = _fp32_trial(ctx, gates)
+    plan = _Plan(served, None, "fp32 (no quantisation requested)", dict(gates), {"fp32": fp32_latency},
+                 {"score_std_fp32": ctx.score_std})
+    if ctx.fp32 is not None and ctx.fp32.ndcg is not None:
+        plan.metrics["ndcg@10_fp32"] = ctx.fp32.ndcg
+    if cfg.quantize == "none":
+        return plan
+    calib_lists = demo_candidates("train", cfg.gate_candidates)
+    chosen: Trial | None = None
+    for recipe in _recipes(cfg):
+        trial = _int8_trial(ctx, recipe, calib_lists)
+        if trial is None:
+            continue
+        plan.int8_trials[recipe.name] = {"gates": {r.name: r.to_dict() for r in trial.gates}, "ndcg@10": trial.ndcg,
+                                         "passed": trial.passed}
+        if trial.passed:
+            chosen = trial
+            break
+    if chosen is None:
+        msg = " | ".join(f"{name}: " + "; ".join(GateResult(**g).describe() for g in t["gates"].values()
+                                                if not g["passed"]) for name, t in plan.int8_trials.items())
+        if cfg.quantize == "int8":
+            raise GateFailedError(f"int8 refused, no quantisation recipe passed the gates -> {msg}")
+        plan.decision = f"fp32: no int8 recipe passed the gates ({msg})"
+        return plan
+    return _prefer_int8(ctx, plan, chosen, fp32_latency)
+
+
+def _prefer_int8(ctx: _Context, plan: _Plan, chosen: Trial, fp32_latency: dict[str, float]) -> _Plan:
+    """Serve the passing int8 recipe when int8 was required or it is faster than fp32."""
+    cfg = ctx.cfg
+    int8_batch = chosen.pairs_per_call or cfg.batch_size
+    chosen.scorer = onnx_scorer(chosen.model, ctx.model_dir, ctx.caps,  # type: ignore[arg-type]
+                                min(int8_batch, cfg.batch_size))
+    plan.latency["int8"] = measure_latency(chosen.scorer, ctx.latency_pairs, chosen.scorer.batch_size, cfg.latency_reps)
+    plan.gates.update({r.name: r for r in chosen.gates})
+    if chosen.ndcg is not None:
+        plan.metrics["ndcg@10_int8"] = chosen.ndcg
+    name = chosen.quantization["recipe"] if chosen.quantization else chosen.name
+    faster = plan.latency["int8"]["p50_ms"] < fp32_latency["p50_ms"]
+    speed = (f"int8 p50 {plan.latency['int8']['p50_ms']:.1f} ms vs fp32 p50 {fp32_latency['p50_ms']:.1f} ms "
+             f"(1 query x {len(ctx.latency_pairs)} passages)")
+    if cfg.quantize == "int8" or faster:
+        plan.served, plan.calibration = chosen, (chosen.quantization or {}).get("calibration")
+        plan.decision = f"int8 {name} ({ctx.isa}): gates passed; {speed}"
+    else:
+        plan.decision = f"fp32: int8 {name} passed the gates but was not faster; {speed}"
+    return plan
+
+
+def _per_machine_plan(ctx: _Context, gates: dict[str, GateResult], fp32_latency: dict[str, float]) -> _Plan:
+    """Every recipe this machine can run, gated and timed side by side; the fastest that passes is served."""
+    cfg = ctx.cfg
+    assert ctx.fp32 is not None and ctx.torch_scores is not None  # set by _gate_fp32
+    ref = Reference(cfg, ctx.torch_scores, ctx.fp32, ctx.score_std, ctx.score)
+    trials = [_fp32_trial(ctx, gates)]
+    calib_lists = demo_candidates("train", cfg.gate_candidates) if cfg.quantize != "none" else None
+    if calib_lists is not None and cfg.runtime == "auto":
+        trials += [t for r in _recipes(cfg) if (t := _int8_trial(ctx, r, calib_lists)) is not None]
+        for t in trials[1:]:
+            if t.passed:
+                t.scorer = onnx_scorer(t.model, ctx.model_dir, ctx.caps,  # type: ignore[arg-type]
+                                       t.pairs_per_call or cfg.batch_size)
+    trials += _openvino_recipes(ctx, ref, calib_lists)
+    served, runner_up, decision = choose(trials, cfg, ctx.latency_pairs)
+    plan = _Plan(served, runner_up, f"{decision} ({ctx.isa}, bf16 {'yes' if ctx.machine.bf16 else 'no'})",
+                 dict(gates), {"fp32": fp32_latency, **{t.name: t.latency for t in trials if t.latency}},
+                 {"score_std_fp32": ctx.score_std}, recipe_trials={t.name: t.to_dict() for t in trials})
+    if ctx.fp32.ndcg is not None:
+        plan.metrics["ndcg@10_fp32"] = ctx.fp32.ndcg
+    if served.ndcg is not None:
+        plan.metrics[f"ndcg@10_{served.tag}"] = served.ndcg
+    if served is not trials[0]:
+        plan.gates.update({g.name: g for g in served.gates})
+    plan.calibration = (served.quantization or {}).get("calibration") or (calib_lists.source if calib_lists and
+                                                                         served.precision == "int8" else None)
+    return plan
+
+
+def _openvino_recipes(ctx: _Context, ref: Reference, calib_lists: CandidateLists | None) -> list[Trial]:
+    """The OpenVINO recipes, built and gated; recorded as skipped where openvino is not installed (runtime auto)."""
+    from distill.core.errors import MissingExtraError
+
+    def calibration() -> list[dict[str, np.ndarray]]:
+        assert calib_lists is not None and ctx.fp32_scorer is not None
+        return calibration_batches(ctx.fp32_scorer, calibration_pairs(calib_lists.pairs_by_query(),
+                                                                      ctx.cfg.calibration_pairs))
+
+    try:
+        trials = openvino_trials(ctx.raw_path, ctx.work, ctx.machine, ctx.cfg.quantize, calibration)
+    except MissingExtraError as exc:
+        if ctx.cfg.runtime == "openvino":
+            raise
+        logger.warning("OpenVINO recipes skipped: %s", exc)
+        return [Trial(name, "openvino", name.rsplit("-", 1)[1], skipped=str(exc))
+                for name in ("openvino-fp32", "openvino-bf16", "openvino-int8")]
+    for trial in trials:
+        if trial.skipped:
+            logger.info("recipe %s skipped: %s", trial.name, trial.skipped)
+            continue
+        trial.scorer = openvino_scorer(trial.model, ctx.model_dir, ctx.caps, trial.precision,  # type: ignore[arg-type]
+                                       ctx.cfg.batch_size)
+        gate(trial, ref)
+    return trials
+
+
+def _card(ctx: _Context, plan: _Plan, interpolation: Interpolation | None) -> ModelCard:
+    """The card of ``plan`` (file names filled in by :func:`_write_artifact`)."""
+    cfg, served = ctx.cfg, plan.served
+    base_models, training = _provenance(ctx.model_dir, ctx.hf)
+    quant = dict(served.quantization) if served.quantization else None
+    if quant is not None and plan.calibration:
+        quant["calibration"] = plan.calibration
+    return ModelCard(
+        onnx_file="", precision=served.precision, token_caps=ctx.caps, layers=ctx.hf.get("num_hidden_layers"),
+        runtime=served.runtime,  # type: ignore[arg-type]
+        isa=ctx.isa, optimization=cfg.optimize,
+        # the ranker never puts more pairs in one inference call (None = any number)
+        pairs_per_call=served.pairs_per_call, quantization=quant,
+        interpolation=interpolation, base_models=base_models, training=training,
+        config_hash=config_hash(cfg.to_dict()), export_config=cfg.to_dict(), gate_data=ctx.gate_lists.source,
+        metrics=plan.metrics, gates={n: g.to_dict() for n, g in plan.gates.items()}, int8_trials=plan.int8_trials,
+        latency={"unit": "ms, 1 query x N passages, tokenisation included, length-bucketed batches",
+                 "batch_size": cfg.batch_size, **plan.latency},
+        decision=plan.decision, recipe=served.name, recipe_trials=plan.recipe_trials)
+
+
+def _shipped_name(trial: Trial, path: Path) -> str:
+    """The file's name in the artifact (ONNX Runtime int8: ``model_quantized.onnx``, as Optimum names it)."""
+    if trial.runtime == "onnxruntime" and trial.precision == "int8":
+        return "model_quantized.onnx"
+    return path.name
+
+
+def _write_artifact(ctx: _Context, plan: _Plan, card: ModelCard, out_dir: Path, t_start: float) -> None:
+    """Stage the served (and runner-up) files, the tokenizer and the card; check that the staged files reproduce the
+    gated scores; rename into place."""
+    from transformers import AutoTokenizer
+
+    served, runner_up = plan.served, plan.runner_up
+    assert served.model is not None
+    with atomic_dir(out_dir) as stage:
+        for trial in (served, runner_up):
+            for path in trial.files if trial else ():
+                shutil.copy2(path, stage / _shipped_name(trial, path))
+        shutil.copy2(ctx.raw_path.parent / "config.json", stage / "config.json")
+        AutoTokenizer.from_pretrained(str(ctx.model_dir)).save_pretrained(str(stage))
+        card = card.replace(onnx_file=_shipped_name(served, served.model),
+                            export_wall_time_s=round(time.perf_counter() - t_start, 2))
+        if runner_up is not None and runner_up.model is not None:
+            card = card.replace(runner_up=RunnerUp(runner_up.name, _shipped_name(runner_up, runner_up.model),
+                                                   runner_up.precision, runner_up.runtime,  # type: ignore[arg-type]
+                                                   runner_up.pairs_per_call))
+        write_json(stage / "provenance" / "export_config.json", ctx.cfg.to_dict())
+        write_model_card(stage, card)
+        load_model_card(stage, verify=True)
+        pairs = ctx.latency_pairs[:4]
+        for trial in (served, runner_up):
+            if trial is not None and trial.model is not None:
+                per_call = trial.pairs_per_call or 4
+                expected = _trial_scorer(ctx, trial, trial.model, ctx.model_dir, per_call).score_pairs(pairs)
+                staged = _trial_scorer(ctx, trial, stage / _shipped_name(trial, trial.model), stage, per_call)
+                _self_check(trial.name, staged.score_pairs(pairs), expected)
+
+
+def _trial_scorer(ctx: _Context, trial: Trial, model: Path, tokenizer_dir: Path, per_call: int) -> CrossEncoderScorer:
+    if trial.runtime == "openvino":
+        return openvino_scorer(model, tokenizer_dir, ctx.caps, trial.precision, per_call)
+    return onnx_scorer(model, tokenizer_dir, ctx.caps, per_call)
 
 
 def _onnx_export(model_dir: Path, work: Path) -> Path:
@@ -393,12 +543,8 @@ def _try_int8(recipe: Int8Recipe, fp32_path: Path, raw_path: Path, work: Path, i
     return dst, results, scored.ndcg
 
 
-def _self_check(stage: Path, onnx_name: str, caps: TokenCaps, pairs: Sequence[Pair], per_call: int,
-                expected: np.ndarray) -> None:
-    """The staged artifact verifies against its card and reproduces the gated scores."""
-    load_model_card(stage, verify=True)
-    got = onnx_scorer(stage / onnx_name, stage, caps, per_call).score_pairs(pairs)
+def _self_check(name: str, got: np.ndarray, expected: np.ndarray) -> None:
+    """The staged artifact's files reproduce the gated scores of recipe ``name``."""
     if not np.allclose(got, expected, atol=1e-5):
-        raise GateFailedError(f"artifact self-check: staged model scores differ from the gated model by "
+        raise GateFailedError(f"artifact self-check: staged {name} scores differ from the gated model by "
                               f"{float(np.abs(got - expected).max()):.3g}")
-

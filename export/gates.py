@@ -13,7 +13,8 @@ import numpy as np
 
 from distill.core.errors import GateFailedError
 
-__all__ = ["GateResult", "batch_invariance_gate", "ndcg_gate", "parity_gate", "ranking_agreement", "raise_if_failed"]
+__all__ = ["GateResult", "batch_invariance_gate", "ndcg_gate", "parity_gate", "ranking_agreement", "raise_if_failed",
+           "relative_parity_gate"]
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +49,17 @@ def parity_gate(reference: np.ndarray, candidate: np.ndarray, max_abs_diff: floa
     return _check(f"{name}_max_abs_diff", diff.max(initial=0.0), max_abs_diff, "<=", {"mean_abs_diff": float(diff.mean())})
 
 
+def relative_parity_gate(reference: np.ndarray, candidate: np.ndarray, score_std: float, max_rel_diff: float,
+                         name: str) -> GateResult:
+    """max |reference - candidate| / ``score_std`` (the spread of the fp32 scores): a reduced-precision path (bf16)
+    judged in units of the scores it must keep apart, whatever the student's logit scale."""
+    diff = np.abs(np.asarray(reference, np.float64) - np.asarray(candidate, np.float64))
+    worst = diff.max(initial=0.0)
+    rel = worst / score_std if score_std > 0 else (0.0 if worst == 0 else float("inf"))
+    return _check(f"{name}_max_rel_diff", rel, max_rel_diff, "<=",
+                  {"max_abs_diff": float(worst), "mean_abs_diff": float(diff.mean()), "score_std": float(score_std)})
+
+
 def _spearman(a: np.ndarray, b: np.ndarray) -> float:
     from scipy.stats import spearmanr
 
@@ -57,8 +69,9 @@ def _spearman(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def ranking_agreement(reference: Sequence[np.ndarray], candidate: Sequence[np.ndarray], spearman_median_min: float,
-                      spearman_worst_min: float, top10_overlap_mean_min: float) -> list[GateResult]:
-    """Per-query Spearman (median, worst) and top-10 overlap (mean) of candidate vs reference scores."""
+                      spearman_worst_min: float, top10_overlap_mean_min: float, prefix: str = "int8") -> list[GateResult]:
+    """Per-query Spearman (median, worst) and top-10 overlap (mean) of candidate vs reference scores; gate names
+    start with ``prefix`` (the precision or recipe judged)."""
     if len(reference) != len(candidate) or not reference:
         raise ValueError(f"need matching non-empty per-query score lists, got {len(reference)} and {len(candidate)}")
     rho, overlap = [], []
@@ -69,16 +82,16 @@ def ranking_agreement(reference: Sequence[np.ndarray], candidate: Sequence[np.nd
     rho_a, ov = np.asarray(rho), np.asarray(overlap)
     extra = {"queries": float(len(rho)), "spearman_mean": float(rho_a.mean()), "top10_overlap_worst": float(ov.min())}
     return [
-        _check("int8_spearman_median", np.median(rho_a), spearman_median_min, ">=", extra),
-        _check("int8_spearman_worst", rho_a.min(), spearman_worst_min, ">=", extra),
-        _check("int8_top10_overlap_mean", ov.mean(), top10_overlap_mean_min, ">=", extra),
+        _check(f"{prefix}_spearman_median", np.median(rho_a), spearman_median_min, ">=", extra),
+        _check(f"{prefix}_spearman_worst", rho_a.min(), spearman_worst_min, ">=", extra),
+        _check(f"{prefix}_top10_overlap_mean", ov.mean(), top10_overlap_mean_min, ">=", extra),
     ]
 
 
-def ndcg_gate(ndcg_reference: float, ndcg_candidate: float, max_drop_points: float) -> GateResult:
+def ndcg_gate(ndcg_reference: float, ndcg_candidate: float, max_drop_points: float, prefix: str = "int8") -> GateResult:
     drop = 100.0 * (ndcg_reference - ndcg_candidate)
-    return _check("int8_ndcg@10_drop_points", drop, max_drop_points, "<=",
-                  {"ndcg@10_fp32": ndcg_reference, "ndcg@10_int8": ndcg_candidate})
+    return _check(f"{prefix}_ndcg@10_drop_points", drop, max_drop_points, "<=",
+                  {"ndcg@10_fp32": ndcg_reference, f"ndcg@10_{prefix}": ndcg_candidate})
 
 
 def batch_invariance_gate(alone: np.ndarray, batched: np.ndarray, score_std: float, max_rel_diff: float,

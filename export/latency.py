@@ -9,14 +9,14 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
 from distill.core.cross_encoder import CrossEncoderScorer
 from export.scorers import Pair, with_batch_size
 
-__all__ = ["measure_latency", "measure_load"]
+__all__ = ["measure_interleaved", "measure_latency", "measure_load"]
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +38,34 @@ def measure_latency(scorer: CrossEncoderScorer, pairs: Sequence[Pair], batch_siz
     return {"p50_ms": float(np.percentile(arr, 50)), "p95_ms": float(np.percentile(arr, 95)),
             "mean_ms": float(arr.mean()), "reps": float(reps), "pairs": float(len(pairs)),
             "batch_size": float(batch_size)}
+
+
+def measure_interleaved(scorers: Mapping[str, CrossEncoderScorer], pairs: Sequence[Pair], reps: int,
+                        warmup: int = 2) -> dict[str, dict[str, float]]:
+    """:func:`measure_latency` of several scorers (each at its own batch size) in interleaved rounds: every round
+    times one call of each, in a rotating order, so that a burst of load elsewhere on a shared machine falls on all
+    of them alike. Every scorer is warmed up ``warmup`` times first (a compiled model allocates on first use)."""
+    if reps < 1:
+        raise ValueError(f"reps must be >= 1, got {reps}")
+    names = list(scorers)
+    if not names:
+        return {}
+    for _ in range(warmup):
+        for name in names:
+            scorers[name].score_pairs(pairs)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for rep in range(reps):
+        for name in names[rep % len(names):] + names[:rep % len(names)]:
+            t0 = time.perf_counter()
+            scorers[name].score_pairs(pairs)
+            times[name].append(1000.0 * (time.perf_counter() - t0))
+    out = {}
+    for name, ts in times.items():
+        arr = np.asarray(ts)
+        out[name] = {"p50_ms": float(np.percentile(arr, 50)), "p95_ms": float(np.percentile(arr, 95)),
+                     "mean_ms": float(arr.mean()), "reps": float(reps), "pairs": float(len(pairs)),
+                     "batch_size": float(scorers[name].batch_size)}
+    return out
 
 
 def measure_load(scorer: CrossEncoderScorer, requests: Sequence[Sequence[Pair]], users: int, reps: int) -> dict[str, float]:

@@ -1,5 +1,5 @@
 """Scorers for the export gates and the compression report: the shared :mod:`distill.core.cross_encoder`
-scorer over the PyTorch student or an ONNX file, with the student's own token caps.
+scorer over the PyTorch student, an ONNX file (ONNX Runtime) or an OpenVINO model, with the student's own token caps.
 
 There is no export-specific tokenisation or batching: gates score exactly as training evaluated and
 as the ranker serves.
@@ -21,7 +21,7 @@ from distill.core.cross_encoder import (
     session_layout,
 )
 
-__all__ = ["Pair", "export_caps", "onnx_scorer", "torch_scorer", "with_batch_size"]
+__all__ = ["Pair", "export_caps", "onnx_scorer", "openvino_scorer", "torch_scorer", "with_batch_size"]
 
 logger = logging.getLogger(__name__)
 
@@ -52,3 +52,15 @@ def torch_scorer(model_dir: str | os.PathLike[str], caps: TokenCaps, batch_size:
 def with_batch_size(scorer: CrossEncoderScorer, batch_size: int) -> CrossEncoderScorer:
     """The same tokeniser and model, another batch size (batch-invariance gates score alone and mixed)."""
     return scorer.with_batch_size(batch_size)
+
+
+def openvino_scorer(model_path: str | os.PathLike[str], tokenizer_dir: str | os.PathLike[str], caps: TokenCaps,
+                    precision: str = "fp32", batch_size: int = 16, threads: int | None = None,
+                    sessions: int | None = None) -> CrossEncoderScorer:
+    """The OpenVINO backend (``.onnx`` or IR ``.xml``) at ``precision``, with :func:`session_layout`'s streams and
+    threads for ``batch_size`` pairs per call (the ranker's rule)."""
+    from distill.core.openvino_backend import OpenVinoBackend
+
+    n, per_stream = session_layout(batch_size, threads, sessions)
+    first, *more = OpenVinoBackend.load_pool(model_path, n, per_stream, precision)
+    return CrossEncoderScorer(PairEncoder(Path(tokenizer_dir), caps), first, batch_size, more)

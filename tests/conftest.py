@@ -19,8 +19,8 @@ import pytest
 
 from distill.core.datasets import bundled_dataset
 
-#: ranker fixtures (tiny exported model, servers) registered once for the session
-pytest_plugins = ["tests.ranker_fixtures"]
+#: ranker fixtures (tiny exported model, servers) and OpenVINO export fixtures, registered once for the session
+pytest_plugins = ["tests.ranker_fixtures", "tests.export_fixtures"]
 
 #: ``make test`` runs one xdist worker per core. Each worker (and every pipeline or server it starts, which inherit
 #: the environment) gets its share of the cores for torch's OpenMP pool: N workers each spinning an all-core pool

@@ -180,3 +180,39 @@ def test_export_ndcg_counts_only_the_eval_run_queries() -> None:
     qrels = {f"q{i}": {f"d{i}": 1} for i in range(12)}  # 12 judged queries, 2 in the run
     ndcg = _ndcg(Lexical(), CandidateLists(queries, corpus, run, qrels, "t"), ExportConfig())
     assert ndcg == pytest.approx(1.0)
+
+
+def test_bf16_parity_gate_is_in_units_of_the_score_spread() -> None:
+    from export.config import GateTolerances
+    from export.gates import relative_parity_gate
+
+    ref = np.array([0.0, 1.0, 2.0, 3.0])
+    tol = GateTolerances().parity_bf16_max_rel_diff
+    near = relative_parity_gate(ref, ref + 0.05, float(ref.std()), tol, "openvino_bf16_vs_pytorch")
+    assert near.passed and near.name == "openvino_bf16_vs_pytorch_max_rel_diff"
+    assert near.value == pytest.approx(0.05 / ref.std()) and near.detail["max_abs_diff"] == pytest.approx(0.05)
+    scaled = relative_parity_gate(10 * ref, 10 * (ref + 0.05), float(10 * ref.std()), tol, "x")
+    assert scaled.value == pytest.approx(near.value)  # the same error relative to the spread, whatever the scale
+    assert not relative_parity_gate(ref, ref + 0.2, float(ref.std()), tol, "x").passed
+    assert not relative_parity_gate(ref, ref + 0.1, 0.0, tol, "x").passed
+
+
+def test_interleaved_latency_warms_and_rotates_every_scorer() -> None:
+    from export.latency import measure_interleaved
+
+    calls: list[str] = []
+
+    class Recording:
+        batch_size = 4
+
+        def __init__(self, name: str):
+            self.name = name
+
+        def score_pairs(self, pairs):
+            calls.append(self.name)
+            return np.zeros(len(pairs))
+
+    out = measure_interleaved({"a": Recording("a"), "b": Recording("b")}, [("q", "d")], reps=3, warmup=2)
+    assert calls == ["a", "b", "a", "b", "a", "b", "b", "a", "a", "b"]
+    assert set(out) == {"a", "b"} and out["a"]["reps"] == 3 and out["b"]["batch_size"] == 4
+    assert measure_interleaved({}, [("q", "d")], 2) == {}
