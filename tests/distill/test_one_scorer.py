@@ -4,6 +4,7 @@ and long document included, because they share :mod:`distill.core.cross_encoder`
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -62,8 +63,13 @@ def test_four_paths_score_alike(student_dir: Path, tmp_path: Path) -> None:
     gate_onnx = onnx_scorer(onnx_dir / "model.onnx", onnx_dir, caps, 4).score_pairs(PAIRS)  # export gate, ONNX side
     runtime = RerankRuntime.load(onnx_dir, RuntimeConfig(threads=1, chunk_size=2))
     served = runtime.score_pairs([q for q, _ in PAIRS], [d for _, d in PAIRS])          # the ranker service
+    paths = [rerank_cmd, gate_torch, gate_onnx, served]
+    if importlib.util.find_spec("openvino") is not None:  # the [openvino] extra: the export gate's OpenVINO side
+        from export.scorers import openvino_scorer
+
+        paths.append(openvino_scorer(onnx_dir / "model.onnx", onnx_dir, caps, "fp32", 4).score_pairs(PAIRS))
     gaps = np.abs(np.diff(np.sort(dev_eval)))
     assert gaps.min() > 1e-2  # distinct scores: the order check means something
-    for other in (rerank_cmd, gate_torch, gate_onnx, served):
+    for other in paths:
         np.testing.assert_allclose(other, dev_eval, atol=1e-4 * float(np.ptp(dev_eval)) + 1e-5, rtol=0)
         assert list(np.argsort(-other)) == list(np.argsort(-dev_eval))
