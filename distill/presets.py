@@ -30,8 +30,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from distill.core.config import from_mapping
+from distill.core.config import from_mapping, to_dict
 from distill.core.errors import ConfigError
+from distill.teacher.config import CPTConfig, LabelConfig, SFTConfig, SynthConfig
+from distill.teacher.dense_ft import DenseFineTuneConfig
 from export.config import ExportConfig
 
 __all__ = ["PRESETS", "CompressConfig", "EvalConfig", "FirstStageConfig", "PipelineConfig", "ServeConfig",
@@ -167,19 +169,22 @@ class ServeConfig:
             raise ConfigError(f"serve.max_drop_points must be in [0, 100], got {self.max_drop_points}")
 
 
-#: fields of each stage config the pipeline fills itself (paths between stages, the chosen models)
+#: fields of each stage config the pipeline fills itself (paths between stages, the chosen models); a section
+#: must leave them at their defaults
 _OWNED = {
-    "synth": {"corpus", "generator"},
-    "cpt": {"base_model", "queries", "qrels", "corpus", "pairs"},
-    "sft": {"base_model", "queries", "qrels", "corpus", "run"},
-    "label": {"teacher", "queries", "corpus", "qrels", "qrels_kind", "dense_model"},
-    "dense_ft": set(),
-    "student": set(),
+    "synth": ("corpus", "generator"),
+    "cpt": ("base_model", "queries", "qrels", "corpus", "pairs"),
+    "sft": ("base_model", "queries", "qrels", "corpus", "run"),
+    "label": ("teacher", "queries", "corpus", "qrels", "qrels_kind", "dense_model"),
 }
 
 
 @dataclass(frozen=True)
 class PipelineConfig:
+    """One run's config: every stage's section is that stage's own typed config, validated when built; the
+    fields the pipeline fills itself (data paths, the previous stages' outputs) stay at their defaults here and
+    are set with :func:`dataclasses.replace` where the stage runs."""
+
     preset: str = "demo"
     teacher_model: str = "default"
     student_model: str = "default"
@@ -187,12 +192,14 @@ class PipelineConfig:
     synthesize: Literal["auto", "always", "never"] = "auto"
     #: finish with exit 0 even when the interpolated student does not beat the first stage on dev
     allow_regression: bool = False
-    synth: dict[str, Any] = field(default_factory=dict)
-    cpt: dict[str, Any] = field(default_factory=dict)
-    sft: dict[str, Any] = field(default_factory=dict)
+    synth: SynthConfig = field(default_factory=SynthConfig)
+    cpt: CPTConfig = field(default_factory=CPTConfig)
+    sft: SFTConfig = field(default_factory=SFTConfig)
     #: fine-tune the dense bi-encoder on the training qrels before labelling (a stronger dense teacher member)
-    dense_ft: dict[str, Any] = field(default_factory=dict)
-    label: dict[str, Any] = field(default_factory=dict)
+    dense_ft: DenseFineTuneConfig = field(default_factory=DenseFineTuneConfig)
+    label: LabelConfig = field(default_factory=LabelConfig)
+    #: :class:`distill.student.train.StudentTrainConfig` as a mapping, built by :meth:`student_config` (the
+    #: student's config module imports torch, which ``distilrank --help`` must not)
     student: dict[str, Any] = field(default_factory=dict)
     eval: EvalConfig = field(default_factory=EvalConfig)
     first_stage: FirstStageConfig = field(default_factory=FirstStageConfig)
@@ -204,51 +211,48 @@ class PipelineConfig:
             raise ConfigError(f"synthesize must be auto, always or never, got {self.synthesize!r}")
         if not isinstance(self.allow_regression, bool):
             raise ConfigError(f"allow_regression must be true or false, got {self.allow_regression!r}")
-        for name in ("synth", "cpt", "sft", "dense_ft", "label", "student"):
-            section = getattr(self, name)
-            if not isinstance(section, Mapping):
-                raise ConfigError(f"{name}: expected an object, got {type(section).__name__}")
-            owned = sorted(set(section) & _OWNED[name])
-            if owned:
-                raise ConfigError(f"{name}: {owned} are set by the pipeline itself (from the data flags and the "
+        for name, owned in _OWNED.items():
+            section, default = getattr(self, name), type(getattr(self, name))()
+            if not isinstance(section, type(default)):
+                raise ConfigError(f"{name}: expected a {type(default).__name__}, got {type(section).__name__}")
+            set_here = sorted(f for f in owned if getattr(section, f) != getattr(default, f))
+            if set_here:
+                raise ConfigError(f"{name}: {set_here} are set by the pipeline itself (from the data flags and the "
                                   "previous stages); remove them from the config")
-        self.stage_config("synth", corpus="c", generator="g")
-        self.stage_config("cpt", base_model="b", queries="q", qrels="r", corpus="c")
-        self.stage_config("sft", base_model="b", queries="q", qrels="r", corpus="c")
-        self.stage_config("label", teacher="t", queries="q", corpus="c")
-        self.stage_config("dense_ft")
-        self.stage_config("student")
+        if not isinstance(self.student, Mapping):
+            raise ConfigError(f"student: expected an object, got {type(self.student).__name__}")
+        self.student_config()
 
-    def stage_config(self, name: str, **owned: Any) -> Any:
-        """The validated config of stage ``name`` with the pipeline-owned fields given."""
+    def student_config(self, base: str | None = None) -> Any:
+        """The validated :class:`~distill.student.train.StudentTrainConfig` (``base``: the student base model)."""
         from distill.student.train import StudentTrainConfig
-        from distill.teacher.config import CPTConfig, LabelConfig, SFTConfig, SynthConfig
-        from distill.teacher.dense_ft import DenseFineTuneConfig
 
-        cls = {"synth": SynthConfig, "cpt": CPTConfig, "sft": SFTConfig, "label": LabelConfig,
-               "dense_ft": DenseFineTuneConfig, "student": StudentTrainConfig}[name]
-        if name == "student":
-            data = copy.deepcopy(dict(self.student))
-            if "base" in owned:
-                data["model"] = {**data.get("model", {}), "base": owned["base"]}
-            return from_mapping(cls, data, "student")
-        return from_mapping(cls, {**getattr(self, name), **owned}, name)
+        data = copy.deepcopy(dict(self.student))
+        if base is not None:
+            data["model"] = {**data.get("model", {}), "base": base}
+        return from_mapping(StudentTrainConfig, data, "student")
 
     def uses_llm(self) -> bool:
         label = self.label
-        source = label.get("source", "llm")
-        members = label.get("members", ("llm", "dense", "bm25"))
-        if source == "llm":
+        if label.source == "llm":
             return True
-        if source != "ensemble" or "llm" not in members:
+        if label.source != "ensemble" or "llm" not in label.members:
             return False
-        weights = label.get("weights")
-        return weights is None or float(weights.get("llm", 0.0)) > 0
+        return label.weights is None or float(label.weights.get("llm", 0.0)) > 0
 
     def to_dict(self) -> dict[str, Any]:
-        from dataclasses import asdict
+        """JSON-ready, each section through its own ``to_dict`` (which keeps secrets such as API keys out)."""
+        import dataclasses
 
-        return asdict(self)
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if hasattr(value, "to_dict"):
+                value = value.to_dict()
+            elif dataclasses.is_dataclass(value):
+                value = to_dict(value)
+            out[f.name] = copy.deepcopy(value)
+        return out
 
 
 _SECTIONS = {f for f in PipelineConfig.__dataclass_fields__}

@@ -23,11 +23,13 @@ from __future__ import annotations
 import json
 import logging
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from distill.core.atomic_io import atomic_write, write_json
 from distill.core.formats import Run, read_corpus, read_qrels, read_queries
+from distill.core.stage_runner import Stage, StageResult, StageRunner
 from distill.pipeline.context import PipelineContext, PipelineInputs
 from distill.pipeline.data_stages import (
     step_first_stage,
@@ -38,7 +40,6 @@ from distill.pipeline.data_stages import (
 )
 from distill.pipeline.model_stages import read_eval_runs, step_compress, step_eval, step_serve, step_student
 from distill.pipeline.report import METRICS, SYSTEMS, PipelineReport
-from distill.core.stage_runner import Stage, StageResult, StageRunner
 from distill.presets import PipelineConfig
 
 __all__ = ["METRICS", "STEPS", "SYSTEMS", "PipelineContext", "PipelineInputs", "PipelineReport", "Stage",
@@ -67,8 +68,8 @@ def _context(inputs: PipelineInputs, config: PipelineConfig, out: Path) -> Pipel
     if config.eval.max_queries:
         keep = [q for q in eval_queries if q in eval_qrels][: config.eval.max_queries]
         eval_queries, eval_qrels = {q: eval_queries[q] for q in keep}, {q: eval_qrels[q] for q in keep}
-    label_base = config.stage_config("label", teacher="pending", queries="pending", corpus=str(inputs.corpus),
-                                     dense_model=student_model if config.student_model == "tiny" else "default")
+    label_base = replace(config.label, corpus=str(inputs.corpus),
+                         dense_model=student_model if config.student_model == "tiny" else "default")
     factory = SourceFactory(label_base, corpus, out / "cache")  # one BM25 and one dense index for the whole run
     return PipelineContext(inputs, config, out, StageRunner(out), corpus, eval_queries, eval_qrels, teacher_model,
                            student_model, factory, label_base)

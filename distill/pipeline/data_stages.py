@@ -12,9 +12,19 @@ from pathlib import Path
 from typing import Any
 
 from distill.core.errors import ConfigError, DataError
-from distill.core.formats import Qrels, Query, Run, read_qrels, read_queries, write_qrels, write_queries, write_run
-from distill.pipeline.context import PipelineContext
+from distill.core.formats import (
+    Qrels,
+    Query,
+    Run,
+    read_qrels,
+    read_queries,
+    write_qrels,
+    write_queries,
+    write_run,
+)
 from distill.core.stage_runner import Stage
+from distill.pipeline.context import PipelineContext
+from distill.teacher.config import LabelConfig
 
 __all__ = ["step_first_stage", "step_first_stage_train", "step_label", "step_teacher", "step_training_data"]
 
@@ -42,7 +52,7 @@ def _combine_training_sets(parts: Sequence[tuple[Path, Path]], out: Path) -> dic
 def build_synthesize(ctx: PipelineContext) -> Stage:
     from distill.teacher.synthesize import synthesize_queries
 
-    synth_cfg = ctx.config.stage_config("synth", corpus=str(ctx.inputs.corpus), generator=ctx.teacher_model)
+    synth_cfg = replace(ctx.config.synth, corpus=str(ctx.inputs.corpus), generator=ctx.teacher_model)
     factory, label_base = ctx.factory, ctx.label_base
     dense = factory.dense_retriever if label_base.n_dense or "dense" in label_base.members else None
 
@@ -142,14 +152,13 @@ def step_teacher(ctx: PipelineContext) -> None:
     from distill.teacher import run_cpt, run_sft
 
     train_q, train_qrels, corpus = str(ctx.train_queries), str(ctx.train_qrels), str(ctx.inputs.corpus)
-    cpt_cfg = ctx.config.stage_config("cpt", base_model=ctx.teacher_model, queries=train_q, qrels=train_qrels,
-                                      corpus=corpus)
+    cpt_cfg = replace(ctx.config.cpt, base_model=ctx.teacher_model, queries=train_q, qrels=train_qrels, corpus=corpus)
     cpt = ctx.runner.run(Stage("teacher_cpt", {**_key(cpt_cfg.to_dict(), "queries", "qrels", "corpus"),
                                                "base_model": ctx.config.teacher_model},
                                lambda d: {"model": run_cpt(cpt_cfg, d)}, inputs=ctx.train_inputs,
                                upstream=ctx.data_upstream))
-    sft_cfg = ctx.config.stage_config("sft", base_model=str(cpt.outputs["model"]), queries=train_q, qrels=train_qrels,
-                                      corpus=corpus, run=str(ctx.train_run))
+    sft_cfg = replace(ctx.config.sft, base_model=str(cpt.outputs["model"]), queries=train_q, qrels=train_qrels,
+                      corpus=corpus, run=str(ctx.train_run))
     sft = ctx.runner.run(Stage("teacher_sft", _key(sft_cfg.to_dict(), "base_model", "queries", "qrels", "corpus", "run"),
                                lambda d: {"model": run_sft(sft_cfg, d)},
                                inputs=ctx.train_inputs, upstream=[cpt, ctx.result("first_stage_train")]))
@@ -157,17 +166,17 @@ def step_teacher(ctx: PipelineContext) -> None:
     ctx.teacher_upstream = [cpt, sft]
 
 
-def _label_config(ctx: PipelineContext) -> Any:
-    llm_dir = ctx.llm_dirs.get("sft" if ctx.config.label.get("llm_score", "head") == "head" else "cpt")
-    return ctx.config.stage_config("label", teacher=str(llm_dir or "unused"), queries=str(ctx.train_queries),
-                                   corpus=str(ctx.inputs.corpus), qrels=str(ctx.train_qrels),
-                                   qrels_kind=ctx.qrels_kind, dense_model=ctx.label_base.dense_model)
+def _label_config(ctx: PipelineContext) -> LabelConfig:
+    llm_dir = ctx.llm_dirs.get("sft" if ctx.config.label.llm_score == "head" else "cpt")
+    return replace(ctx.config.label, teacher=str(llm_dir or "unused"), queries=str(ctx.train_queries),
+                   corpus=str(ctx.inputs.corpus), qrels=str(ctx.train_qrels), qrels_kind=ctx.qrels_kind,  # type: ignore[arg-type]
+                   dense_model=ctx.label_base.dense_model)
 
 
-def step_dense_ft(ctx: PipelineContext, label_cfg: Any) -> Any:
+def step_dense_ft(ctx: PipelineContext, label_cfg: LabelConfig) -> LabelConfig:
     """Fine-tune the dense member on real training qrels (the ensemble's fit queries held out); returns the label
     config pointing at the tuned model, or ``label_cfg`` unchanged when the stage does not apply."""
-    dense_ft = ctx.config.stage_config("dense_ft")
+    dense_ft = ctx.config.dense_ft
     if not (dense_ft.enabled and "dense" in label_cfg.used_sources):
         return label_cfg
     if ctx.qrels_kind != "real":

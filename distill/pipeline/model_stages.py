@@ -11,10 +11,19 @@ from typing import Any
 
 from distill.core.atomic_io import atomic_dir, write_json
 from distill.core.errors import DataError
-from distill.core.formats import Qrels, Run, read_qrels, read_queries, read_run, write_qrels, write_queries, write_run
+from distill.core.formats import (
+    Qrels,
+    Run,
+    read_qrels,
+    read_queries,
+    read_run,
+    write_qrels,
+    write_queries,
+    write_run,
+)
 from distill.core.interpolation import Interpolation, interpolate_runs
-from distill.pipeline.context import PipelineContext, ServedModel
 from distill.core.stage_runner import Stage, StageResult
+from distill.pipeline.context import PipelineContext, ServedModel
 
 __all__ = ["step_compress", "step_eval", "step_serve", "step_student"]
 
@@ -24,7 +33,7 @@ SERVE_DIR = "serve"
 
 
 def _student_config(ctx: PipelineContext) -> Any:
-    return ctx.config.stage_config("student", base=ctx.student_model)
+    return ctx.config.student_config(base=ctx.student_model)
 
 
 def _dev_eligible(ctx: PipelineContext) -> set[str] | None:

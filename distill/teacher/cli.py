@@ -215,6 +215,7 @@ def _stage(out: str, cfg: Any, body: Any) -> dict[str, Any]:
     contents, resumed when interrupted; the files the config names are hashed by content."""
     from distill.core.stage_runner import run_standalone
 
+    cfg.require_data()  # before the stage directory is made: bad arguments leave nothing behind
     config = cfg.to_dict()
     files = {k: v for k, v in config.items() if k in _INPUT_FIELDS and isinstance(v, str)}
     return run_standalone(out, config, body, files)

@@ -113,11 +113,15 @@ class CPTConfig(TrainConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        _check("{query}" in self.prompt_template, "prompt_template must contain {query}")
+        _check(self.max_pairs >= 0, f"max_pairs must be >= 0, got {self.max_pairs}")
+
+    def require_data(self) -> CPTConfig:
+        """The data fields are checked where the stage runs (a pipeline section leaves them to the pipeline)."""
         from_qrels = self.queries and self.qrels and self.corpus
         _check(bool(self.pairs) != bool(from_qrels),
                "CPT needs exactly one data source: --pairs JSONL, or --queries + --qrels + --corpus")
-        _check("{query}" in self.prompt_template, "prompt_template must contain {query}")
-        _check(self.max_pairs >= 0, f"max_pairs must be >= 0, got {self.max_pairs}")
+        return self
 
 
 @dataclass(frozen=True)
@@ -156,7 +160,6 @@ class SFTConfig(TrainConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _check(bool(self.queries and self.qrels and self.corpus), "SFT needs --queries, --qrels and --corpus")
         _check(self.num_negatives >= 1, f"num_negatives must be >= 1, got {self.num_negatives}")
         _check(self.negative_depth >= self.num_negatives,
                f"negative_depth ({self.negative_depth}) must be >= num_negatives ({self.num_negatives})")
@@ -165,6 +168,11 @@ class SFTConfig(TrainConfig):
         _check("{query}" in self.template and ("{text}" in self.template or "{title}" in self.template),
                "template must contain {query} and {text} (and optionally {title})")
         _check(self.max_queries >= 0, f"max_queries must be >= 0, got {self.max_queries}")
+
+    def require_data(self) -> SFTConfig:
+        """The data fields are checked where the stage runs (a pipeline section leaves them to the pipeline)."""
+        _check(bool(self.queries and self.qrels and self.corpus), "SFT needs --queries, --qrels and --corpus")
+        return self
 
 
 LabelSource = Literal["llm", "run", "endpoint", "openai", "dense", "bm25", "ensemble"]
@@ -244,8 +252,6 @@ class LabelConfig:
         for m in self.members:
             _one_of("ensemble member", m, tuple(x for x in _LABEL_SOURCES if x != "ensemble"))
         _check(self.source != "ensemble" or len(self.members) >= 1, "an ensemble needs at least one member")
-        _check("llm" not in used or bool(self.teacher),
-               "the llm source needs --teacher (a `distilrank teacher sft` dir, or any causal LM dir with llm_score=qlm)")
         _check("run" not in used or bool(self.run), "the run source needs --run (a TREC run file of the teacher)")
         _check("endpoint" not in used or bool(self.endpoint_url), "the endpoint source needs --endpoint-url")
         _check("openai" not in used or bool(self.endpoint_url),
@@ -256,7 +262,6 @@ class LabelConfig:
             from distill.teacher._endpoint import check_url
 
             check_url(self.endpoint_url, "--endpoint-url")  # a URL with no host is exit 2 now, not after retries
-        _check(bool(self.queries and self.corpus), "label needs --queries and --corpus")
         _check(min(self.n_bm25, self.n_dense, self.n_random) >= 0, "n_bm25, n_dense and n_random must be >= 0")
         _check(self.source == "run" or self.n_bm25 + self.n_dense + self.n_random > 0 or self.qrels is not None,
                "no candidate source: set n_bm25, n_dense or n_random > 0")
@@ -268,6 +273,13 @@ class LabelConfig:
                    f"weights must map ensemble members {list(self.members)} to numbers, got {self.weights!r}")
         self.shard_index()
         _one_of("device", self.device, ("auto", "cpu", "cuda"))
+
+    def require_data(self) -> LabelConfig:
+        """The data and teacher fields are checked where the stage runs (the pipeline fills them itself)."""
+        _check("llm" not in self.used_sources or bool(self.teacher),
+               "the llm source needs --teacher (a `distilrank teacher sft` dir, or any causal LM dir with llm_score=qlm)")
+        _check(bool(self.queries and self.corpus), "label needs --queries and --corpus")
+        return self
 
     @property
     def used_sources(self) -> frozenset[str]:
@@ -313,12 +325,16 @@ class SynthConfig:
     device: Device = "auto"
 
     def __post_init__(self) -> None:
-        _check(bool(self.corpus), "synthesize needs --corpus")
         _check(self.num_docs >= 1 and self.crop_sentences >= 1, "num_docs and crop_sentences must be >= 1")
         _check(1 <= self.min_words <= self.max_words, f"need 1 <= min_words <= max_words, got {self.min_words}, {self.max_words}")
         _check(self.max_new_tokens >= 4 and self.batch_size >= 1, "max_new_tokens must be >= 4 and batch_size >= 1")
         _check(self.roundtrip_k >= 0, f"roundtrip_k must be >= 0 (0 = no round-trip filter), got {self.roundtrip_k}")
         _one_of("device", self.device, ("auto", "cpu", "cuda"))
+
+    def require_data(self) -> SynthConfig:
+        """The corpus is checked where the stage runs (the pipeline fills it itself)."""
+        _check(bool(self.corpus), "synthesize needs --corpus")
+        return self
 
     def to_dict(self) -> dict[str, Any]:
         return to_dict(self)

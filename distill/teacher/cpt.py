@@ -74,6 +74,7 @@ def _inputs(config: CPTConfig) -> dict[str, str]:
 def run_cpt(config: CPTConfig, out_dir: str | Path, progress: bool = False) -> Path:
     """Train (or resume from the checkpoints in ``out_dir``) and return the HF causal-LM directory ``out_dir/model``;
     whether a finished run is reused is the stage runner's decision, not this function's."""
+    config.require_data()
     out_dir = Path(out_dir)
     model_dir = out_dir / CPT_MODEL_SUBDIR
     resolved = config.to_dict()

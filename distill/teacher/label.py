@@ -302,6 +302,7 @@ def _claim_labels(out: Path, teacher: LabelsTeacher, done: set[str]) -> None:
 def run_label(config: LabelConfig, out_dir: str | Path, progress: bool = False,
               corpus: Mapping[str, Document] | None = None, factory: SourceFactory | None = None) -> Path:
     """Label (or resume labelling) the configured queries; returns the labels file."""
+    config.require_data()
     out_dir = Path(out_dir)
     out = out_dir / LABELS_FILE
     resolved = config.to_dict()

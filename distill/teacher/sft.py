@@ -129,6 +129,7 @@ def run_sft(config: SFTConfig, out_dir: str | Path, progress: bool = False) -> P
     """Train (or resume, or skip if complete) the ranker; returns the teacher dir ``out_dir/teacher``."""
     from transformers import AutoModelForCausalLM
 
+    config.require_data()
     out_dir = Path(out_dir)
     teacher_dir = out_dir / TEACHER_SUBDIR
     resolved = config.to_dict()

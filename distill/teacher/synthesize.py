@@ -211,6 +211,7 @@ def synthesize_queries(config: SynthConfig, out_dir: str | Path, progress: bool 
 
     ``bm25`` / ``dense``: built indexes to reuse for the round trip (BM25 is built when not given).
     """
+    config.require_data()
     out_dir = Path(out_dir)
     q_path, qrels_path = out_dir / QUERIES_FILE, out_dir / QRELS_FILE
     resolved = config.to_dict()

@@ -81,7 +81,7 @@ def test_label_schema_sources_scores_and_resume(tiny_teacher, demo_data, tmp_pat
 
 def test_label_config_errors():
     with pytest.raises(ConfigError, match="the llm source needs --teacher"):
-        LabelConfig(queries="q", corpus="c")
+        LabelConfig(queries="q", corpus="c").require_data()
     with pytest.raises(ConfigError, match="the run source needs --run"):
         LabelConfig(source="run", queries="q", corpus="c")
     with pytest.raises(ConfigError, match="the endpoint source needs --endpoint-url"):

@@ -93,7 +93,7 @@ def test_sft_negatives_never_judged_positive():
 
 def test_configs_validate_and_load(tmp_path):
     with pytest.raises(ConfigError, match="exactly one data source"):
-        CPTConfig()
+        CPTConfig().require_data()
     with pytest.raises(ConfigError, match="negative_depth .* must be >= num_negatives"):
         SFTConfig(queries="q", qrels="r", corpus="c", num_negatives=5, negative_depth=3)
     with pytest.raises(ConfigError, match="device must be one of"):
