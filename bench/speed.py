@@ -18,6 +18,17 @@ calibrated static per-channel QDQ with the first/last layer and the attention pr
     python -m bench speed --student L6=runs/student/model --student L3=exp/l3/student/model \\
         --drop L3-dropped=runs/student/model:3 --caps 32:160 --caps 32:96 --int8 L3
 
+``--backend`` (repeatable) measures each variant under several runtimes and precisions side by side instead:
+``onnxruntime-fp32``, ``onnxruntime-int8`` (the ``--int8-recipe``), ``openvino-fp32``, ``openvino-bf16`` and
+``openvino-int8`` (NNCF, calibrated on train queries), the names of the exporter's recipes. Every compiled model is
+warmed up first (a first call allocates, and OpenVINO compiles shapes on first use); then the rounds interleave:
+each test query is scored by every backend in turn (rotating which goes first), and each latency round runs every
+backend once, so load from other work on a shared machine falls on all rows alike:
+
+    python -m bench speed --student L6=runs/student/model --caps model --max-queries 40 \\
+        --backend onnxruntime-fp32 --backend onnxruntime-int8 --backend openvino-fp32 \\
+        --backend openvino-bf16 --backend openvino-int8
+
 Writes OUT/PREFIX.{json,md} and PREFIX_pareto.png (default PREFIX: speed). Ratios are against the first variant
 (the first ``--student`` at the first ``--caps``); compare rows of one run only (the machine is shared). Current
 figures: docs/results.md, "Speed at quality".
@@ -187,6 +198,126 @@ def _measure(name: str, src: Path, work: Path, precision: str, caps: TokenCaps, 
     return row
 
 
+#: --backend values: the exporter's recipe names (onnxruntime-int8 = the --int8-recipe)
+BACKENDS = ("onnxruntime-fp32", "onnxruntime-int8", "openvino-fp32", "openvino-bf16", "openvino-int8")
+
+
+def backend_scorer(backend: str, src: Path, work: Path, caps: TokenCaps, inp: _Inputs, int8_recipe: str,
+                   threads: int | None, sessions: int | None) -> Any:
+    """The scorer of one ``--backend`` over ``src``, built as the exporter builds that recipe and served as the
+    ranker serves it (pairs per call, sessions or streams from :func:`session_layout`)."""
+    from export import calibration_batches, convert_to_ir, quantize_openvino_int8
+    from export.scorers import onnx_scorer, openvino_scorer
+
+    if backend.startswith("onnxruntime-"):
+        precision = backend.rsplit("-", 1)[1]
+        per_call = INT8_RECIPES[int8_recipe].batch_size(16) if precision == "int8" else 16
+        path = export_variant(src, work, precision, inp.calib_pairs, caps, int8_recipe)
+        return onnx_scorer(path, src, caps, per_call, threads=threads, sessions=sessions)
+    export_variant(src, work, "fp32", inp.calib_pairs, caps)  # the plain export the IR is converted from
+    ir = work / "openvino" / "openvino_model.xml"
+    if not ir.exists():
+        convert_to_ir(work / "raw" / "model.onnx", ir.parent)
+    precision = backend.rsplit("-", 1)[1]
+    if precision == "int8":
+        label = _caps_label(caps).replace("/", "_").replace(":", "_")
+        batches = calibration_batches(onnx_scorer(work / "raw" / "model.onnx", src, caps), inp.calib_pairs)
+        ir = quantize_openvino_int8(ir, work / f"openvino_int8_{label}", batches)
+    return openvino_scorer(ir, src, caps, precision, 16, threads=threads, sessions=sessions)
+
+
+def _load_round(scorer: Any, requests: list[list[tuple[str, str]]], users: int) -> tuple[list[float], float]:
+    """One pass of ``users`` threads over every request (each starting at a different one): per-request ms, wall s."""
+    import threading
+
+    times: list[float] = []
+    lock = threading.Lock()
+
+    def user(offset: int) -> None:
+        for k in range(len(requests)):
+            t0 = time.perf_counter()
+            scorer.score_pairs(requests[(k + offset) % len(requests)])
+            with lock:
+                times.append(1000 * (time.perf_counter() - t0))
+
+    t0 = time.perf_counter()
+    pool = [threading.Thread(target=user, args=(u,)) for u in range(users)]
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join()
+    return times, time.perf_counter() - t0
+
+
+def _interleaved(scorers: dict[str, Any], inp: _Inputs, reps: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Throughput pass and latency rounds with the backends interleaved: (per backend: seconds and run,
+    per backend: latency summaries)."""
+    names = list(scorers)
+    secs = dict.fromkeys(names, 0.0)
+    runs: dict[str, dict[str, dict[str, float]]] = {n: {} for n in names}
+    for i, q in enumerate(q for q in inp.qids if inp.eval_pairs[q]):
+        for name in names[i % len(names):] + names[:i % len(names)]:
+            t0 = time.perf_counter()
+            scores = scorers[name].score_pairs(inp.eval_pairs[q])
+            secs[name] += time.perf_counter() - t0
+            runs[name][q] = dict(zip(inp.eval_ids[q], map(float, scores), strict=True))
+    latency: dict[str, dict[str, Any]] = {n: {} for n in names}
+    for n_docs in (20, 50):
+        for users in (1, 2):
+            times: dict[str, list[float]] = {n: [] for n in names}
+            walls = dict.fromkeys(names, 0.0)
+            for rep in range(reps):
+                for name in names[rep % len(names):] + names[:rep % len(names)]:
+                    t, w = _load_round(scorers[name], inp.requests[n_docs], users)
+                    times[name] += t
+                    walls[name] += w
+            for name in names:
+                arr = np.asarray(times[name])
+                pairs = sum(len(r) for r in inp.requests[n_docs]) * reps * users
+                latency[name][f"x{n_docs}_u{users}"] = {
+                    "p50_ms": float(np.percentile(arr, 50)), "p95_ms": float(np.percentile(arr, 95)),
+                    "pairs_per_s": pairs / walls[name], "n": len(arr)}
+    return {n: (secs[n], runs[n]) for n in names}, latency
+
+
+def _measure_backends(name: str, src: Path, work: Path, caps: TokenCaps, inp: _Inputs, backends: tuple[str, ...],
+                      int8_recipe: str, threads: int | None, sessions: int | None, reps: int) -> list[dict[str, Any]]:
+    """One row per backend of one variant, measured side by side (see the module docstring)."""
+    from distill.core.cross_encoder import session_layout
+
+    hf = json.loads((src / "config.json").read_text())
+    scorers = {b: backend_scorer(b, src, work / name, caps, inp, int8_recipe, threads, sessions) for b in backends}
+    warm = inp.eval_pairs[inp.qids[0]]
+    for scorer in scorers.values():  # every compiled model (every replica) allocated, every shape seen once
+        scorer.warmup(*zip(*inp.requests[50][0], strict=True))
+        for _ in range(2):
+            scorer.score_pairs(warm)
+            scorer.score_pairs(inp.requests[50][0])
+    tokens = [len(r[0]) for q in inp.qids if inp.eval_pairs[q]
+              for r in scorers[backends[0]].encoder.encode(*zip(*inp.eval_pairs[q], strict=True))]
+    flops = sum(flops_per_pair(n, hf) for n in tokens)
+    n_pairs = sum(len(p) for p in inp.eval_pairs.values())
+    passes, latency = _interleaved(scorers, inp, reps)
+    rows = []
+    for backend, scorer in scorers.items():
+        secs, run = passes[backend]
+        backend_obj = scorer.backend
+        rows.append({"variant": name, "layers": hf["num_hidden_layers"], "backend": backend,
+                     "precision": backend.rsplit("-", 1)[1],
+                     "int8_recipe": int8_recipe if backend == "onnxruntime-int8" else None,
+                     "pairs_per_call": scorer.batch_size, "sessions": len(scorer.backends),
+                     "threads_per_session": getattr(backend_obj, "threads", None)
+                     or session_layout(scorer.batch_size, threads, sessions)[1],
+                     "caps": _caps_label(caps),
+                     "ndcg@10": evaluate({q: inp.qrels[q] for q in run}, run, ["ndcg@10"]).metrics["ndcg@10"],
+                     "pairs_per_s": n_pairs / secs, "mean_real_tokens": float(np.mean(tokens)),
+                     "achieved_gflops": flops / secs / 1e9, "latency": latency[backend]})
+        scorer.close()
+        logger.info("%s %s %s: nDCG@10 %.4f, %.1f pairs/s, x20 p95 %.0f ms", name, backend, rows[-1]["caps"],
+                    rows[-1]["ndcg@10"], rows[-1]["pairs_per_s"], latency[backend]["x20_u1"]["p95_ms"])
+    return rows
+
+
 @command(__doc__)
 @click.option("--student", multiple=True, metavar="NAME=DIR", help="a trained student (HF dir)")
 @click.option("--drop", multiple=True, metavar="NAME=DIR:K",
@@ -195,6 +326,9 @@ def _measure(name: str, src: Path, work: Path, precision: str, caps: TokenCaps, 
               help="query:document token caps [default: 32:160]; 'model' = each student's own trained budget "
                    "(its scoring.json: e.g. query <= 32, the document the rest of a 192-token pair)")
 @click.option("--int8", multiple=True, metavar="NAME", help="also measure this variant in int8")
+@click.option("--backend", "backends", multiple=True, type=click.Choice(BACKENDS),
+              help="measure every variant under these runtimes and precisions, side by side in interleaved rounds "
+                   "(repeat; the first is the baseline of the ratios) [default: fp32 and --int8 on ONNX Runtime]")
 @click.option("--int8-recipe", type=click.Choice(list(INT8_RECIPES)), default="dynamic",
               help="dynamic (the exporter's default: one pair per ONNX call) or static-edges (batched)")
 @click.option("--data", type=click.Path(path_type=Path), default=REPO.parent / "shared" / "data" / "beir-scifact")
@@ -207,7 +341,8 @@ def _measure(name: str, src: Path, work: Path, precision: str, caps: TokenCaps, 
 @click.option("--out", type=click.Path(path_type=Path), default=REPO / "bench" / "results")
 @click.option("--prefix", default="speed")
 def main(student: tuple[str, ...], drop: tuple[str, ...], caps: tuple[str, ...], int8: tuple[str, ...],
-         int8_recipe: str, data: Path, depth: int, max_queries: int, latency_queries: int, reps: int,
+         backends: tuple[str, ...], int8_recipe: str, data: Path, depth: int, max_queries: int, latency_queries: int,
+         reps: int,
          threads: int | None, sessions: int | None, out: Path, prefix: str) -> int:
     caps_list = [_parse_caps(c) for c in (caps or ["32:160"])]
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -219,7 +354,9 @@ def main(student: tuple[str, ...], drop: tuple[str, ...], caps: tuple[str, ...],
     from export.layers import keep_layers
 
     t_start = time.perf_counter()
-    inp = _inputs(data, depth, max_queries, latency_queries, bool(int8) and int8_recipe == "static-edges")
+    calibrate = bool(int8 or "onnxruntime-int8" in backends) and int8_recipe == "static-edges" \
+        or "openvino-int8" in backends
+    inp = _inputs(data, depth, max_queries, latency_queries, calibrate)
     models: list[tuple[str, Path]] = []
     for spec in student:
         name, path = spec.split("=", 1)
@@ -233,6 +370,12 @@ def main(student: tuple[str, ...], drop: tuple[str, ...], caps: tuple[str, ...],
             path, k = rest.rsplit(":", 1)
             models.append((name, keep_layers(path, int(k), work / f"{name}_hf")))
         for name, src in models:
+            if backends:
+                for spec_caps in caps_list:
+                    token_caps = load_caps(src) if spec_caps == "model" else TokenCaps(sum(spec_caps) + 3, *spec_caps)
+                    rows += _measure_backends(name, src, work, token_caps, inp, backends, int8_recipe, threads,
+                                              sessions, reps)
+                continue
             for precision in ["fp32"] + (["int8"] if name in int8 else []):
                 for spec_caps in caps_list:
                     token_caps = load_caps(src) if spec_caps == "model" else TokenCaps(sum(spec_caps) + 3, *spec_caps)
@@ -297,6 +440,8 @@ def _markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         lat = r["latency"]
         cell = [f"{lat[k]['p50_ms']:.0f}/{lat[k]['p95_ms']:.0f}" for k in ("x20_u1", "x20_u2", "x50_u1", "x50_u2")]
         recipe = f" {r['int8_recipe']}" if r.get("int8_recipe") else ""
+        if r.get("backend"):
+            recipe = f" ({r['backend'].rsplit('-', 1)[0]}{recipe})"
         lines.append(f"| {r['variant']} | {r['layers']} | {r['precision']}{recipe} | {r.get('pairs_per_call', 16)} | "
                      f"{r['sessions']}×{r['threads_per_session']} | {r['caps']} | {r['ndcg@10']:.4f} | "
                      f"{r['ndcg_delta_points_vs_first']:+.1f} | {r['pairs_per_s']:.1f} | "
@@ -316,9 +461,10 @@ def _plot(rows: list[dict[str, Any]], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for r in rows:
         ax.scatter(r["pairs_per_s"], r["ndcg@10"], marker="o" if r["precision"] == "fp32" else "s")
-        ax.annotate(f"{r['variant']} {r['precision']} {r['caps']}", (r["pairs_per_s"], r["ndcg@10"]), fontsize=7,
+        label = f"{r['variant']} {r.get('backend') or r['precision']} {r['caps']}"
+        ax.annotate(label, (r["pairs_per_s"], r["ndcg@10"]), fontsize=7,
                     xytext=(3, 3), textcoords="offset points")
-    ax.set_xlabel("pairs/s (1 user, ORT sessions as served)")
+    ax.set_xlabel("pairs/s (1 user, sessions or streams as served)")
     ax.set_ylabel("nDCG@10")
     ax.set_title("speed vs quality (higher and further right is better)")
     ax.grid(alpha=0.3)
