@@ -8,7 +8,7 @@ exact semantics: :func:`rescore_hits` over a :class:`RankerPool`.
 from __future__ import annotations
 
 from ._build import build_plugin
-from ._first_stage import MAX_TOP_K, IndexInfo, ensure_index, retrieve_run, retrieve_to_file
+from ._first_stage import MAX_TOP_K, IndexInfo, ensure_index, index_exists, retrieve_run, retrieve_to_file
 from ._index import (
     DEFAULT_ANALYZER,
     INDEX_BODY,
@@ -72,6 +72,7 @@ __all__ = [
     "distilrank_home",
     "document_text",
     "ensure_index",
+    "index_exists",
     "find_java_home",
     "index_body",
     "install",

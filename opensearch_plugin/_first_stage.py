@@ -60,6 +60,11 @@ def _connect(url: str, timeout: float = 30.0):
     return os_client
 
 
+def index_exists(url: str, index: str) -> bool:
+    """Whether ``index`` exists at ``url`` (exit 3 naming the URL when the node does not answer)."""
+    return bool(_connect(url).indices.exists(index=index))
+
+
 def _stored_meta(os_client, index: str) -> dict[str, object] | None:
     mapping = os_client.indices.get_mapping(index=index)
     meta = next(iter(mapping.values()))["mappings"].get("_meta") or {}

@@ -11,6 +11,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
+from distill.core.atomic_io import write_json
 from distill.core.errors import ConfigError, DataError
 from distill.core.formats import (
     Qrels,
@@ -100,10 +101,27 @@ def _first_stage_config(ctx: PipelineContext, top_k: int) -> dict[str, Any]:
 def _retrieve(ctx: PipelineContext, queries: Mapping[str, Query], top_k: int) -> Run:
     fs = ctx.config.first_stage
     if fs.kind == "opensearch":
-        from opensearch_plugin import retrieve_run
+        from opensearch_plugin import ensure_index, index_exists, retrieve_run
 
+        if not index_exists(str(fs.url), str(fs.index)):  # a missing index is built from the corpus; one that
+            ensure_index(str(fs.url), str(fs.index), ctx.inputs.corpus)  # exists is the user's: used as it is
         return retrieve_run(str(fs.url), str(fs.index), queries, top_k)
     return ctx.factory.bm25_index.search(queries, top_k=top_k)
+
+
+def _write_first_stage(d: Path, run: Run, tag: str) -> dict[str, Path]:
+    """The run as TREC, and as JSON with every score exactly and each query's hits in the first stage's own order
+    (the engine's, ties included), which is the window the plugin rescores."""
+    return {"run": write_run(d / "run.trec", run, tag=tag),
+            "ordered": write_json(d / "run.json", {q: list(docs.items()) for q, docs in run.items()})}
+
+
+def _read_first_stage(outputs: Mapping[str, Path]) -> Run:
+    from distill.core.formats import read_run
+
+    if "ordered" in outputs:
+        return {q: dict(hits) for q, hits in json.loads(outputs["ordered"].read_text()).items()}
+    return read_run(outputs["run"])
 
 
 def step_first_stage(ctx: PipelineContext) -> None:
@@ -122,10 +140,10 @@ def step_first_stage(ctx: PipelineContext) -> None:
     else:
         top_k, tag = ctx.config.first_stage.top_k, ctx.config.first_stage.kind
         stage = Stage("first_stage", {**_first_stage_config(ctx, top_k), "qids": qids},
-                      lambda d: {"run": write_run(d / "run.trec", _retrieve(ctx, ctx.eval_queries, top_k), tag=tag)},
+                      lambda d: _write_first_stage(d, _retrieve(ctx, ctx.eval_queries, top_k), tag),
                       inputs={"corpus": ctx.inputs.corpus, "eval_queries": ctx.inputs.eval_queries})
     fs = ctx.runner.run(stage)
-    run = read_run(fs.outputs["run"])
+    run = _read_first_stage(fs.outputs)
     first_stage = {q: run.get(q, {}) for q in ctx.eval_queries}
     ctx.drop_ids, ctx.drop_reason = resolve_identical_ids(ctx.config.eval.ignore_identical_ids, [first_stage],
                                                           ctx.eval_qrels, ctx.corpus)

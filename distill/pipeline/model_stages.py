@@ -251,11 +251,22 @@ def _eval_served(ctx: PipelineContext, d: Path) -> dict[str, Path]:
     assert ctx.served is not None
     card = load_model_card(ctx.served.dir)
     scorer = onnx_scorer(ctx.served.dir / card.onnx_file, ctx.served.dir, card.token_caps, card.pairs_per_call or 16)
-    run = scorer.rerank(ctx.corpus, ctx.eval_queries, ctx.first_stage, ctx.config.eval.top_k)
+    run = scorer.rerank(ctx.corpus, ctx.eval_queries, eval_window(ctx), ctx.config.eval.top_k)
     scorer.close()
     blended = interpolate_runs(ctx.first_stage, run, ctx.served.interpolation)
     return {"run": write_run(d / "run.trec", run, tag="student"),
             "interpolated": write_run(d / "interpolated.trec", blended, tag="student_interpolated")}
+
+
+def eval_window(ctx: PipelineContext) -> Run:
+    """The hits the served model rescores per eval query: the first stage's top ``eval.top_k``. From OpenSearch
+    that is its first hits in the engine's own order (ties included), exactly the window the plugin sees."""
+    from distill.core.cross_encoder import top_candidates
+
+    depth = ctx.config.eval.top_k
+    if ctx.config.first_stage.kind == "opensearch" and ctx.inputs.eval_run is None:
+        return {q: dict(list(docs.items())[:depth]) for q, docs in ctx.first_stage.items()}
+    return {q: {d: docs[d] for d in top_candidates(q, docs, depth)} for q, docs in ctx.first_stage.items()}
 
 
 def step_eval(ctx: PipelineContext) -> tuple[StageResult, StageResult]:

@@ -565,3 +565,39 @@ def test_locust_opensearch_scenario_against_plugin_and_real_ranker(pointed_at_re
     result = json.loads((tmp_path / "out" / "slo_result.json").read_text())
     assert result["measured"]["POST /_search+rescore"]["requests"] > 0
     assert result["measured"]["POST /_search+rescore"]["failures"] == 0
+
+
+def test_the_pipeline_report_is_what_opensearch_returns(node, demo_indexes, tmp_path: Path) -> None:
+    """One path from data to OpenSearch: the pipeline (tiny preset, every bundled test query) takes the serving
+    index as its first stage and ends in OUT/serve; `distilrank serve --model OUT/serve` behind the plugin and
+    `distilrank opensearch evaluate` with no weight or mode flags (the window is the card's: the report's rerank
+    depth; one shard) return, on every eval query, the top 10 of the report's student_interpolated run, and the
+    same nDCG@10 within 0.001."""
+    from distill.core.evaluation import evaluate
+    from distill.core.formats import read_qrels, read_run
+
+    cfg = tmp_path / "cfg.json"
+    cfg.write_text(json.dumps({"eval": {"max_queries": 0}}))
+    out = tmp_path / "run"
+    assert main(["pipeline", "--preset", "tiny", "--config", str(cfg), "--allow-regression", "--first-stage",
+                 "opensearch", "--opensearch-url", NODE.url, "--index", demo_indexes[1], "--out", str(out)]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["artifacts"]["serve"] == str(out / "serve") and report["first_stage"]["kind"] == "opensearch"
+    depth = report["rerank_depth"]["student"]
+    assert report["interpolation"]["depth"] == depth
+    pipeline_run = read_run(report["artifacts"]["runs"]["student_interpolated"])
+    with serving(out / "serve", "--threads", "1", timeout=60) as url, endpoints(node, [url]):
+        assert main(["opensearch", "evaluate", "--index", demo_indexes[1], "--queries", str(DEMO.test_queries),
+                     "--qrels", str(DEMO.test_qrels), "--out", str(tmp_path / "os"), "--ranker-url", url,
+                     "--size", str(depth), "--client-side"]) == 0
+    applied = json.loads((tmp_path / "os" / "rescore.json").read_text())
+    assert applied["plugin"]["fallback"] is False and applied["plugin"]["interpolation"]["depth"] == depth
+    qrels = read_qrels(DEMO.test_qrels)
+    assert set(pipeline_run) == {q for q in read_queries(DEMO.test_queries) if q in qrels}
+    for name in ("plugin_rescore", "client_rescore"):
+        served = read_run(tmp_path / "os" / f"{name}.trec")
+        for qid, docs in pipeline_run.items():
+            assert list(served[qid])[:10] == list(docs)[:10], (name, qid)
+        ours = evaluate(qrels, pipeline_run, ["ndcg@10"]).metrics["ndcg@10"]
+        theirs = evaluate(qrels, {q: served[q] for q in pipeline_run}, ["ndcg@10"]).metrics["ndcg@10"]
+        assert abs(ours - theirs) <= 1e-3 and ours == pytest.approx(report["metrics"]["student_interpolated"]["ndcg@10"])
