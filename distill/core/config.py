@@ -76,7 +76,7 @@ def load_config(cls: type[T], path: str | Path | None, overrides: Mapping[str, A
 
 
 def to_dict(obj: object) -> dict[str, Any]:
-    return dataclasses.asdict(obj)  # type: ignore[arg-type]
+    return dataclasses.asdict(obj)  # type: ignore[call-overload]
 
 
 def default(cls: type, name: str) -> Any:

@@ -208,7 +208,7 @@ def evaluate(qrels: Qrels, run: Run, metrics: Sequence[str] = DEFAULT_METRICS, r
     run_judged = {qid: docs for qid, docs in run.items() if qid in per_query and docs}
     if run_judged:
         qrels_judged = {qid: qrels[qid] for qid in judged}
-        for m in ir_measures.iter_calc(list(by_measure), qrels_judged, run_judged):
+        for m in ir_measures.iter_calc(list(by_measure), qrels_judged, run_judged):  # type: ignore[arg-type]
             for name in by_measure[m.measure]:
                 per_query[m.query_id][name] = float(m.value)
     n_unanswered = len(judged) - len(run_judged)

@@ -147,9 +147,9 @@ def _wrap_binary(raw: IO[bytes], kind: str | None, mode: str) -> IO[bytes]:
     """A (de)compressing binary stream over ``raw`` that never closes ``raw``; ``mode``: "rb", "wb", "ab"."""
     if kind == "gzip":
         # mtime=0: the same content compresses to the same bytes (stable hashes in manifests)
-        return gzip.GzipFile(fileobj=raw, mode=mode, mtime=0)
+        return gzip.GzipFile(fileobj=raw, mode=mode, mtime=0)  # type: ignore[return-value]
     if kind == "bz2":
-        return bz2.BZ2File(raw, mode=mode)
+        return bz2.BZ2File(raw, mode=mode)  # type: ignore[call-overload]
     if kind == "zstd":
         zstd = _zstd()
         if mode == "rb":

@@ -42,6 +42,6 @@ def drop_layers(model: PreTrainedModel, num_layers: int, strategy: Literal["spre
         raise ConfigError(f"{type(model).__name__} has no encoder.layer list; layer dropping supports BERT-style "
                           "encoders (BERT, MiniLM, RoBERTa, ELECTRA). Set student.num_layers: null to keep all layers.")
     keep = select_layers(len(layers), num_layers, strategy)
-    base.encoder.layer = torch.nn.ModuleList([layers[i] for i in keep])
+    base.encoder.layer = torch.nn.ModuleList([layers[i] for i in keep])  # type: ignore[union-attr]
     model.config.num_hidden_layers = len(keep)
     return keep
