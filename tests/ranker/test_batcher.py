@@ -19,6 +19,7 @@ from ranker.batcher import (
     QueueFullError,
     ScoringError,
     ShuttingDownError,
+    pair_cost,
 )
 
 
@@ -270,3 +271,88 @@ def test_config_validation():
         BatcherConfig(max_queue_pairs=0)
     with pytest.raises(ConfigError, match="max_queue_requests=0"):
         BatcherConfig(max_queue_requests=0)
+    with pytest.raises(ConfigError, match="max_batch_tokens=0"):
+        BatcherConfig(max_batch_tokens=0)
+    for bad in (float("nan"), float("inf")):
+        with pytest.raises(ConfigError, match="max_wait_ms=.*finite"):
+            BatcherConfig(max_wait_ms=bad)
+
+
+class RecordingScorer:
+    """Scores 0.0; records which request (its query) each pair of each batch came from; each batch takes
+    ``delay_s`` so that requests arrive while one is being scored."""
+
+    def __init__(self, delay_s: float = 0.005):
+        self.batches: list[list[str]] = []
+        self.delay_s = delay_s
+
+    def score_pairs(self, queries: Sequence[str], docs: Sequence[str]) -> np.ndarray:
+        self.batches.append(list(queries))
+        time.sleep(self.delay_s)
+        return np.zeros(len(docs), dtype=np.float32)
+
+
+def test_a_small_request_waits_behind_at_most_one_chunk_of_a_large_one():
+    """A 3-document request that arrives while a 200-document request of long texts is being scored is in the
+    next batch (it waits for the batch in progress only), not behind the rest of the large request."""
+    scorer = RecordingScorer()
+    batcher = MicroBatcher(scorer, BatcherConfig(max_batch_pairs=64, max_batch_tokens=1000, max_wait_ms=0,
+                                                 max_queue_pairs=10_000))
+    long_text = "word " * 200  # about 253 estimated tokens: 3 such pairs fill the token budget
+
+    async def main() -> int:
+        big = asyncio.create_task(batcher.submit("big", [long_text] * 200))
+        while len(scorer.batches) < 3:
+            await asyncio.sleep(0.001)
+        seen = len(scorer.batches)
+        await batcher.submit("small", ["a", "b", "c"])
+        await big
+        return seen
+
+    try:
+        seen = asyncio.run(main())
+    finally:
+        batcher.close()
+    small_in = [i for i, batch in enumerate(scorer.batches) if "small" in batch]
+    assert len(small_in) == 1 and small_in[0] <= seen + 1, (seen, small_in, len(scorer.batches))
+    assert all(batch.count("big") <= 3 for batch in scorer.batches), "each batch holds one chunk of the large request"
+    assert sum(batch.count("big") for batch in scorer.batches) == 200
+
+
+def test_waiting_requests_share_each_batch_round_robin():
+    """Three large requests waiting together: every batch holds a chunk of each, none is served only after
+    another has finished."""
+    scorer = RecordingScorer(delay_s=0.0)
+    release = threading.Event()
+    score = scorer.score_pairs
+    scorer.score_pairs = lambda q, d: (release.wait(10), score(q, d))[1]  # type: ignore[method-assign]
+    batcher = MicroBatcher(scorer, BatcherConfig(max_batch_pairs=30, max_wait_ms=0, max_queue_pairs=10_000))
+
+    async def main() -> None:
+        first = asyncio.create_task(batcher.submit("first", ["x"]))  # holds the worker while the others queue
+        await asyncio.sleep(0.05)
+        rest = [asyncio.create_task(batcher.submit(name, ["x"] * 40)) for name in ("a", "b", "c")]
+        await asyncio.sleep(0.05)
+        release.set()
+        await asyncio.gather(first, *rest)
+
+    try:
+        asyncio.run(main())
+    finally:
+        batcher.close()
+    batches = scorer.batches[1:]
+    assert [batches[0].count(name) for name in "abc"] == [10, 10, 10], batches[0]  # 30 pairs shared equally
+    finished_at = {name: max(i for i, b in enumerate(batches) if name in b) for name in "abc"}
+    assert len(set(finished_at.values())) == 1, (finished_at, [len(b) for b in batches])
+
+
+def test_a_batch_fits_the_token_budget_or_one_pair_per_request():
+    scorer = RecordingScorer(delay_s=0.0)
+    batcher = MicroBatcher(scorer, BatcherConfig(max_batch_pairs=64, max_batch_tokens=50, max_wait_ms=0))
+    try:
+        batcher.submit_blocking("q", ["x" * 100] * 5)  # 29 estimated tokens each
+        batcher.submit_blocking("q", ["x" * 1000])     # 254: over the budget alone, still scored
+    finally:
+        batcher.close()
+    assert [len(b) for b in scorer.batches] == [1, 1, 1, 1, 1, 1]
+    assert pair_cost("q", "x" * 100) == 29
