@@ -19,10 +19,10 @@ import numpy as np
 
 from distill.core.atomic_io import sha256_file
 from distill.core.cross_encoder import CrossEncoderScorer, OnnxBackend, PairEncoder, session_layout
-from distill.core.errors import ConfigError, MissingExtraError, MissingPrerequisiteError
+from distill.core.errors import ConfigError, DataError, MissingExtraError, MissingPrerequisiteError
 from distill.core.model_card import MODEL_CARD, ModelCard, ModelCardError, load_model_card
 
-__all__ = ["RerankRuntime", "RuntimeConfig", "sigmoid"]
+__all__ = ["NonFiniteScoreError", "RerankRuntime", "RuntimeConfig", "sigmoid"]
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +36,29 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
     ex = np.exp(x[~pos])
     out[~pos] = ex / (1.0 + ex)
     return out
+
+
+#: the inputs a cross-encoder export may take (int64, [batch, sequence]); input_ids and attention_mask are required
+MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+_REQUIRED_INPUTS = ("input_ids", "attention_mask")
+_FLOAT_TYPES = frozenset({"tensor(float)", "tensor(float16)", "tensor(bfloat16)", "tensor(double)"})
+_EXPECTED_SIGNATURE = ("inputs input_ids and attention_mask (and optionally token_type_ids), int64 of shape "
+                       "[batch, sequence], and a float output of shape [batch, 1] or [batch] (one logit per pair)")
+
+
+class NonFiniteScoreError(ValueError):
+    """The model answered NaN or infinity for some pairs: a broken export, never a score to serve."""
+
+    #: the message says nothing private (no input text), so it may be shown to the caller
+    public_message = True
+
+    def __init__(self, bad: int, total: int):
+        super().__init__(self.describe(bad, total))
+        self.bad = bad
+
+    @staticmethod
+    def describe(bad: int, total: int) -> str:
+        return f"the model produced NaN or infinity for {bad} of {total} pair(s)"
 
 
 @dataclass(frozen=True)
@@ -57,7 +80,8 @@ class RuntimeConfig:
 
     def __post_init__(self) -> None:
         if self.threads is not None and self.threads < 1:
-            raise ConfigError(f"threads={self.threads}: use a positive number of threads or leave it unset for all cores")
+            raise ConfigError(f"threads={self.threads}: use a positive number of threads or leave it unset for all "
+                              "cores")
         if self.sessions is not None and self.sessions < 1:
             raise ConfigError(f"sessions={self.sessions}: use a positive number of sessions or leave it unset (auto)")
         if self.chunk_size < 1:
@@ -109,10 +133,12 @@ class RerankRuntime:
         try:
             import onnxruntime as ort
         except ImportError as exc:  # pragma: no cover - depends on the environment
-            raise MissingExtraError("onnxruntime is not installed: pip install 'distilrank[serve]' (or [gpu])", name=exc.name) from exc
+            raise MissingExtraError("onnxruntime is not installed: pip install 'distilrank[serve]' (or [gpu])",
+                                    name=exc.name) from exc
         available = ort.get_available_providers()
         if config.provider == "cuda" and "CUDAExecutionProvider" not in available:
-            raise MissingPrerequisiteError("provider=cuda but onnxruntime has no CUDAExecutionProvider: pip install 'distilrank[gpu]'")
+            raise MissingPrerequisiteError("provider=cuda but onnxruntime has no CUDAExecutionProvider: pip install "
+                                           "'distilrank[gpu]'")
         use_cuda = config.provider != "cpu" and "CUDAExecutionProvider" in available
         providers = (["CUDAExecutionProvider"] if use_cuda else []) + ["CPUExecutionProvider"]
         try:
@@ -123,6 +149,7 @@ class RerankRuntime:
         n_sessions, threads = (config.sessions or 1, config.threads) if use_cuda else \
             session_layout(chunk, config.threads, config.sessions)
         first, *more = OnnxBackend.load_pool(root / card.onnx_file, n_sessions, threads, providers, config.spin)
+        check_signature(first.session, root / card.onnx_file)
         logger.info("loaded %s (%s, %s, caps %s) on %s: %d session(s) x %s intra-op thread(s), %d pair(s) per call",
                     card.onnx_file, card.precision, card.onnx_sha256[:12], caps.to_dict(),
                     providers[0], n_sessions, threads or "all", chunk)
@@ -132,7 +159,11 @@ class RerankRuntime:
         """Raw logits (float32, shape ``(n,)``) for ``(queries[i], docs[i])``, in input order."""
         if len(queries) != len(docs):
             raise ValueError(f"{len(queries)} queries but {len(docs)} documents: pass one query per document")
-        return self.scorer.score(queries, docs)
+        logits = self.scorer.score(queries, docs)
+        bad = int(np.count_nonzero(~np.isfinite(logits)))
+        if bad:
+            raise NonFiniteScoreError(bad, len(logits))
+        return logits
 
     def score(self, query: str, docs: Sequence[str]) -> np.ndarray:
         """Raw logits for one query against many documents, in document order."""
@@ -140,10 +171,44 @@ class RerankRuntime:
 
     def warmup(self) -> None:
         """One short and one full-length pair on every session, so the first real request does not pay for
-        allocation."""
-        self.scorer.warmup(["warm up"] * 2, ["short", "long " * self.max_seq_len])
+        allocation; then a check that the model's scores are finite.
+
+        Raises DataError (exit 4) when the model answers NaN or infinity: such a model is refused at start,
+        not served as ``null`` scores."""
+        queries, docs = ["warm up"] * 2, ["short", "long " * self.max_seq_len]
+        self.scorer.warmup(queries, docs)
+        try:
+            self.score_pairs(queries, docs)
+        except NonFiniteScoreError as exc:
+            raise DataError(f"{exc} at warm-up; the export is broken: re-export the model",
+                            path=self.model_dir / self.card.onnx_file) from exc
         self.warmed = True
 
     def close(self) -> None:
         """Stop the scoring threads of a pool of sessions (a later call starts them again)."""
         self.scorer.close()
+
+
+def check_signature(session: object, path: Path) -> None:
+    """Refuse an ONNX graph whose inputs or outputs are not a cross-encoder's (DataError, exit 4), instead of
+    a KeyError or a shape error at the first request."""
+    inputs = {i.name: i for i in session.get_inputs()}  # type: ignore[attr-defined]
+    outputs = list(session.get_outputs())  # type: ignore[attr-defined]
+    problems = [f"unknown input {name!r}" for name in inputs if name not in MODEL_INPUTS]
+    problems += [f"no input {name!r}" for name in _REQUIRED_INPUTS if name not in inputs]
+    problems += [f"input {i.name!r} is {i.type} {_dims(i.shape)}" for i in inputs.values()
+                 if i.name in MODEL_INPUTS and (i.type != "tensor(int64)" or len(i.shape) != 2)]
+    if not outputs:
+        problems.append("no output")
+    else:
+        out = outputs[0]
+        last = out.shape[-1] if len(out.shape) == 2 else 1
+        if out.type not in _FLOAT_TYPES or len(out.shape) not in (1, 2) or (isinstance(last, int) and last != 1):
+            problems.append(f"output {out.name!r} is {out.type} {_dims(out.shape)}")
+    if problems:
+        raise DataError(f"not a cross-encoder the ranker can serve: {'; '.join(problems)}. Expected "
+                        f"{_EXPECTED_SIGNATURE}; re-export it with distilrank export", path=path)
+
+
+def _dims(shape: Sequence[object]) -> str:
+    return "[" + ", ".join(str(d) for d in shape) + "]"

@@ -141,3 +141,39 @@ def test_pool_of_sessions_serves_the_gated_scores(ranker_model_dir, tmp_path):
         pool.close()
     with pytest.raises(ConfigError, match="sessions=0"):
         RuntimeConfig(sessions=0)
+
+
+@pytest.mark.parametrize(("build", "match"), [
+    ("wrong_inputs_model", r"unknown input 'pixel_values'; no input 'input_ids'; no input 'attention_mask'"),
+    ("two_logits_model", r"output 'logits' is tensor\(float\) \[batch, 2\]"),
+])
+def test_onnx_with_the_wrong_signature_is_refused_at_load(ranker_model_dir, tmp_path, build, match):
+    """Not a KeyError or a shape error at the first request: a DataError (exit 4) naming the file and what a
+    cross-encoder export must look like."""
+    from distill.core.errors import DataError
+    from tests.ranker import onnx_stubs
+
+    out = getattr(onnx_stubs, build)(tmp_path / build, ranker_model_dir)
+    with pytest.raises(DataError, match=match) as info:
+        RerankRuntime.load(out, RuntimeConfig(threads=1))
+    assert str(out / "model.onnx") in str(info.value)
+    assert "Expected inputs input_ids and attention_mask" in str(info.value)
+
+
+def test_nan_scores_are_refused_at_warmup_and_raised_per_pair(ranker_model_dir, tmp_path):
+    from distill.core.errors import DataError
+    from ranker.runtime import NonFiniteScoreError
+    from tests.ranker.onnx_stubs import nan_on_token_model, token_id
+
+    always = RerankRuntime.load(nan_on_token_model(tmp_path / "always", ranker_model_dir, 101),
+                                RuntimeConfig(threads=1))
+    with pytest.raises(DataError, match=r"model\.onnx: the model produced NaN or infinity for 2 of 2 pair\(s\) at "
+                                        r"warm-up; the export is broken"):
+        always.warmup()
+    assert not always.warmed
+    word = token_id(ranker_model_dir, "poison")
+    some = RerankRuntime.load(nan_on_token_model(tmp_path / "some", ranker_model_dir, word), RuntimeConfig(threads=1))
+    some.warmup()  # the warm-up texts do not hold the word
+    assert np.isfinite(some.score("q", ["fine", "also fine"])).all()
+    with pytest.raises(NonFiniteScoreError, match=r"NaN or infinity for 1 of 3 pair"):
+        some.score("q", ["fine", "poison", "also fine"])
