@@ -14,6 +14,7 @@ import json
 import logging
 import socket
 from collections.abc import Callable
+from typing import Any
 
 import h11
 import uvicorn
@@ -33,8 +34,9 @@ def _raw_error(status: int, reason: str, type_: str, message: str) -> bytes:
 
 class _HeaderTimeoutH11Protocol(H11Protocol):
     header_timeout_s: float = 10.0
-    #: called with (status, error type) for the answers given here, below the app (so /metrics counts them)
-    on_error: Callable[[int, str], None] | None = None
+    #: called with (status, error type, scope) for the answers given here, below the app (so /metrics counts them);
+    #: scope is the ASGI scope of the request the app is handling on this connection, else None
+    on_error: Callable[[int, str, dict[str, Any] | None], None] | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         self._header_timer: asyncio.TimerHandle | None = None
@@ -72,23 +74,31 @@ class _HeaderTimeoutH11Protocol(H11Protocol):
                                         f"not complete within {self.header_timeout_s:g} s"))
         self.transport.close()
         if self.on_error is not None:
-            self.on_error(408, "request_timeout")
+            self.on_error(408, "request_timeout", None)
 
     def send_400_response(self, msg: str) -> None:
-        """uvicorn's answer to bytes h11 cannot parse, in the JSON error schema instead of text/plain."""
+        """uvicorn's answer to bytes h11 cannot parse, in the JSON error schema instead of text/plain.
+
+        A request whose headers were parsed is being handled by the app, which will see the connection close:
+        its scope is passed on, so that the answer is counted once, under its endpoint, not also as a 499."""
         self._disarm()
-        self.transport.write(_raw_error(400, "Bad Request", "invalid_http", f"{msg} Check the request line and headers "
+        in_app = self.cycle is not None and not self.cycle.response_complete
+        where = "the request line, headers or chunked body" if in_app else "the request line and headers"
+        self.transport.write(_raw_error(400, "Bad Request", "invalid_http", f"{msg} Check {where} "
                                         "(header block at most 16 KiB)"))
         self.transport.close()
         if self.on_error is not None:
-            self.on_error(400, "invalid_http")
+            scope = self.cycle.scope if in_app else None  # type: ignore[union-attr]
+            self.on_error(400, "invalid_http", scope)  # type: ignore[arg-type]
 
 
-def header_timeout_protocol(timeout_s: float, on_error: Callable[[int, str], None] | None = None) -> type[H11Protocol]:
+def header_timeout_protocol(timeout_s: float,
+                            on_error: Callable[[int, str, dict[str, Any] | None], None] | None = None,
+                            ) -> type[H11Protocol]:
     """An h11 protocol class for ``uvicorn.Config(http=...)`` that answers 408 and closes a connection whose
     request line and headers are not complete ``timeout_s`` seconds after it opened (or after the first byte
     of a keep-alive connection's next request), and answers unparsable requests with a JSON 400.
-    ``on_error(status, type)`` is called for each such answer."""
+    ``on_error(status, type, scope)`` is called for each such answer."""
     return type("DistilrankH11Protocol", (_HeaderTimeoutH11Protocol,),
                 {"header_timeout_s": timeout_s, "on_error": staticmethod(on_error) if on_error else None})
 
@@ -97,9 +107,17 @@ class DrainingServer(uvicorn.Server):
     """``uvicorn.Server`` that tells the app when draining starts (``on_drain``), before uvicorn stops
     accepting connections and waits ``timeout_graceful_shutdown`` seconds for requests in flight."""
 
-    def __init__(self, config: uvicorn.Config, on_drain: Callable[[], None] | None = None):
+    def __init__(self, config: uvicorn.Config, on_drain: Callable[[], None] | None = None,
+                 sock: socket.socket | None = None):
         super().__init__(config)
         self._on_drain = on_drain
+        self._sock = sock
+
+    async def serve(self, sockets: list[socket.socket] | None = None) -> None:
+        """Serve on the socket bound before the model loaded, when there is one."""
+        if sockets is None and self._sock is not None:
+            sockets = [self._sock]
+        await super().serve(sockets)
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         if self._on_drain is not None:

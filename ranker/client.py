@@ -22,7 +22,8 @@ logger = logging.getLogger(__name__)
 
 
 class RerankClientError(Exception):
-    """The server answered with an error (``status``, ``type`` from its JSON error body) or could not be reached (status 0)."""
+    """The server answered with an error (``status``, ``type`` from its JSON error body) or could not be reached
+    (status 0)."""
 
     def __init__(self, status: int, type_: str, message: str):
         super().__init__(f"HTTP {status} {type_}: {message}" if status else f"{type_}: {message}")

@@ -20,7 +20,8 @@ class RankerMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
-        self.request_latency = Histogram("distilrank_request_latency_seconds", "Rerank request latency (end to end in the server)",
+        self.request_latency = Histogram("distilrank_request_latency_seconds",
+                                         "Rerank request latency (end to end in the server)",
                                          ["endpoint"], buckets=_LATENCY_BUCKETS, registry=r)
         # every response of every endpoint, 5xx included; status 499 = the client left before any response
         self.requests = Counter("distilrank_requests", "Requests answered, by endpoint and HTTP status",
@@ -35,11 +36,13 @@ class RankerMetrics:
         self.service_rate = Gauge("distilrank_service_rate_pairs_per_second",
                                   "Measured scoring rate (EWMA over batches) used for admission control", registry=r)
         self.dropped_at_shutdown = Counter("distilrank_dropped_at_shutdown",
-                                           "Requests still in flight when the graceful shutdown timeout hit", registry=r)
+                                           "Requests still in flight when the graceful shutdown timeout hit",
+                                           registry=r)
         self.errors = Counter("distilrank_errors", "Error responses by type", ["type"], registry=r)
         self.cache_hits = Counter("distilrank_cache_hits", "Scores served from the score cache", registry=r)
         self.cache_misses = Counter("distilrank_cache_misses", "Scores computed because the cache missed", registry=r)
-        self.cache_hit_ratio = Gauge("distilrank_cache_hit_ratio", "Cache hits / lookups since start (0 when off)", registry=r)
+        self.cache_hit_ratio = Gauge("distilrank_cache_hit_ratio", "Cache hits / lookups since start (0 when off)",
+                                     registry=r)
         self._hits = 0
         self._lookups = 0
 

@@ -9,7 +9,8 @@ Two APIs are served from the same model:
   sets ``raw_scores``, as in TEI.
 
 Results are always sorted by score, descending; ``index`` points into the request's list. Unknown
-request fields are rejected (422) so a typo is never silently ignored. Over-long texts are
+request fields are rejected (422) so a typo is never silently ignored, and so are values of the wrong JSON
+type (``"top_n": "2"``, ``"top_n": true``, ``"return_documents": "yes"``): nothing is coerced. Over-long texts are
 truncated by tokens (the document side, to the model's ``max_seq_len``), never rejected for length
 in tokens; ``--max-chars`` bounds characters per text. Every text must be valid Unicode: a lone
 UTF-16 surrogate (JSON ``"\\ud800"``) cannot be encoded as UTF-8 for the tokenizer and is rejected with
@@ -92,10 +93,12 @@ class RerankRequest(BaseModel):
     query: Text = Field(description="The search query. Must not be blank.")
     documents: list[Annotated[str | CohereDocument, AfterValidator(_valid_document)]] = Field(
         min_length=1, description='Texts to rank: strings or objects with a "text" field.')
-    top_n: int | None = Field(default=None, ge=1, description="Return only the best n results (default: all).")
-    return_documents: bool = Field(default=False, description="Echo each document's text in the results.")
+    top_n: int | None = Field(default=None, ge=1, strict=True,
+                              description="Return only the best n results (default: all).")
+    return_documents: bool = Field(default=False, strict=True, description="Echo each document's text in the results.")
     model: str | None = Field(default=None, description="Accepted for Cohere compatibility; the server has one model.")
-    max_chunks_per_doc: int | None = Field(default=None, ge=1, description="Accepted for Cohere compatibility; ignored.")
+    max_chunks_per_doc: int | None = Field(default=None, ge=1, strict=True,
+                                           description="Accepted for Cohere compatibility; ignored.")
 
     @field_validator("query")
     @classmethod
@@ -145,9 +148,10 @@ class TEIRerankRequest(BaseModel):
 
     query: Text
     texts: list[Text] = Field(min_length=1)
-    return_text: bool = False
-    truncate: bool = Field(default=True, description="Accepted for TEI compatibility; texts are always truncated by tokens.")
-    raw_scores: bool = Field(default=False, description="Return raw logits instead of sigmoid(logit).")
+    return_text: bool = Field(default=False, strict=True, description="Echo each text in the results.")
+    truncate: bool = Field(default=True, strict=True,
+                           description="Accepted for TEI compatibility; texts are always truncated by tokens.")
+    raw_scores: bool = Field(default=False, strict=True, description="Return raw logits instead of sigmoid(logit).")
     truncation_direction: Literal["right", "Right"] = "right"
 
     @field_validator("query")

@@ -116,24 +116,37 @@ def running_server(app) -> Iterator[str]:
         thread.join(timeout=15)
 
 
-def raw_exchange(url: str, parts: Sequence[bytes | float], timeout: float = 15.0) -> tuple[int, dict[str, str], bytes, float]:
+def _send_until_answered(sock, parts: Sequence[bytes | float]) -> None:
+    """Send ``parts`` (a float pauses that many seconds) in 64 KiB pieces, stopping as soon as the server has
+    answered (or closed): a client that kept writing into a closed connection would get a reset, not the answer."""
+    import select
+
+    for part in parts:
+        if isinstance(part, float):
+            if select.select([sock], [], [], part)[0]:
+                return
+            continue
+        for start in range(0, len(part), 65536):
+            if select.select([sock], [], [], 0)[0]:
+                return
+            try:
+                sock.sendall(part[start:start + 65536])
+            except OSError:  # the server answered early and closed: read what it said
+                return
+
+
+def raw_exchange(url: str, parts: Sequence[bytes | float],
+                 timeout: float = 15.0) -> tuple[int, dict[str, str], bytes, float]:
     """Send ``parts`` on a fresh TCP connection to ``url`` (bytes are sent, a float pauses that many seconds), then
     read one response. Returns ``(status, headers, body, seconds from first byte sent to response read)``; status 0
-    when the server closed without answering. Sending stops quietly if the server already closed."""
+    when the server closed without answering. Sending stops as soon as the server answered or closed."""
     import socket
     from urllib.parse import urlsplit
 
     u = urlsplit(url)
     with socket.create_connection((u.hostname, u.port), timeout=timeout) as sock:
         t0 = time.monotonic()
-        for part in parts:
-            if isinstance(part, float):
-                time.sleep(part)
-                continue
-            try:
-                sock.sendall(part)
-            except OSError:  # the server answered early and closed: read what it said
-                break
+        _send_until_answered(sock, parts)
         data = b""
         while True:
             head, sep, rest = data.partition(b"\r\n\r\n")
@@ -141,7 +154,8 @@ def raw_exchange(url: str, parts: Sequence[bytes | float], timeout: float = 15.0
                 lines = head.decode("latin-1").split("\r\n")
                 headers = {k.strip().lower(): v.strip() for k, _, v in (ln.partition(":") for ln in lines[1:])}
                 if "content-length" in headers and len(rest) >= int(headers["content-length"]):
-                    return int(lines[0].split()[1]), headers, rest[:int(headers["content-length"])], time.monotonic() - t0
+                    length = int(headers["content-length"])
+                    return int(lines[0].split()[1]), headers, rest[:length], time.monotonic() - t0
             try:
                 chunk = sock.recv(65536)
             except (ConnectionResetError, TimeoutError):

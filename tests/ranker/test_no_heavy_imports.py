@@ -26,7 +26,8 @@ def _imported_after(code: str) -> dict[str, object]:
         print(json.dumps({{"loaded": sorted(set({FORBIDDEN!r}) & set(sys.modules)), "distill": distill.__file__}}))
         """)
     env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"}
-    out = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    out = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=env, capture_output=True, text=True,
+                         timeout=120)
     assert out.returncode == 0, out.stderr[-3000:]
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert Path(result["distill"]).resolve().is_relative_to(REPO), result  # this checkout, not another install

@@ -13,7 +13,6 @@ import httpx
 import numpy as np
 import pytest
 
-from distill.core.errors import ConfigError
 from ranker.client import AsyncRerankClient, RerankClient, RerankClientError, RetryPolicy
 from ranker.runtime import sigmoid
 from ranker.server import ServerConfig, create_app
@@ -53,7 +52,8 @@ def test_cohere_contract(server, ranker_runtime):
 
 def test_cohere_top_n_object_documents_and_return_documents(server):
     docs = [{"text": d, "id": f"doc{i}", "meta": {"k": 1}} for i, d in enumerate(DOCS)]
-    r = httpx.post(f"{server}/v1/rerank", json={"query": "ATP", "documents": docs, "top_n": 2, "return_documents": True})
+    r = httpx.post(f"{server}/v1/rerank",
+                   json={"query": "ATP", "documents": docs, "top_n": 2, "return_documents": True})
     assert r.status_code == 200, r.text
     results = r.json()["results"]
     assert len(results) == 2
@@ -122,13 +122,15 @@ def test_openapi_matches_server(server):
     ({"query": "q", "documents": "just a string"}, 422, "invalid_request", "documents"),
     ({"query": "q", "documents": ["a"], "top_k": 3}, 422, "invalid_request", "top_k: unknown field"),
     ({"query": "q", "documents": ["a"], "top_n": 0}, 422, "invalid_request", "top_n"),
-    ({"query": "q", "documents": ["a"] * 51}, 413, "too_many_documents", "51 documents > max_docs=50"),
+    ({"query": "q", "documents": ["a"] * 51}, 413, "too_many_documents", r"more than 50 documents \(max_docs=50\)"),
     ({"query": "q", "documents": ["a", "x" * 2001]}, 413, "text_too_long", "document 1 has 2001 characters"),
     ({"query": "q" * 2001, "documents": ["a"]}, 413, "text_too_long", "query has 2001 characters"),
     # lone UTF-16 surrogates: rejected at the schema, naming the field, before they can reach a batch
     ({"query": "\ud800", "documents": ["x"]}, 422, "invalid_request", r"^query: .*lone surrogate U\+D800"),
-    ({"query": "q", "documents": ["a", "b", "c", "x\udc00"]}, 422, "invalid_request", r"^documents\.3: .*invalid Unicode"),
-    ({"query": "q", "documents": [{"text": "\udfff", "id": 1}]}, 422, "invalid_request", r"^documents\.0: .*invalid Unicode"),
+    ({"query": "q", "documents": ["a", "b", "c", "x\udc00"]}, 422, "invalid_request",
+     r"^documents\.3: .*invalid Unicode"),
+    ({"query": "q", "documents": [{"text": "\udfff", "id": 1}]}, 422, "invalid_request",
+     r"^documents\.0: .*invalid Unicode"),
 ])
 def test_cohere_errors(server, payload, status, etype, match):
     import re
@@ -142,14 +144,16 @@ def test_cohere_errors(server, payload, status, etype, match):
 
 
 def test_bad_json_and_tei_errors(server):
-    r = httpx.post(f"{server}/v1/rerank", content=b'{"query": "q", "documents": [', headers={"Content-Type": "application/json"})
+    r = httpx.post(f"{server}/v1/rerank", content=b'{"query": "q", "documents": [',
+                   headers={"Content-Type": "application/json"})
     assert r.status_code == 400 and r.json()["error"]["type"] == "invalid_json"
     assert "valid JSON" in r.json()["error"]["message"]
     r = httpx.post(f"{server}/rerank", json={"query": "q", "texts": ["a", " "]})
     assert r.status_code == 422 and "texts[1] is empty" in r.json()["error"]["message"]
     r = httpx.post(f"{server}/rerank", json={"query": "q", "documents": ["a"]})
     assert r.status_code == 422 and "texts: Field required" in r.json()["error"]["message"]
-    r = httpx.post(f"{server}/v1/rerank", json={"query": "q", "documents": ["a"]}, headers={"X-Request-Timeout-Ms": "soon"})
+    r = httpx.post(f"{server}/v1/rerank", json={"query": "q", "documents": ["a"]},
+                   headers={"X-Request-Timeout-Ms": "soon"})
     assert r.status_code == 400 and r.json()["error"]["type"] == "invalid_header"
     r = httpx.post(f"{server}/rerank", content=b'{"query": "q", "texts": ["a", "\\ud800"]}',
                    headers={"Content-Type": "application/json"})
@@ -229,7 +233,8 @@ def test_expected_wait_beyond_deadline_is_shed_at_admission(ranker_runtime):
     with running_server(app) as url:
         body = {"query": "q", "documents": ["a", "b", "c", "d"]}
         assert httpx.post(f"{url}/v1/rerank", json=body).status_code == 200  # measures ~20 pairs/s
-        backlog = [threading.Thread(target=httpx.post, args=(f"{url}/v1/rerank",), kwargs={"json": body, "timeout": 30})
+        backlog = [threading.Thread(target=httpx.post, args=(f"{url}/v1/rerank",),
+                                    kwargs={"json": body, "timeout": 30})
                    for _ in range(6)]
         for t in backlog:
             t.start()
@@ -308,7 +313,8 @@ def test_auth_on(ranker_runtime):
         assert httpx.get(f"{url}/health").status_code == 200  # probes stay open
         with RerankClient(url, api_key="s3cret") as client:
             assert len(client.rerank("q", ["a", "b"]).results) == 2
-        with RerankClient(url, api_key="nope") as client, pytest.raises(RerankClientError, match="HTTP 401 unauthorized"):
+        with RerankClient(url, api_key="nope") as client, \
+                pytest.raises(RerankClientError, match="HTTP 401 unauthorized"):
             client.rerank("q", ["a"])
 
 
@@ -318,11 +324,13 @@ def test_cache_hits_and_identical_scores(ranker_runtime):
         first = client.rerank("q", DOCS[:3])
         second = client.rerank("q", DOCS[:3])
         assert first.meta.cached == 0 and second.meta.cached == 3
-        assert [(r.index, r.relevance_score) for r in first.results] == [(r.index, r.relevance_score) for r in second.results]
+        pairs = [[(r.index, r.relevance_score) for r in resp.results] for resp in (first, second)]
+        assert pairs[0] == pairs[1]
         assert client.rerank("other query", DOCS[:1]).meta.cached == 0  # key includes the query
         assert client.rerank("q", DOCS[:3]).meta.cached == 2  # capacity 3: the oldest entry was evicted
         text = httpx.get(f"{url}/metrics").text
-        ratio = float(next(line.split()[-1] for line in text.splitlines() if line.startswith("distilrank_cache_hit_ratio ")))
+        ratio = float(next(line.split()[-1] for line in text.splitlines()
+                           if line.startswith("distilrank_cache_hit_ratio ")))
         assert ratio == pytest.approx(5 / 10)
 
 
@@ -330,15 +338,16 @@ def test_client_retries_503_and_reports_errors(ranker_runtime):
     slow = SlowRuntime(ranker_runtime, delay_s=0.3)
     app = create_app(slow, ServerConfig(max_batch_pairs=2, max_wait_ms=0, max_queue=2, max_docs=2))
     with running_server(app) as url:
-        holder = threading.Thread(target=lambda: [httpx.post(f"{url}/v1/rerank", json={"query": "q", "documents": ["a", "b"]},
-                                                             timeout=30) for _ in range(1)])
+        holder = threading.Thread(target=lambda: httpx.post(
+            f"{url}/v1/rerank", json={"query": "q", "documents": ["a", "b"]}, timeout=30))
         holder.start()
         time.sleep(0.05)
-        blocker = threading.Thread(target=lambda: httpx.post(f"{url}/v1/rerank", json={"query": "q", "documents": ["c", "d"]},
-                                                             timeout=30))
+        blocker = threading.Thread(target=lambda: httpx.post(
+            f"{url}/v1/rerank", json={"query": "q", "documents": ["c", "d"]}, timeout=30))
         blocker.start()
         time.sleep(0.05)
-        with RerankClient(url, retry=RetryPolicy(retries=0)) as client, pytest.raises(RerankClientError, match="503 queue_full"):
+        with RerankClient(url, retry=RetryPolicy(retries=0)) as client, \
+                pytest.raises(RerankClientError, match="503 queue_full"):
             client.rerank("q", ["e"])
         with RerankClient(url, retry=RetryPolicy(retries=5, backoff_s=0.2, max_backoff_s=0.5)) as client:
             assert len(client.rerank("q", ["e"]).results) == 1
@@ -349,27 +358,6 @@ def test_client_retries_503_and_reports_errors(ranker_runtime):
     with RerankClient(url, retry=RetryPolicy(retries=1, backoff_s=0.01)) as client, \
             pytest.raises(RerankClientError, match="connection_error"):
         client.rerank("q", ["a"])
-
-
-def test_server_config_validation():
-    with pytest.raises(ConfigError, match="max_queue=10 < max_docs=100"):
-        ServerConfig(max_queue=10, max_docs=100)
-    with pytest.raises(ConfigError, match="api_key is empty"):
-        ServerConfig(api_key=" ")
-    with pytest.raises(ConfigError, match="max_batch_pairs=0"):
-        ServerConfig(max_batch_pairs=0)
-    with pytest.raises(ConfigError, match="api_key is empty"):
-        ServerConfig(api_key="")
-    with pytest.raises(ConfigError, match="max_queue_requests=0"):
-        ServerConfig(max_queue_requests=0)
-    with pytest.raises(ConfigError, match="default_deadline_ms=0"):
-        ServerConfig(default_deadline_ms=0)
-    with pytest.raises(ConfigError, match="body_timeout_s=0"):
-        ServerConfig(body_timeout_s=0)
-    # the derived body limit fits the largest legal request (every character \u-escaped)
-    cfg = ServerConfig(max_docs=10, max_chars=100)
-    assert cfg.body_limit() >= len(json.dumps({"query": "\u00e9" * 100, "documents": ["\u00e9" * 100] * 10}))
-    assert ServerConfig(max_body_bytes=4096).body_limit() == 4096
 
 
 def test_graceful_shutdown_finishes_in_flight(ranker_runtime):
@@ -387,3 +375,57 @@ def test_graceful_shutdown_finishes_in_flight(ranker_runtime):
     t.join(10)
     assert result.get("status") == 200, result
     assert len(json.loads(json.dumps(result["body"]))["results"]) == 2
+
+
+def test_head_answers_like_get_and_other_methods_get_the_error_schema(server):
+    """HEAD on a GET endpoint is the GET without a body (probes use it); a method an endpoint does not serve is
+    405 in the error schema (its headers for HEAD, which has no body)."""
+    for path in ("/health", "/ready", "/metrics"):
+        r = httpx.head(f"{server}{path}")
+        assert r.status_code == 200 and r.content == b"", (path, r.status_code)
+        assert int(r.headers["content-length"]) == len(httpx.get(f"{server}{path}").content) or path == "/metrics"
+    r = httpx.head(f"{server}/v1/rerank")
+    assert r.status_code == 405 and r.headers["content-type"].startswith("application/json")
+    assert int(r.headers["content-length"]) > 0 and r.content == b""
+    r = httpx.request("DELETE", f"{server}/health")
+    assert r.status_code == 405 and r.json()["error"]["type"] == "method_not_allowed"
+
+
+def test_trailing_slash_is_a_307_in_the_error_schema(server):
+    r = httpx.post(f"{server}/v1/rerank/", json={"query": "q", "documents": ["a"]})
+    assert r.status_code == 307 and r.headers["location"] == "/v1/rerank"
+    assert r.json()["error"]["type"] == "redirect"
+    followed = httpx.post(f"{server}/v1/rerank/", json={"query": "q", "documents": ["a"]}, follow_redirects=True)
+    assert followed.status_code == 200 and len(followed.json()["results"]) == 1
+
+
+def test_a_nan_score_is_a_500_never_a_null(ranker_model_dir, tmp_path):
+    """A model whose output is NaN for one input: that request is answered 500 in the error schema (never 200
+    with "relevance_score": null), the requests it shared a batch with are answered, nothing is cached."""
+    from ranker.runtime import RerankRuntime, RuntimeConfig
+    from tests.ranker.onnx_stubs import nan_on_token_model, token_id
+
+    model = nan_on_token_model(tmp_path / "nan", ranker_model_dir, token_id(ranker_model_dir, "poison"))
+    runtime = RerankRuntime.load(model, RuntimeConfig(threads=1))
+    app = create_app(runtime, ServerConfig(max_wait_ms=200, cache_size=100))
+    with running_server(app) as url:
+        results: dict[int, httpx.Response] = {}
+
+        def call(i: int) -> None:
+            docs = ["fine", "poison"] if i == 0 else ["fine", f"also fine {i}"]
+            results[i] = httpx.post(f"{url}/v1/rerank", json={"query": "q", "documents": docs}, timeout=30)
+
+        threads = [threading.Thread(target=call, args=(i,)) for i in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        assert results[0].status_code == 500, results[0].text
+        assert results[0].json()["error"]["type"] == "scoring_failed"
+        assert "NaN or infinity for 1 of 2 pair(s)" in results[0].json()["error"]["message"]
+        assert all(results[i].status_code == 200 for i in (1, 2, 3)), {i: r.text for i, r in results.items()}
+        assert "null" not in "".join(r.text for r in results.values())
+        tei = httpx.post(f"{url}/rerank", json={"query": "q", "texts": ["poison"]})
+        assert tei.status_code == 500 and tei.json()["error"]["type"] == "scoring_failed"
+        again = httpx.post(f"{url}/v1/rerank", json={"query": "q", "documents": ["fine", "poison"]})
+        assert again.status_code == 500 and again.json()["error"]["type"] == "scoring_failed"
