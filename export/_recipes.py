@@ -1,5 +1,6 @@
 """The exporter's per-machine choice: every recipe this machine can run is built, gated and timed side by side; the
-fastest that passes every gate is served, and an ONNX Runtime runner-up ships beside an OpenVINO winner.
+fastest that passes every gate is served, and a runner-up that runs everywhere (ONNX Runtime fp32, or int8 with
+unsigned weights) ships beside a winner that does not.
 
 Every recipe is judged against the same references (the PyTorch student and the gated ONNX Runtime fp32 model) on
 the same gate lists, with the gates of its precision:
@@ -58,6 +59,9 @@ class Trial:
     latency: dict[str, float] | None = None
     quantization: dict[str, Any] | None = None
     skipped: str | None = None
+    #: runs with the [serve] extra on any CPU and scores there as it was gated: ONNX Runtime fp32, and ONNX Runtime
+    #: int8 with unsigned weights (made for avx2); signed int8 weights can saturate on CPUs without VNNI
+    portable: bool = False
 
     @property
     def passed(self) -> bool:
@@ -150,8 +154,8 @@ def _p50(trial: Trial) -> float:
 
 def choose(trials: Sequence[Trial], cfg: ExportConfig, pairs: Sequence[Pair]) -> tuple[Trial, Trial | None, str]:
     """Time every passing recipe side by side; return (served, runner-up, decision). The runner-up is the fastest
-    passing ONNX Runtime recipe, None when the served recipe is one. Raises GateFailedError when no recipe that
-    ``cfg`` allows to serve passed."""
+    passing portable recipe (:attr:`Trial.portable`), None when the served recipe is portable itself. Raises
+    GateFailedError when no recipe that ``cfg`` allows to serve passed."""
     passed = [t for t in trials if t.passed]
     timings = measure_interleaved({t.name: t.scorer for t in passed if t.scorer is not None}, pairs, cfg.latency_reps)
     for t in passed:
@@ -164,8 +168,8 @@ def choose(trials: Sequence[Trial], cfg: ExportConfig, pairs: Sequence[Pair]) ->
                               f"recipes={cfg.recipes} passed the gates ({failed})")
     served = servable[0]
     runner_up = None
-    if served.runtime != "onnxruntime":
-        runner_up = min((t for t in passed if t.runtime == "onnxruntime"), key=_p50)
+    if not served.portable:
+        runner_up = min((t for t in passed if t.portable), key=_p50)
     speeds = ", ".join(f"{t.name} {_p50(t):.1f}" for t in sorted(passed, key=_p50))
     decision = (f"{served.name}: fastest recipe that passed every gate (p50 ms, 1 query x {len(pairs)} passages: "
                 f"{speeds})" + (f"; runner-up {runner_up.name}" if runner_up else ""))

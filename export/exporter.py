@@ -308,7 +308,7 @@ def _gate_fp32(ctx: _Context) -> tuple[dict[str, GateResult], dict[str, float]]:
 
 def _fp32_trial(ctx: _Context, gates: Mapping[str, GateResult]) -> Trial:
     return Trial("onnxruntime-fp32", "onnxruntime", "fp32", ctx.fp32_path, [ctx.fp32_path], None, ctx.fp32_scorer,
-                 list(gates.values()), ctx.fp32.ndcg if ctx.fp32 else None)
+                 list(gates.values()), ctx.fp32.ndcg if ctx.fp32 else None, portable=True)
 
 
 def _int8_trial(ctx: _Context, recipe: Int8Recipe, calib_lists: CandidateLists) -> Trial | None:
@@ -322,8 +322,10 @@ def _int8_trial(ctx: _Context, recipe: Int8Recipe, calib_lists: CandidateLists) 
     path, results, ndcg = _try_int8(recipe, ctx.fp32_path, ctx.raw_path, ctx.work, ctx.isa, ctx.cfg, ctx.fp32,
                                     ctx.score_std, ctx.fp32_scorer, calib_lists, ctx.gate_lists, ctx.mixed,
                                     ctx.ndcg_lists, ctx.model_dir, ctx.caps)
+    # unsigned int8 weights (the avx2 recipe) score alike on every CPU; signed ones can saturate without VNNI
     trial = Trial(f"onnxruntime-int8-{recipe.name}", "onnxruntime", "int8", path, [path], recipe.pairs_per_call,
-                  gates=results, ndcg=ndcg, quantization=_quantization(recipe, ctx.cfg, calib_lists))
+                  gates=results, ndcg=ndcg, quantization=_quantization(recipe, ctx.cfg, calib_lists),
+                  portable=ctx.isa == "avx2")
     if not trial.passed:
         logger.warning("int8 %s failed: %s", recipe.name, "; ".join(r.describe() for r in results if not r.passed))
     return trial

@@ -3,7 +3,9 @@
 ``provider`` (``distilrank serve --provider``) names what runs the model:
 
 * ``auto``: the card's own recipe, or its runner-up where this machine cannot run it (bf16 without AMX or
-  AVX512-BF16, or openvino not installed), with a warning;
+  AVX512-BF16, or openvino not installed), with a warning. ONNX Runtime int8 with signed weights, made on a CPU with
+  VNNI, can saturate on an x86 CPU without it: served by the runner-up where the card has one, else served with a
+  warning (as cards made before runner-ups were);
 * ``cpu`` / ``cuda``: an ONNX Runtime recipe: the card's own, or the runner-up of an OpenVINO card;
 * ``openvino``: the card's own OpenVINO recipe; an error when the card has none or this machine cannot run it.
 
@@ -29,20 +31,31 @@ PROVIDERS = ("auto", "cpu", "cuda", "openvino")
 _RUNTIME = {"cpu": "onnxruntime", "cuda": "onnxruntime", "openvino": "openvino"}
 
 
-def cannot_run(runtime: str, precision: str) -> str | None:
-    """Why this machine cannot serve a recipe of ``runtime`` at ``precision``; None when it can. The ISA is the
-    one :func:`distill.core.isa.machine_isa` acts on (``DISTILRANK_ISA`` pretends another machine)."""
+#: ISA levels whose int8 recipes use signed weights that need VNNI to score as gated (export._onnx._weight_types)
+_SIGNED_INT8 = ("avx512_vnni", "amx")
+
+
+def cannot_run(runtime: str, precision: str, made_for: str | None = None) -> str | None:
+    """Why this machine cannot serve a recipe of ``runtime`` at ``precision`` made for the ISA level ``made_for``;
+    None when it can. The ISA is the one :func:`distill.core.isa.machine_isa` acts on (``DISTILRANK_ISA`` pretends
+    another machine)."""
     if runtime == "openvino":
         try:
             import openvino  # noqa: F401
         except ImportError:
             return "openvino is not installed (pip install 'distilrank[openvino]')"
-    if precision == "bf16":
-        from distill.core.isa import machine_isa
+    from distill.core.isa import machine_isa
 
+    if precision == "bf16":
         machine = machine_isa()
         if not machine.bf16:
-            return f"bf16 needs AMX or AVX512-BF16, and this machine has neither ({machine.isa}, from {machine.source})"
+            return (f"bf16 needs AMX or AVX512-BF16, and this machine has neither ({machine.isa}, from "
+                    f"{machine.source})")
+    if runtime == "onnxruntime" and precision == "int8" and made_for in _SIGNED_INT8:
+        machine = machine_isa(ask_openvino=False)  # the flags alone: an ONNX Runtime card never loads openvino
+        if machine.isa in ("avx2", "avx512"):
+            return (f"int8 with signed weights made for {made_for} can saturate without VNNI, and this machine is "
+                    f"{machine.isa} (from {machine.source})")
     return None
 
 
@@ -52,7 +65,7 @@ def served_card(card: ModelCard, provider: str) -> tuple[ModelCard, list[str]]:
     if provider not in PROVIDERS:
         raise ConfigError(f"provider={provider!r}: choose {', '.join(PROVIDERS)}")
     wanted = _RUNTIME.get(provider, card.runtime)
-    reason = cannot_run(card.runtime, card.precision)
+    reason = cannot_run(card.runtime, card.precision, card.isa)
     recipe = card.recipe or f"{card.runtime}-{card.precision}"
     if wanted == "openvino" and card.runtime != "openvino":
         raise ConfigError(f"provider=openvino but the model card's recipe ({recipe}) runs on {card.runtime}; export "
@@ -62,6 +75,9 @@ def served_card(card: ModelCard, provider: str) -> tuple[ModelCard, list[str]]:
     if wanted == card.runtime and reason is None:
         return card, []
     why = reason or f"provider={provider} runs {wanted} recipes"
+    if card.runner_up is None and card.runtime == "onnxruntime" and wanted == card.runtime and reason:
+        logger.warning("serving %s anyway (the model card has no runner-up): %s", recipe, reason)
+        return card.replace(decision=f"served although {reason}. Export decision: {card.decision}"), [reason]
     if card.runner_up is None:
         raise MissingPrerequisiteError(f"cannot serve {recipe}: {why}, and the model card has no runner-up recipe; "
                                        "serve with another --provider or re-export on this machine")

@@ -12,10 +12,10 @@ What serving needs travels inside the artifact, never typed again on a command l
   (:class:`~distill.core.interpolation.Interpolation`); null when the export was made outside a pipeline;
 * ``recipe``: the name of the gated recipe ``onnx_file`` holds (``onnxruntime-fp32``, ``openvino-bf16``, ...), chosen
   on the machine whose ISA level ``isa`` names; ``runner_up`` (:class:`RunnerUp`): a recipe that every machine with
-  the ``[serve]`` extra runs (ONNX Runtime), its files shipped in the same directory and gated in the same export,
-  which the ranker serves (with a warning) where the card's own recipe cannot run, e.g. bf16 on a CPU without AMX or
-  AVX512-BF16. Null when the card's own recipe runs everywhere; ``recipe_trials`` holds every recipe's gates and
-  latency;
+  the ``[serve]`` extra runs and scores as it was gated (ONNX Runtime fp32, or int8 with unsigned weights), its
+  files shipped in the same directory and gated in the same export, which the ranker serves (with a warning) where
+  the card's own recipe cannot run, e.g. bf16 on a CPU without AMX or AVX512-BF16. Null when the card's own recipe
+  runs everywhere; ``recipe_trials`` holds every recipe's gates and latency;
 * ``files``: the sha256 of every other file in the directory. :func:`load_model_card` verifies them (and
   that none is missing, and that none lies outside the directory), so a tampered, truncated or swapped
   file is refused with a clear error before any inference.

@@ -216,3 +216,41 @@ def test_interleaved_latency_warms_and_rotates_every_scorer() -> None:
     assert calls == ["a", "b", "a", "b", "a", "b", "b", "a", "a", "b"]
     assert set(out) == {"a", "b"} and out["a"]["reps"] == 3 and out["b"]["batch_size"] == 4
     assert measure_interleaved({}, [("q", "d")], 2) == {}
+
+
+def test_choice_serves_the_fastest_passing_recipe_and_a_portable_runner_up() -> None:
+    """The runner-up is the fastest passing recipe that scores as gated on any CPU (ONNX Runtime fp32, or int8 with
+    unsigned weights), shipped only when the served recipe is not one."""
+    from export._recipes import Trial, choose
+    from export.gates import GateResult
+
+    ok = [GateResult("g", 0.0, 1.0, "<=", True)]
+
+    class Timed:
+        def __init__(self, ms: float):
+            self.ms, self.batch_size = ms, 16
+
+        def score_pairs(self, pairs):
+            import time
+
+            time.sleep(self.ms / 1000)
+            return np.zeros(len(pairs))
+
+    def trial(name: str, ms: float, portable: bool = False, passed: bool = True) -> Trial:
+        runtime, precision = name.split("-")[0], name.split("-")[1]
+        gates = ok if passed else [GateResult("g", 2.0, 1.0, "<=", False)]
+        return Trial(name, runtime, precision, scorer=Timed(ms), gates=gates, portable=portable)
+
+    fp32, int8 = trial("onnxruntime-fp32", 30, portable=True), trial("onnxruntime-int8-dynamic-per_channel", 8)
+    bf16, broken = trial("openvino-bf16", 2), trial("openvino-int8", 1, passed=False)
+    served, runner_up, decision = choose([fp32, int8, bf16, broken], ExportConfig(runtime="auto", latency_reps=3),
+                                         [("q", "d")])
+    assert (served.name, runner_up.name) == ("openvino-bf16", "onnxruntime-fp32")  # signed int8 is not portable
+    assert "not served: openvino-int8 (failed)" in decision and broken.latency is None
+    served, runner_up, _ = choose([fp32, int8], ExportConfig(runtime="auto", latency_reps=3), [("q", "d")])
+    assert served is int8 and runner_up is fp32
+    int8.portable = True  # made for avx2: unsigned weights
+    served, runner_up, _ = choose([fp32, int8], ExportConfig(runtime="auto", latency_reps=3), [("q", "d")])
+    assert served is int8 and runner_up is None
+    served, _, _ = choose([fp32, int8, bf16], ExportConfig(runtime="openvino", latency_reps=3), [("q", "d")])
+    assert served is bf16
