@@ -61,13 +61,15 @@ class Interpolation:
             raise ConfigError(f"interpolation.first_stage_weight must be a number in [0, 1], got {w!r}")
         for name in ("first_stage_norm", "ranker_norm"):
             if getattr(self, name) not in _NORMS:
-                raise ConfigError(f"interpolation.{name} must be one of {', '.join(_NORMS)}, got {getattr(self, name)!r}")
+                raise ConfigError(f"interpolation.{name} must be one of {', '.join(_NORMS)}, "
+                                  f"got {getattr(self, name)!r}")
         if self.chosen_by not in ("dev_qrels", "default"):
             raise ConfigError(f"interpolation.chosen_by must be dev_qrels or default, got {self.chosen_by!r}")
         if isinstance(self.depth, bool) or not isinstance(self.depth, int) or self.depth < 1:
             raise ConfigError(f"interpolation.depth must be a positive integer, got {self.depth!r}")
         if self.score_convention not in ("raw_logit", "sigmoid"):
-            raise ConfigError(f"interpolation.score_convention must be raw_logit or sigmoid, got {self.score_convention!r}")
+            raise ConfigError("interpolation.score_convention must be raw_logit or sigmoid, "
+                              f"got {self.score_convention!r}")
 
     @classmethod
     def conservative(cls, depth: int = 20) -> Interpolation:

@@ -22,7 +22,8 @@ __all__ = ["package_versions", "write_manifest"]
 
 logger = logging.getLogger(__name__)
 
-_PACKAGES = ("distilrank", "torch", "transformers", "sentence-transformers", "optimum-onnx", "onnxruntime", "bm25s", "ir-measures")
+_PACKAGES = ("distilrank", "torch", "transformers", "sentence-transformers", "optimum-onnx", "onnxruntime", "bm25s",
+             "ir-measures")
 
 
 def package_versions(names: Iterable[str] = _PACKAGES) -> dict[str, str]:
@@ -35,7 +36,8 @@ def package_versions(names: Iterable[str] = _PACKAGES) -> dict[str, str]:
     return out
 
 
-def write_manifest(out_dir: str | Path, stage: str, config: Mapping[str, Any], inputs: Mapping[str, str | Path] | None = None,
+def write_manifest(out_dir: str | Path, stage: str, config: Mapping[str, Any],
+                   inputs: Mapping[str, str | Path] | None = None,
                    metrics: Mapping[str, Any] | None = None, wall_time_s: float | None = None,
                    extra: Mapping[str, Any] | None = None) -> Path:
     out_dir = Path(out_dir)
@@ -44,7 +46,8 @@ def write_manifest(out_dir: str | Path, stage: str, config: Mapping[str, Any], i
         "stage": stage,
         "config_hash": config_hash(dict(config)),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "inputs": {k: {"path": str(v), "sha256": sha256_file(v) if Path(v).is_file() else None} for k, v in dict(inputs or {}).items()},
+        "inputs": {k: {"path": str(v), "sha256": sha256_file(v) if Path(v).is_file() else None}
+                   for k, v in dict(inputs or {}).items()},
         "versions": package_versions(),
         "metrics": dict(metrics or {}),
         "wall_time_s": wall_time_s,
