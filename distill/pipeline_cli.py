@@ -27,7 +27,8 @@ _FILE = click.Path(dir_okay=False, path_type=Path)
 @click.option("--teacher-model", help="Teacher base: 'default' (SmolLM2-135M-Instruct) or a local HF causal-LM dir.")
 @click.option("--student-model", help="Student base: 'default' (all-MiniLM-L6-v2) or a local HF encoder dir.")
 @click.option("--synthesize", type=click.Choice(["auto", "always", "never"]),
-              help="Synthesize training queries: auto (only without --train-queries), always (also beside them), never.")
+              help="Synthesize training queries: auto (only without --train-queries), always (also beside them), "
+                   "never.")
 @click.option("--first-stage", type=click.Choice(["bm25", "opensearch"]),
               help="Where candidates come from: in-process bm25s, or the OpenSearch index that will serve "
                    "(--opensearch-url, --index) [default: bm25].")
@@ -73,13 +74,14 @@ def pipeline(corpus: Path | None, train_queries: Path | None, train_qrels: Path 
     if fs:
         overrides["first_stage"] = {**overrides.get("first_stage", {}), **fs}
     config = resolve_config(preset, overrides)
-    inputs = PipelineInputs(corpus=corpus, eval_queries=eval_queries, eval_qrels=eval_qrels, train_queries=train_queries,
-                            train_qrels=train_qrels, eval_run=eval_run)
+    inputs = PipelineInputs(corpus=corpus, eval_queries=eval_queries, eval_qrels=eval_qrels,
+                            train_queries=train_queries, train_qrels=train_qrels, eval_run=eval_run)
     report = run_pipeline(inputs, config, out)
     click.echo(report.verdict)
     click.echo(format_markdown({s: {m: report.metrics[s][m] if report.metrics[s][m] is not None else float("nan")
                                     for m in METRICS} for s in SYSTEMS}), nl=False)
-    click.echo(f"\nreport: {Path(out) / 'report.json'} (+ report.md, report.png); total {report.total_wall_time_s:.0f} s")
+    click.echo(f"\nreport: {Path(out) / 'report.json'} (+ report.md, report.png); "
+               f"total {report.total_wall_time_s:.0f} s")
     _next_steps(report)
     if report.regression and not config.allow_regression:
         raise GateFailedError("the interpolated student is not above the first stage on the dev split (see report.md); "

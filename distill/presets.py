@@ -86,7 +86,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     "full": {
         "teacher_model": "default", "student_model": "default",
         "synth": {"num_docs": 5000},
-        "cpt": {"max_length": 512, "batch_size": 8, "epochs": 1, "checkpoint_every": 500, "gradient_checkpointing": True},
+        "cpt": {"max_length": 512, "batch_size": 8, "epochs": 1, "checkpoint_every": 500,
+                "gradient_checkpointing": True},
         "sft": {"max_length": 512, "batch_size": 4, "epochs": 2, "num_negatives": 15, "negative_depth": 100,
                 "gradient_checkpointing": True, "kl_weight": 0.1},
         "label": {"source": "llm", "max_length": 512, "n_bm25": 50, "n_dense": 30, "n_random": 10, "batch_size": 32},

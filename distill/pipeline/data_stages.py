@@ -47,7 +47,8 @@ def _combine_training_sets(parts: Sequence[tuple[Path, Path]], out: Path) -> dic
                                 "set synth.qid_prefix to something unused", path=q_path)
             queries[qid] = q
         qrels.update(read_qrels(r_path))
-    return {"queries": write_queries(out / "queries.tsv", queries.values()), "qrels": write_qrels(out / "qrels.txt", qrels)}
+    return {"queries": write_queries(out / "queries.tsv", queries.values()),
+            "qrels": write_qrels(out / "qrels.txt", qrels)}
 
 
 def build_synthesize(ctx: PipelineContext) -> Stage:
@@ -177,7 +178,8 @@ def step_teacher(ctx: PipelineContext) -> None:
                                upstream=ctx.data_upstream))
     sft_cfg = replace(ctx.config.sft, base_model=str(cpt.outputs["model"]), queries=train_q, qrels=train_qrels,
                       corpus=corpus, run=str(ctx.train_run))
-    sft = ctx.runner.run(Stage("teacher_sft", _key(sft_cfg.to_dict(), "base_model", "queries", "qrels", "corpus", "run"),
+    sft = ctx.runner.run(Stage("teacher_sft",
+                               _key(sft_cfg.to_dict(), "base_model", "queries", "qrels", "corpus", "run"),
                                lambda d: {"model": run_sft(sft_cfg, d)},
                                inputs=ctx.train_inputs, upstream=[cpt, ctx.result("first_stage_train")]))
     ctx.llm_dirs = {"cpt": cpt.outputs["model"], "sft": sft.outputs["model"]}

@@ -39,7 +39,8 @@ class PipelineReport:
     def markdown(self) -> str:
         from distill.core.evaluation import format_markdown
 
-        rows = {s: {m: (v if v is not None else float("nan")) for m, v in self.metrics[s].items()} for s in self.metrics}
+        rows = {s: {m: (v if v is not None else float("nan")) for m, v in self.metrics[s].items()}
+                for s in self.metrics}
         weights = self.teacher.get("weights")
         lines = [f"**{self.verdict}**", "", f"# distilrank pipeline report (preset `{self.preset}`)", "",
                  f"{self.n_eval_queries} eval queries; the teacher reranks the first stage's top "
@@ -47,7 +48,8 @@ class PipelineReport:
                  f"{self.conventions.get('describe', '')}.", "",
                  f"Teacher: `{self.teacher['source']}`" + (f", weights {weights}" if weights else "")
                  + (f" (fitted on {self.teacher['fitted_on']})" if self.teacher.get("fitted_on") else "")
-                 + (f"; each member's dev nDCG@10: {self.teacher['dev_ndcg10_alone']}" if self.teacher.get("dev_ndcg10_alone") else "")
+                 + (f"; each member's dev nDCG@10: {self.teacher['dev_ndcg10_alone']}"
+                    if self.teacher.get("dev_ndcg10_alone") else "")
                  + ".", "",
                  *([f"Dense member fine-tuned on the training qrels: {ft['triples']} (query, positive, hard negative) "
                     f"triples, {ft['steps']} steps, loss {ft['first_loss']} -> {ft['last_loss']}; the "
@@ -55,7 +57,8 @@ class PipelineReport:
                    if (ft := self.teacher.get("dense_fine_tuned")) else []),
                  *([f"Note: on the dev queries an ensemble of the LLM, dense and BM25 scored nDCG@10 "
                     f"{self.teacher['ensemble_check']['dev_ndcg10_ensemble']:.4f} vs the LLM alone "
-                    f"{self.teacher['ensemble_check']['dev_ndcg10_alone']['llm']:.4f}: consider label.source = ensemble.", ""]
+                    f"{self.teacher['ensemble_check']['dev_ndcg10_alone']['llm']:.4f}: "
+                    "consider label.source = ensemble.", ""]
                    if self.teacher.get("ensemble_check", {}).get("favours_ensemble") else []),
                  _interpolation_line(self.interpolation), "",
                  format_markdown(rows),
@@ -69,7 +72,8 @@ class PipelineReport:
                       + ", ".join(f"{k} {v}" for k, v in sq.get("rejected", {}).items()), "",
                       *[f"- {q}" for q in sq.get("samples", [])[:10]], ""]
         lines += _serve_lines(self.serve_candidates, self.artifacts.get("serve"))
-        lines += ["| stage | wall time (s) |", "|---|---:|", *[f"| {k} | {v:.1f} |" for k, v in self.stage_wall_time_s.items()]]
+        lines += ["| stage | wall time (s) |", "|---|---:|",
+                  *[f"| {k} | {v:.1f} |" for k, v in self.stage_wall_time_s.items()]]
         return "\n".join(lines) + "\n"
 
 
