@@ -227,7 +227,8 @@ def train_loop(module: nn.Module, param_groups: list[dict], examples: Sequence[E
                 out = loss_fn([examples[i] for i in idx])
             loss = out["loss"]
             if not torch.isfinite(loss):
-                raise TrainingDivergedError(f"{stage}: loss is {loss.item()} at step {step + 1}; lower --lr or use fp32/bf16")
+                raise TrainingDivergedError(f"{stage}: loss is {loss.item()} at step {step + 1}; "
+                                            "lower --lr or use fp32/bf16")
             scaled = loss / len(batches)
             (scaler.scale(scaled) if scaler else scaled).backward()
             step_loss += float(scaled.detach())

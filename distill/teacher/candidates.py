@@ -96,7 +96,8 @@ def gather_candidates(queries: Mapping[str, Query], corpus: Mapping[str, Documen
                       dense: DenseRetriever | None = None) -> dict[str, list[tuple[str, str]]]:
     """qid -> de-duplicated [(doc_id, source)] from all configured sources (pass built indexes to reuse them)."""
     bm25_run = (bm25 or BM25Index(corpus)).search(queries, top_k=n_bm25) if n_bm25 else {}
-    dense_run = (dense or DenseRetriever(corpus, dense_model, cache_dir)).search(queries, top_k=n_dense) if n_dense else {}
+    dense_run = ((dense or DenseRetriever(corpus, dense_model, cache_dir)).search(queries, top_k=n_dense)
+                 if n_dense else {})
     doc_ids = list(corpus)
     out: dict[str, list[tuple[str, str]]] = {}
     for qid in queries:

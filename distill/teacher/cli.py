@@ -17,7 +17,8 @@ _DEVICE = click.Choice(["auto", "cpu", "cuda"])
 
 def _train_options(f: Callable[..., Any]) -> Callable[..., Any]:
     opts = [
-        click.option("--config", "config_file", type=click.Path(dir_okay=False), help="JSON config; flags override it."),
+        click.option("--config", "config_file", type=click.Path(dir_okay=False),
+                     help="JSON config; flags override it."),
         click.option("--out", required=True, type=click.Path(file_okay=False), help="Output directory of the stage."),
         click.option("--base-model", help="'default' (SmolLM2-135M-Instruct), a local HF causal-LM dir or a Hub id "
                      "(org/name[@revision])."),
@@ -123,7 +124,8 @@ def sft_cmd(**kwargs: Any) -> None:
 @click.option("--shard", help="Label only slice I of N (0-based), e.g. 0/4; the label files concatenate.")
 @click.option("--queries", type=click.Path(dir_okay=False))
 @click.option("--corpus", type=click.Path(dir_okay=False))
-@click.option("--qrels", type=click.Path(dir_okay=False), help="Adds judged positives to the candidates; fits ensembles.")
+@click.option("--qrels", type=click.Path(dir_okay=False),
+              help="Adds judged positives to the candidates; fits ensembles.")
 @click.option("--n-bm25", type=int)
 @click.option("--n-dense", type=int)
 @click.option("--n-random", type=int)
@@ -145,7 +147,8 @@ def label_cmd(**kwargs: Any) -> None:
         try:
             kwargs["weights"] = {k.strip(): float(v) for k, v in (p.split("=") for p in kwargs["weights"].split(","))}
         except ValueError as exc:
-            raise ConfigError(f"--weights {kwargs['weights']!r}: use NAME=NUMBER pairs, e.g. dense=0.5,bm25=0.5") from exc
+            raise ConfigError(f"--weights {kwargs['weights']!r}: use NAME=NUMBER pairs, "
+                              "e.g. dense=0.5,bm25=0.5") from exc
     cfg = load_config(LabelConfig, kwargs["config_file"], _overrides(kwargs))
     labels = _stage(kwargs["out"], cfg, lambda d: {"labels": run_label(cfg, d, progress=_progress())})["labels"]
     click.echo(f"labels: {labels}")

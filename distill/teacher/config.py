@@ -44,7 +44,8 @@ class LoRAConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "target_modules", tuple(self.target_modules))
-        _check(self.r >= 1 and self.alpha >= 1, f"lora.r and lora.alpha must be >= 1, got r={self.r}, alpha={self.alpha}")
+        _check(self.r >= 1 and self.alpha >= 1,
+               f"lora.r and lora.alpha must be >= 1, got r={self.r}, alpha={self.alpha}")
         _check(0.0 <= self.dropout < 1.0, f"lora.dropout must be in [0, 1), got {self.dropout}")
 
 
@@ -277,7 +278,8 @@ class LabelConfig:
     def require_data(self) -> LabelConfig:
         """The data and teacher fields are checked where the stage runs (the pipeline fills them itself)."""
         _check("llm" not in self.used_sources or bool(self.teacher),
-               "the llm source needs --teacher (a `distilrank teacher sft` dir, or any causal LM dir with llm_score=qlm)")
+               "the llm source needs --teacher (a `distilrank teacher sft` dir, "
+               "or any causal LM dir with llm_score=qlm)")
         _check(bool(self.queries and self.corpus), "label needs --queries and --corpus")
         return self
 
@@ -326,7 +328,8 @@ class SynthConfig:
 
     def __post_init__(self) -> None:
         _check(self.num_docs >= 1 and self.crop_sentences >= 1, "num_docs and crop_sentences must be >= 1")
-        _check(1 <= self.min_words <= self.max_words, f"need 1 <= min_words <= max_words, got {self.min_words}, {self.max_words}")
+        _check(1 <= self.min_words <= self.max_words,
+               f"need 1 <= min_words <= max_words, got {self.min_words}, {self.max_words}")
         _check(self.max_new_tokens >= 4 and self.batch_size >= 1, "max_new_tokens must be >= 4 and batch_size >= 1")
         _check(self.roundtrip_k >= 0, f"roundtrip_k must be >= 0 (0 = no round-trip filter), got {self.roundtrip_k}")
         _one_of("device", self.device, ("auto", "cpu", "cuda"))

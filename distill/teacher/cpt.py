@@ -42,7 +42,8 @@ def build_cpt_example(tokenizer, pair: QueryDocPair, prompt_template: str, targe
     """Prompt ids (with the tokenizer's own special tokens) + target ids + end token, target truncated."""
     prompt = tokenizer(prompt_template.format(query=pair.query), add_special_tokens=True)["input_ids"]
     prompt = prompt[: max_length // 2]  # a very long query must still leave room for a target
-    target = tokenizer(target_template.format(title=pair.title, text=pair.text).strip(), add_special_tokens=False)["input_ids"]
+    target = tokenizer(target_template.format(title=pair.title, text=pair.text).strip(),
+                       add_special_tokens=False)["input_ids"]
     target = target[: max_length - len(prompt) - 1] + [end_id]
     return CPTExample(list(prompt) + list(target), len(prompt))
 
@@ -80,11 +81,13 @@ def run_cpt(config: CPTConfig, out_dir: str | Path, progress: bool = False) -> P
     resolved = config.to_dict()
     started = time.perf_counter()
     lm = _train.load_trainable_lm(config)
-    base, tokenizer, model, peft_model, device, dtype = lm.base, lm.tokenizer, lm.model, lm.peft_model, lm.device, lm.dtype
+    base, tokenizer, model, peft_model, device, dtype = (lm.base, lm.tokenizer, lm.model, lm.peft_model, lm.device,
+                                                         lm.dtype)
     model.to(device)
     end_id = end_token_id(tokenizer, model.config)
     pairs = load_cpt_pairs(config)
-    examples = [build_cpt_example(tokenizer, p, config.prompt_template, config.target_template, config.max_length, end_id)
+    examples = [build_cpt_example(tokenizer, p, config.prompt_template, config.target_template, config.max_length,
+                                  end_id)
                 for p in pairs]
     pad_id = tokenizer.pad_token_id
 

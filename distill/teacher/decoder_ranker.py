@@ -1,9 +1,10 @@
 """The decoder-only teacher ranker: a causal LM backbone + a linear score head on the last non-pad token.
 
 Input text is ``template.format(query=, title=, text=)`` with the document part truncated to fit
-``max_length - 1`` tokens, then the model's end-of-sequence token is appended (RankLLaMA's ``query: ... document: ...</s>``), so the scored
-token is always the same one. The score is read at the last position whose attention mask is 1 and
-position ids are computed from the mask, so left- and right-padded batches give the same scores.
+``max_length - 1`` tokens, then the model's end-of-sequence token is appended
+(RankLLaMA's ``query: ... document: ...</s>``), so the scored token is always the same one. The score is read at
+the last position whose attention mask is 1 and position ids are computed from the mask, so left- and right-padded
+batches give the same scores.
 
 A teacher directory holds the backbone (HF ``save_pretrained``), its tokenizer, ``score_head.safetensors``
 (``weight`` [1, hidden], ``bias`` [1]) and ``teacher.json`` (template, max_length, end token). Scores are
@@ -58,7 +59,8 @@ def end_token_id(tokenizer, model_config) -> int:  # noqa: ANN001 - HF objects
     if eos is None:
         eos = tokenizer.eos_token_id
     if eos is None:
-        raise MissingPrerequisiteError("the teacher tokenizer and config define no eos token; set eos_token_id in config.json")
+        raise MissingPrerequisiteError("the teacher tokenizer and config define no eos token; "
+                                       "set eos_token_id in config.json")
     return int(eos)
 
 
@@ -234,7 +236,8 @@ class TeacherScorer:
         scores = [0.0] * len(triples)
         for start in range(0, len(order), self.batch_size):
             idx = order[start:start + self.batch_size]
-            batch = encode_pairs(self.tokenizer, [triples[i] for i in idx], self.spec.template, self.max_length, self.end_id)
+            batch = encode_pairs(self.tokenizer, [triples[i] for i in idx], self.spec.template, self.max_length,
+                                 self.end_id)
             batch = {k: v.to(self.device) for k, v in batch.items()}
             with autocast(self.device, self.dtype):
                 logits = self.ranker(**batch).float().cpu().tolist()

@@ -73,7 +73,8 @@ class DenseFineTuneConfig:
 def training_triples(queries: Mapping[str, Query], qrels: Qrels, corpus: Mapping[str, Document], bm25: Any,
                      config: DenseFineTuneConfig, exclude: Collection[str] = ()) -> list[tuple[str, str, str]]:
     """(query, judged positive, BM25 hard negative) texts, one per judged pair of the non-excluded queries."""
-    qids = sorted(q for q in queries if q not in set(exclude) and any(r >= 1 and d in corpus for d, r in qrels.get(q, {}).items()))
+    qids = sorted(q for q in queries
+                  if q not in set(exclude) and any(r >= 1 and d in corpus for d, r in qrels.get(q, {}).items()))
     run = bm25.search({q: queries[q] for q in qids}, top_k=config.hard_negative_depth + 10) if qids else {}
     rng = random.Random(config.seed)
     triples = []
@@ -110,7 +111,8 @@ def fine_tune_dense(config: DenseFineTuneConfig, queries: Mapping[str, Query], q
         raise DataError(f"dense_ft: {len(triples)} (query, judged positive) pairs outside the excluded queries, fewer "
                         f"than one batch of {config.batch_size}; give more judged training queries or disable dense_ft")
     torch.manual_seed(config.seed)
-    model = SentenceTransformer(str(resolve_student_base(config.base)), device="cpu" if not torch.cuda.is_available() else None)
+    model = SentenceTransformer(str(resolve_student_base(config.base)),
+                                device="cpu" if not torch.cuda.is_available() else None)
     model.max_seq_length = config.max_seq_length
     tokenize = getattr(model, "preprocess", None) or model.tokenize  # sentence-transformers >= 5.x renamed it
     opt = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
@@ -119,7 +121,8 @@ def fine_tune_dense(config: DenseFineTuneConfig, queries: Mapping[str, Query], q
     warmup = max(1, int(config.warmup_ratio * steps))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warmup) * max(0.0, (steps - s) / steps))
     rng = random.Random(config.seed)
-    logger.info("dense_ft: %d (query, positive, hard negative) triples, %d steps of %d", len(triples), steps, config.batch_size)
+    logger.info("dense_ft: %d (query, positive, hard negative) triples, %d steps of %d", len(triples), steps,
+                config.batch_size)
     model.train()
     losses = []
     for epoch in range(config.epochs):
@@ -131,10 +134,12 @@ def fine_tune_dense(config: DenseFineTuneConfig, queries: Mapping[str, Query], q
                 continue
             embs = []
             for texts in zip(*batch, strict=True):
-                features = {k: v.to(model.device) if isinstance(v, torch.Tensor) else v for k, v in tokenize(list(texts)).items()}
+                features = {k: v.to(model.device) if isinstance(v, torch.Tensor) else v
+                            for k, v in tokenize(list(texts)).items()}
                 embs.append(torch.nn.functional.normalize(model(features)["sentence_embedding"], dim=-1))
             q, docs = embs[0], torch.cat(embs[1:])  # positives first: row i's positive is column i
-            loss = torch.nn.functional.cross_entropy(config.scale * q @ docs.T, torch.arange(len(batch), device=q.device))
+            loss = torch.nn.functional.cross_entropy(config.scale * q @ docs.T,
+                                                     torch.arange(len(batch), device=q.device))
             loss.backward()
             opt.step()
             sched.step()
@@ -150,5 +155,6 @@ def fine_tune_dense(config: DenseFineTuneConfig, queries: Mapping[str, Query], q
             "first_loss": round(losses[0], 4), "last_loss": round(losses[-1], 4), "wall_time_s": round(wall, 1)}
     write_json(out_dir / TRAIN_INFO, info)
     write_manifest(out_dir, "dense_ft", resolved, metrics=info, wall_time_s=wall)
-    logger.info("dense_ft: %d steps in %.0fs (loss %.3f -> %.3f); model at %s", len(losses), wall, losses[0], losses[-1], model_dir)
+    logger.info("dense_ft: %d steps in %.0fs (loss %.3f -> %.3f); model at %s", len(losses), wall, losses[0],
+                losses[-1], model_dir)
     return model_dir

@@ -98,7 +98,8 @@ class SourceFactory:
             return s.LLMSource(self.corpus, cfg.teacher, cfg.llm_score, cfg.batch_size, cfg.max_length, cfg.device)
         raise ValueError(f"unknown source {name!r}")
 
-    def candidates(self, queries: Mapping[str, Query], qrels: Qrels | None, run_source: Any = None) -> dict[str, list[tuple[str, str]]]:
+    def candidates(self, queries: Mapping[str, Query], qrels: Qrels | None,
+                   run_source: Any = None) -> dict[str, list[tuple[str, str]]]:
         cfg = self.config
         if cfg.source == "run":
             from distill.teacher.candidates import merge_candidates
@@ -180,7 +181,8 @@ def _ensemble(config: LabelConfig, factory: SourceFactory, queries: Mapping[str,
         fit = ensemble_fit_qids(qids, qrels, config.fit_queries)
         if len(fit) < 5:
             weights = dict.fromkeys(config.members, round(1.0 / len(config.members), 4))
-            logger.warning("ensemble: %d labelled queries have qrels (need >= 5 to fit): equal weights %s", len(fit), weights)
+            logger.warning("ensemble: %d labelled queries have qrels (need >= 5 to fit): equal weights %s", len(fit),
+                           weights)
             info.update(weights=weights, fitted_on="equal weights (too few queries with qrels to fit)")
         else:
             fq = {q: queries[q] for q in fit}
@@ -319,14 +321,14 @@ def run_label(config: LabelConfig, out_dir: str | Path, progress: bool = False,
     done = valid_qids(out)
     _claim_labels(out, labels_teacher(config, out_dir), done)
     todo = [q for q in qids if q not in done]
-    logger.info("label: %d queries, %d already labelled, %d to go (source %s)", len(qids), len(qids) - len(todo), len(todo),
-                config.source)
+    logger.info("label: %d queries, %d already labelled, %d to go (source %s)", len(qids), len(qids) - len(todo),
+                len(todo), config.source)
     factory = factory or SourceFactory(config, corpus, out_dir / "cache")
     n_docs = 0
     extra: dict[str, Any] = {"source": config.source}
     if todo or config.source == "ensemble":
-        source: TeacherSource = (_ensemble(config, factory, queries, all_qids, qrels, out_dir) if config.source == "ensemble"
-                                 else factory.build(config.source))
+        source: TeacherSource = (_ensemble(config, factory, queries, all_qids, qrels, out_dir)
+                                 if config.source == "ensemble" else factory.build(config.source))
         if isinstance(source, EnsembleSource):
             extra["ensemble"] = json.loads((out_dir / ENSEMBLE_FILE).read_text())
         chunks = [todo[i:i + _CHUNK] for i in range(0, len(todo), _CHUNK)]

@@ -37,7 +37,8 @@ class QueryLikelihoodScorer:
         self.tokenizer = prepare_tokenizer(AutoTokenizer.from_pretrained(path))
         self.model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).to(self.device).eval()
         self.model.config.pad_token_id = self.tokenizer.pad_token_id
-        self.batch_size, self.max_length, self.prompt, self.max_query_tokens = batch_size, max_length, prompt, max_query_tokens
+        self.batch_size, self.max_length, self.prompt, self.max_query_tokens = (batch_size, max_length, prompt,
+                                                                                max_query_tokens)
 
     def _row(self, query: str, title: str, text: str) -> tuple[list[int], int]:
         q_ids = self.tokenizer(" " + query.strip(), add_special_tokens=False)["input_ids"][: self.max_query_tokens]

@@ -35,7 +35,8 @@ def rerank_with(scorer: PairScorer, corpus: Mapping[str, Document], queries: Map
         it = tqdm(qids, desc="rerank", unit="query")
     for qid in it:
         top = [d for d, _ in sorted(run[qid].items(), key=lambda kv: (-kv[1], kv[0]))[:top_k] if d in corpus]
-        scores = scorer.score_triples([(queries[qid].text, corpus[d].title, corpus[d].text) for d in top]) if top else []
+        scores = (scorer.score_triples([(queries[qid].text, corpus[d].title, corpus[d].text) for d in top])
+                  if top else [])
         out[qid] = dict(zip(top, scores, strict=True))
     return out
 
@@ -43,7 +44,8 @@ def rerank_with(scorer: PairScorer, corpus: Mapping[str, Document], queries: Map
 def rerank_run(teacher_dir: str | os.PathLike[str], corpus: Mapping[str, Document], queries: Mapping[str, Query],
                run: Run, top_k: int = 100, batch_size: int = 8, max_length: int = 192, device: str = "auto",
                progress: bool = False) -> Run:
-    """Teacher scores (raw logits) for the top ``top_k`` of ``run``; write it with ``distill.core.formats.write_run``."""
+    """Teacher scores (raw logits) for the top ``top_k`` of ``run``; write it with
+    ``distill.core.formats.write_run``."""
     from distill.teacher.decoder_ranker import TeacherScorer
 
     scorer = TeacherScorer(teacher_dir, batch_size=batch_size, max_length=max_length, device=device)

@@ -71,7 +71,8 @@ def masked_lm_loss(logits: torch.Tensor, input_ids: torch.Tensor, target_mask: t
     """Next-token CE averaged over positions whose *target* token has ``target_mask`` 1."""
     shift_logits = logits[:, :-1].float()
     shift_labels = input_ids[:, 1:].masked_fill(target_mask[:, 1:] == 0, -100)
-    return F.cross_entropy(shift_logits.reshape(-1, shift_logits.shape[-1]), shift_labels.reshape(-1), ignore_index=-100)
+    return F.cross_entropy(shift_logits.reshape(-1, shift_logits.shape[-1]), shift_labels.reshape(-1),
+                           ignore_index=-100)
 
 
 def token_kl(ref_logits: torch.Tensor, logits: torch.Tensor, target_mask: torch.Tensor) -> torch.Tensor:
@@ -145,7 +146,8 @@ def run_sft(config: SFTConfig, out_dir: str | Path, progress: bool = False) -> P
                                   config.num_negatives, config.negative_depth, config.seed)
 
     lm = _train.load_trainable_lm(config)
-    base, tokenizer, model, peft_model, device, dtype = lm.base, lm.tokenizer, lm.model, lm.peft_model, lm.device, lm.dtype
+    base, tokenizer, model, peft_model, device, dtype = (lm.base, lm.tokenizer, lm.model, lm.peft_model, lm.device,
+                                                         lm.dtype)
     ranker = TeacherRanker(model, seed=config.seed).to(device)
     ref = None
     if config.kl_weight > 0:

@@ -229,7 +229,8 @@ class EnsembleSource:
         if any(w < 0 or not math.isfinite(w) for w in self.weights.values()) or sum(self.weights.values()) <= 0:
             raise ConfigError(f"ensemble weights must be >= 0 and not all 0, got {self.weights}")
 
-    def member_runs(self, queries: Mapping[str, Query], candidates: Candidates, only_weighted: bool = True) -> dict[str, Run]:
+    def member_runs(self, queries: Mapping[str, Query], candidates: Candidates,
+                    only_weighted: bool = True) -> dict[str, Run]:
         return {name: src.score(queries, candidates) for name, src in self.members.items()
                 if not only_weighted or self.weights.get(name, 0.0) > 0}
 
@@ -264,7 +265,8 @@ SLOW_SOURCES = frozenset({"llm", "endpoint", "openai"})
 
 def fit_weights(runs: Mapping[str, Run], qrels: Qrels, metric: str = "ndcg@10", rounds: int = 3,
                 grid: Sequence[float] = tuple(i / 10 for i in range(11)), seed: int = 13,
-                min_gain: float = 0.005, slow: Collection[str] = SLOW_SOURCES) -> tuple[dict[str, float], dict[str, float]]:
+                min_gain: float = 0.005,
+                slow: Collection[str] = SLOW_SOURCES) -> tuple[dict[str, float], dict[str, float]]:
     """Coordinate ascent on ``metric`` over the queries of ``qrels``: (weights summing to 1, each member alone).
 
     Starts from the best single member; each round tries every grid value for each member in a seeded
@@ -317,8 +319,8 @@ def fit_weights(runs: Mapping[str, Run], qrels: Qrels, metric: str = "ndcg@10", 
             se = float(diffs.std(ddof=1) / math.sqrt(len(diffs))) if len(diffs) > 1 else float("inf")
             need = max(min_gain, 2 * se) if s in slow else min_gain
             if gain < need:
-                logger.info("ensemble: dropping %s (it adds %.4f %s on %d dev queries; needs >= %.4f%s)", s, gain, metric,
-                            len(diffs), need, ", half a point and 2 standard errors" if s in slow else "")
+                logger.info("ensemble: dropping %s (it adds %.4f %s on %d dev queries; needs >= %.4f%s)", s, gain,
+                            metric, len(diffs), need, ", half a point and 2 standard errors" if s in slow else "")
                 weights, best = without, value(without)
     total = sum(weights.values())
     weights = {s: round(w / total, 4) for s, w in weights.items()}

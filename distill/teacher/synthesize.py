@@ -69,7 +69,8 @@ FEW_SHOT: tuple[tuple[str, str], ...] = (
 _META = re.compile(
     r"^(this|the|that|these) (passage|text|document|article|abstract|paragraph|study|paper)\b"
     r"|\b(search )?query (is|would be|could be)\b|^(here is|here's|sure|certainly|okay|ok)\b"
-    r"|\b(the|this) (passage|text|document|article|paragraph) (provides|describes|explains|discusses|states|says|is about)\b"
+    r"|\b(the|this) (passage|text|document|article|paragraph) "
+    r"(provides|describes|explains|discusses|states|says|is about)\b"
     r"|^(write|generate|answer|question|query|passage|example)\s*[:\-]?$|[:]$|\bas an ai\b",
     re.I)
 
@@ -260,8 +261,8 @@ def synthesize_queries(config: SynthConfig, out_dir: str | Path, progress: bool 
         for k, doc_id in enumerate(doc_ids):
             if doc_id in kept_docs:
                 continue
-            text = crop_words(corpus[doc_id].text or corpus[doc_id].title, (config.min_words, min(config.max_words, 12)),
-                              crop_rng)
+            text = crop_words(corpus[doc_id].text or corpus[doc_id].title,
+                              (config.min_words, min(config.max_words, 12)), crop_rng)
             if len(text.split()) < config.min_words or normalise(text) in seen:
                 continue
             seen.add(normalise(text))
@@ -270,8 +271,9 @@ def synthesize_queries(config: SynthConfig, out_dir: str | Path, progress: bool 
             source[qid] = doc_id
             cropped += 1
     if not kept:
-        raise DataError(f"synthesize: all {len(doc_ids)} generated queries were filtered out ({dict(rejected)}) and the "
-                        "crop fallback is off; set synth.crop_fallback: true, relax min_words/max_words or use another generator")
+        raise DataError(f"synthesize: all {len(doc_ids)} generated queries were filtered out ({dict(rejected)}) "
+                        "and the crop fallback is off; set synth.crop_fallback: true, relax min_words/max_words "
+                        "or use another generator")
     order = sorted(kept, key=lambda q: int(q.split("-")[-1].rstrip("c")))
     write_queries(q_path, [kept[q] for q in order])
     write_qrels(qrels_path, {q: {source[q]: 1} for q in order})
