@@ -1,6 +1,7 @@
 """SciFact through a real OpenSearch node: BM25 vs BM25 + the served blend, and its latency.
 
-BM25 from OpenSearch, with the pipeline's bm25s beside it. The rescore runs in the plugin and, for comparison, client-side:
+BM25 from OpenSearch, with the pipeline's bm25s beside it. The rescore runs in the plugin and, for comparison,
+client-side:
 
     nice -n 10 python -m bench opensearch_scifact --model SERVED_DIR [--windows 20,50] [--max-queries 0]
 

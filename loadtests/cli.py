@@ -14,16 +14,19 @@ logger = logging.getLogger(__name__)
 
 @click.command("loadtest")
 @click.option("--scenario", type=click.Choice(["ranker", "opensearch"]), required=True)
-@click.option("--host", default=None, help="Base URL [default: http://127.0.0.1:8080 for ranker, :9200 for opensearch].")
+@click.option("--host", default=None,
+              help="Base URL [default: http://127.0.0.1:8080 for ranker, :9200 for opensearch].")
 @click.option("--users", default=1, show_default=True, type=click.IntRange(min=1), help="Concurrent closed-loop users.")
-@click.option("--spawn-rate", default=1.0, show_default=True, type=click.FloatRange(min=0.01), help="Users started per second.")
+@click.option("--spawn-rate", default=1.0, show_default=True, type=click.FloatRange(min=0.01),
+              help="Users started per second.")
 @click.option("--run-time", default="30s", show_default=True, help="Locust duration, e.g. 20s, 2m.")
 @click.option("--slo", type=click.Path(dir_okay=False, path_type=Path),
               help="SLO JSON [default: loadtests/slo/<scenario>.json].")
 @click.option("--passages", default=20, show_default=True, type=click.IntRange(min=1),
               help="Documents per rerank request / OpenSearch rescore window.")
 @click.option("--corpus", type=click.Path(dir_okay=False), help="Corpus for payloads [default: bundled scifact_mini].")
-@click.option("--queries", type=click.Path(dir_okay=False), help="Queries for payloads [default: bundled scifact_mini test].")
+@click.option("--queries", type=click.Path(dir_okay=False),
+              help="Queries for payloads [default: bundled scifact_mini test].")
 @click.option("--index", default="distilrank", show_default=True, help="OpenSearch index (opensearch scenario).")
 @click.option("--processes", default=1, show_default=True, type=click.IntRange(min=1),
               help="Locust worker processes (a distributed master/worker run when > 1).")

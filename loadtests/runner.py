@@ -22,14 +22,17 @@ from distill.core.atomic_io import atomic_write
 from distill.core.errors import ConfigError, DistilrankError, GateFailedError, MissingPrerequisiteError
 from loadtests.slo import SLO, load_slo
 
-__all__ = ["DEFAULT_SLO", "LoadTestConfig", "load_scenario_slo", "plot_latency", "preflight", "run_loadtest", "write_summary"]
+__all__ = ["DEFAULT_SLO", "LoadTestConfig", "load_scenario_slo", "plot_latency", "preflight", "run_loadtest",
+           "write_summary"]
 
 logger = logging.getLogger(__name__)
 
 Scenario = Literal["ranker", "opensearch"]
 _HERE = Path(__file__).resolve().parent
-LOCUSTFILES: dict[str, Path] = {"ranker": _HERE / "locustfile_ranker.py", "opensearch": _HERE / "locustfile_opensearch.py"}
-DEFAULT_SLO: dict[str, Path] = {"ranker": _HERE / "slo" / "ranker.json", "opensearch": _HERE / "slo" / "opensearch.json"}
+LOCUSTFILES: dict[str, Path] = {"ranker": _HERE / "locustfile_ranker.py",
+                                 "opensearch": _HERE / "locustfile_opensearch.py"}
+DEFAULT_SLO: dict[str, Path] = {"ranker": _HERE / "slo" / "ranker.json",
+                                "opensearch": _HERE / "slo" / "opensearch.json"}
 _RUN_TIME = re.compile(r"^(?=\d)(\d+h)?(\d+m)?(\d+s?)?$")
 
 

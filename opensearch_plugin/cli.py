@@ -109,7 +109,8 @@ def _rescore_options(f):  # noqa: ANN001, ANN202 - a click decorator
                      help="interpolate [default: the card's]."),
         click.option("--ranker-norm", type=click.Choice(["minmax", "zscore", "none"]), default=None,
                      help="interpolate [default: the card's]."),
-        click.option("--query-weight", type=FiniteFloat(), default=None, help="total/multiply/avg/max/min only [default: 1]."),
+        click.option("--query-weight", type=FiniteFloat(), default=None,
+                     help="total/multiply/avg/max/min only [default: 1]."),
         click.option("--rescore-query-weight", type=FiniteFloat(), default=None,
                      help="total/multiply/avg/max/min only [default: 1]."),
     ]
