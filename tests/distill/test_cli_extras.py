@@ -36,7 +36,8 @@ def _block(monkeypatch: pytest.MonkeyPatch, module: str, *purge: str) -> None:
             monkeypatch.delitem(sys.modules, name)
 
 
-def _stub_command(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, command: str, body: str, at_import: str = "") -> None:
+def _stub_command(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, command: str, body: str,
+                  at_import: str = "") -> None:
     """Point ``distilrank COMMAND`` at a stub module whose command runs ``body`` (and whose import runs
     ``at_import``), so each row of the extras table is tested without the command's real arguments."""
     mod = f"_stub_{command}_{tmp_path.name}".replace("-", "_")  # unique: sys.modules keeps earlier stubs

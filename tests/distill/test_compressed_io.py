@@ -60,7 +60,8 @@ def test_gzipped_jsonl_corpus_queries_qrels_and_run_through_the_cli(demo_data: P
     assert metrics == plain_metrics
 
 
-def test_gzipped_tsv_corpus_and_jsonl_queries(demo_data: Path, tmp_path: Path, plain_metrics: dict[str, object]) -> None:
+def test_gzipped_tsv_corpus_and_jsonl_queries(demo_data: Path, tmp_path: Path,
+                                              plain_metrics: dict[str, object]) -> None:
     corpus = write_corpus(tmp_path / "corpus.tsv.gz", iter_corpus(demo_data / "corpus.jsonl"))
     assert text_suffix(corpus) == ".tsv" and gzip.decompress(corpus.read_bytes()).count(b"\t") > 2000
     queries = tmp_path / "queries.jsonl.gz"
@@ -132,7 +133,8 @@ def test_a_byte_order_mark_is_not_part_of_the_first_id(tmp_path: Path) -> None:
     assert json.loads(out.read_text())["ndcg@10"] == pytest.approx(1.0)
 
 
-def test_identical_duplicate_qrels_are_kept_once_with_one_warning(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_identical_duplicate_qrels_are_kept_once_with_one_warning(tmp_path: Path,
+                                                                  caplog: pytest.LogCaptureFixture) -> None:
     (tmp_path / "qrels.txt").write_text("1 0 a 1\n1 0 a 1\n1 0 b 0\n1 0 a 1\n", encoding="utf-8")
     with caplog.at_level("WARNING"):
         assert read_qrels(tmp_path / "qrels.txt") == {"1": {"a": 1, "b": 0}}

@@ -110,7 +110,8 @@ def test_unknown_ids_are_counted_not_dropped() -> None:
 )
 def test_cli_bad_data_exit_code_4_without_traceback(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                                      qrels: str, run: str, match: str) -> None:
-    corpus = _write(tmp_path, "corpus.jsonl", json.dumps({"_id": "d1", "text": "x"}) + "\n" + json.dumps({"_id": "d2", "text": "y"}) + "\n")
+    corpus = _write(tmp_path, "corpus.jsonl",
+                    json.dumps({"_id": "d1", "text": "x"}) + "\n" + json.dumps({"_id": "d2", "text": "y"}) + "\n")
     q = _write(tmp_path, "qrels.txt", qrels)
     r = _write(tmp_path, "run.trec", run)
     code = main(["evaluate", "--qrels", str(q), "--run", str(r), "--corpus", str(corpus)])

@@ -113,7 +113,8 @@ def test_cli_evaluate_several_runs_writes_reports(tmp_path: Path, capsys: pytest
 def test_cli_single_run_json_is_flat(tmp_path: Path) -> None:
     (tmp_path / "qrels").write_text("1 0 a 1\n")
     (tmp_path / "run").write_text("1 Q0 a 1 2 t\n")
-    assert main(["evaluate", "--qrels", str(tmp_path / "qrels"), "--run", str(tmp_path / "run"), "--json", str(tmp_path / "m.json")]) == 0
+    assert main(["evaluate", "--qrels", str(tmp_path / "qrels"), "--run", str(tmp_path / "run"),
+                 "--json", str(tmp_path / "m.json")]) == 0
     data = json.loads((tmp_path / "m.json").read_text())
     conventions = data.pop("conventions")  # how the numbers were computed travels with them
     assert data == {"ndcg@10": 1.0, "mrr@10": 1.0, "recall@100": 1.0}

@@ -65,11 +65,12 @@ def test_tiny_pipeline_report_contract(tiny_run: Path) -> None:
         for metric in ("ndcg@10", "mrr@10"):
             value = report["metrics"][system][metric]
             assert isinstance(value, float) and 0.0 <= value <= 1.0
-    assert set(report["stage_wall_time_s"]) >= {"teacher_cpt", "teacher_sft", "teacher_label", "student", "eval_teacher"}
+    assert set(report["stage_wall_time_s"]) >= {"teacher_cpt", "teacher_sft", "teacher_label", "student",
+                                                 "eval_teacher"}
     assert report["teacher"]["source"] == "ensemble" and set(report["teacher"]["weights"]) == {"llm", "dense", "bm25"}
     assert report["conventions"]["ignore_identical_ids"] is False
-    for path in (*report["artifacts"]["teacher_llm"].values(), report["artifacts"]["student"], report["artifacts"]["labels"],
-                 *report["artifacts"]["runs"].values()):
+    for path in (*report["artifacts"]["teacher_llm"].values(), report["artifacts"]["student"],
+                 report["artifacts"]["labels"], *report["artifacts"]["runs"].values()):
         assert Path(path).exists(), path
     assert 0.0 <= report["interpolation"]["first_stage_weight"] <= 1.0
     assert report["interpolation"]["depth"] == report["rerank_depth"]["student"]
@@ -174,8 +175,8 @@ def test_tiny_runs_on_a_corpus_without_training_queries(demo_data: Path, tmp_pat
     pipeline finishes, and the report shows kept/rejected counts and samples."""
     out = tmp_path / "synth"
     code = main(["pipeline", "--preset", "tiny", "--allow-regression", "--corpus", str(demo_data / "corpus.jsonl"),
-                 "--eval-queries", str(demo_data / "queries.test.tsv"), "--eval-qrels", str(demo_data / "qrels.test.txt"),
-                 "--out", str(out)])
+                 "--eval-queries", str(demo_data / "queries.test.tsv"),
+                 "--eval-qrels", str(demo_data / "qrels.test.txt"), "--out", str(out)])
     assert code == 0
     report = json.loads((out / "report.json").read_text())
     sq = report["synthetic_queries"]
@@ -202,7 +203,8 @@ def test_config_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
     bad.write_text('{"preset": "tiny", "cpt": {"max_lenght": 5}}')
     assert main(["pipeline", "--config", str(bad), "--out", str(tmp_path / "o")]) == 2
     assert "max_lenght" in capsys.readouterr().err
-    bad.write_text("{oops")  # one config loader: a malformed config file is a config error (exit 2), like an unknown key
+    # one config loader: a malformed config file is a config error (exit 2), like an unknown key
+    bad.write_text("{oops")
     assert main(["pipeline", "--config", str(bad), "--out", str(tmp_path / "o")]) == 2
     assert "cfg.json:1: invalid JSON" in capsys.readouterr().err
 

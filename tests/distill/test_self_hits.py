@@ -102,7 +102,8 @@ def test_cli_evaluate_auto_states_and_records_the_choice(tmp_path: Path, capsys:
     assert data["conventions"]["identical_ids_reason"] == "--keep-identical-ids"
 
 
-def test_cli_retrieve_drops_self_hits_and_still_returns_top_k(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_retrieve_drops_self_hits_and_still_returns_top_k(tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
     docs = {"a": "solar panels cut household energy bills", "b": "solar panels need sunny roofs",
             "c": "energy bills rise in winter", "d": "roofs and panels"}
     corpus = tmp_path / "corpus.jsonl"

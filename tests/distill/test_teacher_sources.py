@@ -197,8 +197,8 @@ def test_endpoint_failures_are_clear_and_keep_labels(mode: str, match: str, mini
         args = [ctx]
     try:
         code = main(["teacher", "label", "--source", "endpoint", "--endpoint-url", url, "--endpoint-retries", "2",
-                     "--queries", str(mini["queries"]), "--corpus", str(mini["corpus"]), "--n-bm25", "5", "--n-dense", "0",
-                     "--n-random", "1", "--config", str(_timeout_cfg(tmp_path)), "--out", str(out)])
+                     "--queries", str(mini["queries"]), "--corpus", str(mini["corpus"]), "--n-bm25", "5",
+                     "--n-dense", "0", "--n-random", "1", "--config", str(_timeout_cfg(tmp_path)), "--out", str(out)])
     finally:
         for c in args:
             c.__exit__(None, None, None)
@@ -242,7 +242,8 @@ def test_endpoint_api_key_is_sent_and_never_written(mini: dict[str, Path], tmp_p
     assert '"k"' not in (tmp_path / "l" / "config.json").read_text()
 
 
-def test_label_from_bm25_dense_run_and_shards(mini: dict[str, Path], tmp_path: Path, tiny_cross_encoder_dir: Path) -> None:
+def test_label_from_bm25_dense_run_and_shards(mini: dict[str, Path], tmp_path: Path,
+                                              tiny_cross_encoder_dir: Path) -> None:
     base = {"queries": str(mini["queries"]), "corpus": str(mini["corpus"]), "n_bm25": 5, "n_dense": 3, "n_random": 1,
             "dense_model": str(tiny_cross_encoder_dir)}
     bm25_labels = read_labels(run_label(LabelConfig(source="bm25", **base), tmp_path / "bm25"))
@@ -252,22 +253,24 @@ def test_label_from_bm25_dense_run_and_shards(mini: dict[str, Path], tmp_path: P
     # a TREC run as the teacher: its top-k are the candidates, its scores the labels
     run = {r.qid: {d.doc_id: d.score for d in r.docs} for r in bm25_labels}
     run_path = write_run(tmp_path / "teacher.trec", run)
-    from_run = read_labels(run_label(LabelConfig(source="run", run=str(run_path), run_depth=3, **base), tmp_path / "run"))
+    from_run = read_labels(run_label(LabelConfig(source="run", run=str(run_path), run_depth=3, **base),
+                                     tmp_path / "run"))
     for r in from_run:
         assert len(r.docs) == 3 and all(d.source == "run" for d in r.docs)
         assert {d.doc_id: d.score for d in r.docs} == pytest.approx(
             dict(sorted(run[r.qid].items(), key=lambda kv: -kv[1])[:3]), abs=1e-5)
     # shards are disjoint and together cover every query
-    shards = [read_labels(run_label(LabelConfig(source="bm25", shard=f"{i}/2", **base), tmp_path / f"s{i}")) for i in range(2)]
+    shards = [read_labels(run_label(LabelConfig(source="bm25", shard=f"{i}/2", **base), tmp_path / f"s{i}"))
+              for i in range(2)]
     ids = [r.qid for s in shards for r in s]
     assert sorted(ids) == sorted(r.qid for r in bm25_labels) and len(set(ids)) == len(ids)
 
 
 def test_ensemble_label_fits_weights_and_records_them(mini: dict[str, Path], tmp_path: Path,
                                                       tiny_cross_encoder_dir: Path) -> None:
-    cfg = LabelConfig(source="ensemble", members=("dense", "bm25"), queries=str(mini["queries"]), corpus=str(mini["corpus"]),
-                      qrels=str(mini["qrels"]), n_bm25=5, n_dense=3, n_random=1, fit_queries=10,
-                      dense_model=str(tiny_cross_encoder_dir))
+    cfg = LabelConfig(source="ensemble", members=("dense", "bm25"), queries=str(mini["queries"]),
+                      corpus=str(mini["corpus"]), qrels=str(mini["qrels"]), n_bm25=5, n_dense=3, n_random=1,
+                      fit_queries=10, dense_model=str(tiny_cross_encoder_dir))
     path = run_label(cfg, tmp_path / "ens")
     info = json.loads((tmp_path / "ens" / "ensemble.json").read_text())
     # 4 queries with qrels < 5: too few to fit, equal weights, and the file says so
@@ -326,7 +329,8 @@ def test_ensemble_never_builds_a_zero_weight_member(mini: dict[str, Path], tmp_p
 def test_qlm_scores_are_finite_and_batch_invariant(tiny_decoder_dir: Path) -> None:
     from distill.teacher.qlm import QueryLikelihoodScorer
 
-    triples = [("fever cause", "Fever", "Fever is caused by pyrogens."), ("x", "", "word " * 300), ("a b c", "T", "short")]
+    triples = [("fever cause", "Fever", "Fever is caused by pyrogens."), ("x", "", "word " * 300),
+               ("a b c", "T", "short")]
     one = QueryLikelihoodScorer(tiny_decoder_dir, batch_size=1, max_length=64, device="cpu").score_triples(triples)
     many = QueryLikelihoodScorer(tiny_decoder_dir, batch_size=3, max_length=64, device="cpu").score_triples(triples)
     assert all(math.isfinite(s) and s < 0 for s in one)  # mean log-probabilities
@@ -351,7 +355,8 @@ def test_distilrank_serve_is_a_teacher_endpoint(mini: dict[str, Path], tmp_path:
 
 
 def test_llm_alone_reports_whether_an_ensemble_would_do_better(demo_data: Path, tmp_path: Path,
-                                                              tiny_cross_encoder_dir: Path, tiny_decoder_dir: Path) -> None:
+                                                              tiny_cross_encoder_dir: Path,
+                                                              tiny_decoder_dir: Path) -> None:
     """source=llm (the full preset's default) with qrels: the LLM's own labels, dense and BM25 are compared on
     the fit queries, and the answer is recorded (no extra LLM call)."""
     from tests.teacher_data import write_mini

@@ -11,7 +11,8 @@ def test_cli_sft_then_rerank(tiny_decoder_dir, demo_data, tmp_path, capsys):
     mini = write_mini(demo_data, tmp_path / "data", n_queries=3, n_extra_docs=20)
     cfg = tmp_path / "sft.json"
     cfg.write_text(json.dumps({"num_negatives": 2, "negative_depth": 6, "batch_size": 2, "max_length": 48}))
-    rc = main(["teacher", "sft", "--config", str(cfg), "--out", str(tmp_path / "sft"), "--base-model", str(tiny_decoder_dir),
+    rc = main(["teacher", "sft", "--config", str(cfg), "--out", str(tmp_path / "sft"),
+               "--base-model", str(tiny_decoder_dir),
                "--queries", str(mini["queries"]), "--qrels", str(mini["qrels"]), "--corpus", str(mini["corpus"]),
                "--max-steps", "1", "--device", "cpu", "--gen-weight", "0"])
     assert rc == 0

@@ -55,11 +55,12 @@ def test_fine_tune_writes_a_loadable_model_and_the_runner_reuses_it(mini: dict, 
     assert (out / "modules.json").stat().st_mtime_ns == stamp  # reused by the stage runner, not retrained
 
 
-def test_too_few_pairs_and_bad_config_are_clear_errors(mini: dict, tiny_cross_encoder_dir: Path, tmp_path: Path) -> None:
+def test_too_few_pairs_and_bad_config_are_clear_errors(mini: dict, tiny_cross_encoder_dir: Path,
+                                                       tmp_path: Path) -> None:
     cfg = DenseFineTuneConfig(base=str(tiny_cross_encoder_dir), batch_size=8)
     with pytest.raises(DataError, match="fewer than one batch"):
-        fine_tune_dense(cfg, mini["queries"], mini["qrels"], mini["corpus"], tmp_path / "ft", exclude=list(mini["queries"]),
-                        bm25=mini["bm25"])
+        fine_tune_dense(cfg, mini["queries"], mini["qrels"], mini["corpus"], tmp_path / "ft",
+                        exclude=list(mini["queries"]), bm25=mini["bm25"])
     assert not (tmp_path / "ft" / "model").exists()
     with pytest.raises(ConfigError, match="batch_size >= 2"):
         DenseFineTuneConfig(batch_size=1)

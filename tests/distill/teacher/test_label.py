@@ -118,7 +118,8 @@ def test_synthesize_filters_meta_copies_lengths_dups_and_crops(tiny_decoder_dir,
     def fake_generate(config, passages, progress, partial=None):
         seen.extend(passages)
         canned = ['Query: "what do myeloid suppressor cells do in MDS?"',
-                  "This passage provides a clear explanation of the difference between subcutaneous fat and external fat.",
+                  "This passage provides a clear explanation of the difference between subcutaneous fat "
+                  "and external fat.",
                   "The search query is:", "Here is the query:", "too short",
                   "what do myeloid suppressor cells do in mds",  # a duplicate after normalisation
                   " ".join(passages[6].split()[:6])]  # a verbatim copy of the passage
@@ -148,7 +149,8 @@ def test_synthesize_filters_meta_copies_lengths_dups_and_crops(tiny_decoder_dir,
         synth.synthesize_queries(cfg, tmp_path / "syn3")
 
 
-def test_synthesize_round_trip_keeps_queries_that_find_their_document(tiny_decoder_dir, demo_data, tmp_path, monkeypatch):
+def test_synthesize_round_trip_keeps_queries_that_find_their_document(tiny_decoder_dir, demo_data, tmp_path,
+                                                                       monkeypatch):
     from distill.core.formats import read_corpus
     from distill.teacher import synthesize as synth
     from distill.teacher.config import SynthConfig
@@ -159,7 +161,8 @@ def test_synthesize_round_trip_keeps_queries_that_find_their_document(tiny_decod
 
     def fake_generate(config, passages, progress, partial=None):
         # even: the passage's own longest words (finds its document); odd: other documents' titles
-        return [" ".join(sorted(p.split(), key=len)[-4:]) if i % 2 == 0 else titles[-1 - i] for i, p in enumerate(passages)]
+        return [" ".join(sorted(p.split(), key=len)[-4:]) if i % 2 == 0 else titles[-1 - i]
+                for i, p in enumerate(passages)]
 
     monkeypatch.setattr(synth, "_generate", fake_generate)
     cfg = SynthConfig(corpus=str(mini["corpus"]), generator=str(tiny_decoder_dir), num_docs=6, device="cpu",
@@ -219,4 +222,5 @@ def test_synthesize_killed_mid_generation_resumes_after_the_last_whole_batch(tin
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / synth.PARTIAL_FILE).write_text('{"key": "x"}\n{"start": 0, "out": ["a b c", "d e f"]}\n')
     synth.synthesize_queries(cfg, tmp_path / "other")
-    assert (tmp_path / "other" / synth.QUERIES_FILE).read_text() == (tmp_path / "whole" / synth.QUERIES_FILE).read_text()
+    assert ((tmp_path / "other" / synth.QUERIES_FILE).read_text()
+            == (tmp_path / "whole" / synth.QUERIES_FILE).read_text())

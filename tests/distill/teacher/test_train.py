@@ -41,7 +41,8 @@ def test_cpt_labels_mask_prompt_and_padding(tiny_decoder_dir):
     tok = AutoTokenizer.from_pretrained(tiny_decoder_dir)
     pairs = [QueryDocPair("vitamin c scurvy", "Scurvy", "Caused by lack of vitamin C."),
              QueryDocPair("a much longer query about protein folding", "", "Short.")]
-    exs = [build_cpt_example(tok, p, "Query: {query}\nRelevant document:\n", "{title}\n{text}", 64, end_id=2) for p in pairs]
+    exs = [build_cpt_example(tok, p, "Query: {query}\nRelevant document:\n", "{title}\n{text}", 64, end_id=2)
+           for p in pairs]
     batch = collate_cpt(exs, tok.pad_token_id)
     for i, e in enumerate(exs):
         labels, ids, mask = batch["labels"][i], batch["input_ids"][i], batch["attention_mask"][i]
