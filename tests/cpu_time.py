@@ -55,7 +55,8 @@ def summary(folder: Path, top: int = 15) -> str:
     rows, files, lines = [], Counter(), []
     for path in sorted(folder.glob("cpu-*.json")):
         data = json.loads(path.read_text())
-        lines.append(f"{data['worker']}: own {data['process_cpu_s']:.1f} s, waited-for children {data['children_cpu_s']:.1f} s")
+        lines.append(f"{data['worker']}: own {data['process_cpu_s']:.1f} s, "
+                     f"waited-for children {data['children_cpu_s']:.1f} s")
         for nodeid, own, kids, wall in data["rows"]:
             rows.append((own + kids, wall, nodeid))
             files[nodeid.split("::")[0]] += own + kids

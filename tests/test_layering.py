@@ -89,7 +89,8 @@ def module_level_imports(tree: ast.Module, importer: str, is_package: bool) -> I
 
 def parsed() -> Iterator[tuple[Path, str, bool, ast.Module]]:
     for path in source_files():
-        yield path, module_name(path), path.name == "__init__.py", ast.parse(path.read_text(encoding="utf-8"), str(path))
+        yield (path, module_name(path), path.name == "__init__.py",
+               ast.parse(path.read_text(encoding="utf-8"), str(path)))
 
 
 def private_module_of(dotted: str) -> str | None:
@@ -158,16 +159,22 @@ def test_export_imports_no_training_code():
 
 def test_the_checks_catch_what_they_are_for():
     """The rules themselves, on small sources (so a broken walk cannot pass silently)."""
-    tree = ast.parse("from export._candidates import x\nfrom ._node import y\ndef f():\n    from ranker._cache import z\n")
+    tree = ast.parse("from export._candidates import x\nfrom ._node import y\n"
+                     "def f():\n    from ranker._cache import z\n")
     found = [t for _, t in imported_modules(tree, "ranker.server", False)]
     assert "export._candidates" in found and "ranker._node" in found and "ranker._cache" in found
-    assert private_module_of("export._candidates.x") == "export._candidates" and private_module_of("export.report") is None
+    assert (private_module_of("export._candidates.x") == "export._candidates"
+            and private_module_of("export.report") is None)
     tree = ast.parse("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import ranker\n"
                      "try:\n    from . import teacher\nexcept ImportError:\n    pass\ndef f():\n    import export\n")
-    assert [t for _, t in module_level_imports(tree, "distill.pipeline", False)] == ["typing", "distill", "distill.teacher"]
-    deferred = ast.parse("def f():\n    from distill.student.model import drop_layers\n    from distill.core.errors import E\n")
-    assert [t for _, t in core_violations("distill.core.layers", imported_modules(deferred, "distill.core.layers", False))] \
+    assert [t for _, t in module_level_imports(tree, "distill.pipeline", False)] \
+        == ["typing", "distill", "distill.teacher"]
+    deferred = ast.parse("def f():\n    from distill.student.model import drop_layers\n"
+                         "    from distill.core.errors import E\n")
+    assert [t for _, t in core_violations("distill.core.layers",
+                                          imported_modules(deferred, "distill.core.layers", False))] \
         == ["distill.student.model"]
     assert [t for _, t in export_violations("export.layers", imported_modules(deferred, "export.layers", False))] \
         == ["distill.student.model"]
-    assert not list(core_violations("distill.teacher.label", imported_modules(deferred, "distill.teacher.label", False)))
+    assert not list(core_violations("distill.teacher.label",
+                                    imported_modules(deferred, "distill.teacher.label", False)))

@@ -65,8 +65,8 @@ def test_impossible_slo_fails_naming_metric_limit_and_value(ranker_url: str, tmp
 
 def test_malformed_slo_file_exits_4_before_any_traffic(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (tmp_path / "slo.json").write_text('{"scenario": "ranker", "total": {"p95_ms": "fast"}}')
-    code = main(["loadtest", "--scenario", "ranker", "--host", "http://127.0.0.1:9", "--slo", str(tmp_path / "slo.json"),
-                 "--out", str(tmp_path / "out")])
+    code = main(["loadtest", "--scenario", "ranker", "--host", "http://127.0.0.1:9",
+                 "--slo", str(tmp_path / "slo.json"), "--out", str(tmp_path / "out")])
     assert code == 4
     assert re.search(r"slo\.json: invalid SLO: total\.p95_ms: Input should be a valid number", capsys.readouterr().err)
     assert not (tmp_path / "out" / "payloads.json").exists()

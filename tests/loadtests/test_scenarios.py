@@ -68,7 +68,8 @@ def _loadtest(scenario: str, url: str, tmp_path: Path, slo: dict, *extra: str) -
 def test_fast_wrong_rerank_answers_are_failures(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
     def one_result_too_few(path: str, body: dict) -> tuple[int, dict]:
         n = len(body["documents"]) - 1
-        return 200, {"id": "x", "results": [{"index": i, "relevance_score": 1.0 / (i + 1)} for i in range(n)], "meta": {}}
+        return 200, {"id": "x", "results": [{"index": i, "relevance_score": 1.0 / (i + 1)} for i in range(n)],
+                     "meta": {}}
 
     slo = {"scenario": "ranker", "total": {"p95_ms": 60000, "max_error_ratio": 0.01}}
     with stand_in(one_result_too_few) as (url, seen):

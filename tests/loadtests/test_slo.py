@@ -185,7 +185,8 @@ def test_latency_plot_from_stats_history(tmp_path: Path) -> None:
         w.writerow(dict(zip(cols, ["1000", "1", "", "Aggregated", "0", "N/A", "N/A", "N/A"], strict=True)))
         for t in range(1, 6):
             w.writerow(dict(zip(cols, [str(1000 + t), "2", "", "Aggregated", "3.5", "40", "80", "95"], strict=True)))
-            w.writerow(dict(zip(cols, [str(1000 + t), "2", "POST", "/v1/rerank", "3.5", "40", "80", "95"], strict=True)))
+            w.writerow(dict(zip(cols, [str(1000 + t), "2", "POST", "/v1/rerank", "3.5", "40", "80", "95"],
+                                strict=True)))
     png = plot_latency(history, tmp_path / "latency.png")
     assert png is not None and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     empty = tmp_path / "empty.csv"

@@ -600,4 +600,5 @@ def test_the_pipeline_report_is_what_opensearch_returns(node, demo_indexes, tmp_
             assert list(served[qid])[:10] == list(docs)[:10], (name, qid)
         ours = evaluate(qrels, pipeline_run, ["ndcg@10"]).metrics["ndcg@10"]
         theirs = evaluate(qrels, {q: served[q] for q in pipeline_run}, ["ndcg@10"]).metrics["ndcg@10"]
-        assert abs(ours - theirs) <= 1e-3 and ours == pytest.approx(report["metrics"]["student_interpolated"]["ndcg@10"])
+        assert (abs(ours - theirs) <= 1e-3
+                and ours == pytest.approx(report["metrics"]["student_interpolated"]["ndcg@10"]))
