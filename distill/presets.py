@@ -27,11 +27,12 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from distill.core.config import from_mapping, to_dict
 from distill.core.errors import ConfigError
+from distill.student.train import StudentTrainConfig
 from distill.teacher.config import CPTConfig, LabelConfig, SFTConfig, SynthConfig
 from distill.teacher.dense_ft import DenseFineTuneConfig
 from export.config import ExportConfig
@@ -64,7 +65,7 @@ PRESETS: dict[str, dict[str, Any]] = {
                   "fit_queries": 30},
         # 15-minute budget: 128 tokens, and a fast-learning fresh head (1e-3) so 200 steps get past the random start
         "student": {"model": {"max_seq_len": 128, "max_query_tokens": 32}, "max_steps": 200, "eval_steps": 50,
-                    "head_learning_rate": 1e-3, "dev_fraction": 0.25, "dev_min_queries": 20, "dev_top_k": 20,
+                    "head_learning_rate": 1e-3, "dev_fraction": 0.25, "dev_top_k": 20,
                     "pairs": {"n_negatives": 7}},
         "eval": {"top_k": 20, "teacher_top_k": 20, "max_queries": 0, "teacher_batch_size": 16},
         "serve": {"export": {"quantize": "auto", "int8_mode": "dynamic"}},
@@ -77,7 +78,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "label": {**_CPU_ENSEMBLE, "max_length": 128, "n_bm25": 30, "n_dense": 20, "n_random": 10, "batch_size": 16,
                   "fit_queries": 50},
         "student": {"model": {"max_seq_len": 192, "max_query_tokens": 32}, "max_steps": 400, "eval_steps": 100,
-                    "dev_min_queries": 40, "dev_max_queries": 80, "dev_top_k": 20, "pairs": {"n_negatives": 7}},
+                    "dev_max_queries": 80, "dev_top_k": 20, "pairs": {"n_negatives": 7}},
         "eval": {"top_k": 20, "teacher_top_k": 20, "max_queries": 0, "teacher_batch_size": 16},
         # the route that met ">= 3x the L6 fp32 pairs/s within 1 nDCG@10 point": L3 cut, distilled again, int8
         "compress": {"layers": [3], "max_steps": 800},
@@ -199,9 +200,7 @@ class PipelineConfig:
     #: fine-tune the dense bi-encoder on the training qrels before labelling (a stronger dense teacher member)
     dense_ft: DenseFineTuneConfig = field(default_factory=DenseFineTuneConfig)
     label: LabelConfig = field(default_factory=LabelConfig)
-    #: :class:`distill.student.train.StudentTrainConfig` as a mapping, built by :meth:`student_config` (the
-    #: student's config module imports torch, which ``distilrank --help`` must not)
-    student: dict[str, Any] = field(default_factory=dict)
+    student: StudentTrainConfig = field(default_factory=StudentTrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     first_stage: FirstStageConfig = field(default_factory=FirstStageConfig)
     compress: CompressConfig = field(default_factory=CompressConfig)
@@ -220,18 +219,14 @@ class PipelineConfig:
             if set_here:
                 raise ConfigError(f"{name}: {set_here} are set by the pipeline itself (from the data flags and the "
                                   "previous stages); remove them from the config")
-        if not isinstance(self.student, Mapping):
-            raise ConfigError(f"student: expected an object, got {type(self.student).__name__}")
-        self.student_config()
+        if not isinstance(self.student, StudentTrainConfig):
+            raise ConfigError(f"student: expected a StudentTrainConfig, got {type(self.student).__name__}")
 
-    def student_config(self, base: str | None = None) -> Any:
-        """The validated :class:`~distill.student.train.StudentTrainConfig` (``base``: the student base model)."""
-        from distill.student.train import StudentTrainConfig
-
-        data = copy.deepcopy(dict(self.student))
-        if base is not None:
-            data["model"] = {**data.get("model", {}), "base": base}
-        return from_mapping(StudentTrainConfig, data, "student")
+    def student_config(self, base: str | None = None) -> StudentTrainConfig:
+        """The student's config, with ``base`` (the student base model) set when given."""
+        if base is None:
+            return self.student
+        return replace(self.student, model=replace(self.student.model, base=base))
 
     def uses_llm(self) -> bool:
         label = self.label

@@ -130,7 +130,10 @@ def _tune(ctx: PipelineContext, dev: Any, served_run: Run) -> tuple[Interpolatio
     def ndcg(run: Run) -> float:
         return float(evaluate(dev_qrels, run, ["ndcg@10"]).metrics["ndcg@10"])
 
-    first = {q: dict(sorted(dev.first_stage[q].items(), key=lambda kv: (-kv[1], kv[0]))[:depth]) for q in served_run}
+    from distill.core.cross_encoder import top_candidates
+
+    # the window the served model reranked (the scorer's cut, ties by a fixed hash, never by doc id)
+    first = {q: {d: dev.first_stage[q][d] for d in top_candidates(q, dev.first_stage[q], depth)} for q in served_run}
     scores = {"interpolated": ndcg(interpolate_runs(first, served_run, spec)), "student": ndcg(served_run),
               "first_stage": ndcg(first)}
     return replace(spec, dev_metric="ndcg@10", dev_score=scores["interpolated"]), scores

@@ -47,7 +47,7 @@ __all__ = [
 ]
 
 _WHERE = {
-    "HybridDistillLoss": "loss", "LossWeights": "loss", "margin_mse": "loss", "pointwise_mse": "loss",
+    "HybridDistillLoss": "loss", "LossWeights": "loss_weights", "margin_mse": "loss", "pointwise_mse": "loss",
     "ListwiseKLLoss": "loss", "listwise_kl": "loss",
     "DevCheck": "dev_signal", "choose_checkpoint": "dev_signal", "dev_signal_check": "dev_signal",
     "random_ndcg": "dev_signal", "DevVerdict": "guard", "dev_verdict": "guard",

@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
 
 import torch
 
-from distill.core.errors import ConfigError
+from distill.student.loss_weights import LossWeights
 
-__all__ = ["HybridDistillLoss", "ListwiseKLLoss", "LossWeights", "listwise_kl", "margin_mse", "pointwise_mse"]
+__all__ = ["HybridDistillLoss", "ListwiseKLLoss", "listwise_kl", "margin_mse", "pointwise_mse"]
 
 logger = logging.getLogger(__name__)
 
@@ -49,30 +48,6 @@ def listwise_kl(s_s: torch.Tensor, s_t: torch.Tensor, temperature: float = 1.0) 
     log_p_t = torch.log_softmax(s_t.detach() / temperature, dim=-1)
     log_p_s = torch.log_softmax(s_s / temperature, dim=-1)
     return (log_p_t.exp() * (log_p_t - log_p_s)).sum(dim=-1).mean() * temperature ** 2
-
-
-@dataclass(frozen=True)
-class LossWeights:
-    """Weights of the three terms, and the listwise temperature.
-
-    The defaults are the hybrid, both terms weighed equally as DisRanker's is; set one to 0 to ablate it.
-    ``listwise`` > 0 adds the listwise KL over each group; ``pointwise=0, margin=0, listwise=1`` is listwise
-    distillation alone. ``listwise_temperature`` divides both score lists before the softmax (the teacher's
-    scores are normalised first, z-scored by default, so T = 1 is a softmax over z-scores).
-    """
-
-    pointwise: float = 1.0
-    margin: float = 1.0
-    listwise: float = 0.0
-    listwise_temperature: float = 1.0
-
-    def __post_init__(self) -> None:
-        weights = (self.pointwise, self.margin, self.listwise)
-        if any(w < 0 or not math.isfinite(w) for w in weights) or sum(weights) == 0:
-            raise ConfigError(f"loss weights must be >= 0 and not all 0, got pointwise={self.pointwise}, "
-                             f"margin={self.margin}, listwise={self.listwise}")
-        if not self.listwise_temperature > 0 or not math.isfinite(self.listwise_temperature):
-            raise ConfigError(f"loss.listwise_temperature must be a positive number, got {self.listwise_temperature}")
 
 
 def check_scores(student: torch.Tensor, teacher: torch.Tensor) -> None:

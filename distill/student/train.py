@@ -55,7 +55,7 @@ from distill.student.dev_signal import (
     pseudo_qrels,
 )
 from distill.student.interpolate import InterpolationConfig, InterpolationResult
-from distill.student.loss import LossWeights
+from distill.student.loss_weights import LossWeights
 from distill.student.model import StudentModelConfig
 from distill.student.normalize import NormalizationConfig
 from distill.student.pairs import PairConfig, PairGroup

@@ -10,7 +10,13 @@ import pytest
 from distill.core.cross_encoder import TokenCaps
 from distill.core.errors import ConfigError
 from distill.core.interpolation import Interpolation, blend, interpolate_runs, rank_blended
-from distill.core.model_card import ModelCard, ModelCardError, load_model_card, set_interpolation, write_model_card
+from distill.core.model_card import (
+    ModelCard,
+    ModelCardError,
+    load_model_card,
+    set_interpolation,
+    write_model_card,
+)
 
 
 def make_dir(tmp_path: Path, interpolation: Interpolation | None = None) -> Path:

@@ -4,10 +4,10 @@ import pytest
 import torch
 
 from distill.core.errors import ConfigError
+from distill.student.loss_weights import LossWeights
 from distill.student.loss import (
     HybridDistillLoss,
     ListwiseKLLoss,
-    LossWeights,
     listwise_kl,
     margin_mse,
     pointwise_mse,
