@@ -26,10 +26,10 @@ import socket
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Annotated, Any
 
 import uvicorn
-from fastapi import Depends, FastAPI, Request
+from fastapi import Depends, FastAPI, Header, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPBearer
@@ -60,6 +60,10 @@ __all__ = ["ServerConfig", "bind_socket", "create_app", "make_server"]
 # module level: annotations are strings (PEP 563) and FastAPI resolves them in module globals.
 # It only documents the scheme in OpenAPI: the token is checked by the guard, before the body is read.
 _BEARER = HTTPBearer(auto_error=False, description="Needed only when the server runs with --api-key")
+# documented for clients (and the fuzzer); parsed by the service, which answers a bad value 400 invalid_header
+_DEADLINE = Header(alias=DEADLINE_HEADER, json_schema_extra={"pattern": r"^[0-9]{1,8}(\.[0-9]+)?$"},
+                   description="This request's deadline in milliseconds from its arrival (positive, at most a day); "
+                               "503 overloaded at admission or 504 when it cannot be met")
 
 
 _ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -108,21 +112,27 @@ def create_app(runtime: ServedModel, config: ServerConfig | None = None) -> Fast
 def _add_routes(app: FastAPI, service: RerankService) -> None:
     """The HTTP surface: each route hands its parsed body to the service."""
 
-    def deadline(request: Request) -> float | None:
+    # the schema requires the bearer token only where the server does (with --api-key)
+    auth = [Depends(_BEARER)] if service.config.api_key else []
+    responses = {k: v for k, v in _ERROR_RESPONSES.items() if k != 401 or auth}
+
+    def deadline(request: Request, header: str | None) -> float | None:
         arrived = request.scope.get("state", {}).get("arrived", time.monotonic())
-        return service.deadline(request.headers.get(DEADLINE_HEADER), float(arrived))
+        return service.deadline(header, float(arrived))
 
     @app.post("/v1/rerank", response_model=RerankResponse, response_model_exclude_none=True,
-              responses=_ERROR_RESPONSES, dependencies=[Depends(_BEARER)], tags=["rerank"],
+              responses=responses, dependencies=auth, tags=["rerank"],
               summary="Cohere-compatible rerank")
-    async def rerank_cohere(body: RerankRequest, request: Request) -> RerankResponse:
-        return await service.rerank(body, deadline(request))
+    async def rerank_cohere(body: RerankRequest, request: Request,
+                            timeout_ms: Annotated[str | None, _DEADLINE] = None) -> RerankResponse:
+        return await service.rerank(body, deadline(request, timeout_ms))
 
     @app.post("/rerank", response_model=list[TEIRerankResult], response_model_exclude_none=True,
-              responses=_ERROR_RESPONSES, dependencies=[Depends(_BEARER)], tags=["rerank"],
+              responses=responses, dependencies=auth, tags=["rerank"],
               summary="TEI-compatible rerank")
-    async def rerank_tei(body: TEIRerankRequest, request: Request) -> list[TEIRerankResult]:
-        return await service.rerank_tei(body, deadline(request))
+    async def rerank_tei(body: TEIRerankRequest, request: Request,
+                         timeout_ms: Annotated[str | None, _DEADLINE] = None) -> list[TEIRerankResult]:
+        return await service.rerank_tei(body, deadline(request, timeout_ms))
 
     @app.get("/health", response_model=HealthResponse, tags=["ops"])
     async def health() -> HealthResponse:
@@ -133,8 +143,8 @@ def _add_routes(app: FastAPI, service: RerankService) -> None:
         status, body = service.readiness()
         return JSONResponse(body.model_dump(), status_code=status)
 
-    @app.get("/info", response_model=InfoResponse, dependencies=[Depends(_BEARER)],
-             responses={401: _ERROR_RESPONSES[401]}, tags=["ops"])
+    @app.get("/info", response_model=InfoResponse, dependencies=auth,
+             responses={401: _ERROR_RESPONSES[401]} if auth else {}, tags=["ops"])
     async def info() -> InfoResponse:
         return service.info()
 
