@@ -58,37 +58,21 @@ print(len(lat), 1000 * max(lat), 1000 * sorted(lat)[len(lat) // 2])
 """
 
 
-def cases() -> list[tuple[str, bytes, dict[str, str]]]:
-    """(name, body, extra headers). The first body's Content-Length is within the byte limit."""
-    tiny = b'{"query": "q", "documents": [' + b",".join([b'{"text":"x"}'] * 2_000_000) + b"]}"
+def cases(max_docs: int, max_text_bytes: int) -> list[tuple[str, bytes, dict[str, str], int]]:
+    """(name, body, extra headers, index of the byte that crosses the limit). The bodies' Content-Length is within
+    the byte limit except the last one's, which the headers alone put over it (crossing at 0)."""
+    head = b'{"query": "q", "documents": ['
+    element = b'{"text":"x"}'
+    tiny = head + b",".join([element] * 2_000_000) + b"]}"
+    query_head = b'{"query": '
     return [
-        ("2,000,000 one-character documents (26 MB)", tiny, {}),
-        ("one document of 5,000,000 characters", b'{"query": "q", "documents": ["' + b"x" * 5_000_000 + b'"]}', {}),
-        ("a query of 1,000,000 escaped newlines", b'{"query": "' + b"\\n" * 1_000_000 + b'", "documents": ["x"]}',
-         {}),
-        ("Content-Length of 300 MB (over the byte limit)", b"", {"Content-Length": "300000000"}),
+        ("2,000,000 one-character documents (26 MB)", tiny, {}, len(head) + max_docs * (len(element) + 1)),
+        ("one document of 5,000,000 characters", head + b'"' + b"x" * 5_000_000 + b'"]}', {},
+         len(head) + max_text_bytes),
+        ("a query of 1,000,000 escaped newlines", query_head + b'"' + b"\\n" * 1_000_000 + b'", "documents": ["x"]}',
+         {}, len(query_head) + max_text_bytes),
+        ("Content-Length of 300 MB (over the byte limit)", b"", {"Content-Length": "300000000"}, 0),
     ]
-
-
-def crossing_offset(body: bytes, limits: Any) -> int:
-    """The offset of the first byte whose arrival makes the scan refuse the body (0 when the headers do)."""
-    from ranker._body_scan import BodyScanner
-    from ranker.protocol import ApiError
-
-    def refused(n: int) -> bool:
-        try:
-            BodyScanner(limits).feed(body[:n])
-        except ApiError:
-            return True
-        return False
-
-    lo, hi = 0, len(body)
-    if not body or not refused(hi):
-        return 0
-    while lo < hi:
-        mid = (lo + hi) // 2
-        lo, hi = (mid + 1, hi) if not refused(mid) else (lo, mid)
-    return lo
 
 
 def send(port: int, body: bytes, headers: dict[str, str], crossing: int) -> dict[str, Any]:
@@ -151,22 +135,21 @@ def main(model_dir: str | None, work: str, out_dir: str) -> None:
     from bench.load_shedding import build_model
     from ranker.config import ServerConfig
     from ranker.process import start_serve, stop_serve
-    from ranker.server import body_scans
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S")
     Path(work).mkdir(parents=True, exist_ok=True)
     model = Path(model_dir) if model_dir else build_model(Path(work))
-    limits = body_scans(ServerConfig())["/v1/rerank"]
+    config = ServerConfig()
     proc, url = start_serve(model, "--no-spin", quiet=True)
     port = int(url.rsplit(":", 1)[1])
     rows = []
     try:
-        for name, body, headers in cases():
+        for name, body, headers, crossing in cases(config.max_docs, config.max_text_bytes()):
             poller = subprocess.Popen([sys.executable, "-c", _POLLER, str(port), "1.5"], stdout=subprocess.PIPE,
                                       text=True)
             time.sleep(0.3)
-            row = {"case": name, **send(port, body, headers, crossing_offset(body, limits))}
+            row = {"case": name, **send(port, body, headers, crossing)}
             n, worst, median = poller.communicate(timeout=30)[0].split()
             rows.append(row | {"health_n": int(n), "health_max_ms": float(worst), "health_p50_ms": float(median)})
             logger.info("%s: %s", name, rows[-1])

@@ -18,6 +18,7 @@ __all__ = [
     "RerankRequest",
     "RerankResponse",
     "RerankRuntime",
+    "RerankService",
     "RetryPolicy",
     "RuntimeConfig",
     "ServerConfig",
@@ -28,7 +29,8 @@ _WHERE = {
     "AsyncRerankClient": "ranker.client", "RerankClient": "ranker.client", "RerankClientError": "ranker.client",
     "RetryPolicy": "ranker.client", "BatcherConfig": "ranker.batcher", "MicroBatcher": "ranker.batcher",
     "RerankRequest": "ranker.protocol", "RerankResponse": "ranker.protocol", "RerankRuntime": "ranker.runtime",
-    "RuntimeConfig": "ranker.runtime", "ServerConfig": "ranker.server", "create_app": "ranker.server",
+    "RerankService": "ranker.service",
+    "RuntimeConfig": "ranker.runtime", "ServerConfig": "ranker.config", "create_app": "ranker.server",
 }
 
 
