@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from distill.core import distributed
 from distill.core.atomic_io import config_hash, sha256_file, write_json
 from distill.core.fault_injection import fault_point
 from distill.core.manifest import write_manifest
@@ -98,12 +99,15 @@ class StageRunner:
         key = stage.key(self.content_hash)
         h = config_hash(key)
         reused, tampered = self._reuse(stage.name, stage_dir, h)
+        distributed.barrier()  # under torchrun every rank decides from the same files, then rank 0 writes
         if reused is not None:
             self.results[stage.name] = reused
             return reused
-        if tampered and self.wipe_stale:  # a resume would build on the changed files: start the stage afresh
-            shutil.rmtree(stage_dir)
-        self._prepare(stage.name, stage_dir, h)
+        with distributed.main_first() as main:
+            if main and tampered and self.wipe_stale:  # a resume would build on the changed files: start afresh
+                shutil.rmtree(stage_dir)
+            if main:
+                self._prepare(stage.name, stage_dir, h)
         logger.info("stage %s: starting", stage.name)
         fault_point(f"{stage.name}:start")
         t0 = time.perf_counter()
@@ -114,9 +118,11 @@ class StageRunner:
         # what the body recorded in its own manifest (metrics, provenance) is kept inside the runner's
         body = _read_manifest(stage_dir / "manifest.json")
         # the manifest is written last: a stage without one is unfinished, whatever else its directory holds
-        write_manifest(stage_dir, stage.name, key, inputs=dict(stage.inputs), wall_time_s=wall,
-                       metrics=(body or {}).get("metrics"),
-                       extra={"key_hash": h, "outputs": recorded, "stage_record": body})
+        with distributed.main_first() as main:
+            if main:
+                write_manifest(stage_dir, stage.name, key, inputs=dict(stage.inputs), wall_time_s=wall,
+                               metrics=(body or {}).get("metrics"),
+                               extra={"key_hash": h, "outputs": recorded, "stage_record": body})
         logger.info("stage %s: done in %.1f s", stage.name, wall)
         res = StageResult(stage.name, stage_dir, h, outputs, False, wall,
                           {k: rec["sha256"] for k, rec in recorded.items()})

@@ -293,10 +293,12 @@ def train_student(config: StudentTrainConfig, labels_path: str | Path, corpus_pa
     """
     from transformers import set_seed
 
+    from distill.core import distributed
     from distill.student.model import build_student
     from distill.student.pairs import build_groups
     from distill.student.warmup import run_warmup
 
+    distributed.init()
     start = time.perf_counter()
     out_dir = Path(out_dir)
     labels, corpus, qrels = _read_inputs(labels_path, corpus_path, qrels_path)
@@ -308,30 +310,42 @@ def train_student(config: StudentTrainConfig, labels_path: str | Path, corpus_pa
                 f"top {split.top_k} first-stage" if split.from_run else "all labelled", split.signal)
     set_seed(config.seed)  # before the head is created: a resumed run must build the same initial model
     model, tokenizer = build_student(config.model)
+    if distributed.world_size() > 1 and config.warmup.mode != "off":
+        raise ConfigError("the warm-up runs in one process: train with warmup.mode off under torchrun, or warm up "
+                          "first in a single-process run (its weights are kept and reused)")
     warm = run_warmup(config, model, tokenizer, corpus, corpus_path, out_dir, len(train_labels))
     trainer, history = _fit(config, model, tokenizer, groups, corpus, split, out_dir, resume)
     chosen = _keep_chosen(trainer, history, split, config, corpus, tokenizer)
-    best = trainer.model
-    return _finish(config, best, tokenizer, corpus, split, out_dir, start, trainer.state.global_step, chosen,
-                   warm, {"labels": labels_path, "corpus": corpus_path, "qrels": qrels_path, "dev_run": dev_run_path},
-                   qrels_kind, len(groups))
+    losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
+    steps = trainer.state.global_step
+    with distributed.main_first() as main:  # one process writes the student, its report and manifest
+        if not main:
+            return TrainResult(out_dir / "model", {}, None, steps, time.perf_counter() - start, split.signal,
+                               checkpoint=chosen)
+        return _finish(config, trainer.model, tokenizer, corpus, split, out_dir, start, steps, chosen, warm,
+                       {"labels": labels_path, "corpus": corpus_path, "qrels": qrels_path, "dev_run": dev_run_path},
+                       qrels_kind, len(groups), losses[-1] if losses else None)
 
 
 def _prepare_checkpoints(config: StudentTrainConfig, out_dir: Path, resume: bool) -> tuple[Path, str | None]:
     """(checkpoint dir, checkpoint to resume from); checkpoints of another config (or no resume) are removed."""
     import shutil
 
+    from distill.core.distributed import main_first
+
     ckpt_dir = out_dir / "checkpoints"
     hash_file = ckpt_dir / "config_hash.txt"
     chash = config_hash(config.to_dict())
-    if ckpt_dir.exists() and not (resume and hash_file.exists() and hash_file.read_text().strip() == chash):
-        shutil.rmtree(ckpt_dir)
-    resume_from = last_good_checkpoint(ckpt_dir) if resume and ckpt_dir.exists() else None
-    if resume_from:
-        logger.info("resuming student training from %s", resume_from)
-    ckpt_dir.mkdir(parents=True, exist_ok=True)
-    with atomic_write(hash_file) as fh:
-        fh.write(chash)
+    with main_first() as main:  # rank 0 clears stale checkpoints and writes the hash; the others then read
+        if main and ckpt_dir.exists() and not (resume and hash_file.exists() and hash_file.read_text().strip() == chash):
+            shutil.rmtree(ckpt_dir)
+        resume_from = last_good_checkpoint(ckpt_dir) if resume and ckpt_dir.exists() else None
+        if resume_from:
+            logger.info("resuming student training from %s", resume_from)
+        if main:
+            ckpt_dir.mkdir(parents=True, exist_ok=True)
+            with atomic_write(hash_file) as fh:
+                fh.write(chash)
     return ckpt_dir, resume_from
 
 
@@ -413,7 +427,8 @@ def _make_trainer(config: StudentTrainConfig, model: PreTrainedModel, tokenizer:
                      metric_key_prefix: str = "eval") -> dict[str, float]:
             _, res, per_query = dev_evaluate(_reranker(self.model, tokenizer, config, corpus), split)
             history[self.state.global_step] = per_query
-            write_json(history_path, {str(k): v for k, v in sorted(history.items())})
+            if self.is_world_process_zero():
+                write_json(history_path, {str(k): v for k, v in sorted(history.items())})
             metrics = {f"{metric_key_prefix}_{k}": v for k, v in res.items()}
             metrics["epoch"] = self.state.epoch or 0.0
             self.log(metrics)
@@ -468,7 +483,7 @@ def _keep_chosen(trainer: Any, history: dict[int, dict[str, float]], split: DevS
 def _finish(config: StudentTrainConfig, best: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
             corpus: Mapping[str, Document], split: DevSplit, out_dir: Path, start: float, steps: int,
             chosen: dict[str, Any], warm: WarmupOutcome, inputs: Mapping[str, str | Path | None], qrels_kind: str,
-            n_groups: int) -> TrainResult:
+            n_groups: int, train_loss: float | None = None) -> TrainResult:
     """Save the chosen student with its dev run and interpolation, the report and the manifest."""
     from distill.core.formats import write_run
     from distill.student.dev_signal import dev_evaluate, dev_signal_check
@@ -495,7 +510,8 @@ def _finish(config: StudentTrainConfig, best: PreTrainedModel, tokenizer: PreTra
                           "dev_signal": split.signal, "n_dev_queries": len(split.qids),
                           "dev_candidates": f"top {split.top_k} of the dev run" if split.from_run
                           else "every labelled candidate", "dev_check": result.dev_check,
-                          "warmup": result.warmup, "n_train_groups": n_groups, "regression": result.regression})
+                          "warmup": result.warmup, "n_train_groups": n_groups, "regression": result.regression,
+                          "train_loss_last": train_loss, "world_size": _world_size()})
     return result
 
 
@@ -557,3 +573,9 @@ def _conservative_interpolation(dev_qrels: Qrels, first_stage: Run, dev_run: Run
     return InterpolationResult(CONSERVATIVE_ALPHA, cfg.first_stage_norm, cfg.student_norm, cfg.metric,
                                score(CONSERVATIVE_ALPHA), score(0.0), score(1.0), len(dev),
                                tuned_on=f"not tuned: conservative default ({qrels_kind} dev labels)")
+
+
+def _world_size() -> int:
+    from distill.core.distributed import world_size
+
+    return world_size()

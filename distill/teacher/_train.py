@@ -22,6 +22,7 @@ from typing import TypeVar
 import torch
 from torch import nn
 
+from distill.core import distributed
 from distill.core.atomic_io import atomic_dir, config_hash, write_json
 from distill.core.errors import DistilrankError, MissingPrerequisiteError
 from distill.core.lazy import MissingExtraError
@@ -223,17 +224,25 @@ def train_loop(module: nn.Module, param_groups: list[dict], examples: Sequence[E
         step_loss = 0.0
         terms: dict[str, float] = {}
         for idx in batches:
+            share = idx[distributed.rank()::distributed.world_size()]  # this rank's slice of the micro-batch
+            if not share:
+                continue
             with autocast(device, dtype):
-                out = loss_fn([examples[i] for i in idx])
+                out = loss_fn([examples[i] for i in share])
             loss = out["loss"]
             if not torch.isfinite(loss):
                 raise TrainingDivergedError(f"{stage}: loss is {loss.item()} at step {step + 1}; "
                                             "lower --lr or use fp32/bf16")
-            scaled = loss / len(batches)
+            # a mean over the share, weighted by its part of the micro-batch: summed over the ranks, the gradient
+            # is the one process's mean over the whole micro-batch
+            scaled = loss * (len(share) / len(idx)) / len(batches)
             (scaler.scale(scaled) if scaler else scaled).backward()
             step_loss += float(scaled.detach())
             for k, v in out.items():
-                terms[k] = terms.get(k, 0.0) + float(v.detach()) / len(batches)
+                terms[k] = terms.get(k, 0.0) + float(v.detach()) * (len(share) / len(idx)) / len(batches)
+        distributed.all_reduce_grads(params)
+        step_loss = distributed.all_reduce_sum(step_loss)
+        terms = {k: distributed.all_reduce_sum(v) for k, v in terms.items()}
         if scaler:
             scaler.unscale_(optimizer)
         torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
@@ -252,7 +261,9 @@ def train_loop(module: nn.Module, param_groups: list[dict], examples: Sequence[E
             logger.info("%s step %d/%d %s lr=%.2e", stage, done, total,
                         " ".join(f"{k}={v:.4f}" for k, v in terms.items()), scheduler.get_last_lr()[0])
         if done % config.checkpoint_every == 0 and done < total:
-            _save_checkpoint(ckpt_root, done, module, optimizer, scheduler, cfg_hash, losses)
+            with distributed.main_first() as main:  # rank 0 writes; the others wait for the file
+                if main:
+                    _save_checkpoint(ckpt_root, done, module, optimizer, scheduler, cfg_hash, losses)
         _after_step(done)
     if bar is not None:
         bar.close()

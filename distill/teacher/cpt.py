@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from distill.core import distributed
 from distill.core.atomic_io import atomic_dir
 from distill.core.formats import read_corpus, read_qrels, read_queries
 from distill.core.manifest import write_manifest
@@ -76,6 +77,7 @@ def run_cpt(config: CPTConfig, out_dir: str | Path, progress: bool = False) -> P
     """Train (or resume from the checkpoints in ``out_dir``) and return the HF causal-LM directory ``out_dir/model``;
     whether a finished run is reused is the stage runner's decision, not this function's."""
     config.require_data()
+    distributed.init()
     out_dir = Path(out_dir)
     model_dir = out_dir / CPT_MODEL_SUBDIR
     resolved = config.to_dict()
@@ -100,6 +102,9 @@ def run_cpt(config: CPTConfig, out_dir: str | Path, progress: bool = False) -> P
                                progress=progress, stage="cpt")
     _train.merge_lora(peft_model)
     model.config.use_cache = True
+    if not distributed.is_main():  # rank 0 writes the model; the others wait for it
+        distributed.barrier()
+        return model_dir
     with atomic_dir(model_dir) as tmp:
         model.to("cpu").save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
@@ -109,4 +114,5 @@ def run_cpt(config: CPTConfig, out_dir: str | Path, progress: bool = False) -> P
                    wall_time_s=time.perf_counter() - started, extra={"base_model_path": str(base)})
     _train.remove_checkpoints(out_dir)
     logger.info("cpt: wrote %s (%d steps, last loss %.4f)", model_dir, result.steps, result.final_loss)
+    distributed.barrier()
     return model_dir

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from distill.core import distributed
 from distill.core.atomic_io import atomic_dir
 from distill.core.base_models import resolve_teacher_base
 from distill.core.bm25 import BM25Index
@@ -131,6 +132,7 @@ def run_sft(config: SFTConfig, out_dir: str | Path, progress: bool = False) -> P
     from transformers import AutoModelForCausalLM
 
     config.require_data()
+    distributed.init()
     out_dir = Path(out_dir)
     teacher_dir = out_dir / TEACHER_SUBDIR
     resolved = config.to_dict()
@@ -197,6 +199,9 @@ def run_sft(config: SFTConfig, out_dir: str | Path, progress: bool = False) -> P
     _train.merge_lora(peft_model)
     model.config.use_cache = True
     spec = TeacherSpec(template=config.template, max_length=config.max_length, end_token_id=end_id)
+    if not distributed.is_main():  # rank 0 writes the teacher; the others wait for it
+        distributed.barrier()
+        return teacher_dir
     ranker.to("cpu")
     with atomic_dir(teacher_dir) as tmp:
         save_teacher(ranker, tokenizer, tmp, spec)
@@ -210,4 +215,5 @@ def run_sft(config: SFTConfig, out_dir: str | Path, progress: bool = False) -> P
                    wall_time_s=time.perf_counter() - started, extra={"base_model_path": str(base)})
     _train.remove_checkpoints(out_dir)
     logger.info("sft: wrote %s (%d steps, last loss %.4f)", teacher_dir, result.steps, result.final_loss)
+    distributed.barrier()
     return teacher_dir
