@@ -6,8 +6,9 @@ Fixtures convention (one for the whole suite; ``tests`` is a package, so every m
 - fixtures every folder uses live here;
 - fixtures of one area live in a ``tests/<area>_fixtures.py`` plugin module, registered once in
   ``pytest_plugins`` below (so session-scoped ones are built once); test modules may import its plain helpers;
-- plain helpers (data builders, the ``distilrank serve`` process harness) are ordinary modules imported as
-  ``tests.<name>`` (``tests.teacher_data``, ``tests.student_data``, ``tests.serve_process``).
+- plain helpers (data builders) are ordinary modules imported as
+  ``tests.<name>`` (``tests.teacher_data``, ``tests.student_data``); the ``distilrank serve`` process harness is
+  the library's :mod:`ranker.process`.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Registered once for the whole session by ``pytest_plugins`` in conftest.py (so the tiny model is exported
 once); test modules import only its helpers (``SlowRuntime``, ``running_server``, ...). Starting
-``distilrank serve`` as a subprocess: :mod:`tests.serve_process`.
+``distilrank serve`` as a subprocess: :mod:`ranker.process`.
 """
 
 from __future__ import annotations
@@ -96,8 +96,8 @@ class SlowRuntime:
 def running_server(app) -> Iterator[str]:
     """Run ``app`` under the real uvicorn server of ``distilrank serve`` (:func:`ranker.server.make_server`:
     header timeout, draining) in a thread on a free 127.0.0.1 port; yield its base URL."""
+    from ranker.process import free_port, wait_ready
     from ranker.server import make_server
-    from tests.serve_process import free_port, wait_ready
 
     port = free_port()
     server = make_server(app, port=port, log_level="warning")

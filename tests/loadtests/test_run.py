@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from distill.cli import main
-from tests.serve_process import free_port, serving
+from ranker.process import free_port, serving
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ import pytest
 
 from distill.cli import main
 from distill.core.datasets import bundled_dataset
-from tests.serve_process import free_port
+from ranker.process import free_port
 
 pytest.importorskip("opensearchpy")
 

@@ -23,8 +23,8 @@ from distill.cli import main
 from distill.core.datasets import bundled_dataset
 from distill.core.formats import Document, read_corpus, read_queries
 from distill.core.interpolation import Interpolation
+from ranker.process import serving, start_serve, stop_serve
 from tests.opensearch_plugin.stand_in_ranker import CONSTANT, READ_TIMEOUT_S, FakeRanker, fake_score
-from tests.serve_process import serving, start_serve, stop_serve
 
 # the first test's setup may fetch OpenSearch from Maven Central, build the plugin and start the node
 pytestmark = [pytest.mark.opensearch, pytest.mark.integration, pytest.mark.timeout(1200)]

@@ -12,8 +12,8 @@ import pytest
 from distill.core.errors import ConfigError
 from distill.core.interpolation import Interpolation
 from opensearch_plugin import RankerError, RankerPool, RescoreParams, rescore_hits
+from ranker.process import free_port
 from tests.opensearch_plugin.stand_in_ranker import FakeRanker
-from tests.serve_process import free_port
 
 pytest.importorskip("httpx")
 

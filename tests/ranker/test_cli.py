@@ -12,7 +12,7 @@ import sys
 import httpx
 import pytest
 
-from tests.serve_process import free_port, wait_ready
+from ranker.process import free_port, wait_ready
 
 pytestmark = pytest.mark.integration
 

@@ -26,7 +26,7 @@ from schemathesis.checks import (
     status_code_conformance,
 )
 
-from tests.serve_process import serving
+from ranker.process import serving
 
 pytestmark = pytest.mark.integration
 

@@ -252,8 +252,8 @@ def test_expected_wait_beyond_deadline_is_shed_at_admission(ranker_runtime):
 
 
 def test_graceful_timeout_answers_and_logs_dropped_requests(ranker_runtime, caplog):
+    from ranker.process import free_port, wait_ready
     from ranker.server import make_server
-    from tests.serve_process import free_port, wait_ready
 
     slow = SlowRuntime(ranker_runtime, delay_s=3.0)
     app = create_app(slow, ServerConfig(max_wait_ms=0, graceful_timeout_s=0.5))

@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 import httpx
 import pytest
 
+from ranker.process import serving, start_serve, stop_serve
 from ranker.server import ServerConfig, create_app
 from tests.ranker_fixtures import SlowRuntime, http_request, metric_value, raw_exchange, running_server
-from tests.serve_process import serving, start_serve, stop_serve
 
 pytestmark = [pytest.mark.faults, pytest.mark.integration]
 

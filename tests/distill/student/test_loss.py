@@ -4,7 +4,6 @@ import pytest
 import torch
 
 from distill.core.errors import ConfigError
-from distill.student.loss_weights import LossWeights
 from distill.student.loss import (
     HybridDistillLoss,
     ListwiseKLLoss,
@@ -12,6 +11,7 @@ from distill.student.loss import (
     margin_mse,
     pointwise_mse,
 )
+from distill.student.loss_weights import LossWeights
 
 
 def test_pointwise_mse_hand_computed() -> None:
