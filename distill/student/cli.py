@@ -32,9 +32,11 @@ def student() -> None:
 @click.option("--dev-run", type=_FILE,
               help="First-stage run of the training queries: dev reranking, interpolation and the "
                    "never-regress guard.")
-@click.option("--config", "config_file", type=_FILE, help="JSON/TOML file with the student config (see StudentTrainConfig).")
+@click.option("--config", "config_file", type=_FILE,
+              help="JSON/TOML file with the student config (see StudentTrainConfig).")
 @click.option("--base", help="Student base: 'default' (all-MiniLM-L6-v2) or a local HF encoder dir.")
-@click.option("--num-layers", type=click.IntRange(min=1), help="Keep this many encoder layers (spread incl. first+last).")
+@click.option("--num-layers", type=click.IntRange(min=1),
+              help="Keep this many encoder layers (spread incl. first+last).")
 @click.option("--max-seq-len", type=click.IntRange(min=8), help="Tokens per (query, document) pair.")
 @click.option("--max-steps", type=click.IntRange(min=1), help="Optimiser steps.")
 @click.option("--warmup", type=click.Choice(choices(WarmupConfig, "mode")),
@@ -43,11 +45,12 @@ def student() -> None:
 @click.option("--allow-regression", is_flag=True,
               help="Exit 0 even when neither the student nor the interpolated student beats the first stage on dev "
                    "(default: exit 5; needs --dev-run).")
-@click.option("--out", required=True, type=click.Path(file_okay=False), help="Output dir; the student lands in OUT/model.")
+@click.option("--out", required=True, type=click.Path(file_okay=False),
+              help="Output dir; the student lands in OUT/model.")
 @click.option("--no-resume", is_flag=True, help="Ignore existing checkpoints in OUT/checkpoints.")
-def train_cmd(labels: str, corpus: str, qrels: str | None, dev_run: str | None, config_file: str | None, base: str | None,
-              num_layers: int | None, max_seq_len: int | None, max_steps: int | None, warmup: str | None,
-              allow_regression: bool, out: str, no_resume: bool) -> None:
+def train_cmd(labels: str, corpus: str, qrels: str | None, dev_run: str | None, config_file: str | None,
+              base: str | None, num_layers: int | None, max_seq_len: int | None, max_steps: int | None,
+              warmup: str | None, allow_regression: bool, out: str, no_resume: bool) -> None:
     """Train the student (hybrid pointwise + margin-MSE loss, or listwise by config); keeps the dev-chosen checkpoint.
 
     With --dev-run it compares the student and the interpolated student with the first stage on dev, writes
@@ -101,7 +104,8 @@ def rerank_cmd(model_dir: str, corpus: str, queries: str, run_path: str, top_k: 
     from distill.student.model import student_scorer
 
     first = read_run(run_path)
-    run = student_scorer(model_dir, batch_size=batch_size).rerank(read_corpus(corpus), read_queries(queries), first, top_k)
+    run = student_scorer(model_dir, batch_size=batch_size).rerank(read_corpus(corpus), read_queries(queries),
+                                                                  first, top_k)
     tag = "student"
     if interpolate:
         path = Path(model_dir) / "interpolation.json"

@@ -24,7 +24,8 @@ from distill.core.errors import ConfigError, DataError
 from distill.core.formats import Qrels, Run
 from distill.core.normalization import RunNorm, normalize_run
 
-__all__ = ["InterpolationConfig", "InterpolationResult", "interpolate_runs", "load_interpolation", "normalize_run", "tune_alpha"]
+__all__ = ["InterpolationConfig", "InterpolationResult", "interpolate_runs", "load_interpolation", "normalize_run",
+           "tune_alpha"]
 
 logger = logging.getLogger(__name__)
 

@@ -136,7 +136,8 @@ def load_student(path: str | Path, device: str | None = None) -> tuple[PreTraine
                                        "`distilrank student train` or pass a trained model directory")
     model = AutoModelForSequenceClassification.from_pretrained(path).eval()
     if model.config.num_labels != 1:
-        raise ConfigError(f"{path}: a student must output one logit, this model has num_labels={model.config.num_labels}")
+        raise ConfigError(f"{path}: a student must output one logit, "
+                          f"this model has num_labels={model.config.num_labels}")
     if device:
         model.to(device)
     return model, AutoTokenizer.from_pretrained(path)

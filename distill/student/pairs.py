@@ -83,7 +83,8 @@ def build_groups(labels: Iterable[LabeledQuery], qrels: Mapping[str, Mapping[str
     rng = random.Random(config.seed)
     qrels = qrels or {}
     labels = list(labels)
-    per_query_cap = min(config.max_auto_groups, -(-config.auto_group_budget // max(1, sum(1 for lq in labels if lq.docs))))
+    per_query_cap = min(config.max_auto_groups,
+                        -(-config.auto_group_budget // max(1, sum(1 for lq in labels if lq.docs))))
     groups: list[PairGroup] = []
     skipped = 0
     for lq in labels:

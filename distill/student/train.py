@@ -337,7 +337,8 @@ def _prepare_checkpoints(config: StudentTrainConfig, out_dir: Path, resume: bool
     hash_file = ckpt_dir / "config_hash.txt"
     chash = config_hash(config.to_dict())
     with main_first() as main:  # rank 0 clears stale checkpoints and writes the hash; the others then read
-        if main and ckpt_dir.exists() and not (resume and hash_file.exists() and hash_file.read_text().strip() == chash):
+        if main and ckpt_dir.exists() and not (resume and hash_file.exists()
+                                               and hash_file.read_text().strip() == chash):
             shutil.rmtree(ckpt_dir)
         resume_from = last_good_checkpoint(ckpt_dir) if resume and ckpt_dir.exists() else None
         if resume_from:
