@@ -15,7 +15,8 @@ import pytest
 from tests.student_data import make_labels
 
 REPO = Path(__file__).resolve().parents[3]
-pytestmark = pytest.mark.skipif(shutil.which("torchrun") is None and not Path(sys.executable).with_name("torchrun").exists(),
+pytestmark = pytest.mark.skipif(shutil.which("torchrun") is None
+                                and not Path(sys.executable).with_name("torchrun").exists(),
                                 reason="torchrun is not installed")
 
 

@@ -129,8 +129,8 @@ def test_listwise_loss_class_checks_and_gradient() -> None:
 def test_hybrid_adds_the_listwise_term_by_weight() -> None:
     student = torch.tensor([[3.0, 1.0], [0.0, 0.0]])
     teacher = torch.tensor([[2.0, 1.0], [1.0, -1.0]])
-    parts = HybridDistillLoss(LossWeights(pointwise=0.5, margin=2.0, listwise=3.0, listwise_temperature=2.0)).components(
-        student, teacher)
+    parts = HybridDistillLoss(LossWeights(pointwise=0.5, margin=2.0, listwise=3.0,
+                                          listwise_temperature=2.0)).components(student, teacher)
     assert parts["listwise"].item() == pytest.approx(listwise_kl(student, teacher, 2.0).item())
     assert parts["loss"].item() == pytest.approx(0.5 * 0.75 + 2.0 * 2.5 + 3.0 * parts["listwise"].item())
     only = HybridDistillLoss(LossWeights(pointwise=0.0, margin=0.0, listwise=1.0))

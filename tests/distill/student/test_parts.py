@@ -39,7 +39,8 @@ def test_groups_positive_from_qrels_and_negatives_exclude_judged() -> None:
     for g in groups:
         assert not set(g.doc_ids[1:]) & {"a", "c"}
         assert len(g.doc_ids) == 3
-        assert g.teacher_scores == tuple(labels[0].docs[[d.doc_id for d in labels[0].docs].index(x)].score for x in g.doc_ids)
+        assert g.teacher_scores == tuple(labels[0].docs[[d.doc_id for d in labels[0].docs].index(x)].score
+                                         for x in g.doc_ids)
 
 
 def test_groups_teacher_top_and_hard_negatives() -> None:
@@ -51,7 +52,8 @@ def test_groups_teacher_top_and_hard_negatives() -> None:
 
 
 def test_groups_fall_back_to_teacher_top_without_qrels() -> None:
-    (g,) = build_groups([_lq("q9", {"x": 1.0, "y": 9.0, "z": 2.0})], None, PairConfig(n_negatives=2), NormalizationConfig())
+    (g,) = build_groups([_lq("q9", {"x": 1.0, "y": 9.0, "z": 2.0})], None, PairConfig(n_negatives=2),
+                        NormalizationConfig())
     assert g.doc_ids[0] == "y"
 
 
@@ -107,7 +109,8 @@ def test_build_student_drops_layers(tiny_cross_encoder_dir: Path) -> None:
 
     source = AutoModelForSequenceClassification.from_pretrained(tiny_cross_encoder_dir)
     assert torch.equal(model.classifier.weight, source.classifier.weight)
-    assert torch.equal(model.bert.encoder.layer[0].output.dense.weight, source.bert.encoder.layer[1].output.dense.weight)
+    assert torch.equal(model.bert.encoder.layer[0].output.dense.weight,
+                       source.bert.encoder.layer[1].output.dense.weight)
     with pytest.raises(ConfigError, match=r"max_seq_len must be an integer in \[8, 8192\]"):
         StudentModelConfig(max_seq_len=2)
     with pytest.raises(ConfigError, match="max_query_tokens must be a positive integer"):

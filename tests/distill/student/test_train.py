@@ -42,7 +42,8 @@ def test_train_writes_student_manifest_and_interpolation(trained) -> None:  # no
     interp = json.loads(res.interpolation_path.read_text())
     assert 0.0 <= interp["alpha"] <= 1.0 and interp["first_stage_norm"] == "minmax"
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["stage"] == "student" and manifest["metrics"]["dev_ndcg@10"] == pytest.approx(res.dev_metrics["ndcg@10"])
+    assert (manifest["stage"] == "student"
+            and manifest["metrics"]["dev_ndcg@10"] == pytest.approx(res.dev_metrics["ndcg@10"]))
     # best checkpoint chosen among the evaluated ones
     assert (out / "checkpoints").exists()
 
@@ -124,7 +125,8 @@ def test_train_without_qrels_uses_the_teacher_ranking_as_dev(label_files: dict[s
     from distill.student.train import CONSERVATIVE_ALPHA
 
     cfg = _config(tiny_cross_encoder_dir, max_steps=4, eval_steps=2)
-    res = train_student(cfg, label_files["labels"], label_files["corpus"], None, tmp_path, dev_run_path=label_files["run"])
+    res = train_student(cfg, label_files["labels"], label_files["corpus"], None, tmp_path,
+                        dev_run_path=label_files["run"])
     assert res.dev_signal == "teacher ranking (top 3)"
     interp = json.loads(res.interpolation_path.read_text())
     assert interp["alpha"] == CONSERVATIVE_ALPHA and interp["tuned_on"].startswith("not tuned")
