@@ -21,6 +21,7 @@ from distill.core.atomic_io import sha256_file
 from distill.core.cross_encoder import CrossEncoderScorer, OnnxBackend, PairEncoder, session_layout
 from distill.core.errors import ConfigError, DataError, MissingExtraError, MissingPrerequisiteError
 from distill.core.model_card import MODEL_CARD, ModelCard, ModelCardError, load_model_card
+from ranker._recipe import openvino_scorer, served_card
 
 __all__ = ["NonFiniteScoreError", "RerankRuntime", "RuntimeConfig", "sigmoid"]
 
@@ -67,14 +68,16 @@ class RuntimeConfig:
     (both None = auto, :func:`~distill.core.cross_encoder.session_layout`: one single-thread session per core
     when the card scores one pair per call, else one session with all cores, which was the best setting
     for batches on 2 cores). ``chunk_size``: pairs per ORT call after length sorting.
-    ``provider``: "auto" picks CUDA when onnxruntime-gpu and a GPU are present. ``spin``: ORT's
+    ``provider``: "auto" serves the card's recipe (on CUDA when it is an ONNX Runtime one and onnxruntime-gpu and
+    a GPU are present) or, where this machine cannot run it, the card's runner-up; "cpu"/"cuda" an ONNX Runtime
+    recipe; "openvino" the card's OpenVINO recipe (see :mod:`ranker._recipe`). ``spin``: ORT's
     busy-waiting intra-op threads (its default); turn off on a machine shared with other busy processes,
     where spinning threads take cores the event loop and the tokenizer need."""
 
     threads: int | None = None
     sessions: int | None = None
     chunk_size: int = 16
-    provider: Literal["auto", "cpu", "cuda"] = "auto"
+    provider: Literal["auto", "cpu", "cuda", "openvino"] = "auto"
     verify_checksums: bool = True
     spin: bool = True
 
@@ -86,19 +89,23 @@ class RuntimeConfig:
             raise ConfigError(f"sessions={self.sessions}: use a positive number of sessions or leave it unset (auto)")
         if self.chunk_size < 1:
             raise ConfigError(f"chunk_size={self.chunk_size}: must be >= 1 pairs per ONNX call")
-        if self.provider not in {"auto", "cpu", "cuda"}:
-            raise ConfigError(f"provider={self.provider!r}: choose auto, cpu or cuda")
+        if self.provider not in {"auto", "cpu", "cuda", "openvino"}:
+            raise ConfigError(f"provider={self.provider!r}: choose auto, cpu, cuda or openvino")
 
 
 class RerankRuntime:
     """Scores (query, document) pairs with an exported cross-encoder. Thread-compatible, not
     thread-safe: call :meth:`score_pairs` from one thread at a time (the batcher's worker)."""
 
-    def __init__(self, model_dir: Path, card: ModelCard, scorer: CrossEncoderScorer, config: RuntimeConfig):
+    def __init__(self, model_dir: Path, card: ModelCard, scorer: CrossEncoderScorer, config: RuntimeConfig,
+                 warnings: Sequence[str] = ()):
+        """``card``: the card as served (its runner-up's view where the recipe could not run here, see
+        :mod:`ranker._recipe`); ``warnings``: why it fell back."""
         self.model_dir = model_dir
         self.card = card
+        self.warnings = list(warnings)
         self.scorer = scorer
-        self.session = scorer.backend.session  # type: ignore[attr-defined]
+        self.session = getattr(scorer.backend, "session", None)  # None for OpenVINO
         self.n_sessions = len(scorer.backends)
         self.config = config
         self.caps = scorer.caps
@@ -113,6 +120,8 @@ class RerankRuntime:
 
     @property
     def providers(self) -> list[str]:
+        if self.session is None:
+            return list(self.scorer.backend.providers)  # type: ignore[attr-defined]
         return list(self.session.get_providers())
 
     @classmethod
@@ -124,12 +133,19 @@ class RerankRuntime:
         root = Path(model_dir)
         if not root.is_dir():
             raise MissingPrerequisiteError(f"model directory {root} does not exist; export one with distilrank export")
-        card = load_model_card(root, verify=config.verify_checksums)
+        card, warnings = served_card(load_model_card(root, verify=config.verify_checksums), config.provider)
         caps, per_call = card.token_caps, card.pairs_per_call
         chunk = min(config.chunk_size, per_call or config.chunk_size)
         if chunk < config.chunk_size:
             logger.info("scoring %d pair(s) per ONNX call, as the model card requires (pairs_per_call; chunk_size=%d "
                         "asked for)", chunk, config.chunk_size)
+        if card.runtime == "openvino":
+            try:
+                encoder = PairEncoder(root, caps)
+            except MissingPrerequisiteError as exc:
+                raise ModelCardError(str(exc), path=root) from exc
+            scorer = openvino_scorer(root, card, encoder, chunk, config.threads, config.sessions)
+            return cls(root, card, scorer, config, warnings)
         try:
             import onnxruntime as ort
         except ImportError as exc:  # pragma: no cover - depends on the environment
@@ -139,7 +155,7 @@ class RerankRuntime:
         if config.provider == "cuda" and "CUDAExecutionProvider" not in available:
             raise MissingPrerequisiteError("provider=cuda but onnxruntime has no CUDAExecutionProvider: pip install "
                                            "'distilrank[gpu]'")
-        use_cuda = config.provider != "cpu" and "CUDAExecutionProvider" in available
+        use_cuda = config.provider in ("auto", "cuda") and "CUDAExecutionProvider" in available
         providers = (["CUDAExecutionProvider"] if use_cuda else []) + ["CPUExecutionProvider"]
         try:
             encoder = PairEncoder(root, caps)
@@ -153,7 +169,7 @@ class RerankRuntime:
         logger.info("loaded %s (%s, %s, caps %s) on %s: %d session(s) x %s intra-op thread(s), %d pair(s) per call",
                     card.onnx_file, card.precision, card.onnx_sha256[:12], caps.to_dict(),
                     providers[0], n_sessions, threads or "all", chunk)
-        return cls(root, card, CrossEncoderScorer(encoder, first, chunk, more), config)
+        return cls(root, card, CrossEncoderScorer(encoder, first, chunk, more), config, warnings)
 
     def score_pairs(self, queries: Sequence[str], docs: Sequence[str]) -> np.ndarray:
         """Raw logits (float32, shape ``(n,)``) for ``(queries[i], docs[i])``, in input order."""
