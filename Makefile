@@ -10,7 +10,9 @@ TEST_WORKERS ?= 2
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install install-serve demo test lint bench
+SOURCES := distill export ranker opensearch_plugin loadtests tests bench
+
+.PHONY: install install-serve demo test test-fast lint bench
 
 install:
 	$(PIP) install --disable-pip-version-check -q -e ".[dev]"
@@ -26,9 +28,14 @@ demo: install
 
 # xdist workers take one test file at a time: every test that needs the OpenSearch node is in
 # tests/opensearch_plugin/test_plugin.py and shares its one node (port 9200, one cached install).
-test: install
-	$(PYTHON) -m ruff check distill export ranker opensearch_plugin loadtests tests bench
+test: install lint
 	$(PYTHON) -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile
 
+# The unit tests: no slow test, no OpenSearch node, no server started (a minute or so on 2 cores).
+test-fast: lint
+	$(PYTHON) -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile -m "not slow and not opensearch and not integration"
+
+# ruff (lines of at most 120 characters included) and the type checker on the base layer and the ranker.
 lint:
-	$(PYTHON) -m ruff check distill export ranker opensearch_plugin loadtests tests bench
+	$(PYTHON) -m ruff check $(SOURCES)
+	$(PYTHON) -m mypy distill/core ranker

@@ -76,7 +76,7 @@ def _count(name: str) -> Count:
               help="ONNX Runtime sessions over the model, scoring in parallel (each holds a copy of the weights) "
                    "[default: auto: one single-thread session per core (at most 8) when the card scores one pair per "
                    "call (dynamic int8), else one session with all cores].")
-@click.option("--chunk-size", default=_R("chunk_size"), show_default=True, type=Count(1, 1_000_000),
+@click.option("--pairs-per-call", default=_R("pairs_per_call"), show_default=True, type=Count(1, 1_000_000),
               help="Pairs per ONNX call after length sorting (capped by the card's pairs_per_call: 1 for dynamic "
                    "int8).")
 @click.option("--spin/--no-spin", default=_R("spin"), show_default=True,
@@ -98,7 +98,7 @@ def serve(model_dir: str, host: str, port: int, max_batch_pairs: int, max_batch_
           max_queue: int,
           max_queue_requests: int, default_deadline_ms: float | None, max_body_bytes: int | None,
           header_timeout: float, body_timeout: float, max_docs: int, max_chars: int, threads: int | None,
-          sessions: int | None, chunk_size: int, spin: bool, provider: str, api_key: str | None, cache_size: int,
+          sessions: int | None, pairs_per_call: int, spin: bool, provider: str, api_key: str | None, cache_size: int,
           scores: str, graceful_timeout: float) -> None:
     """Serve the reranker: POST /v1/rerank (Cohere), POST /rerank (TEI), /health, /ready, /info, /metrics."""
     from ranker.runtime import RerankRuntime
@@ -120,7 +120,7 @@ def serve(model_dir: str, host: str, port: int, max_batch_pairs: int, max_batch_
                           cache_size=cache_size, scores=scores)  # type: ignore[arg-type]
     sock = bind_socket(host, port)
     try:
-        runtime_config = RuntimeConfig(threads=threads, sessions=sessions, chunk_size=chunk_size,
+        runtime_config = RuntimeConfig(threads=threads, sessions=sessions, pairs_per_call=pairs_per_call,
                                        provider=provider, spin=spin)  # type: ignore[arg-type]
         runtime = RerankRuntime.load(model_dir, runtime_config)
         runtime.warmup()  # refuses a model whose scores are NaN or infinite (exit 4)

@@ -67,7 +67,7 @@ class RuntimeConfig:
     """``threads``: ORT intra-op threads per session; ``sessions``: how many ORT sessions over the model
     (both None = auto, :func:`~distill.core.cross_encoder.session_layout`: one single-thread session per core
     when the card scores one pair per call, else one session with all cores, which was the best setting
-    for batches on 2 cores). ``chunk_size``: pairs per ORT call after length sorting.
+    for batches on 2 cores). ``pairs_per_call``: pairs per ORT call after length sorting.
     ``provider``: "auto" serves the card's recipe (on CUDA when it is an ONNX Runtime one and onnxruntime-gpu and
     a GPU are present) or, where this machine cannot run it, the card's runner-up; "cpu"/"cuda" an ONNX Runtime
     recipe; "openvino" the card's OpenVINO recipe (see :mod:`ranker._recipe`). ``spin``: ORT's
@@ -76,7 +76,7 @@ class RuntimeConfig:
 
     threads: int | None = None
     sessions: int | None = None
-    chunk_size: int = 16
+    pairs_per_call: int = 16
     provider: Literal["auto", "cpu", "cuda", "openvino"] = "auto"
     verify_checksums: bool = True
     spin: bool = True
@@ -87,8 +87,8 @@ class RuntimeConfig:
                               "cores")
         if self.sessions is not None and self.sessions < 1:
             raise ConfigError(f"sessions={self.sessions}: use a positive number of sessions or leave it unset (auto)")
-        if self.chunk_size < 1:
-            raise ConfigError(f"chunk_size={self.chunk_size}: must be >= 1 pairs per ONNX call")
+        if self.pairs_per_call < 1:
+            raise ConfigError(f"pairs_per_call={self.pairs_per_call}: must be >= 1 pairs per ONNX call")
         if self.provider not in {"auto", "cpu", "cuda", "openvino"}:
             raise ConfigError(f"provider={self.provider!r}: choose auto, cpu, cuda or openvino")
 
@@ -135,10 +135,10 @@ class RerankRuntime:
             raise MissingPrerequisiteError(f"model directory {root} does not exist; export one with distilrank export")
         card, warnings = served_card(load_model_card(root, verify=config.verify_checksums), config.provider)
         caps, per_call = card.token_caps, card.pairs_per_call
-        chunk = min(config.chunk_size, per_call or config.chunk_size)
-        if chunk < config.chunk_size:
-            logger.info("scoring %d pair(s) per ONNX call, as the model card requires (pairs_per_call; chunk_size=%d "
-                        "asked for)", chunk, config.chunk_size)
+        chunk = min(config.pairs_per_call, per_call or config.pairs_per_call)
+        if chunk < config.pairs_per_call:
+            logger.info("scoring %d pair(s) per ONNX call, as the model card requires (%d asked for)", chunk,
+                        config.pairs_per_call)
         if card.runtime == "openvino":
             try:
                 encoder = PairEncoder(root, caps)

@@ -70,7 +70,7 @@ def tampered_model_dir(ranker_model_dir: Path, tmp_path: Path) -> Path:
 def ranker_runtime(ranker_model_dir: Path):
     from ranker.runtime import RerankRuntime, RuntimeConfig
 
-    rt = RerankRuntime.load(ranker_model_dir, RuntimeConfig(threads=1, chunk_size=4))
+    rt = RerankRuntime.load(ranker_model_dir, RuntimeConfig(threads=1, pairs_per_call=4))
     rt.warmup()
     return rt
 

@@ -61,7 +61,7 @@ def test_four_paths_score_alike(student_dir: Path, tmp_path: Path) -> None:
     gate_torch = torch_scorer(student_dir, caps, 3).score_pairs(PAIRS)                  # export gate, PyTorch side
     onnx_dir = export_onnx_dir(student_dir, tmp_path / "onnx", token_caps=CAPS)
     gate_onnx = onnx_scorer(onnx_dir / "model.onnx", onnx_dir, caps, 4).score_pairs(PAIRS)  # export gate, ONNX side
-    runtime = RerankRuntime.load(onnx_dir, RuntimeConfig(threads=1, chunk_size=2))
+    runtime = RerankRuntime.load(onnx_dir, RuntimeConfig(threads=1, pairs_per_call=2))
     served = runtime.score_pairs([q for q, _ in PAIRS], [d for _, d in PAIRS])          # the ranker service
     paths = [rerank_cmd, gate_torch, gate_onnx, served]
     if importlib.util.find_spec("openvino") is not None:  # the [openvino] extra: the export gate's OpenVINO side

@@ -22,6 +22,8 @@ from distill.core.fault_injection import ENV
 from distill.presets import resolve_config
 
 REPO = Path(__file__).resolve().parents[2]
+# every test here runs the tiny pipeline end to end (subprocesses, minutes on 2 cores)
+pytestmark = pytest.mark.slow
 
 
 def _pipeline(out: Path, *extra: str, fault: str | None = None) -> subprocess.CompletedProcess[str]:

@@ -154,7 +154,7 @@ def test_dynamic_int8_is_gated_and_served_one_pair_per_call(student: Path, tmp_p
     batched = with_batch_size(alone, len(pairs)).score_pairs(pairs)
     one_by_one = alone.score_pairs(pairs)
     assert np.abs(batched - one_by_one).max() > 1e-4, "batched dynamic int8 should depend on batch mates"
-    runtime = RerankRuntime.load(art, RuntimeConfig(threads=1, chunk_size=16))
+    runtime = RerankRuntime.load(art, RuntimeConfig(threads=1, pairs_per_call=16))
     np.testing.assert_array_equal(runtime.score_pairs(*map(list, zip(*pairs, strict=True))), one_by_one)
 
 

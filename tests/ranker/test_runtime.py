@@ -67,7 +67,7 @@ def test_checksum_mismatch_refuses_to_load(tampered_model_dir):
 
 def test_card_caps_pairs_per_onnx_call(ranker_model_dir, tmp_path):
     """A dynamic-int8 card says pairs_per_call 1: the runtime scores one pair per ONNX call whatever
-    chunk_size asks for, and a malformed value is refused with the card's path."""
+    pairs_per_call asks for, and a malformed value is refused with the card's path."""
     import json
     import shutil
 
@@ -77,9 +77,9 @@ def test_card_caps_pairs_per_onnx_call(ranker_model_dir, tmp_path):
     shutil.copytree(ranker_model_dir, out)
     card = load_model_card(out)
     write_model_card(out, card.replace(pairs_per_call=1))
-    rt = RerankRuntime.load(out, RuntimeConfig(threads=1, chunk_size=8))
+    rt = RerankRuntime.load(out, RuntimeConfig(threads=1, pairs_per_call=8))
     assert rt.scorer.batch_size == 1
-    assert RerankRuntime.load(ranker_model_dir, RuntimeConfig(threads=1, chunk_size=8)).scorer.batch_size == 8
+    assert RerankRuntime.load(ranker_model_dir, RuntimeConfig(threads=1, pairs_per_call=8)).scorer.batch_size == 8
     for bad in (0, "1", True):
         raw = json.loads((out / "model_card.json").read_text())
         raw["pairs_per_call"] = bad
@@ -98,8 +98,8 @@ def test_missing_dir_and_card(tmp_path):
 def test_runtime_config_validation():
     with pytest.raises(ConfigError, match="threads=0"):
         RuntimeConfig(threads=0)
-    with pytest.raises(ConfigError, match="chunk_size=0"):
-        RuntimeConfig(chunk_size=0)
+    with pytest.raises(ConfigError, match="pairs_per_call=0"):
+        RuntimeConfig(pairs_per_call=0)
     with pytest.raises(ConfigError, match="provider='tpu'"):
         RuntimeConfig(provider="tpu")
 

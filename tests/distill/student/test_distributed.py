@@ -15,9 +15,9 @@ import pytest
 from tests.student_data import make_labels
 
 REPO = Path(__file__).resolve().parents[3]
-pytestmark = pytest.mark.skipif(shutil.which("torchrun") is None
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(shutil.which("torchrun") is None
                                 and not Path(sys.executable).with_name("torchrun").exists(),
-                                reason="torchrun is not installed")
+                                reason="torchrun is not installed")]
 
 
 def _train(cmd: list[str], data: dict[str, Path], base: Path, out: Path, batch_size: int) -> dict[str, object]:
