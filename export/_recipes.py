@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from distill.core.cross_encoder import CrossEncoderScorer
-from distill.core.errors import GateFailedError
+from distill.core.errors import GateFailedError, MissingExtraError
 from distill.core.isa import MachineIsa
 from export._scoring import Scored
 from export.config import ExportConfig
@@ -131,7 +131,11 @@ def openvino_trials(raw_onnx: Path, work: Path, machine: MachineIsa, quantize: s
         trials[1].skipped = (f"this machine ({machine.isa}, {machine.source}) has no native bf16 (AMX or "
                              "AVX512-BF16): OpenVINO would emulate it")
     if quantize != "none":
-        int8 = quantize_openvino_int8(ir, work / "openvino_int8", calibration(), IR_INT8)
+        try:
+            int8 = quantize_openvino_int8(ir, work / "openvino_int8", calibration(), IR_INT8)
+        except MissingExtraError as exc:  # NNCF missing: the f32 and bf16 recipes stand
+            trials.append(Trial("openvino-int8", "openvino", "int8", skipped=str(exc)))
+            return trials
         trials.append(Trial("openvino-int8", "openvino", "int8", int8, ir_files(int8),
                             quantization={"tool": "nncf", "mode": "static", "preset": "transformer"}))
     return trials

@@ -91,3 +91,16 @@ def test_config_validation() -> None:
         ExportConfig(recipes=("openvino-bf16",))
     with pytest.raises(ConfigError, match="runtime='tvm' is not one of"):
         ExportConfig(runtime="tvm")  # type: ignore[arg-type]
+
+
+def test_without_nncf_only_the_openvino_int8_recipe_is_skipped(openvino_student: Path, tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    from export.exporter import export_model
+
+    monkeypatch.setitem(sys.modules, "nncf", None)
+    cfg = ExportConfig(runtime="openvino", quantize="auto", isa="avx2", gates=TINY_OV_GATES, **OV_FAST)
+    card = load_model_card(export_model(openvino_student, tmp_path / "no_nncf", cfg))
+    assert "pip install 'distilrank[export,openvino]'" in card.recipe_trials["openvino-int8"]["skipped"]
+    assert card.recipe == "openvino-fp32" and card.recipe_trials["openvino-fp32"]["passed"]
