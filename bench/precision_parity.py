@@ -63,7 +63,8 @@ def measure(name: str, scorer: Any, ref: np.ndarray, flat: list[tuple[str, str]]
 
 
 @command(__doc__)
-@click.option("--student", multiple=True, required=True, metavar="NAME=DIR", help="a student (HF dir with scoring.json)")
+@click.option("--student", multiple=True, required=True, metavar="NAME=DIR",
+              help="a student (HF dir with scoring.json)")
 @click.option("--data", type=click.Path(path_type=Path), default=REPO.parent / "shared" / "data" / "beir-scifact")
 @click.option("--max-queries", type=int, default=40)
 @click.option("--depth", type=int, default=20)
@@ -122,7 +123,8 @@ def _markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     lines = [f"# Precision parity ({meta['queries']} SciFact test queries x BM25 top {meta['depth']}, "
              f"{meta['pairs']} pairs; machine {meta['machine']})\n",
              "Differences are to the PyTorch fp32 scores; rel = in units of their standard deviation.\n",
-             "| student | path | max abs | mean abs | max rel | p99 rel | batch inv. rel | Spearman med/worst | nDCG@10 |",
+             "| student | path | max abs | mean abs | max rel | p99 rel | batch inv. rel "
+             "| Spearman med/worst | nDCG@10 |",
              "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         if "max_abs_diff" not in r:

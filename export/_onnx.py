@@ -26,7 +26,8 @@ def export_fp32(model_dir: Path, out_dir: Path) -> Path:
     try:
         from optimum.onnxruntime import ORTModelForSequenceClassification
     except ImportError as exc:  # optimum-onnx is the [export] extra
-        raise MissingExtraError("ONNX export needs optimum-onnx: pip install 'distilrank[export]'", name=exc.name) from exc
+        raise MissingExtraError("ONNX export needs optimum-onnx: pip install 'distilrank[export]'",
+                                name=exc.name) from exc
     model = ORTModelForSequenceClassification.from_pretrained(str(model_dir), export=True)
     model.save_pretrained(str(out_dir))
     return out_dir / "model.onnx"

@@ -50,7 +50,8 @@ def ndcg(scorer: Any, lists: CandidateLists, cfg: ExportConfig | None = None) ->
     from distill.core.evaluation import evaluate
 
     per_query = score_lists(scorer, lists, cfg)
-    run = {qid: dict(zip(lists.run[qid], map(float, s), strict=True)) for qid, s in zip(lists.run, per_query, strict=True)}
+    run = {qid: dict(zip(lists.run[qid], map(float, s), strict=True))
+           for qid, s in zip(lists.run, per_query, strict=True)}
     # only the queries of the eval run: a qrels file judging more queries (a whole train split) would
     # average in zeros, shrinking nDCG and so every drop the gate compares to its tolerance
     qrels = {qid: rels for qid, rels in (lists.qrels or {}).items() if qid in run}

@@ -14,35 +14,43 @@ logger = logging.getLogger(__name__)
 
 
 @click.command("export")
-@click.option("--model", "model_dir", required=True, type=click.Path(file_okay=False), help="Trained student dir (HF, 1 label).")
-@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Artifact dir to write (atomically).")
-@click.option("--optimize", type=click.Choice(choices(ExportConfig, "optimize")), default=default(ExportConfig, "optimize"),
-              show_default=True,
+@click.option("--model", "model_dir", required=True, type=click.Path(file_okay=False),
+              help="Trained student dir (HF, 1 label).")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
+              help="Artifact dir to write (atomically).")
+@click.option("--optimize", type=click.Choice(choices(ExportConfig, "optimize")),
+              default=default(ExportConfig, "optimize"), show_default=True,
               help="ORTOptimizer level (O3 adds a GELU approximation).")
-@click.option("--quantize", type=click.Choice(choices(ExportConfig, "quantize")), default=default(ExportConfig, "quantize"),
-              show_default=True,
-              help="int8: fail (exit 5) unless an int8 recipe passes the gates; auto: keep int8 only if it passes and is faster.")
-@click.option("--int8-mode", type=click.Choice(choices(ExportConfig, "int8_mode")), default=default(ExportConfig, "int8_mode"),
-              show_default=True,
+@click.option("--quantize", type=click.Choice(choices(ExportConfig, "quantize")),
+              default=default(ExportConfig, "quantize"), show_default=True,
+              help="int8: fail (exit 5) unless an int8 recipe passes the gates; "
+                   "auto: keep int8 only if it passes and is faster.")
+@click.option("--int8-mode", type=click.Choice(choices(ExportConfig, "int8_mode")),
+              default=default(ExportConfig, "int8_mode"), show_default=True,
               help="First int8 recipe to try; static is calibrated on bundled scifact_mini train pairs.")
 @click.option("--per-channel/--per-tensor", default=default(ExportConfig, "per_channel"), show_default=True,
               help="Weight quantisation granularity.")
 @click.option("--op-types", default=None, help="Comma-separated ONNX op types to quantise (default: onnxruntime's).")
-@click.option("--no-fallback", is_flag=True, help="Try only the requested int8 recipe (no static/per-channel fallback).")
-@click.option("--isa", type=click.Choice(choices(ExportConfig, "isa")), default=default(ExportConfig, "isa"), show_default=True,
+@click.option("--no-fallback", is_flag=True,
+              help="Try only the requested int8 recipe (no static/per-channel fallback).")
+@click.option("--isa", type=click.Choice(choices(ExportConfig, "isa")), default=default(ExportConfig, "isa"),
+              show_default=True,
               help="CPU the recipes are made for; auto reads /proc/cpuinfo (or DISTILRANK_ISA). A level pretends a "
                    "typical CPU of it (amx with bf16, the others without).")
-@click.option("--runtime", type=click.Choice(choices(ExportConfig, "runtime")), default=default(ExportConfig, "runtime"),
-              show_default=True,
+@click.option("--runtime", type=click.Choice(choices(ExportConfig, "runtime")),
+              default=default(ExportConfig, "runtime"), show_default=True,
               help="onnxruntime: today's recipes; openvino or auto: build, gate and time every recipe this machine "
                    "runs (ONNX Runtime, OpenVINO f32/bf16/int8) and serve the fastest that passes (openvino: an "
                    "OpenVINO one), with an ONNX Runtime runner-up beside an OpenVINO winner.")
 @click.option("--recipe", "recipes", multiple=True, type=click.Choice(RECIPE_NAMES),
               help="With --runtime openvino|auto: only these recipes may be served (repeat the option).")
-@click.option("--max-seq-len", type=click.IntRange(8, 512), help="Override the student's token budget (default: its scoring.json).")
-@click.option("--max-query-tokens", type=click.IntRange(1, 512), help="Override the query cap (see bench/token_budget.py).")
+@click.option("--max-seq-len", type=click.IntRange(8, 512),
+              help="Override the student's token budget (default: its scoring.json).")
+@click.option("--max-query-tokens", type=click.IntRange(1, 512),
+              help="Override the query cap (see bench/token_budget.py).")
 @click.option("--max-doc-tokens", type=click.IntRange(1, 512), help="Override the document cap.")
-@click.option("--eval-queries", type=click.Path(dir_okay=False), help="Eval queries (with --eval-qrels/--eval-run/--corpus).")
+@click.option("--eval-queries", type=click.Path(dir_okay=False),
+              help="Eval queries (with --eval-qrels/--eval-run/--corpus).")
 @click.option("--eval-qrels", type=click.Path(dir_okay=False))
 @click.option("--eval-run", type=click.Path(dir_okay=False), help="First-stage run whose candidates are reranked.")
 @click.option("--corpus", type=click.Path(dir_okay=False))

@@ -118,8 +118,8 @@ class ExportConfig:
     gates: GateTolerances = field(default_factory=GateTolerances)
 
     def __post_init__(self) -> None:
-        for name, allowed in (("optimize", _OPTIMIZE), ("quantize", _QUANTIZE), ("int8_mode", _INT8_MODES), ("isa", _ISAS),
-                              ("runtime", _RUNTIMES)):
+        for name, allowed in (("optimize", _OPTIMIZE), ("quantize", _QUANTIZE), ("int8_mode", _INT8_MODES),
+                              ("isa", _ISAS), ("runtime", _RUNTIMES)):
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"{name}={getattr(self, name)!r} is not one of {', '.join(allowed)}")
         for name in ("max_query_tokens", "max_doc_tokens"):
@@ -127,7 +127,8 @@ class ExportConfig:
             if value is not None and (not isinstance(value, int) or value < 1):
                 raise ConfigError(f"{name} must be a positive integer or unset (the student's caps), got {value!r}")
         if self.max_seq_len is not None and (not isinstance(self.max_seq_len, int) or self.max_seq_len < 8):
-            raise ConfigError(f"max_seq_len must be an integer >= 8 or unset (the student's caps), got {self.max_seq_len!r}")
+            raise ConfigError(f"max_seq_len must be an integer >= 8 or unset (the student's caps), "
+                              f"got {self.max_seq_len!r}")
         for name in ("batch_size", "gate_queries", "gate_candidates", "calibration_pairs", "latency_reps"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:

@@ -85,7 +85,8 @@ class Int8Recipe:
 
     @property
     def name(self) -> str:
-        return f"{self.mode}-{'per_channel' if self.per_channel else 'per_tensor'}" + ("-edges_fp32" if self.keep_edges else "")
+        return (f"{self.mode}-{'per_channel' if self.per_channel else 'per_tensor'}"
+                + ("-edges_fp32" if self.keep_edges else ""))
 
     @property
     def pairs_per_call(self) -> int | None:
@@ -140,7 +141,8 @@ def _provenance(model_dir: Path, hf: dict[str, Any]) -> tuple[dict[str, Any], di
     student_base = manifest.get("base_model")
     train_cfg_path = Path(manifest["_path"]).parent / "config.json" if manifest else None
     if not student_base and train_cfg_path is not None and train_cfg_path.is_file():
-        # `distilrank student train` writes its resolved config (model.base = "default" or a local dir) beside the manifest
+        # `distilrank student train` writes its resolved config (model.base = "default" or a local dir)
+        # beside the manifest
         try:
             spec = (json.loads(train_cfg_path.read_text(encoding="utf-8")).get("model") or {}).get("base")
         except (json.JSONDecodeError, AttributeError):
@@ -179,7 +181,8 @@ def calibration_pairs(lists: Mapping[str, Sequence[Pair]], n: int) -> list[Pair]
     return out[:n]
 
 
-def calibration_batches(scorer: CrossEncoderScorer, pairs: Sequence[Pair], batch_size: int = 8) -> list[dict[str, np.ndarray]]:
+def calibration_batches(scorer: CrossEncoderScorer, pairs: Sequence[Pair],
+                        batch_size: int = 8) -> list[dict[str, np.ndarray]]:
     """The calibration pairs tokenised as the scorer tokenises them (its token caps), in batches."""
     enc = scorer.encoder
     return [enc.batch([q for q, _ in pairs[i:i + batch_size]], [d for _, d in pairs[i:i + batch_size]])
@@ -517,9 +520,9 @@ def _onnx_export(model_dir: Path, work: Path) -> Path:
     return export_fp32(model_dir, work / "fp32")
 
 
-def _try_int8(recipe: Int8Recipe, fp32_path: Path, raw_path: Path, work: Path, isa: str, cfg: ExportConfig, fp32: _Scored,
-              score_std: float, fp32_scorer: CrossEncoderScorer, calib_lists: CandidateLists, gate_lists: CandidateLists,
-              mixed: list[Pair], ndcg_lists: CandidateLists | None, model_dir: Path,
+def _try_int8(recipe: Int8Recipe, fp32_path: Path, raw_path: Path, work: Path, isa: str, cfg: ExportConfig,
+              fp32: _Scored, score_std: float, fp32_scorer: CrossEncoderScorer, calib_lists: CandidateLists,
+              gate_lists: CandidateLists, mixed: list[Pair], ndcg_lists: CandidateLists | None, model_dir: Path,
               caps: TokenCaps) -> tuple[Path, list[GateResult], float | None]:
     from export._onnx import quantize_dynamic_int8, quantize_static_int8, sensitive_nodes
 
@@ -529,7 +532,8 @@ def _try_int8(recipe: Int8Recipe, fp32_path: Path, raw_path: Path, work: Path, i
         # optimised graph (bias quantisation then fails); quantise the plain export instead and let
         # onnxruntime fuse the QDQ pattern at session creation.
         quantize_static_int8(raw_path, dst, isa, recipe.per_channel, cfg.op_types or ("MatMul",),
-                             calibration_batches(fp32_scorer, calibration_pairs(calib_lists.pairs_by_query(), cfg.calibration_pairs)),
+                             calibration_batches(fp32_scorer, calibration_pairs(calib_lists.pairs_by_query(),
+                                                                                cfg.calibration_pairs)),
                              exclude=sensitive_nodes(raw_path) if recipe.keep_edges else ())
     else:
         quantize_dynamic_int8(fp32_path, dst, isa, recipe.per_channel, cfg.op_types)

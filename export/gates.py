@@ -44,9 +44,11 @@ def _check(name: str, value: float, threshold: float, op: str, detail: dict[str,
     return GateResult(name, value, float(threshold), op, ok, detail)
 
 
-def parity_gate(reference: np.ndarray, candidate: np.ndarray, max_abs_diff: float, name: str = "onnx_vs_pytorch") -> GateResult:
+def parity_gate(reference: np.ndarray, candidate: np.ndarray, max_abs_diff: float,
+                name: str = "onnx_vs_pytorch") -> GateResult:
     diff = np.abs(np.asarray(reference, np.float64) - np.asarray(candidate, np.float64))
-    return _check(f"{name}_max_abs_diff", diff.max(initial=0.0), max_abs_diff, "<=", {"mean_abs_diff": float(diff.mean())})
+    return _check(f"{name}_max_abs_diff", diff.max(initial=0.0), max_abs_diff, "<=",
+                  {"mean_abs_diff": float(diff.mean())})
 
 
 def relative_parity_gate(reference: np.ndarray, candidate: np.ndarray, score_std: float, max_rel_diff: float,
@@ -69,7 +71,8 @@ def _spearman(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def ranking_agreement(reference: Sequence[np.ndarray], candidate: Sequence[np.ndarray], spearman_median_min: float,
-                      spearman_worst_min: float, top10_overlap_mean_min: float, prefix: str = "int8") -> list[GateResult]:
+                      spearman_worst_min: float, top10_overlap_mean_min: float,
+                      prefix: str = "int8") -> list[GateResult]:
     """Per-query Spearman (median, worst) and top-10 overlap (mean) of candidate vs reference scores; gate names
     start with ``prefix`` (the precision or recipe judged)."""
     if len(reference) != len(candidate) or not reference:
@@ -99,7 +102,8 @@ def batch_invariance_gate(alone: np.ndarray, batched: np.ndarray, score_std: flo
     """Scores of the same pairs computed one at a time vs inside a mixed batch, relative to ``score_std``."""
     diff = np.abs(np.asarray(alone, np.float64) - np.asarray(batched, np.float64)).max(initial=0.0)
     rel = diff / score_std if score_std > 0 else (0.0 if diff == 0 else float("inf"))
-    return _check(f"{name}_max_rel_diff", rel, max_rel_diff, "<=", {"max_abs_diff": float(diff), "score_std": float(score_std)})
+    return _check(f"{name}_max_rel_diff", rel, max_rel_diff, "<=",
+                  {"max_abs_diff": float(diff), "score_std": float(score_std)})
 
 
 def raise_if_failed(results: Mapping[str, GateResult] | Sequence[GateResult], what: str) -> None:

@@ -68,7 +68,8 @@ def measure_interleaved(scorers: Mapping[str, CrossEncoderScorer], pairs: Sequen
     return out
 
 
-def measure_load(scorer: CrossEncoderScorer, requests: Sequence[Sequence[Pair]], users: int, reps: int) -> dict[str, float]:
+def measure_load(scorer: CrossEncoderScorer, requests: Sequence[Sequence[Pair]], users: int,
+                 reps: int) -> dict[str, float]:
     """Per-request wall time (ms) and throughput with ``users`` threads, each sending ``reps`` x every request back
     to back, starting at a different request (the scorer is shared, as a server shares its session)."""
     for req in requests[:2]:

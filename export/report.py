@@ -152,13 +152,14 @@ def compression_report(model_dir: str | Path, out_dir: str | Path, config: Repor
                         run[qid] = dict(zip(ids, map(float, scorer.score_pairs(ps)), strict=True))
                     ndcg = evaluate(lists.qrels or {}, run, ["ndcg@10"]).metrics["ndcg@10"]
                     # "unbucketed": the whole request as one batch padded to its longest pair
-                    latency = {str(n): {mode: measure_latency(scorer, lat_pairs[:n], n if mode == "unbucketed" else cfg.bucket_batch_size,
+                    latency = {str(n): {mode: measure_latency(scorer, lat_pairs[:n],
+                                                              n if mode == "unbucketed" else cfg.bucket_batch_size,
                                                               cfg.reps)
                                         for mode in ("unbucketed", "bucketed")} for n in cfg.n_passages}
                     rows.append({"layers": depth, "precision": precision, "max_len": max_len, "ndcg@10": ndcg,
                                  "latency": latency})
-                    logger.info("L%d %s len %d: nDCG@10 %.4f, x20 bucketed p50 %.1f ms", depth, precision, max_len, ndcg,
-                                latency[str(cfg.n_passages[0])]["bucketed"]["p50_ms"])
+                    logger.info("L%d %s len %d: nDCG@10 %.4f, x20 bucketed p50 %.1f ms", depth, precision, max_len,
+                                ndcg, latency[str(cfg.n_passages[0])]["bucketed"]["p50_ms"])
     meta = {"student": str(model_dir), "eval": f"{lists.source}, {len(lists.run)} queries", "isa": isa,
             "cpu": platform.processor() or platform.machine(), "wall_time_s": round(time.perf_counter() - t0, 1),
             "latency_query": lat_qid, "config": asdict(cfg),

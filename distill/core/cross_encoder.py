@@ -142,17 +142,20 @@ class PairEncoder:
             path = Path(tokenizer) / "tokenizer.json"
             if not path.is_file():
                 raise MissingPrerequisiteError(f"{path} not found: the model directory needs a fast tokenizer "
-                                               "(save it with a transformers fast tokenizer, which writes tokenizer.json)")
+                                               "(save it with a transformers fast tokenizer, "
+                                               "which writes tokenizer.json)")
             try:
                 self.tokenizer = Tokenizer.from_file(str(path))
             except Exception as exc:  # the Rust side raises plain Exception for a malformed file
-                raise MissingPrerequisiteError(f"{path} is not a valid tokenizer file ({exc}); re-export the model") from exc
+                raise MissingPrerequisiteError(f"{path} is not a valid tokenizer file ({exc}); "
+                                               "re-export the model") from exc
         self.tokenizer.no_truncation()
         self.tokenizer.no_padding()
         self.caps = caps
         self.n_special = self.tokenizer.num_special_tokens_to_add(True)
         if caps.max_seq_len <= self.n_special + 2:
-            raise ConfigError(f"max_seq_len={caps.max_seq_len} leaves no room for text after {self.n_special} special tokens")
+            raise ConfigError(f"max_seq_len={caps.max_seq_len} leaves no room for text after "
+                              f"{self.n_special} special tokens")
         self.pad_id = self._pad_id()
 
     def _pad_id(self) -> int:
@@ -223,7 +226,8 @@ class TorchBackend:
             import torch
             from transformers import AutoModelForSequenceClassification
         except ImportError as exc:
-            raise MissingExtraError("the torch backend needs the training stack: pip install 'distilrank[train]' (or [export])", name=exc.name) from exc
+            raise MissingExtraError("the torch backend needs the training stack: "
+                                    "pip install 'distilrank[train]' (or [export])", name=exc.name) from exc
         model = AutoModelForSequenceClassification.from_pretrained(str(model_dir), dtype=torch.float32).eval()
         if device:
             model.to(device)
@@ -259,11 +263,13 @@ def session_layout(pairs_per_call: int | None, threads: int | None = None, sessi
     the 2-core bench machine (``bench/results/session_pool.md``) two single-thread sessions scored 98
     pairs/s where one 2-thread session scored 93, and two concurrent requests of 20 passages took 344
     instead of 434 ms (p50), with equal scores; for batches of 16 the pool was 0.74x. Otherwise one
-    session with ``threads`` (default all cores). ``sessions`` given: that many, with ``threads`` each (default the cores shared among them).
+    session with ``threads`` (default all cores). ``sessions`` given: that many, with ``threads`` each
+    (default the cores shared among them).
     """
     cores = cores or os.cpu_count() or 1
     if sessions is not None and sessions < 1:
-        raise ConfigError(f"sessions={sessions}: use a positive number of ONNX Runtime sessions or leave it unset (auto)")
+        raise ConfigError(f"sessions={sessions}: use a positive number of ONNX Runtime sessions "
+                          "or leave it unset (auto)")
     if threads is not None and threads < 1:
         raise ConfigError(f"threads={threads}: use a positive number of threads or leave it unset (all cores)")
     if sessions is None:
@@ -287,7 +293,8 @@ class OnnxBackend:
         try:
             import onnxruntime as ort
         except ImportError as exc:
-            raise MissingExtraError("ONNX scoring needs onnxruntime: pip install 'distilrank[serve]'", name=exc.name) from exc
+            raise MissingExtraError("ONNX scoring needs onnxruntime: pip install 'distilrank[serve]'",
+                                    name=exc.name) from exc
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads or (os.cpu_count() or 1)
         opts.inter_op_num_threads = 1
@@ -317,7 +324,8 @@ class OnnxBackend:
             return logits[:, 0]
         if logits.ndim == 1:
             return logits
-        raise ConfigError(f"the model outputs logits of shape {logits.shape}; a cross-encoder scorer needs one logit per pair")
+        raise ConfigError(f"the model outputs logits of shape {logits.shape}; "
+                          "a cross-encoder scorer needs one logit per pair")
 
 
 def __getattr__(name: str) -> Any:

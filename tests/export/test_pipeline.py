@@ -124,7 +124,8 @@ def test_tampered_or_truncated_artifact_is_refused(int8_artifact: Path, tmp_path
         load_model_card(missing)
 
 
-def test_damaged_model_fails_int8_gate_with_exit_5(damaged: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_damaged_model_fails_int8_gate_with_exit_5(damaged: Path, tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "exported"
     code = main(["export", "--model", str(damaged), "--out", str(out), "--quantize", "int8", "--int8-mode", "static"])
     err = capsys.readouterr().err
