@@ -211,6 +211,8 @@ class InfoResponse(BaseModel):
                           "made outside a pipeline.")
     limits: dict[str, int | float | bool]
     card: dict[str, Any] = Field(description="Selected model card fields (metrics, gates, decision).")
+    warnings: list[str] = Field(default_factory=list, description="Why the model is served other than its card "
+                                "says, e.g. the runner-up recipe on a machine that cannot run the chosen one.")
 
 
 class ApiError(Exception):

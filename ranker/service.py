@@ -242,7 +242,8 @@ class RerankService:
             sessions=getattr(rt, "n_sessions", 1), score=self.score_name,
             interpolation=card.interpolation.to_dict() if card.interpolation else None, limits=self.config.limits(),
             card={"metrics": card.metrics, "gates": card.gates, "decision": card.decision, "latency": card.latency,
-                  "config_hash": card.config_hash})
+                  "config_hash": card.config_hash},
+            warnings=list(getattr(rt, "warnings", [])))
 
     # -- error mapping ---------------------------------------------------------------------------------------
 

@@ -139,17 +139,26 @@ def _tune(ctx: PipelineContext, dev: Any, served_run: Run) -> tuple[Interpolatio
     return replace(spec, dev_metric="ndcg@10", dev_score=scores["interpolated"]), scores
 
 
-def _candidate(ctx: PipelineContext, name: str, export_dir: Path, dev: Any) -> dict[str, Any]:
-    from distill.core.model_card import load_model_card
-    from export.scorers import onnx_scorer
+def _served(model_dir: Path) -> Any:
+    """The model exactly as ``distilrank serve`` runs it on this machine: its card's recipe (or the runner-up
+    where this machine cannot run it), token caps, pairs per call and sessions."""
+    from ranker.runtime import RerankRuntime
 
-    card = load_model_card(export_dir)
-    scorer = onnx_scorer(export_dir / card.onnx_file, export_dir, card.token_caps, card.pairs_per_call or 16)
-    served_run = scorer.rerank(ctx.corpus, dev.queries, dev.first_stage, ctx.config.eval.top_k)
-    scorer.close()
+    return RerankRuntime.load(model_dir)
+
+
+def _candidate(ctx: PipelineContext, name: str, export_dir: Path, dev: Any) -> dict[str, Any]:
+    import time
+
+    runtime = _served(export_dir)
+    card = runtime.card
+    runtime.warmup()
+    t0 = time.perf_counter()
+    served_run = runtime.scorer.rerank(ctx.corpus, dev.queries, dev.first_stage, ctx.config.eval.top_k)
+    # every candidate reranks the same dev pairs in this stage, one after the other, as the ranker would serve it
+    pairs_per_s = sum(len(d) for d in served_run.values()) / max(time.perf_counter() - t0, 1e-9)
+    runtime.close()
     spec, scores = _tune(ctx, dev, served_run)
-    lat = card.latency.get(card.precision, {})
-    pairs_per_s = float(lat.get("pairs", 0.0)) / (float(lat["p50_ms"]) / 1000.0) if lat.get("p50_ms") else 0.0
     return {"variant": name, "dir": str(export_dir.relative_to(ctx.out)), "precision": card.precision,
             "layers": card.layers, "dev_ndcg@10_interpolated": scores["interpolated"],
             "dev_ndcg@10_student": scores["student"], "dev_ndcg@10_first_stage": scores["first_stage"],
@@ -248,14 +257,10 @@ def _eval_teacher(ctx: PipelineContext, d: Path) -> dict[str, Path]:
 def _eval_served(ctx: PipelineContext, d: Path) -> dict[str, Path]:
     """The served model (ONNX, its card's caps and pairs per call) reranks the eval first stage; the card's blend
     gives ``student_interpolated``: exactly what the ranker and the plugin serve."""
-    from distill.core.model_card import load_model_card
-    from export.scorers import onnx_scorer
-
     assert ctx.served is not None
-    card = load_model_card(ctx.served.dir)
-    scorer = onnx_scorer(ctx.served.dir / card.onnx_file, ctx.served.dir, card.token_caps, card.pairs_per_call or 16)
-    run = scorer.rerank(ctx.corpus, ctx.eval_queries, eval_window(ctx), ctx.config.eval.top_k)
-    scorer.close()
+    runtime = _served(ctx.served.dir)
+    run = runtime.scorer.rerank(ctx.corpus, ctx.eval_queries, eval_window(ctx), ctx.config.eval.top_k)
+    runtime.close()
     blended = interpolate_runs(ctx.first_stage, run, ctx.served.interpolation)
     return {"run": write_run(d / "run.trec", run, tag="student"),
             "interpolated": write_run(d / "interpolated.trec", blended, tag="student_interpolated")}

@@ -46,6 +46,9 @@ def test_machine_without_bf16_serves_the_runner_up_with_a_warning(openvino_bf16_
     assert "serving the runner-up recipe onnxruntime-fp32 instead of the card's openvino-bf16" in caplog.text
     assert "bf16 needs AMX or AVX512-BF16" in caplog.text and "DISTILRANK_ISA=avx2" in caplog.text
     assert len(runtime.warnings) == 1 and runtime.card.decision.startswith("serving the runner-up")
+    from ranker.service import RerankService
+
+    assert RerankService(runtime).info().warnings == runtime.warnings  # GET /info says so too
     assert (runtime.card.runtime, runtime.card.precision, runtime.card.onnx_file) == \
         ("onnxruntime", "fp32", card.runner_up.onnx_file)
     assert runtime.model_sha256 == card.files[card.runner_up.onnx_file]
