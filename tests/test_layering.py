@@ -178,3 +178,16 @@ def test_the_checks_catch_what_they_are_for():
         == ["distill.student.model"]
     assert not list(core_violations("distill.teacher.label",
                                     imported_modules(deferred, "distill.teacher.label", False)))
+
+
+#: the longest a function of the library packages may be (one screen: a function is one idea)
+MAX_FUNCTION_LINES = 80
+LIBRARY = ("distill", "export", "ranker", "opensearch_plugin", "loadtests")
+
+
+def test_no_library_function_is_longer_than_a_screen():
+    long = [f"{path.relative_to(REPO)}:{node.lineno}: {node.name} has {node.end_lineno - node.lineno + 1} lines"
+            for path, _, _, tree in parsed() if path.relative_to(REPO).parts[0] in LIBRARY
+            for node in ast.walk(tree) if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+            and node.end_lineno and node.end_lineno - node.lineno + 1 > MAX_FUNCTION_LINES]
+    assert not long, f"split these into functions of at most {MAX_FUNCTION_LINES} lines:\n" + "\n".join(long)

@@ -220,29 +220,8 @@ def train_loop(module: nn.Module, param_groups: list[dict], examples: Sequence[E
         bar = tqdm(total=total, initial=start, desc=stage, unit="step")
     for step in range(start, total):
         optimizer.zero_grad(set_to_none=True)
-        batches = micro_batches(len(examples), step, config)
-        step_loss = 0.0
-        terms: dict[str, float] = {}
-        for idx in batches:
-            share = idx[distributed.rank()::distributed.world_size()]  # this rank's slice of the micro-batch
-            if not share:
-                continue
-            with autocast(device, dtype):
-                out = loss_fn([examples[i] for i in share])
-            loss = out["loss"]
-            if not torch.isfinite(loss):
-                raise TrainingDivergedError(f"{stage}: loss is {loss.item()} at step {step + 1}; "
-                                            "lower --lr or use fp32/bf16")
-            # a mean over the share, weighted by its part of the micro-batch: summed over the ranks, the gradient
-            # is the one process's mean over the whole micro-batch
-            scaled = loss * (len(share) / len(idx)) / len(batches)
-            (scaler.scale(scaled) if scaler else scaled).backward()
-            step_loss += float(scaled.detach())
-            for k, v in out.items():
-                terms[k] = terms.get(k, 0.0) + float(v.detach()) * (len(share) / len(idx)) / len(batches)
-        distributed.all_reduce_grads(params)
-        step_loss = distributed.all_reduce_sum(step_loss)
-        terms = {k: distributed.all_reduce_sum(v) for k, v in terms.items()}
+        step_loss, terms = _gradients(micro_batches(len(examples), step, config), examples, loss_fn, params, device,
+                                      dtype, scaler, f"{stage}: loss at step {step + 1}")
         if scaler:
             scaler.unscale_(optimizer)
         torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
@@ -271,6 +250,34 @@ def train_loop(module: nn.Module, param_groups: list[dict], examples: Sequence[E
     last = losses[-10:] or [float("nan")]
     return TrainResult(steps=total, resumed_from_step=start, final_loss=losses[-1] if losses else float("nan"),
                        mean_loss_last_10=sum(last) / len(last), wall_time_s=time.perf_counter() - started)
+
+
+def _gradients(batches: list[list[int]], examples: Sequence[E], loss_fn: LossFn, params: list[nn.Parameter],
+               device: torch.device, dtype: torch.dtype | None, scaler: torch.amp.GradScaler | None,
+               where: str) -> tuple[float, dict[str, float]]:
+    """Accumulate one optimiser step's gradients over its micro-batches; under torchrun each rank takes its slice
+    of every micro-batch and the gradients are summed over the ranks. Returns (the step's loss, each loss term)."""
+    step_loss = 0.0
+    terms: dict[str, float] = {}
+    for idx in batches:
+        share = idx[distributed.rank()::distributed.world_size()]  # this rank's slice of the micro-batch
+        if not share:
+            continue
+        with autocast(device, dtype):
+            out = loss_fn([examples[i] for i in share])
+        loss = out["loss"]
+        if not torch.isfinite(loss):
+            raise TrainingDivergedError(f"{where} is {loss.item()}; lower --lr or use fp32/bf16")
+        # a mean over the share, weighted by its part of the micro-batch: summed over the ranks, the gradient is
+        # the one process's mean over the whole micro-batch
+        weight = len(share) / len(idx) / len(batches)
+        scaled = loss * weight
+        (scaler.scale(scaled) if scaler else scaled).backward()
+        step_loss += float(scaled.detach())
+        for k, v in out.items():
+            terms[k] = terms.get(k, 0.0) + float(v.detach()) * weight
+    distributed.all_reduce_grads(params)
+    return distributed.all_reduce_sum(step_loss), {k: distributed.all_reduce_sum(v) for k, v in terms.items()}
 
 
 def remove_checkpoints(out_dir: Path) -> None:

@@ -17,6 +17,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -127,10 +128,32 @@ def _first_stage(config: SFTConfig, queries: dict[str, Query], corpus: dict[str,
     return BM25Index(corpus).search(queries, top_k=config.negative_depth)
 
 
-def run_sft(config: SFTConfig, out_dir: str | Path, progress: bool = False) -> Path:
-    """Train (or resume, or skip if complete) the ranker; returns the teacher dir ``out_dir/teacher``."""
+def _sft_examples(config: SFTConfig) -> tuple[dict[str, Query], list[SFTExample]]:
+    """The judged training queries (a seeded subset when ``max_queries``) and their 1 + k examples."""
+    queries = read_queries(config.queries)
+    qrels = read_qrels(config.qrels)
+    corpus = read_corpus(config.corpus)
+    judged_qids = subsample([q for q in qrels if q in queries], config.max_queries, config.seed)
+    queries = {q: queries[q] for q in judged_qids}
+    qrels = {q: qrels[q] for q in judged_qids}
+    return queries, build_sft_examples(queries, qrels, corpus, _first_stage(config, queries, corpus),
+                                       config.num_negatives, config.negative_depth, config.seed)
+
+
+def _reference_model(config: SFTConfig, base: Any, device: torch.device) -> Any:
+    """The frozen model of the KL term (``kl_weight`` > 0), else None."""
+    if config.kl_weight <= 0:
+        return None
     from transformers import AutoModelForCausalLM
 
+    ref_path = resolve_teacher_base(config.kl_reference) if config.kl_reference else base
+    ref = AutoModelForCausalLM.from_pretrained(ref_path, dtype=torch.float32).to(device).eval()
+    ref.requires_grad_(False)
+    return ref
+
+
+def run_sft(config: SFTConfig, out_dir: str | Path, progress: bool = False) -> Path:
+    """Train (or resume from the checkpoints in ``out_dir``) the ranker; returns the teacher dir ``out_dir/teacher``."""
     config.require_data()
     distributed.init()
     out_dir = Path(out_dir)
@@ -138,24 +161,12 @@ def run_sft(config: SFTConfig, out_dir: str | Path, progress: bool = False) -> P
     resolved = config.to_dict()
     started = time.perf_counter()
 
-    queries = read_queries(config.queries)
-    qrels = read_qrels(config.qrels)
-    corpus = read_corpus(config.corpus)
-    judged_qids = subsample([q for q in qrels if q in queries], config.max_queries, config.seed)
-    queries = {q: queries[q] for q in judged_qids}
-    qrels = {q: qrels[q] for q in judged_qids}
-    examples = build_sft_examples(queries, qrels, corpus, _first_stage(config, queries, corpus),
-                                  config.num_negatives, config.negative_depth, config.seed)
-
+    queries, examples = _sft_examples(config)
     lm = _train.load_trainable_lm(config)
     base, tokenizer, model, peft_model, device, dtype = (lm.base, lm.tokenizer, lm.model, lm.peft_model, lm.device,
                                                          lm.dtype)
     ranker = TeacherRanker(model, seed=config.seed).to(device)
-    ref = None
-    if config.kl_weight > 0:
-        ref_path = resolve_teacher_base(config.kl_reference) if config.kl_reference else base
-        ref = AutoModelForCausalLM.from_pretrained(ref_path, dtype=torch.float32).to(device).eval()
-        ref.requires_grad_(False)
+    ref = _reference_model(config, base, device)
     end_id = end_token_id(tokenizer, model.config)
     rank_loss = ListwiseSoftmaxCE(config.temperature)
     group = 1 + config.num_negatives

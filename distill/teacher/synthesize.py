@@ -205,6 +205,24 @@ def _roundtrip(queries: Mapping[str, Query], source: Mapping[str, str], k: int, 
     return ok
 
 
+def _after_roundtrip(config: SynthConfig, generated: dict[str, Query], source: dict[str, str],
+                     corpus: Mapping[str, Document], bm25: Any, dense: Any, rejected: Counter[str]) -> dict[str, Query]:
+    """The generated queries whose source document BM25 (or dense) finds again in its top ``roundtrip_k``;
+    the others are counted in ``rejected["roundtrip"]``."""
+    if not (config.roundtrip_k > 0 and generated):
+        return dict(generated)
+    retrievers = [bm25] if bm25 is not None else []
+    if not retrievers:
+        from distill.core.bm25 import BM25Index
+
+        retrievers = [BM25Index(corpus)]
+    if dense is not None:
+        retrievers.append(dense)
+    passed = _roundtrip(generated, source, config.roundtrip_k, retrievers)
+    rejected["roundtrip"] += len(generated) - len(passed)
+    return {q: v for q, v in generated.items() if q in passed}
+
+
 def synthesize_queries(config: SynthConfig, out_dir: str | Path, progress: bool = False,
                        corpus: Mapping[str, Document] | None = None, bm25: Any = None,
                        dense: Any = None) -> tuple[Path, Path]:
@@ -241,18 +259,7 @@ def synthesize_queries(config: SynthConfig, out_dir: str | Path, progress: bool 
         qid = f"{config.qid_prefix}-{k}"
         generated[qid] = Query(qid, q)
         source[qid] = doc_id
-    kept = dict(generated)
-    if config.roundtrip_k > 0 and generated:
-        retrievers = [bm25] if bm25 is not None else []
-        if not retrievers:
-            from distill.core.bm25 import BM25Index
-
-            retrievers = [BM25Index(corpus)]
-        if dense is not None:
-            retrievers.append(dense)
-        passed = _roundtrip(generated, source, config.roundtrip_k, retrievers)
-        rejected["roundtrip"] += len(generated) - len(passed)
-        kept = {q: v for q, v in generated.items() if q in passed}
+    kept = _after_roundtrip(config, generated, source, corpus, bm25, dense, rejected)
     n_generated_kept = len(kept)
     cropped = 0
     if config.crop_fallback:
