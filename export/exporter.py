@@ -477,6 +477,20 @@ def _shipped_name(trial: Trial, path: Path) -> str:
     return path.name
 
 
+def _write_readme(stage: Path, name: str, card: ModelCard) -> None:
+    """The Hugging Face-style README.md of the export, for people and the Hub (the model card stays the contract)."""
+    from distill.core.readme_card import ReadmeCard, write_readme
+
+    metrics = {k: float(v) for k, v in card.metrics.items() if isinstance(v, int | float) and not isinstance(v, bool)}
+    base = card.base_models or {}
+    write_readme(stage, ReadmeCard(
+        name=name, kind="export", architecture=str(base.get("architecture") or "BERT cross-encoder"),
+        num_layers=card.layers, base={k: v for k, v in base.items() if isinstance(v, str | int | float)},
+        metrics=metrics, caps=card.token_caps.to_dict(),
+        notes=(f"Served recipe: {card.recipe or card.precision} ({card.runtime}); {card.decision}",
+               "model_card.json holds the checksums, gates and latency that distilrank serve verifies and reports.")))
+
+
 def _write_artifact(ctx: _Context, plan: _Plan, card: ModelCard, out_dir: Path, t_start: float) -> None:
     """Stage the served (and runner-up) files, the tokenizer and the card; check that the staged files reproduce the
     gated scores; rename into place."""
@@ -497,6 +511,7 @@ def _write_artifact(ctx: _Context, plan: _Plan, card: ModelCard, out_dir: Path, 
                                                    runner_up.precision, runner_up.runtime,  # type: ignore[arg-type]
                                                    runner_up.pairs_per_call))
         write_json(stage / "provenance" / "export_config.json", ctx.cfg.to_dict())
+        _write_readme(stage, out_dir.name, card)
         write_model_card(stage, card)
         load_model_card(stage, verify=True)
         pairs = ctx.latency_pairs[:4]

@@ -71,7 +71,12 @@ def test_int8_export_passes_gates_and_writes_card(int8_artifact: Path, student: 
     assert card.gates["onnx_vs_pytorch_max_abs_diff"]["value"] < 2e-3
     assert card.latency["int8"]["p50_ms"] > 0 and card.latency["fp32"]["p50_ms"] > 0
     assert card.training["model_config_sha256"] and card.base_models["num_hidden_layers"] == 2
-    assert set(card.files) >= {"model_quantized.onnx", "config.json", "tokenizer.json", "provenance/export_config.json"}
+    assert set(card.files) >= {"model_quantized.onnx", "config.json", "tokenizer.json", "provenance/export_config.json",
+                              "README.md"}
+    from huggingface_hub import ModelCard as HubCard
+
+    readme = HubCard.load(int8_artifact / "README.md")  # the Hub's own reader parses its front matter
+    assert "distilrank serve --model" in readme.text and readme.data.to_dict()
     assert [p.name for p in int8_artifact.rglob("*.onnx")] == ["model_quantized.onnx"]
 
 
