@@ -138,7 +138,8 @@ def _provenance(model_dir: Path, hf: dict[str, Any]) -> tuple[dict[str, Any], di
                 break
             except json.JSONDecodeError:
                 logger.warning("ignoring unreadable student manifest %s", cand)
-    student_base = manifest.get("base_model")
+    # the student's manifest (or the pipeline's, which keeps it as stage_record) names the resolved base
+    student_base = manifest.get("base_model") or (manifest.get("stage_record") or {}).get("base_model")
     train_cfg_path = Path(manifest["_path"]).parent / "config.json" if manifest else None
     if not student_base and train_cfg_path is not None and train_cfg_path.is_file():
         # `distilrank student train` writes its resolved config (model.base = "default" or a local dir)

@@ -145,8 +145,16 @@ def _report(ctx: PipelineContext, systems: dict[str, Run | None], teacher: Stage
                    "variants": {k: str(v) for k, v in ctx.variants.items()},
                    "train_queries": str(ctx.train_queries), "train_qrels": str(ctx.train_qrels),
                    "runs": {k: str(v) for k, v in runs.items()}},
-        serve_candidates=ctx.served.candidates,
+        serve_candidates=ctx.served.candidates, models=_models(ctx),
         first_stage={"kind": ctx.config.first_stage.kind, "index": ctx.config.first_stage.index})
+
+
+def _models(ctx: PipelineContext) -> dict[str, Any]:
+    """The base models as resolved: name, revision (a Hub commit, or the PyPI package and version), source, path."""
+    from distill.core.base_models import resolve_base
+
+    return {"teacher_base": resolve_base(ctx.teacher_model, "teacher").to_dict() if ctx.config.uses_llm() else None,
+            "student_base": resolve_base(ctx.student_model, "student").to_dict()}
 
 
 def _write_report(out: Path, report: PipelineReport) -> None:

@@ -32,6 +32,8 @@ class PipelineReport:
     serve_candidates: list[dict[str, Any]] = field(default_factory=list)
     #: the first stage the student was trained and evaluated on (bm25s or the serving OpenSearch index)
     first_stage: dict[str, Any] = field(default_factory=dict)
+    #: the base models as resolved (name, revision, source, path)
+    models: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

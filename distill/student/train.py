@@ -512,7 +512,8 @@ def _finish(config: StudentTrainConfig, best: PreTrainedModel, tokenizer: PreTra
                           "dev_candidates": f"top {split.top_k} of the dev run" if split.from_run
                           else "every labelled candidate", "dev_check": result.dev_check,
                           "warmup": result.warmup, "n_train_groups": n_groups, "regression": result.regression,
-                          "train_loss_last": train_loss, "world_size": _world_size()})
+                          "train_loss_last": train_loss, "world_size": _world_size(),
+                          "base_model": _resolved_base(config.model.base)})
     return result
 
 
@@ -580,3 +581,10 @@ def _world_size() -> int:
     from distill.core.distributed import world_size
 
     return world_size()
+
+
+def _resolved_base(spec: str) -> dict[str, Any]:
+    """The student base as resolved (name, revision: the Hub commit or the package version, source, path)."""
+    from distill.core.base_models import resolve_base
+
+    return resolve_base(spec, "student").to_dict()
