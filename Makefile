@@ -31,8 +31,10 @@ demo: install
 test: install lint
 	$(PYTHON) -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile
 
-# The unit tests: no slow test, no OpenSearch node, no server started (a minute or so on 2 cores).
-test-fast: lint
+# While changing the code: ruff and the unit tests alone (no slow test, no OpenSearch node, no server started;
+# about a minute on 2 cores). make test runs everything, the type checker included.
+test-fast:
+	$(PYTHON) -m ruff check $(SOURCES)
 	$(PYTHON) -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile -m "not slow and not opensearch and not integration"
 
 # ruff (lines of at most 120 characters included) and the type checker on the base layer and the ranker.

@@ -14,6 +14,9 @@ from distill.core.model_card import load_model_card
 from export.config import ExportConfig
 from tests.export_fixtures import OV_FAST, TINY_OV_GATES
 
+# real ONNX/OpenVINO exports of a tiny model: seconds each (make test-fast leaves them to make test)
+pytestmark = pytest.mark.slow
+
 pytest.importorskip("openvino")
 
 PAIRS = [("what causes fever", "Fever is caused by pyrogens released by the immune system."),

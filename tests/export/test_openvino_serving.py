@@ -12,6 +12,9 @@ import pytest
 from distill.core.errors import ConfigError, MissingPrerequisiteError
 from distill.core.model_card import load_model_card
 
+# real ONNX/OpenVINO exports of a tiny model: seconds each (make test-fast leaves them to make test)
+pytestmark = pytest.mark.slow
+
 pytest.importorskip("openvino")
 
 PAIRS = [("what causes fever", "Fever is caused by pyrogens released by the immune system."),

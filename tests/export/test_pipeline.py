@@ -13,6 +13,9 @@ from distill.cli import main
 from distill.core.model_card import ModelCardError, load_model_card
 from export.config import ExportConfig, GateTolerances
 
+# real ONNX/OpenVINO exports of a tiny model: seconds each (make test-fast leaves them to make test)
+pytestmark = pytest.mark.slow
+
 # A random 2-layer model is not a ranker: its scores spread little, so int8 noise weighs more than on
 # a trained student. These tolerances are for the tiny model only; the defaults are for real students.
 TINY_GATES = GateTolerances(spearman_median_min=0.9, spearman_worst_min=0.5, top10_overlap_mean_min=0.7)

@@ -10,6 +10,9 @@ import pytest
 from distill.core.errors import ConfigError
 from export.report import ReportConfig, compression_report, pareto_front
 
+# real ONNX/OpenVINO exports of a tiny model: seconds each (make test-fast leaves them to make test)
+pytestmark = pytest.mark.slow
+
 
 def test_pareto_front_keeps_only_undominated_points() -> None:
     pts = [(10.0, 0.5), (5.0, 0.4), (20.0, 0.6), (12.0, 0.45), (5.0, 0.3)]
