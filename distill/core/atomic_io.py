@@ -19,11 +19,27 @@ def _umask() -> int:
     return mask
 
 
+def _clear_stale(path: Path) -> None:
+    """Remove what a killed writer of ``path`` left: its ``.NAME.*.tmp`` files and directories (a SIGKILL skips
+    the cleanup below). One process writes an artifact at a time, so any such sibling is an orphan."""
+    for stale in path.parent.glob(f".{glob_escape(path.name)}.*.tmp"):
+        if stale.is_dir() and not stale.is_symlink():
+            shutil.rmtree(stale, ignore_errors=True)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                stale.unlink()
+
+
+def glob_escape(name: str) -> str:
+    return "".join(f"[{c}]" if c in "*?[" else c for c in name)
+
+
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike[str], mode: str = "w", encoding: str | None = "utf-8") -> Iterator[IO[Any]]:
     """Write to a temporary file beside ``path`` and rename it into place only on success."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    _clear_stale(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; the artifact gets the mode a plain open() would give
     try:
@@ -50,6 +66,7 @@ def atomic_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Build a directory under a temporary name, then rename it to ``path`` (replacing an old one)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    _clear_stale(path)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700
     try:

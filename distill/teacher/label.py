@@ -154,6 +154,26 @@ def synthetic_qrels_weights(runs: Mapping[str, Run], qrels: Qrels) -> tuple[dict
     return {m: round(1.0 / len(kept), 4) if m in kept else 0.0 for m in runs}, alone
 
 
+def _fit_runs(config: LabelConfig, factory: SourceFactory, members: dict[str, Any], queries: Mapping[str, Query],
+              cands: Mapping[str, list[str]], cache: Path, fit_key: Mapping[str, Any]) -> dict[str, Run]:
+    """Each member's scores of the fit queries, kept per member as it finishes: a run killed while fitting
+    resumes with the members already scored (an LLM member costs minutes), never mixing another fit's."""
+    from distill.core.atomic_io import config_hash
+
+    key = config_hash({**fit_key, "queries": sorted(queries), "candidates": {q: list(c) for q, c in cands.items()}})
+    runs: dict[str, Run] = {}
+    for m in config.members:
+        path = cache / f"{m}.{key[:16]}.json"
+        if path.is_file():
+            runs[m] = json.loads(path.read_text())
+            logger.info("ensemble: the %s member's fit scores were kept from an interrupted run", m)
+            continue
+        members[m] = factory.build(m)
+        runs[m] = members[m].score(queries, cands)
+        write_json(path, runs[m])
+    return runs
+
+
 def _ensemble(config: LabelConfig, factory: SourceFactory, queries: Mapping[str, Query], qids: list[str],
               qrels: Qrels | None, out_dir: Path) -> EnsembleSource:
     """The ensemble with fixed, resumed or freshly fitted weights (written to ``ensemble.json`` first)."""
@@ -187,8 +207,7 @@ def _ensemble(config: LabelConfig, factory: SourceFactory, queries: Mapping[str,
         else:
             fq = {q: queries[q] for q in fit}
             cands = {q: [d for d, _ in c] for q, c in factory.candidates(fq, qrels).items()}
-            members.update({m: factory.build(m) for m in config.members})
-            runs = {m: src.score(fq, cands) for m, src in members.items()}
+            runs = _fit_runs(config, factory, members, fq, cands, out_dir / "ensemble_fit", fit_key)
             fit_qrels = {q: qrels[q] for q in fit}  # type: ignore[index]
             if config.qrels_kind == "synthetic" and config.synthetic_weights == "equal":
                 weights, alone = synthetic_qrels_weights(runs, fit_qrels)

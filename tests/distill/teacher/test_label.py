@@ -224,3 +224,36 @@ def test_synthesize_killed_mid_generation_resumes_after_the_last_whole_batch(tin
     synth.synthesize_queries(cfg, tmp_path / "other")
     assert ((tmp_path / "other" / synth.QUERIES_FILE).read_text()
             == (tmp_path / "whole" / synth.QUERIES_FILE).read_text())
+
+
+def test_an_interrupted_ensemble_fit_keeps_the_members_already_scored(tmp_path) -> None:
+    """Killed while the fit queries are scored member by member: the next run scores only what is missing."""
+    from distill.core.formats import Query
+    from distill.teacher.label import _fit_runs
+
+    calls: list[str] = []
+
+    class Member:
+        def __init__(self, name: str, fail: bool = False):
+            self.name, self.fail = name, fail
+
+        def score(self, queries, cands):
+            calls.append(self.name)
+            if self.fail:
+                raise KeyboardInterrupt
+            return {q: {d: float(i) for i, d in enumerate(c)} for q, c in cands.items()}
+
+    class Factory:
+        def __init__(self, fail: set[str]):
+            self.fail = fail
+
+        def build(self, name: str) -> Member:
+            return Member(name, name in self.fail)
+
+    cfg = LabelConfig(source="ensemble", members=("dense", "llm"), teacher="t", queries="q", corpus="c")
+    queries, cands, key = {"q1": Query("q1", "text")}, {"q1": ["d1", "d2"]}, {"fit": 1}
+    with pytest.raises(KeyboardInterrupt):
+        _fit_runs(cfg, Factory({"llm"}), {}, queries, cands, tmp_path, key)
+    runs = _fit_runs(cfg, Factory(set()), {}, queries, cands, tmp_path, key)
+    assert calls == ["dense", "llm", "llm"] and set(runs) == {"dense", "llm"}
+    assert runs["dense"] == {"q1": {"d1": 0.0, "d2": 1.0}}
