@@ -47,8 +47,9 @@ from distill.core.errors import ConfigError, MissingExtraError, MissingPrerequis
 if TYPE_CHECKING:  # pragma: no cover - resolved lazily by __getattr__
     from distill.core.openvino_backend import OpenVinoBackend
 
-__all__ = ["CAPS_FILE", "MAX_AUTO_SESSIONS", "CrossEncoderScorer", "OnnxBackend", "OpenVinoBackend", "PairEncoder",
-           "TokenCaps", "TorchBackend", "load_caps", "save_caps", "session_layout", "tie_key", "top_candidates"]
+__all__ = ["CAPS_FILE", "CrossEncoderScorer", "DEFAULT_MAX_QUERY_TOKENS", "DEFAULT_MAX_SEQ_LEN", "MAX_AUTO_SESSIONS",
+           "OnnxBackend", "OpenVinoBackend", "PairEncoder", "TokenCaps", "TorchBackend", "load_caps", "save_caps",
+           "session_layout", "tie_key", "top_candidates"]
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +57,12 @@ CAPS_FILE = "scoring.json"
 
 #: a backend maps padded int64 arrays (input_ids, attention_mask, token_type_ids) to float32 logits (n,)
 Backend = Callable[[dict[str, np.ndarray]], np.ndarray]
+
+
+#: the one default query cap (tokens): the student's, the scorer's and every model without its own scoring.json
+DEFAULT_MAX_QUERY_TOKENS = 32
+#: the one default pair budget (tokens)
+DEFAULT_MAX_SEQ_LEN = 256
 
 
 @dataclass(frozen=True)
@@ -67,8 +74,8 @@ class TokenCaps:
     more than ``max_seq_len // 2`` tokens, so a very long query cannot push the document out.
     """
 
-    max_seq_len: int = 256
-    max_query_tokens: int | None = 64
+    max_seq_len: int = DEFAULT_MAX_SEQ_LEN
+    max_query_tokens: int | None = DEFAULT_MAX_QUERY_TOKENS
     max_doc_tokens: int | None = None
 
     def __post_init__(self) -> None:

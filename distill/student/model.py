@@ -35,6 +35,8 @@ from typing import TYPE_CHECKING, Literal
 from distill.core.atomic_io import write_json
 from distill.core.base_models import resolve_student_base
 from distill.core.cross_encoder import (
+    DEFAULT_MAX_QUERY_TOKENS,
+    DEFAULT_MAX_SEQ_LEN,
     CrossEncoderScorer,
     PairEncoder,
     TokenCaps,
@@ -68,8 +70,8 @@ class StudentModelConfig:
     #: 256 (query <= 32, so the document gets >= 221): on SciFact's long abstracts the token-budget bench chose
     #: 32:224 on dev queries, and the retention bench kept 0.902 of its teacher at 256 vs 0.884 at 192. Padding
     #: is per length bucket, so short documents cost no more; the CPU presets set their own (cheaper) budget.
-    max_seq_len: int = 256
-    max_query_tokens: int | None = 32
+    max_seq_len: int = DEFAULT_MAX_SEQ_LEN
+    max_query_tokens: int | None = DEFAULT_MAX_QUERY_TOKENS
     max_doc_tokens: int | None = None
 
     def __post_init__(self) -> None:
