@@ -15,7 +15,7 @@ import click
 
 from bench._header import RunHeader, run_header, stamp_results, write_results
 
-__all__ = ["RunHeader", "command", "run", "run_header", "stamp_results", "write_results"]
+__all__ = ["RunHeader", "command", "json_object", "run", "run_header", "stamp_results", "write_results"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -65,3 +65,18 @@ def run(main: click.Command | Callable[[], int | None], args: list[str] | None =
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(exit_code_for(exc)) from None
     raise SystemExit(rc or 0)
+
+
+def json_object(ctx: click.Context, param: click.Parameter, value: str | None) -> dict[str, Any]:
+    """A click callback: an option's value parsed as a JSON object (``{}`` when the option is not given)."""
+    import json
+
+    if value is None:
+        return {}
+    try:
+        obj = json.loads(value)
+    except json.JSONDecodeError as exc:
+        raise click.BadParameter(f"not JSON ({exc})") from exc
+    if not isinstance(obj, dict):
+        raise click.BadParameter('expected a JSON object, e.g. \'{"max_steps": 100}\'')
+    return obj

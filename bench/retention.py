@@ -19,7 +19,6 @@ Writes OUT/retention.{json,md}; current figures: docs/results.md, "Run-file teac
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import random
@@ -31,7 +30,7 @@ import click
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from bench import command, write_results
+from bench import command, json_object, write_results
 from distill.core.bm25 import BM25Index
 from distill.core.evaluation import evaluate, format_markdown
 from distill.core.formats import read_corpus, read_qrels, read_queries, write_queries, write_run
@@ -39,18 +38,6 @@ from distill.core.formats import read_corpus, read_qrels, read_queries, write_qu
 logger = logging.getLogger("bench.retention")
 REPO = Path(__file__).resolve().parent.parent
 METRICS = ("ndcg@10", "mrr@10")
-
-
-def _json_object(ctx: click.Context, param: click.Parameter, value: str | None) -> dict:
-    if value is None:
-        return {}
-    try:
-        obj = json.loads(value)
-    except json.JSONDecodeError as exc:
-        raise click.BadParameter(f"not JSON ({exc})") from exc
-    if not isinstance(obj, dict):
-        raise click.BadParameter('expected a JSON object, e.g. \'{"max_steps": 100}\'')
-    return obj
 
 
 class _Teacher:
@@ -80,7 +67,7 @@ class _Teacher:
 @click.option("--train-queries", type=int, default=200, help="seeded subset of the training queries")
 @click.option("--depth", type=int, default=20, help="BM25 candidates reranked per test query")
 @click.option("--max-steps", type=int, default=None, help="cap the student's steps [default: 1 epoch]")
-@click.option("--student-config", callback=_json_object, default=None,
+@click.option("--student-config", callback=json_object, default=None,
               help='JSON overrides of the student config, e.g. \'{"model": {"max_seq_len": 256}}\'')
 def main(data: Path, work: Path, out: Path, train_queries: int, depth: int, max_steps: int | None,
          student_config: dict) -> int:

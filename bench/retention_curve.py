@@ -47,7 +47,7 @@ import click
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from bench import command, write_results
+from bench import command, json_object, write_results
 from distill.core.atomic_io import atomic_write, config_hash, write_json
 from distill.core.errors import DataError
 from distill.core.evaluation import evaluate
@@ -102,18 +102,6 @@ def _points(ctx: click.Context, param: click.Parameter, value: str) -> list[int]
     return points
 
 
-def _json_object(ctx: click.Context, param: click.Parameter, value: str | None) -> dict[str, Any]:
-    if value is None:
-        return {}
-    try:
-        obj = json.loads(value)
-    except json.JSONDecodeError as exc:
-        raise click.BadParameter(f"not JSON ({exc})") from exc
-    if not isinstance(obj, dict):
-        raise click.BadParameter('expected a JSON object, e.g. \'{"warmup": {"mode": "on"}}\'')
-    return obj
-
-
 @command(__doc__)
 @click.option("--data", type=click.Path(path_type=Path), default=REPO.parent / "shared" / "data" / "beir-scifact")
 @click.option("--work", type=click.Path(path_type=Path), default=Path("/tmp/distilrank_retention_curve"))
@@ -122,7 +110,7 @@ def _json_object(ctx: click.Context, param: click.Parameter, value: str | None) 
 @click.option("--teacher", type=click.Choice(["ensemble", "qrels_boosted"]), default="ensemble")
 @click.option("--points", default="50,100,200,560", callback=_points, help="training queries after the dev split")
 @click.option("--depth", type=int, default=20, help="BM25 candidates reranked per test query")
-@click.option("--student-config", callback=_json_object, default=None,
+@click.option("--student-config", callback=json_object, default=None,
               help='JSON overrides of the student config, e.g. \'{"warmup": {"mode": "on"}}\'')
 def main(data: Path, work: Path, out: Path, variant: str, teacher: Literal["ensemble", "qrels_boosted"],
          points: list[int], depth: int, student_config: dict[str, Any]) -> int:

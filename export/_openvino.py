@@ -12,26 +12,17 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from distill.core.errors import MissingExtraError
+from distill.core.openvino_backend import import_openvino
 
 logger = logging.getLogger(__name__)
 
 #: file stems of the IRs an export ships (``.xml`` graph + ``.bin`` weights)
 IR_F32 = "openvino_model"
 IR_INT8 = "openvino_model_int8"
-
-
-def _openvino() -> Any:
-    try:
-        import openvino as ov
-    except ImportError as exc:
-        raise MissingExtraError("OpenVINO recipes need openvino: pip install 'distilrank[openvino]'",
-                                name=exc.name) from exc
-    return ov
 
 
 def ir_files(xml: Path) -> list[Path]:
@@ -41,7 +32,7 @@ def ir_files(xml: Path) -> list[Path]:
 
 def convert_to_ir(onnx_path: Path, out_dir: Path, stem: str = IR_F32) -> Path:
     """``onnx_path`` as an OpenVINO IR with f32 weights in ``out_dir``; returns the ``.xml`` path."""
-    ov = _openvino()
+    ov = import_openvino()
     out_dir.mkdir(parents=True, exist_ok=True)
     xml = out_dir / f"{stem}.xml"
     ov.save_model(ov.convert_model(str(onnx_path)), str(xml), compress_to_fp16=False)
@@ -53,7 +44,7 @@ def quantize_openvino_int8(ir_path: Path, out_dir: Path, calibration: Sequence[d
     """NNCF post-training quantisation (static: activation ranges from ``calibration``, real tokenised pairs) of the
     IR at ``ir_path``, with NNCF's transformer preset (it keeps the sensitive operations in f32). Fixed activation
     scales make the scores batch-invariant. Returns the quantised ``.xml``."""
-    ov = _openvino()
+    ov = import_openvino()
     try:
         import nncf
     except ImportError as exc:

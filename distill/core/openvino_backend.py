@@ -32,7 +32,7 @@ import numpy as np
 
 from distill.core.errors import ConfigError, DataError, MissingExtraError
 
-__all__ = ["PRECISIONS", "OpenVinoBackend", "Precision", "inference_precision"]
+__all__ = ["PRECISIONS", "OpenVinoBackend", "Precision", "import_openvino", "inference_precision"]
 
 logger = logging.getLogger(__name__)
 
@@ -49,11 +49,12 @@ def inference_precision(precision: str) -> str:
     return _HINT[precision]
 
 
-def _openvino() -> Any:
+def import_openvino() -> Any:
+    """The ``openvino`` module, or the :class:`MissingExtraError` that names the extra to install."""
     try:
         import openvino as ov
     except ImportError as exc:
-        raise MissingExtraError("OpenVINO scoring needs openvino: pip install 'distilrank[openvino]'",
+        raise MissingExtraError("OpenVINO needs the openvino package: pip install 'distilrank[openvino]'",
                                 name=exc.name) from exc
     return ov
 
@@ -121,7 +122,7 @@ def compile_model(model_path: str | os.PathLike[str], precision: str, threads: i
     """The model compiled for the CPU: explicit precision hint, ``streams`` streams, ``threads`` threads in all, the
     latency hint off (it would choose streams itself) and no core pinning (the cores are shared with the tokenizer,
     the event loop and, on a busy host, other processes)."""
-    ov = _openvino()
+    ov = import_openvino()
     path = Path(model_path)
     config = {"INFERENCE_PRECISION_HINT": inference_precision(precision), "NUM_STREAMS": str(streams),
               "INFERENCE_NUM_THREADS": str(threads), "ENABLE_CPU_PINNING": "NO"}
