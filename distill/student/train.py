@@ -382,6 +382,9 @@ def _fit(config: StudentTrainConfig, model: PreTrainedModel, tokenizer: PreTrain
     )
     trainer = _make_trainer(config, model, tokenizer, args, groups, corpus, split, history, ckpt_dir / _HISTORY_FILE)
     trainer.train(resume_from_checkpoint=resume_from)
+    from distill.core.distributed import barrier
+
+    barrier()  # rank 0 saves and rotates the checkpoints; the others read them only once it is done
     return trainer, history
 
 

@@ -30,7 +30,7 @@ def _train(cmd: list[str], data: dict[str, Path], base: Path, out: Path, batch_s
                            "--corpus", str(data["corpus"]), "--qrels", str(data["qrels"]), "--dev-run",
                            str(data["run"]), "--config", str(cfg), "--allow-regression", "--out", str(out)],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=400)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.returncode == 0, proc.stderr[:3000] + "\n...\n" + proc.stderr[-3000:]
     return json.loads((out / "manifest.json").read_text())
 
 
@@ -59,7 +59,7 @@ def _sft(cmd: list[str], mini: dict[str, Path], base: Path, out: Path) -> dict[s
                            str(mini["corpus"]), "--max-steps", "4", "--batch-size", "4", "--num-negatives", "2",
                            "--negative-depth", "6", "--max-length", "48", "--device", "cpu", "--seed", "5"],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=400)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.returncode == 0, proc.stderr[:3000] + "\n...\n" + proc.stderr[-3000:]
     return json.loads((out / "manifest.json").read_text())
 
 
