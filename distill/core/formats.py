@@ -36,7 +36,7 @@ import zlib
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, AnyStr
 
 from distill.core.atomic_io import atomic_write
 from distill.core.errors import DataError, MissingPrerequisiteError
@@ -196,8 +196,10 @@ def open_text(path: str | os.PathLike[str], mode: str = "r") -> Iterator[IO[str]
             os.fsync(raw.fileno())
 
 
-def bounded_lines(fh: IO[str], path: str | os.PathLike[str], limit: int | None = None) -> Iterator[str]:
-    """The lines of ``fh`` (newline kept), each read with at most ``limit`` characters in memory.
+def bounded_lines(fh: IO[AnyStr], path: str | os.PathLike[str], limit: int | None = None,
+                  expected: str = "a text file of one record per line") -> Iterator[AnyStr]:
+    """The lines of ``fh`` (newline kept), each read with at most ``limit`` characters (bytes, for a binary
+    ``fh``) in memory.
 
     A line longer than the limit is a :class:`DataError` naming the file and line, so a file with no
     newline at all (``/dev/zero``, a binary blob) fails fast instead of filling memory.
@@ -208,8 +210,9 @@ def bounded_lines(fh: IO[str], path: str | os.PathLike[str], limit: int | None =
         if not line:
             return
         if len(line) > limit:
-            raise DataError(f"line {lineno} runs past {limit:,} characters without a line break", path=path,
-                            expected="a text file of one record per line")
+            unit = "bytes" if isinstance(line, bytes) else "characters"
+            raise DataError(f"line {lineno} runs past {limit:,} {unit} without a line break", path=path,
+                            expected=expected)
         yield line
 
 

@@ -27,7 +27,6 @@ A path ending in ``.gz`` or ``.bz2`` is read and appended compressed (one member
 
 from __future__ import annotations
 
-import itertools
 import json
 import logging
 import math
@@ -234,13 +233,7 @@ def valid_qids(path: str | os.PathLike[str]) -> set[str]:
     good_bytes = 0
     limit = 4 * MAX_LINE_CHARS  # bytes: a line iter_lines accepts is at most 4 UTF-8 bytes a character
     with open(path, "rb") as fh:
-        for lineno in itertools.count(1):
-            raw = fh.readline(limit + 1)
-            if not raw:
-                break
-            if len(raw) > limit:
-                raise DataError(f"line {lineno} runs past {limit:,} bytes without a line break", path=path,
-                                expected="one JSON record per line")
+        for lineno, raw in enumerate(bounded_lines(fh, path, limit, expected="one JSON record per line"), start=1):
             if not raw.endswith(b"\n"):
                 logger.warning("%s:%d: dropping an incomplete last line (interrupted run)", path, lineno)
                 break
