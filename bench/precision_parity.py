@@ -47,7 +47,7 @@ def measure(name: str, scorer: Any, ref: np.ndarray, flat: list[tuple[str, str]]
             qids: list[str], ids: dict[str, list[str]], qrels: Any) -> dict[str, Any]:
     """One path's scores against the PyTorch reference ``ref`` (same pair order)."""
     scores = scorer.score_pairs(flat)
-    alone = scorer.with_batch_size(1).score_pairs(flat[:64])
+    alone = scorer.with_pairs_per_call(1).score_pairs(flat[:64])
     std = float(ref.std())
     diff = np.abs(scores.astype(np.float64) - ref)
     split = np.split(scores, np.cumsum(sizes)[:-1])

@@ -174,7 +174,7 @@ def _measure(name: str, src: Path, work: Path, precision: str, caps: TokenCaps, 
     qids, eval_pairs = inp.qids, inp.eval_pairs
     onnx_path = export_variant(src, work / name, precision, inp.calib_pairs, caps, int8_recipe)
     # the exporter's rule: dynamic int8 is scored (gated, served) one pair per ONNX call
-    per_call = INT8_RECIPES[int8_recipe].batch_size(16) if precision == "int8" else 16
+    per_call = INT8_RECIPES[int8_recipe].pairs_per_call_or(16) if precision == "int8" else 16
     scorer = onnx_scorer(onnx_path, src, caps, per_call, threads=threads, sessions=sessions)
     layout = session_layout(per_call, threads, sessions)
     scorer.score_pairs(eval_pairs[qids[0]])  # warm-up
@@ -211,7 +211,7 @@ def backend_scorer(backend: str, src: Path, work: Path, caps: TokenCaps, inp: _I
 
     if backend.startswith("onnxruntime-"):
         precision = backend.rsplit("-", 1)[1]
-        per_call = INT8_RECIPES[int8_recipe].batch_size(16) if precision == "int8" else 16
+        per_call = INT8_RECIPES[int8_recipe].pairs_per_call_or(16) if precision == "int8" else 16
         path = export_variant(src, work, precision, inp.calib_pairs, caps, int8_recipe)
         return onnx_scorer(path, src, caps, per_call, threads=threads, sessions=sessions)
     export_variant(src, work, "fp32", inp.calib_pairs, caps)  # the plain export the IR is converted from
@@ -305,9 +305,9 @@ def _measure_backends(name: str, src: Path, work: Path, caps: TokenCaps, inp: _I
         rows.append({"variant": name, "layers": hf["num_hidden_layers"], "backend": backend,
                      "precision": backend.rsplit("-", 1)[1],
                      "int8_recipe": int8_recipe if backend == "onnxruntime-int8" else None,
-                     "pairs_per_call": scorer.batch_size, "sessions": len(scorer.backends),
+                     "pairs_per_call": scorer.pairs_per_call, "sessions": len(scorer.backends),
                      "threads_per_session": getattr(backend_obj, "threads", None)
-                     or session_layout(scorer.batch_size, threads, sessions)[1],
+                     or session_layout(scorer.pairs_per_call, threads, sessions)[1],
                      "caps": _caps_label(caps),
                      "ndcg@10": evaluate({q: inp.qrels[q] for q in run}, run, ["ndcg@10"]).metrics["ndcg@10"],
                      "pairs_per_s": n_pairs / secs, "mean_real_tokens": float(np.mean(tokens)),

@@ -83,7 +83,7 @@ def main(model: Path, queries: Path, qrels: Path, run_path: Path, corpus: Path, 
     rows = []
     for q_cap, d_cap in GRID:
         caps = TokenCaps(max_seq_len=q_cap + d_cap + 3, max_query_tokens=q_cap, max_doc_tokens=d_cap)
-        scorer = CrossEncoderScorer(PairEncoder(model, caps), backend, batch_size=20)
+        scorer = CrossEncoderScorer(PairEncoder(model, caps), backend, pairs_per_call=20)
         reranked = scorer.rerank(docs, texts, run, top_k)
         ndcg = evaluate({q: judgements[q] for q in qids}, reranked, ["ndcg@10"]).metrics["ndcg@10"]
         times = []

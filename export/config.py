@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from distill.core.errors import ConfigError
 
@@ -108,7 +108,9 @@ class ExportConfig:
     #: per-side caps; None = the student's own (scoring.json). The model card records the caps used.
     max_query_tokens: int | None = None
     max_doc_tokens: int | None = None
-    batch_size: int = 16
+    #: (query, passage) pairs per ONNX/OpenVINO call in the gates and the latency measurement (a dynamic int8
+    #: recipe is scored one pair per call whatever this says)
+    pairs_per_call: int = 16
     #: gate candidate lists: at most this many queries x candidates per query.
     gate_queries: int = 30
     gate_candidates: int = 20
@@ -116,6 +118,9 @@ class ExportConfig:
     latency_reps: int = 10
     seed: int = 0
     gates: GateTolerances = field(default_factory=GateTolerances)
+
+    #: keys this config once had under another name: a config file that still uses one gets an error saying so
+    RENAMED_KEYS: ClassVar[dict[str, str]] = {"batch_size": "pairs_per_call"}
 
     def __post_init__(self) -> None:
         for name, allowed in (("optimize", _OPTIMIZE), ("quantize", _QUANTIZE), ("int8_mode", _INT8_MODES),
@@ -129,7 +134,7 @@ class ExportConfig:
         if self.max_seq_len is not None and (not isinstance(self.max_seq_len, int) or self.max_seq_len < 8):
             raise ConfigError(f"max_seq_len must be an integer >= 8 or unset (the student's caps), "
                               f"got {self.max_seq_len!r}")
-        for name in ("batch_size", "gate_queries", "gate_candidates", "calibration_pairs", "latency_reps"):
+        for name in ("pairs_per_call", "gate_queries", "gate_candidates", "calibration_pairs", "latency_reps"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ConfigError(f"{name} must be a positive integer, got {value!r}")

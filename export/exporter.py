@@ -97,7 +97,7 @@ class Int8Recipe:
         about what a length-bucketed batch does."""
         return 1 if self.mode == "dynamic" else None
 
-    def batch_size(self, default: int) -> int:
+    def pairs_per_call_or(self, default: int) -> int:
         """Pairs per ONNX call to gate and serve this recipe with: ``default``, capped by :attr:`pairs_per_call`."""
         return min(default, self.pairs_per_call or default)
 
@@ -183,11 +183,12 @@ def calibration_pairs(lists: Mapping[str, Sequence[Pair]], n: int) -> list[Pair]
 
 
 def calibration_batches(scorer: CrossEncoderScorer, pairs: Sequence[Pair],
-                        batch_size: int = 8) -> list[dict[str, np.ndarray]]:
-    """The calibration pairs tokenised as the scorer tokenises them (its token caps), in batches."""
+                        pairs_per_call: int = 8) -> list[dict[str, np.ndarray]]:
+    """The calibration pairs tokenised as the scorer tokenises them (its token caps), ``pairs_per_call`` pairs per
+    calibration call."""
     enc = scorer.encoder
-    return [enc.batch([q for q, _ in pairs[i:i + batch_size]], [d for _, d in pairs[i:i + batch_size]])
-            for i in range(0, len(pairs), batch_size)]
+    return [enc.batch([q for q, _ in pairs[i:i + pairs_per_call]], [d for _, d in pairs[i:i + pairs_per_call]])
+            for i in range(0, len(pairs), pairs_per_call)]
 
 
 @dataclass
@@ -295,9 +296,9 @@ def _gate_fp32(ctx: _Context) -> tuple[dict[str, GateResult], dict[str, float]]:
     if cfg.optimize != "none":
         from export._onnx import optimize
         ctx.fp32_path = optimize(ctx.raw_path.parent, cfg.optimize, ctx.work / "optimized")
-    reference = torch_scorer(ctx.model_dir, ctx.caps, cfg.batch_size)
+    reference = torch_scorer(ctx.model_dir, ctx.caps, cfg.pairs_per_call)
     ctx.torch_scores = np.concatenate(_score_lists(reference, ctx.gate_lists))
-    ctx.fp32_scorer = onnx_scorer(ctx.fp32_path, ctx.model_dir, ctx.caps, cfg.batch_size)
+    ctx.fp32_scorer = onnx_scorer(ctx.fp32_path, ctx.model_dir, ctx.caps, cfg.pairs_per_call)
     fp32 = ctx.fp32 = ctx.score(ctx.fp32_scorer)
     ctx.score_std = float(np.concatenate(fp32.per_query).std())
     gates: dict[str, GateResult] = {}
@@ -307,7 +308,7 @@ def _gate_fp32(ctx: _Context) -> tuple[dict[str, GateResult], dict[str, float]]:
         gates[g.name] = g
     raise_if_failed(gates, f"fp32 ONNX export ({cfg.optimize})")
     ctx.latency_pairs = ctx.gate_lists.pairs(next(iter(ctx.gate_lists.run)))[1]
-    return gates, measure_latency(ctx.fp32_scorer, ctx.latency_pairs, cfg.batch_size, cfg.latency_reps)
+    return gates, measure_latency(ctx.fp32_scorer, ctx.latency_pairs, cfg.pairs_per_call, cfg.latency_reps)
 
 
 def _fp32_trial(ctx: _Context, gates: Mapping[str, GateResult]) -> Trial:
@@ -375,10 +376,10 @@ def _onnxruntime_plan(ctx: _Context, gates: dict[str, GateResult], fp32_latency:
 def _prefer_int8(ctx: _Context, plan: _Plan, chosen: Trial, fp32_latency: dict[str, float]) -> _Plan:
     """Serve the passing int8 recipe when int8 was required or it is faster than fp32."""
     cfg = ctx.cfg
-    int8_batch = chosen.pairs_per_call or cfg.batch_size
     chosen.scorer = onnx_scorer(chosen.model, ctx.model_dir, ctx.caps,  # type: ignore[arg-type]
-                                min(int8_batch, cfg.batch_size))
-    plan.latency["int8"] = measure_latency(chosen.scorer, ctx.latency_pairs, chosen.scorer.batch_size, cfg.latency_reps)
+                                min(chosen.pairs_per_call or cfg.pairs_per_call, cfg.pairs_per_call))
+    plan.latency["int8"] = measure_latency(chosen.scorer, ctx.latency_pairs, chosen.scorer.pairs_per_call,
+                                           cfg.latency_reps)
     plan.gates.update({r.name: r for r in chosen.gates})
     if chosen.ndcg is not None:
         plan.metrics["ndcg@10_int8"] = chosen.ndcg
@@ -406,7 +407,7 @@ def _per_machine_plan(ctx: _Context, gates: dict[str, GateResult], fp32_latency:
         for t in trials[1:]:
             if t.passed:
                 t.scorer = onnx_scorer(t.model, ctx.model_dir, ctx.caps,  # type: ignore[arg-type]
-                                       t.pairs_per_call or cfg.batch_size)
+                                       t.pairs_per_call or cfg.pairs_per_call)
     trials += _openvino_recipes(ctx, ref, calib_lists)
     served, runner_up, decision = choose(trials, cfg, ctx.latency_pairs)
     plan = _Plan(served, runner_up, f"{decision} ({ctx.isa}, bf16 {'yes' if ctx.machine.bf16 else 'no'})",
@@ -445,7 +446,7 @@ def _openvino_recipes(ctx: _Context, ref: Reference, calib_lists: CandidateLists
             logger.info("recipe %s skipped: %s", trial.name, trial.skipped)
             continue
         trial.scorer = openvino_scorer(trial.model, ctx.model_dir, ctx.caps, trial.precision,  # type: ignore[arg-type]
-                                       ctx.cfg.batch_size)
+                                       ctx.cfg.pairs_per_call)
         gate(trial, ref)
     return trials
 
@@ -467,7 +468,7 @@ def _card(ctx: _Context, plan: _Plan, interpolation: Interpolation | None) -> Mo
         config_hash=config_hash(cfg.to_dict()), export_config=cfg.to_dict(), gate_data=ctx.gate_lists.source,
         metrics=plan.metrics, gates={n: g.to_dict() for n, g in plan.gates.items()}, int8_trials=plan.int8_trials,
         latency={"unit": "ms, 1 query x N passages, tokenisation included, length-bucketed batches",
-                 "batch_size": cfg.batch_size, **plan.latency},
+                 "pairs_per_call": cfg.pairs_per_call, **plan.latency},
         decision=plan.decision, recipe=served.name, recipe_trials=plan.recipe_trials)
 
 
@@ -553,7 +554,7 @@ def _try_int8(recipe: Int8Recipe, fp32_path: Path, raw_path: Path, work: Path, i
                              exclude=sensitive_nodes(raw_path) if recipe.keep_edges else ())
     else:
         quantize_dynamic_int8(fp32_path, dst, isa, recipe.per_channel, cfg.op_types)
-    scorer = onnx_scorer(dst, model_dir, caps, recipe.batch_size(cfg.batch_size))
+    scorer = onnx_scorer(dst, model_dir, caps, recipe.pairs_per_call_or(cfg.pairs_per_call))
     scored = _score_all(scorer, gate_lists, mixed, ndcg_lists, cfg)
     tol = cfg.gates
     results = ranking_agreement(fp32.per_query, scored.per_query, tol.spearman_median_min, tol.spearman_worst_min,

@@ -14,19 +14,19 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from distill.core.cross_encoder import CrossEncoderScorer
-from export.scorers import Pair, with_batch_size
+from export.scorers import Pair, with_pairs_per_call
 
 __all__ = ["measure_interleaved", "measure_latency", "measure_load"]
 
 logger = logging.getLogger(__name__)
 
 
-def measure_latency(scorer: CrossEncoderScorer, pairs: Sequence[Pair], batch_size: int, reps: int,
+def measure_latency(scorer: CrossEncoderScorer, pairs: Sequence[Pair], pairs_per_call: int, reps: int,
                     warmup: int = 2) -> dict[str, float]:
     """Wall time of scoring ``pairs`` end to end (tokenisation and length bucketing included), in milliseconds."""
     if reps < 1:
         raise ValueError(f"reps must be >= 1, got {reps}")
-    scorer = with_batch_size(scorer, batch_size)
+    scorer = with_pairs_per_call(scorer, pairs_per_call)
     for _ in range(warmup):
         scorer.score_pairs(pairs)
     times = []
@@ -37,12 +37,12 @@ def measure_latency(scorer: CrossEncoderScorer, pairs: Sequence[Pair], batch_siz
     arr = np.asarray(times)
     return {"p50_ms": float(np.percentile(arr, 50)), "p95_ms": float(np.percentile(arr, 95)),
             "mean_ms": float(arr.mean()), "reps": float(reps), "pairs": float(len(pairs)),
-            "batch_size": float(batch_size)}
+            "pairs_per_call": float(pairs_per_call)}
 
 
 def measure_interleaved(scorers: Mapping[str, CrossEncoderScorer], pairs: Sequence[Pair], reps: int,
                         warmup: int = 2) -> dict[str, dict[str, float]]:
-    """:func:`measure_latency` of several scorers (each at its own batch size) in interleaved rounds: every round
+    """:func:`measure_latency` of several scorers (each at its own pairs per call) in interleaved rounds: every round
     times one call of each, in a rotating order, so that a burst of load elsewhere on a shared machine falls on all
     of them alike. Every scorer is warmed up ``warmup`` times first (a compiled model allocates on first use)."""
     if reps < 1:
@@ -64,7 +64,7 @@ def measure_interleaved(scorers: Mapping[str, CrossEncoderScorer], pairs: Sequen
         arr = np.asarray(ts)
         out[name] = {"p50_ms": float(np.percentile(arr, 50)), "p95_ms": float(np.percentile(arr, 95)),
                      "mean_ms": float(arr.mean()), "reps": float(reps), "pairs": float(len(pairs)),
-                     "batch_size": float(scorers[name].batch_size)}
+                     "pairs_per_call": float(scorers[name].pairs_per_call)}
     return out
 
 

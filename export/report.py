@@ -4,7 +4,7 @@ For each depth (layers kept from the student, see :mod:`export.layers`), precisi
 graph; int8 = calibrated static per-channel, the batch-invariant recipe) and max length, it reranks
 BM25 top-20 of the bundled scifact_mini test queries for nDCG@10, and times one request of 1 query x
 20 and x 50 passages, unbucketed (the request as one batch padded to its longest pair) and bucketed
-(pairs sorted by length, cut into batches of ``bucket_batch_size``). Writes JSON, Markdown and a
+(pairs sorted by length, cut into batches of ``bucket_pairs_per_call``). Writes JSON, Markdown and a
 quality-vs-latency Pareto PNG. Latency on a shared machine is noisy: compare rows of one report only.
 """
 
@@ -36,7 +36,7 @@ class ReportConfig:
     n_passages: tuple[int, ...] = (20, 50)
     eval_top_k: int = 20
     eval_queries: int | None = None  # None = all 60 scifact_mini test queries
-    bucket_batch_size: int = 8
+    bucket_pairs_per_call: int = 8
     reps: int = 7
     isa: str = "auto"
     prefix: str = "compression_"
@@ -48,8 +48,8 @@ class ReportConfig:
             raise ConfigError(f"precisions must be a subset of fp32, int8; got {self.precisions}")
         if any(not 8 <= m <= 512 for m in self.max_lens):
             raise ConfigError(f"max_lens must be in [8, 512], got {self.max_lens}")
-        if self.reps < 1 or self.bucket_batch_size < 1 or self.eval_top_k < 10:
-            raise ConfigError("reps and bucket_batch_size must be >= 1 and eval_top_k >= 10")
+        if self.reps < 1 or self.bucket_pairs_per_call < 1 or self.eval_top_k < 10:
+            raise ConfigError("reps and bucket_pairs_per_call must be >= 1 and eval_top_k >= 10")
 
 
 def pareto_front(points: list[tuple[float, float]]) -> list[int]:
@@ -68,7 +68,7 @@ def _markdown(rows: list[dict[str, Any]], cfg: ReportConfig, meta: dict[str, Any
     for n in cfg.n_passages:
         head += [f"x{n} p50 ms", f"x{n} p95 ms", f"x{n} bucketed p50", f"x{n} bucketed p95"]
     lines = [f"Student: `{meta['student']}`; eval: {meta['eval']}; CPU: {meta['cpu']} ({meta['isa']}); "
-             f"int8 = static per-channel; bucketed batches of {cfg.bucket_batch_size}; {cfg.reps} reps.", "",
+             f"int8 = static per-channel; bucketed batches of {cfg.bucket_pairs_per_call}; {cfg.reps} reps.", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         cells = [str(r["layers"]), r["precision"], str(r["max_len"]), f"{r['ndcg@10']:.4f}"]
@@ -153,7 +153,7 @@ def compression_report(model_dir: str | Path, out_dir: str | Path, config: Repor
                     ndcg = evaluate(lists.qrels or {}, run, ["ndcg@10"]).metrics["ndcg@10"]
                     # "unbucketed": the whole request as one batch padded to its longest pair
                     latency = {str(n): {mode: measure_latency(scorer, lat_pairs[:n],
-                                                              n if mode == "unbucketed" else cfg.bucket_batch_size,
+                                                              n if mode == "unbucketed" else cfg.bucket_pairs_per_call,
                                                               cfg.reps)
                                         for mode in ("unbucketed", "bucketed")} for n in cfg.n_passages}
                     rows.append({"layers": depth, "precision": precision, "max_len": max_len, "ndcg@10": ndcg,

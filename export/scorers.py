@@ -21,7 +21,7 @@ from distill.core.cross_encoder import (
     session_layout,
 )
 
-__all__ = ["Pair", "export_caps", "onnx_scorer", "openvino_scorer", "torch_scorer", "with_batch_size"]
+__all__ = ["Pair", "export_caps", "onnx_scorer", "openvino_scorer", "torch_scorer", "with_pairs_per_call"]
 
 logger = logging.getLogger(__name__)
 
@@ -37,30 +37,32 @@ def export_caps(model_dir: str | os.PathLike[str], max_seq_len: int | None, max_
 
 
 def onnx_scorer(onnx_path: str | os.PathLike[str], tokenizer_dir: str | os.PathLike[str], caps: TokenCaps,
-                batch_size: int = 16, threads: int | None = None, sessions: int | None = None) -> CrossEncoderScorer:
-    """Scores ``batch_size`` pairs per ONNX call, over the sessions :func:`session_layout` gives for that (the
+                pairs_per_call: int = 16, threads: int | None = None,
+                sessions: int | None = None) -> CrossEncoderScorer:
+    """Scores ``pairs_per_call`` pairs per ONNX call, over the sessions :func:`session_layout` gives for that (the
     ranker's rule, so gates and latency are measured as the export will be served)."""
-    n, per_session = session_layout(batch_size, threads, sessions)
+    n, per_session = session_layout(pairs_per_call, threads, sessions)
     first, *more = OnnxBackend.load_pool(onnx_path, n, per_session)
-    return CrossEncoderScorer(PairEncoder(Path(tokenizer_dir), caps), first, batch_size, more)
+    return CrossEncoderScorer(PairEncoder(Path(tokenizer_dir), caps), first, pairs_per_call, more)
 
 
-def torch_scorer(model_dir: str | os.PathLike[str], caps: TokenCaps, batch_size: int = 16) -> CrossEncoderScorer:
-    return CrossEncoderScorer(PairEncoder(Path(model_dir), caps), TorchBackend.load(model_dir), batch_size)
+def torch_scorer(model_dir: str | os.PathLike[str], caps: TokenCaps, pairs_per_call: int = 16) -> CrossEncoderScorer:
+    return CrossEncoderScorer(PairEncoder(Path(model_dir), caps), TorchBackend.load(model_dir), pairs_per_call)
 
 
-def with_batch_size(scorer: CrossEncoderScorer, batch_size: int) -> CrossEncoderScorer:
-    """The same tokeniser and model, another batch size (batch-invariance gates score alone and mixed)."""
-    return scorer.with_batch_size(batch_size)
+def with_pairs_per_call(scorer: CrossEncoderScorer, pairs_per_call: int) -> CrossEncoderScorer:
+    """The same tokeniser and model, another number of pairs per call (batch-invariance gates score alone and
+    mixed)."""
+    return scorer.with_pairs_per_call(pairs_per_call)
 
 
 def openvino_scorer(model_path: str | os.PathLike[str], tokenizer_dir: str | os.PathLike[str], caps: TokenCaps,
-                    precision: str = "fp32", batch_size: int = 16, threads: int | None = None,
+                    precision: str = "fp32", pairs_per_call: int = 16, threads: int | None = None,
                     sessions: int | None = None) -> CrossEncoderScorer:
     """The OpenVINO backend (``.onnx`` or IR ``.xml``) at ``precision``, with :func:`session_layout`'s streams and
-    threads for ``batch_size`` pairs per call (the ranker's rule)."""
+    threads for ``pairs_per_call`` pairs per call (the ranker's rule)."""
     from distill.core.openvino_backend import OpenVinoBackend
 
-    n, per_stream = session_layout(batch_size, threads, sessions)
+    n, per_stream = session_layout(pairs_per_call, threads, sessions)
     first, *more = OpenVinoBackend.load_pool(model_path, n, per_stream, precision)
-    return CrossEncoderScorer(PairEncoder(Path(tokenizer_dir), caps), first, batch_size, more)
+    return CrossEncoderScorer(PairEncoder(Path(tokenizer_dir), caps), first, pairs_per_call, more)

@@ -44,7 +44,9 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
 
 
 def from_mapping(cls: type[T], data: Mapping[str, Any] | None, where: str = "config") -> T:
-    """``cls(**data)`` with nested dataclasses built recursively; errors name the offending key."""
+    """``cls(**data)`` with nested dataclasses built recursively; errors name the offending key. A dataclass may
+    map keys it once had to their new names in a ``RENAMED_KEYS`` class variable: an old key is still an unknown
+    key, and its error names the key to use instead."""
     if data is not None and not isinstance(data, Mapping):
         raise ConfigError(f"{where}: expected an object (a table of keys), got {type(data).__name__}")
     data = dict(data or {})
@@ -52,7 +54,9 @@ def from_mapping(cls: type[T], data: Mapping[str, Any] | None, where: str = "con
     fields = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     unknown = sorted(set(data) - fields)
     if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {unknown}; allowed: {sorted(fields)}")
+        renamed: Mapping[str, str] = getattr(cls, "RENAMED_KEYS", {})
+        advice = "".join(f"; {k!r} is now called {renamed[k]!r}: rename it" for k in unknown if k in renamed)
+        raise ConfigError(f"{where}: unknown key(s) {unknown}{advice}; allowed: {sorted(fields)}")
     kwargs: dict[str, Any] = {}
     for name, value in data.items():
         hint = hints.get(name)

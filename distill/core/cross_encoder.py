@@ -11,7 +11,7 @@ OpenVINO one lives in :mod:`distill.core.openvino_backend` and is importable fro
   ``max_doc_tokens`` and to whatever room ``max_seq_len`` leaves after the query and the special
   tokens; the model's own post-processor adds ``[CLS] q [SEP] d [SEP]`` (or ``<s> q </s></s> d </s>``);
 * **one batching rule**: pairs sorted by token length (longest first), cut into batches of
-  ``batch_size``, each padded only to its own longest pair; scores come back in input order.
+  ``pairs_per_call`` (one backend call each), each padded only to its own longest pair; scores come back in input order.
   Attention masks hide padding, so a pair's score does not depend on its batch mates (within float
   rounding). With several backends over the same model (a pool of ONNX Runtime sessions, see
   :func:`session_layout`), the batches of one call run in parallel, one batch per backend at a time;
@@ -386,15 +386,17 @@ def __getattr__(name: str) -> Any:
 class CrossEncoderScorer:
     """``score(queries, docs)`` -> raw logits, float32, in input order (see the module docstring)."""
 
-    def __init__(self, encoder: PairEncoder, backend: Backend, batch_size: int = 32, replicas: Sequence[Backend] = ()):
-        """``replicas``: more backends over the same model; with any, the batches of a call are spread over all of
-        them in parallel threads (each backend runs one batch at a time)."""
-        if batch_size < 1:
-            raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+    def __init__(self, encoder: PairEncoder, backend: Backend, pairs_per_call: int = 32,
+                 replicas: Sequence[Backend] = ()):
+        """``pairs_per_call``: pairs scored in one backend call. ``replicas``: more backends over the same model;
+        with any, the batches of a call are spread over all of them in parallel threads (each backend runs one batch
+        at a time)."""
+        if pairs_per_call < 1:
+            raise ConfigError(f"pairs_per_call must be >= 1, got {pairs_per_call}")
         self.encoder = encoder
         self.backend = backend
         self.backends: list[Backend] = [backend, *replicas]
-        self.batch_size = batch_size
+        self.pairs_per_call = pairs_per_call
         self._free: queue.SimpleQueue[Backend] = queue.SimpleQueue()
         for b in self.backends:
             self._free.put(b)
@@ -406,10 +408,10 @@ class CrossEncoderScorer:
         return self.encoder.caps
 
     @classmethod
-    def from_torch_dir(cls, model_dir: str | os.PathLike[str], caps: TokenCaps | None = None, batch_size: int = 32,
+    def from_torch_dir(cls, model_dir: str | os.PathLike[str], caps: TokenCaps | None = None, pairs_per_call: int = 32,
                        device: str | None = None) -> CrossEncoderScorer:
         caps = caps or load_caps(model_dir)
-        return cls(PairEncoder(model_dir, caps), TorchBackend.load(model_dir, device), batch_size)
+        return cls(PairEncoder(model_dir, caps), TorchBackend.load(model_dir, device), pairs_per_call)
 
     def score(self, queries: Sequence[str], docs: Sequence[str]) -> np.ndarray:
         n = len(docs)
@@ -418,7 +420,7 @@ class CrossEncoderScorer:
         rows = self.encoder.encode(queries, docs)
         order = sorted(range(n), key=lambda i: -len(rows[i][0]))
         out = np.empty(n, dtype=np.float32)
-        batches = [order[start:start + self.batch_size] for start in range(0, n, self.batch_size)]
+        batches = [order[start:start + self.pairs_per_call] for start in range(0, n, self.pairs_per_call)]
         if len(self.backends) == 1:  # the backend itself may be shared by threads (an ORT session may)
             for idx in batches:
                 out[idx] = self.backend(self.encoder.pad([rows[i] for i in idx]))
@@ -451,12 +453,12 @@ class CrossEncoderScorer:
         allocated its buffers before the first real call; the scores are discarded."""
         rows = self.encoder.encode(queries, docs)
         for backend in self.backends:
-            for start in range(0, len(rows), self.batch_size):
-                backend(self.encoder.pad(rows[start:start + self.batch_size]))
+            for start in range(0, len(rows), self.pairs_per_call):
+                backend(self.encoder.pad(rows[start:start + self.pairs_per_call]))
 
-    def with_batch_size(self, batch_size: int) -> CrossEncoderScorer:
-        """The same tokeniser and backends, another batch size."""
-        return CrossEncoderScorer(self.encoder, self.backend, batch_size, self.backends[1:])
+    def with_pairs_per_call(self, pairs_per_call: int) -> CrossEncoderScorer:
+        """The same tokeniser and backends, another number of pairs per call."""
+        return CrossEncoderScorer(self.encoder, self.backend, pairs_per_call, self.backends[1:])
 
     def close(self) -> None:
         """Stop the worker threads of a pooled scorer (idempotent; a later call starts them again)."""

@@ -92,10 +92,11 @@ def _train_config(config_file: str | None, model_flags: dict[str, object], max_s
 @click.option("--queries", required=True, type=_FILE)
 @click.option("--run", "run_path", required=True, type=_FILE, help="First-stage TREC run to rerank.")
 @click.option("--top-k", default=100, show_default=True, type=click.IntRange(min=1))
-@click.option("--batch-size", default=32, show_default=True, type=click.IntRange(min=1))
+@click.option("--pairs-per-call", default=32, show_default=True, type=click.IntRange(min=1),
+              help="(query, passage) pairs scored in one model call.")
 @click.option("--interpolate", is_flag=True, help="Combine with the first stage using MODEL/interpolation.json.")
 @click.option("--out", required=True, type=_FILE, help="TREC run to write.")
-def rerank_cmd(model_dir: str, corpus: str, queries: str, run_path: str, top_k: int, batch_size: int,
+def rerank_cmd(model_dir: str, corpus: str, queries: str, run_path: str, top_k: int, pairs_per_call: int,
                interpolate: bool, out: str) -> None:
     """Rerank a first-stage run with a trained student (raw logits, or interpolated)."""
     from distill.core.errors import MissingPrerequisiteError
@@ -104,8 +105,8 @@ def rerank_cmd(model_dir: str, corpus: str, queries: str, run_path: str, top_k: 
     from distill.student.model import student_scorer
 
     first = read_run(run_path)
-    run = student_scorer(model_dir, batch_size=batch_size).rerank(read_corpus(corpus), read_queries(queries),
-                                                                  first, top_k)
+    run = student_scorer(model_dir, pairs_per_call=pairs_per_call).rerank(read_corpus(corpus), read_queries(queries),
+                                                                          first, top_k)
     tag = "student"
     if interpolate:
         path = Path(model_dir) / "interpolation.json"

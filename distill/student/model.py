@@ -146,11 +146,11 @@ def load_student(path: str | Path, device: str | None = None) -> tuple[PreTraine
 
 
 def student_scorer(model: PreTrainedModel | str | Path, tokenizer: PreTrainedTokenizerBase | None = None,
-                   caps: TokenCaps | None = None, batch_size: int = 32) -> CrossEncoderScorer:
+                   caps: TokenCaps | None = None, pairs_per_call: int = 32) -> CrossEncoderScorer:
     """The shared cross-encoder scorer over an in-memory student (training) or a saved student directory."""
     if isinstance(model, str | Path):
         loaded, _ = load_student(model)
-        return CrossEncoderScorer(PairEncoder(model, caps or load_caps(model)), TorchBackend(loaded), batch_size)
+        return CrossEncoderScorer(PairEncoder(model, caps or load_caps(model)), TorchBackend(loaded), pairs_per_call)
     if tokenizer is None or caps is None:
         raise ValueError("an in-memory student needs its tokenizer and token caps")
-    return CrossEncoderScorer(PairEncoder(tokenizer.backend_tokenizer, caps), TorchBackend(model), batch_size)
+    return CrossEncoderScorer(PairEncoder(tokenizer.backend_tokenizer, caps), TorchBackend(model), pairs_per_call)

@@ -54,8 +54,8 @@ def test_four_paths_score_alike(student_dir: Path, tmp_path: Path) -> None:
     from tests.ranker_fixtures import export_onnx_dir
 
     model, tok = load_student(student_dir)
-    dev_eval = student_scorer(model, tok, CAPS, batch_size=2).score_pairs(PAIRS)       # training's dev evaluation
-    rerank_cmd = student_scorer(student_dir, batch_size=32).score_pairs(PAIRS)          # `distilrank student rerank`
+    dev_eval = student_scorer(model, tok, CAPS, pairs_per_call=2).score_pairs(PAIRS)   # training's dev evaluation
+    rerank_cmd = student_scorer(student_dir, pairs_per_call=32).score_pairs(PAIRS)      # `distilrank student rerank`
     caps = export_caps(student_dir, None)
     assert caps == CAPS
     gate_torch = torch_scorer(student_dir, caps, 3).score_pairs(PAIRS)                  # export gate, PyTorch side

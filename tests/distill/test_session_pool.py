@@ -51,9 +51,9 @@ def encoder(tiny_cross_encoder_dir) -> PairEncoder:
 
 
 def test_pool_scores_equal_one_backend_in_input_order(encoder: PairEncoder) -> None:
-    single = CrossEncoderScorer(encoder, RecordingBackend(0), batch_size=1).score(["q"] * len(DOCS), DOCS)
+    single = CrossEncoderScorer(encoder, RecordingBackend(0), pairs_per_call=1).score(["q"] * len(DOCS), DOCS)
     backends = [RecordingBackend() for _ in range(3)]
-    pooled = CrossEncoderScorer(encoder, backends[0], batch_size=1, replicas=backends[1:])
+    pooled = CrossEncoderScorer(encoder, backends[0], pairs_per_call=1, replicas=backends[1:])
     try:
         got = pooled.score(["q"] * len(DOCS), DOCS)
         np.testing.assert_array_equal(got, single)
@@ -70,9 +70,9 @@ def test_pool_scores_equal_one_backend_in_input_order(encoder: PairEncoder) -> N
             t.join()
         assert len(results) == 2 and all(np.array_equal(r, single) for r in results)
         assert not any(b.overlapped for b in backends)
-        # another batch size keeps the same backends
-        assert pooled.with_batch_size(4).backends == pooled.backends
-        np.testing.assert_array_equal(pooled.with_batch_size(4).score(["q"] * len(DOCS), DOCS), single)
+        # another pairs_per_call keeps the same backends
+        assert pooled.with_pairs_per_call(4).backends == pooled.backends
+        np.testing.assert_array_equal(pooled.with_pairs_per_call(4).score(["q"] * len(DOCS), DOCS), single)
     finally:
         pooled.close()
     pooled.close()  # idempotent
@@ -84,7 +84,7 @@ def test_pool_error_reaches_the_caller(encoder: PairEncoder) -> None:
     def broken(batch: dict[str, np.ndarray]) -> np.ndarray:
         raise RuntimeError("onnxruntime failed")
 
-    scorer = CrossEncoderScorer(encoder, broken, batch_size=1, replicas=[RecordingBackend()])
+    scorer = CrossEncoderScorer(encoder, broken, pairs_per_call=1, replicas=[RecordingBackend()])
     try:
         with pytest.raises(RuntimeError, match="onnxruntime failed"):
             scorer.score(["q"] * 6, DOCS[:6])
@@ -114,6 +114,6 @@ def test_session_layout_refuses_nonsense() -> None:
 
 def test_warmup_runs_every_backend(encoder: PairEncoder) -> None:
     backends = [RecordingBackend(0) for _ in range(3)]
-    scorer = CrossEncoderScorer(encoder, backends[0], batch_size=1, replicas=backends[1:])
+    scorer = CrossEncoderScorer(encoder, backends[0], pairs_per_call=1, replicas=backends[1:])
     scorer.warmup(["warm up"] * 2, ["short", "long " * 64])
     assert [b.calls for b in backends] == [2, 2, 2]  # both pairs (one per call) on each backend

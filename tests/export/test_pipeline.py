@@ -147,7 +147,7 @@ def test_dynamic_int8_is_gated_and_served_one_pair_per_call(student: Path, tmp_p
     """Dynamic int8 quantises each ONNX call's activations with one scale, so in a batch a pair's score depends
     on its batch mates. The exporter gates it one pair per call and the card makes the ranker serve it so."""
     from export.exporter import export_model
-    from export.scorers import onnx_scorer, with_batch_size
+    from export.scorers import onnx_scorer, with_pairs_per_call
     from ranker.runtime import RerankRuntime, RuntimeConfig
 
     cfg = ExportConfig(quantize="int8", int8_mode="dynamic", int8_fallback=False, gates=TINY_GATES, **FAST)
@@ -155,12 +155,12 @@ def test_dynamic_int8_is_gated_and_served_one_pair_per_call(student: Path, tmp_p
     card = load_model_card(art)
     assert card.precision == "int8" and card.quantization["recipe"] == "dynamic-per_channel"
     assert card.pairs_per_call == 1 and card.gates["int8_batch_invariance_max_rel_diff"]["passed"]
-    assert card.latency["int8"]["batch_size"] == 1
+    assert card.latency["int8"]["pairs_per_call"] == 1
 
     caps = card.token_caps
     pairs = [("what do cells do", "cells divide " * k) for k in (1, 5, 30, 60)] + [("protein folding", "x")]
     alone = onnx_scorer(art / card.onnx_file, art, caps, 1)
-    batched = with_batch_size(alone, len(pairs)).score_pairs(pairs)
+    batched = with_pairs_per_call(alone, len(pairs)).score_pairs(pairs)
     one_by_one = alone.score_pairs(pairs)
     assert np.abs(batched - one_by_one).max() > 1e-4, "batched dynamic int8 should depend on batch mates"
     runtime = RerankRuntime.load(art, RuntimeConfig(threads=1, pairs_per_call=16))

@@ -29,6 +29,16 @@ def test_config_validation() -> None:
     assert ExportConfig(op_types=("MatMul",)).to_dict()["op_types"] == ["MatMul"]
 
 
+def test_config_names_the_renamed_pairs_per_call_key() -> None:
+    """An export section that still says batch_size is refused (exit 2) with the key to use instead."""
+    from distill.presets import resolve_config
+
+    assert resolve_config("tiny", {"serve": {"export": {"pairs_per_call": 8}}}).serve.export.pairs_per_call == 8
+    with pytest.raises(ConfigError, match=r"serve\.export: unknown key\(s\) \['batch_size'\]; 'batch_size' is now "
+                                          r"called 'pairs_per_call': rename it"):
+        resolve_config("tiny", {"serve": {"export": {"batch_size": 8}}})
+
+
 def test_ranking_agreement_detects_a_scrambled_ranking() -> None:
     rng = np.random.default_rng(0)
     ref = [rng.normal(size=20) for _ in range(5)]
@@ -73,7 +83,7 @@ def test_scorer_buckets_by_length_and_keeps_input_order(tiny_cross_encoder_dir: 
         widths.append(batch["input_ids"].shape[1])
         return batch["attention_mask"].sum(axis=1).astype(np.float32)
 
-    scorer = CrossEncoderScorer(PairEncoder(tiny_cross_encoder_dir, TokenCaps(64)), backend, batch_size=2)
+    scorer = CrossEncoderScorer(PairEncoder(tiny_cross_encoder_dir, TokenCaps(64)), backend, pairs_per_call=2)
     docs = ["a " * 3, "a " * 30, "a", "a " * 10]
     lengths = scorer.score(["q"] * 4, docs)
     assert list(lengths) == [1 + 3 + 3, 1 + 30 + 3, 1 + 1 + 3, 1 + 10 + 3]  # query + document + [CLS] [SEP] [SEP]
@@ -203,7 +213,7 @@ def test_interleaved_latency_warms_and_rotates_every_scorer() -> None:
     calls: list[str] = []
 
     class Recording:
-        batch_size = 4
+        pairs_per_call = 4
 
         def __init__(self, name: str):
             self.name = name
@@ -214,7 +224,7 @@ def test_interleaved_latency_warms_and_rotates_every_scorer() -> None:
 
     out = measure_interleaved({"a": Recording("a"), "b": Recording("b")}, [("q", "d")], reps=3, warmup=2)
     assert calls == ["a", "b", "a", "b", "a", "b", "b", "a", "a", "b"]
-    assert set(out) == {"a", "b"} and out["a"]["reps"] == 3 and out["b"]["batch_size"] == 4
+    assert set(out) == {"a", "b"} and out["a"]["reps"] == 3 and out["b"]["pairs_per_call"] == 4
     assert measure_interleaved({}, [("q", "d")], 2) == {}
 
 
@@ -228,7 +238,7 @@ def test_choice_serves_the_fastest_passing_recipe_and_a_portable_runner_up() -> 
 
     class Timed:
         def __init__(self, ms: float):
-            self.ms, self.batch_size = ms, 16
+            self.ms, self.pairs_per_call = ms, 16
 
         def score_pairs(self, pairs):
             import time

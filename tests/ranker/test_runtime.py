@@ -78,8 +78,8 @@ def test_card_caps_pairs_per_onnx_call(ranker_model_dir, tmp_path):
     card = load_model_card(out)
     write_model_card(out, card.replace(pairs_per_call=1))
     rt = RerankRuntime.load(out, RuntimeConfig(threads=1, pairs_per_call=8))
-    assert rt.scorer.batch_size == 1
-    assert RerankRuntime.load(ranker_model_dir, RuntimeConfig(threads=1, pairs_per_call=8)).scorer.batch_size == 8
+    assert rt.scorer.pairs_per_call == 1
+    assert RerankRuntime.load(ranker_model_dir, RuntimeConfig(threads=1, pairs_per_call=8)).scorer.pairs_per_call == 8
     for bad in (0, "1", True):
         raw = json.loads((out / "model_card.json").read_text())
         raw["pairs_per_call"] = bad
@@ -122,7 +122,7 @@ def test_pool_of_sessions_serves_the_gated_scores(ranker_model_dir, tmp_path):
     write_model_card(out, load_model_card(out).replace(pairs_per_call=1))
     one = RerankRuntime.load(out, RuntimeConfig(sessions=1, threads=1))
     pool = RerankRuntime.load(out, RuntimeConfig(sessions=3, threads=1))
-    assert (one.n_sessions, pool.n_sessions, pool.scorer.batch_size) == (1, 3, 1)
+    assert (one.n_sessions, pool.n_sessions, pool.scorer.pairs_per_call) == (1, 3, 1)
     try:
         expected = one.score("what do cells do", DOCS)
         np.testing.assert_array_equal(pool.score("what do cells do", DOCS), expected)

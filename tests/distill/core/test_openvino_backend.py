@@ -25,8 +25,8 @@ PAIRS = [(f"what causes fever {i}", "Fever is caused by pyrogens. " + "immune " 
 PAIRS += [("protein folding", "Chaperones assist folding of nascent polypeptides " * 8), ("x", "y")]
 
 
-def _scorer(backend, model_dir: Path, batch_size: int = 4, replicas=()) -> CrossEncoderScorer:
-    return CrossEncoderScorer(PairEncoder(model_dir, CAPS), backend, batch_size, replicas)
+def _scorer(backend, model_dir: Path, pairs_per_call: int = 4, replicas=()) -> CrossEncoderScorer:
+    return CrossEncoderScorer(PairEncoder(model_dir, CAPS), backend, pairs_per_call, replicas)
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +61,7 @@ def test_batch_invariance_and_order(ov_backend, ranker_model_dir: Path, ort_scor
         pytest.skip("this CPU has no native bf16 (AMX or AVX512-BF16)")
     scorer = _scorer(ov_backend.load(ranker_model_dir / "model.onnx", precision, threads=1), ranker_model_dir, 16)
     batched = scorer.score_pairs(PAIRS)
-    alone = scorer.with_batch_size(1).score_pairs(PAIRS)
+    alone = scorer.with_pairs_per_call(1).score_pairs(PAIRS)
     std = float(np.std(ort_scores))
     assert np.abs(alone - batched).max() / std <= 0.02  # the export's batch-invariance tolerance
     reversed_ = scorer.score_pairs(PAIRS[::-1])[::-1]
