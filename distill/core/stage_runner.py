@@ -10,6 +10,10 @@ content hash of the file (or of every file of a directory). An output that is mi
 changed makes the stage run again, with a log line naming the file; the stages after it then see the
 restored outputs. A stage interrupted under the same key resumes from its own checkpoints; a stage
 directory left by another key is wiped first, so stale checkpoints never leak into a new run.
+
+A stage's typed result (``Stage.load``: its outputs → a value, e.g. a dataclass) is built from its verified
+output files, the same way whether the stage ran now or was reused: the stages after it read ``value``, never
+the files.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from distill.core import distributed
 from distill.core.atomic_io import config_hash, sha256_file, write_json
@@ -32,6 +36,7 @@ from distill.core.manifest import write_manifest
 __all__ = ["Stage", "StageResult", "StageRunner", "content_hash", "run_standalone"]
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 _KEY_FILE = "stage_key.json"
 
@@ -56,19 +61,23 @@ class StageResult:
     wall_time_s: float
     #: content hash of each output, as verified or written: the stages after it key on these
     output_hashes: dict[str, str] = field(default_factory=dict)
+    #: the stage's typed result (``Stage.load`` of its outputs), None when the stage has no loader
+    value: Any = None
 
 
 @dataclass
-class Stage:
+class Stage(Generic[T]):
     """``run(stage_dir) -> {output name: path}``; ``config`` and ``inputs`` (files, hashed by content) and
     ``upstream`` (results of earlier stages: their keys and the content hashes of their outputs) make its key.
-    Outputs must lie inside the run's ``OUT``."""
+    Outputs must lie inside the run's ``OUT``. ``load(outputs)`` builds the stage's typed result from its
+    verified outputs (``StageResult.value``), after a run and after a reuse alike."""
 
     name: str
     config: Mapping[str, Any]
     run: Callable[[Path], Mapping[str, Path]]
     inputs: Mapping[str, Path] = field(default_factory=dict)
     upstream: Sequence[StageResult] = ()
+    load: Callable[[Mapping[str, Path]], T] | None = None
 
     def key(self, hashes: Callable[[Path], str]) -> dict[str, Any]:
         return {"config": dict(self.config), "inputs": {k: hashes(Path(p)) for k, p in sorted(self.inputs.items())},
@@ -94,14 +103,20 @@ class StageRunner:
             self._hashes[path] = content_hash(path)
         return self._hashes[path]
 
-    def run(self, stage: Stage) -> StageResult:
+    def run(self, stage: Stage[Any]) -> StageResult:
+        res = self._run(stage)
+        if stage.load is not None:
+            res.value = stage.load(res.outputs)
+        self.results[stage.name] = res
+        return res
+
+    def _run(self, stage: Stage[Any]) -> StageResult:
         stage_dir = self.out / stage.name
         key = stage.key(self.content_hash)
         h = config_hash(key)
         reused, tampered = self._reuse(stage.name, stage_dir, h)
         distributed.barrier()  # under torchrun every rank decides from the same files, then rank 0 writes
         if reused is not None:
-            self.results[stage.name] = reused
             return reused
         with distributed.main_first() as main:
             if main and tampered and self.wipe_stale:  # a resume would build on the changed files: start afresh
@@ -124,10 +139,8 @@ class StageRunner:
                                metrics=(body or {}).get("metrics"),
                                extra={"key_hash": h, "outputs": recorded, "stage_record": body})
         logger.info("stage %s: done in %.1f s", stage.name, wall)
-        res = StageResult(stage.name, stage_dir, h, outputs, False, wall,
-                          {k: rec["sha256"] for k, rec in recorded.items()})
-        self.results[stage.name] = res
-        return res
+        return StageResult(stage.name, stage_dir, h, outputs, False, wall,
+                           {k: rec["sha256"] for k, rec in recorded.items()})
 
     def _relative(self, stage: str, path: Path) -> str:
         try:

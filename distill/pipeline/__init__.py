@@ -40,6 +40,7 @@ from distill.pipeline.data_stages import (
 )
 from distill.pipeline.model_stages import read_eval_runs, step_compress, step_eval, step_serve, step_student
 from distill.pipeline.report import METRICS, SYSTEMS, PipelineReport
+from distill.pipeline.results import ServeCandidate
 from distill.presets import PipelineConfig
 
 __all__ = ["METRICS", "STEPS", "SYSTEMS", "PipelineContext", "PipelineInputs", "PipelineReport", "Stage",
@@ -107,8 +108,8 @@ def _metrics(ctx: PipelineContext, systems: dict[str, Run | None]) -> tuple[dict
     return metrics, conventions
 
 
-def _verdict(ctx: PipelineContext, kept: dict[str, Any]) -> tuple[bool, str]:
-    dev, first = kept["dev_ndcg@10_interpolated"], kept["dev_ndcg@10_first_stage"]
+def _verdict(ctx: PipelineContext, kept: ServeCandidate) -> tuple[bool, str]:
+    dev, first = kept.dev_ndcg10_interpolated, kept.dev_ndcg10_first_stage
     labels = "real qrels" if ctx.qrels_kind == "real" else f"{ctx.qrels_kind} dev labels"
     if not dev > first:
         return True, (f"REGRESSION: on the dev split ({labels}) the interpolated served model scores nDCG@10 "
@@ -121,7 +122,7 @@ def _report(ctx: PipelineContext, systems: dict[str, Run | None], teacher: Stage
             wall: float) -> PipelineReport:
     assert ctx.served is not None
     metrics, conventions = _metrics(ctx, systems)
-    kept = next(c for c in ctx.served.candidates if c.get("kept"))
+    kept = ctx.served.kept
     regression, verdict = _verdict(ctx, kept)
     t_ndcg, s_ndcg = metrics["teacher"]["ndcg@10"], metrics["student"]["ndcg@10"]
     runs = {"first_stage": ctx.result("first_stage").outputs["run"], "student": student.outputs["run"],
@@ -130,10 +131,10 @@ def _report(ctx: PipelineContext, systems: dict[str, Run | None], teacher: Stage
     return PipelineReport(
         preset=ctx.config.preset, verdict=verdict, regression=regression, metrics=metrics,
         retention={"student_over_teacher_ndcg@10": s_ndcg / t_ndcg if t_ndcg and s_ndcg is not None else None},
-        teacher=ctx.teacher_info,
-        interpolation={**ctx.served.interpolation.to_dict(), "dev_ndcg@10": kept["dev_ndcg@10_interpolated"],
-                       "dev_ndcg@10_first_stage": kept["dev_ndcg@10_first_stage"],
-                       "dev_ndcg@10_student": kept["dev_ndcg@10_student"]},
+        teacher=ctx.teacher.to_dict() if ctx.teacher is not None else {},
+        interpolation={**ctx.served.interpolation.to_dict(), "dev_ndcg@10": kept.dev_ndcg10_interpolated,
+                       "dev_ndcg@10_first_stage": kept.dev_ndcg10_first_stage,
+                       "dev_ndcg@10_student": kept.dev_ndcg10_student},
         synthetic_queries=ctx.synth_info, conventions={**conventions.to_json(), "describe": conventions.describe()},
         n_eval_queries=len(ctx.eval_qrels),
         rerank_depth={"teacher": ctx.config.eval.teacher_top_k, "student": ctx.config.eval.top_k},
@@ -145,7 +146,7 @@ def _report(ctx: PipelineContext, systems: dict[str, Run | None], teacher: Stage
                    "variants": {k: str(v) for k, v in ctx.variants.items()},
                    "train_queries": str(ctx.train_queries), "train_qrels": str(ctx.train_qrels),
                    "runs": {k: str(v) for k, v in runs.items()}},
-        serve_candidates=ctx.served.candidates, models=_models(ctx),
+        serve_candidates=[c.to_dict() for c in ctx.served.candidates], models=_models(ctx),
         first_stage={"kind": ctx.config.first_stage.kind, "index": ctx.config.first_stage.index})
 
 

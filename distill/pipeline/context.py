@@ -13,6 +13,7 @@ from distill.presets import PipelineConfig
 
 if TYPE_CHECKING:
     from distill.core.interpolation import Interpolation
+    from distill.pipeline.results import ServeCandidate, TeacherFit
     from distill.teacher.config import LabelConfig
     from distill.teacher.label import SourceFactory
 
@@ -43,7 +44,11 @@ class ServedModel:
 
     dir: Path
     interpolation: Interpolation
-    candidates: list[dict[str, Any]]
+    candidates: list[ServeCandidate]
+
+    @property
+    def kept(self) -> ServeCandidate:
+        return next(c for c in self.candidates if c.kept)
 
 
 @dataclass
@@ -76,7 +81,7 @@ class PipelineContext:
     llm_dirs: dict[str, Path] = field(default_factory=dict)
     teacher_upstream: list[StageResult] = field(default_factory=list)
     label_cfg: LabelConfig | None = None
-    teacher_info: dict[str, Any] = field(default_factory=dict)
+    teacher: TeacherFit | None = None
     # student and the served model
     variants: dict[str, Path] = field(default_factory=dict)
     served: ServedModel | None = None

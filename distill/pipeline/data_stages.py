@@ -25,6 +25,7 @@ from distill.core.formats import (
 )
 from distill.core.stage_runner import Stage
 from distill.pipeline.context import PipelineContext
+from distill.pipeline.results import TeacherFit, read_json_object
 from distill.teacher.config import LabelConfig
 
 __all__ = ["step_first_stage", "step_first_stage_train", "step_label", "step_teacher", "step_training_data"]
@@ -63,7 +64,7 @@ def build_synthesize(ctx: PipelineContext) -> Stage:
         return {"queries": queries, "qrels": qrels, "report": d / "synth_report.json"}
 
     return Stage("synthesize", {**_key(synth_cfg.to_dict(), "corpus"), "generator": ctx.config.teacher_model}, run,
-                 inputs={"corpus": ctx.inputs.corpus})
+                 inputs={"corpus": ctx.inputs.corpus}, load=lambda outputs: read_json_object(outputs["report"]))
 
 
 def step_training_data(ctx: PipelineContext) -> None:
@@ -73,7 +74,7 @@ def step_training_data(ctx: PipelineContext) -> None:
         parts.append((ctx.inputs.train_queries, ctx.inputs.train_qrels))
     if ctx.config.synthesize == "always" or (ctx.config.synthesize == "auto" and not parts):
         synth = ctx.runner.run(build_synthesize(ctx))
-        ctx.synth_info = json.loads(synth.outputs["report"].read_text())
+        ctx.synth_info = synth.value
         parts.append((synth.outputs["queries"], synth.outputs["qrels"]))
         ctx.data_upstream = [synth]
         if len(parts) == 1:
@@ -221,23 +222,18 @@ def step_dense_ft(ctx: PipelineContext, label_cfg: LabelConfig) -> LabelConfig:
 
 def step_label(ctx: PipelineContext) -> None:
     """Labels of the training queries' candidates from the configured teacher source."""
-    from distill.teacher.label import ENSEMBLE_FILE, run_label
+    from distill.teacher.dense_ft import TRAIN_INFO
+    from distill.teacher.label import run_label
 
     label_cfg = step_dense_ft(ctx, _label_config(ctx))
     ctx.factory.config = label_cfg
     ctx.label_cfg = label_cfg
     inputs = dict(ctx.train_inputs) | ({"teacher_run": Path(label_cfg.run)} if label_cfg.run else {})
+    dense_info = ctx.result("teacher_dense").dir / TRAIN_INFO if ctx.has("teacher_dense") else None
+    # the fit (ensemble.json) and, with the LLM alone, the check whether an ensemble would have done better on dev
     label = ctx.runner.run(Stage(
         "teacher_label", _key(label_cfg.to_dict(), "teacher", "queries", "corpus", "qrels", "run", "dense_model"),
         lambda d: {"labels": run_label(label_cfg, d, corpus=ctx.corpus, factory=ctx.factory)},
-        inputs=inputs, upstream=[*ctx.data_upstream, *ctx.teacher_upstream]))
-    info: dict[str, Any] = {"source": label_cfg.source}
-    if (label.dir / ENSEMBLE_FILE).exists():
-        info.update({k: v for k, v in json.loads((label.dir / ENSEMBLE_FILE).read_text()).items() if k != "fit_key"})
-    if ctx.has("teacher_dense"):
-        from distill.teacher.dense_ft import TRAIN_INFO
-
-        info["dense_fine_tuned"] = json.loads((ctx.result("teacher_dense").dir / TRAIN_INFO).read_text())
-    if (label.dir / "ensemble_check.json").exists():  # the LLM alone: would the ensemble have done better on dev?
-        info["ensemble_check"] = json.loads((label.dir / "ensemble_check.json").read_text())
-    ctx.teacher_info = info
+        inputs=inputs, upstream=[*ctx.data_upstream, *ctx.teacher_upstream],
+        load=lambda outputs: TeacherFit.read(outputs["labels"].parent, label_cfg.source, dense_info)))
+    ctx.teacher = label.value

@@ -24,6 +24,7 @@ from distill.core.formats import (
 from distill.core.interpolation import Interpolation, interpolate_runs
 from distill.core.stage_runner import Stage, StageResult
 from distill.pipeline.context import PipelineContext, ServedModel
+from distill.pipeline.results import ServeCandidate
 
 __all__ = ["step_compress", "step_eval", "step_serve", "step_student"]
 
@@ -147,7 +148,7 @@ def _served(model_dir: Path) -> Any:
     return RerankRuntime.load(model_dir)
 
 
-def _candidate(ctx: PipelineContext, name: str, export_dir: Path, dev: Any) -> dict[str, Any]:
+def _candidate(ctx: PipelineContext, name: str, export_dir: Path, dev: Any) -> ServeCandidate:
     import time
 
     runtime = _served(export_dir)
@@ -159,25 +160,25 @@ def _candidate(ctx: PipelineContext, name: str, export_dir: Path, dev: Any) -> d
     pairs_per_s = sum(len(d) for d in served_run.values()) / max(time.perf_counter() - t0, 1e-9)
     runtime.close()
     spec, scores = _tune(ctx, dev, served_run)
-    return {"variant": name, "dir": str(export_dir.relative_to(ctx.out)), "precision": card.precision,
-            "layers": card.layers, "dev_ndcg@10_interpolated": scores["interpolated"],
-            "dev_ndcg@10_student": scores["student"], "dev_ndcg@10_first_stage": scores["first_stage"],
-            "pairs_per_s": pairs_per_s, "interpolation": spec.to_dict(), "decision": card.decision}
+    return ServeCandidate(variant=name, dir=str(export_dir.relative_to(ctx.out)), precision=card.precision,
+                          layers=card.layers, dev_ndcg10_interpolated=scores["interpolated"],
+                          dev_ndcg10_student=scores["student"], dev_ndcg10_first_stage=scores["first_stage"],
+                          pairs_per_s=pairs_per_s, interpolation=spec, decision=card.decision)
 
 
-def choose_candidate(candidates: list[dict[str, Any]], max_drop_points: float) -> int:
+def choose_candidate(candidates: list[ServeCandidate], max_drop_points: float) -> int:
     """Index of the fastest candidate whose interpolated dev nDCG@10 is within ``max_drop_points`` of the best;
     ties in speed go to the better dev score. Every candidate's ``decision`` says why it was kept or not."""
-    best = max(c["dev_ndcg@10_interpolated"] for c in candidates)
+    best = max(c.dev_ndcg10_interpolated for c in candidates)
     floor = best - max_drop_points / 100.0
-    ok = [i for i, c in enumerate(candidates) if c["dev_ndcg@10_interpolated"] >= floor - 1e-12]
-    kept = max(ok, key=lambda i: (candidates[i]["pairs_per_s"], candidates[i]["dev_ndcg@10_interpolated"]))
+    ok = [i for i, c in enumerate(candidates) if c.dev_ndcg10_interpolated >= floor - 1e-12]
+    kept = max(ok, key=lambda i: (candidates[i].pairs_per_s, candidates[i].dev_ndcg10_interpolated))
     for i, c in enumerate(candidates):
-        c["kept"] = i == kept
-        c["decision"] = ("kept: the fastest within the tolerance" if i == kept else
-                         "not kept: slower than the kept candidate" if i in ok else
-                         f"not kept: dev nDCG@10 {c['dev_ndcg@10_interpolated']:.4f} is more than "
-                         f"{max_drop_points:g} point(s) below the best {best:.4f}")
+        c.kept = i == kept
+        c.decision = ("kept: the fastest within the tolerance" if i == kept else
+                      "not kept: slower than the kept candidate" if i in ok else
+                      f"not kept: dev nDCG@10 {c.dev_ndcg10_interpolated:.4f} is more than "
+                      f"{max_drop_points:g} point(s) below the best {best:.4f}")
     return kept
 
 
@@ -196,29 +197,28 @@ def _serve(ctx: PipelineContext, d: Path) -> dict[str, Path]:
     kept = candidates[choose_candidate(candidates, ctx.config.serve.max_drop_points)]
     with atomic_dir(d / SERVE_DIR) as stage:
         stage.rmdir()
-        shutil.copytree(ctx.out / kept["dir"], stage)
-        set_interpolation(stage, Interpolation.from_dict(kept["interpolation"]))
-    write_json(d / "candidates.json", candidates)
+        shutil.copytree(ctx.out / kept.dir, stage)
+        set_interpolation(stage, kept.interpolation)
+    write_json(d / "candidates.json", [c.to_dict() for c in candidates])
     return {"serve": d / SERVE_DIR, "candidates": d / "candidates.json"}
 
 
 def step_serve(ctx: PipelineContext) -> None:
     """Export and gate every variant, keep the fastest within the dev tolerance, tune its blend with its own
     scores, and publish it as ``OUT/serve`` (what ``distilrank serve --model OUT/serve`` takes as is)."""
-    import json
-
     from distill.core.model_card import load_model_card
 
     upstream = [ctx.result("student"), *[r for n, r in ctx.runner.results.items() if n.startswith("compress_")]]
     res = ctx.runner.run(Stage("serve_select", {"serve": ctx.config.serve.export.to_dict(),
                                                 "max_drop_points": ctx.config.serve.max_drop_points,
                                                 "depth": ctx.config.eval.top_k, "qrels_kind": ctx.qrels_kind},
-                               lambda d: _serve(ctx, d), upstream=upstream))
+                               lambda d: _serve(ctx, d), upstream=upstream,
+                               load=lambda outputs: ServeCandidate.read_all(outputs["candidates"])))
     served = ctx.out / SERVE_DIR
     _publish(res.outputs["serve"], served)
     card = load_model_card(served)
     assert card.interpolation is not None
-    ctx.served = ServedModel(served, card.interpolation, json.loads(res.outputs["candidates"].read_text()))
+    ctx.served = ServedModel(served, card.interpolation, res.value)
 
 
 def _publish(src: Path, dst: Path) -> None:
@@ -238,7 +238,7 @@ def _eval_teacher(ctx: PipelineContext, d: Path) -> dict[str, Path]:
     tcfg, factory, top_k = ctx.label_cfg, ctx.factory, ctx.config.eval.teacher_top_k
     assert tcfg is not None
     if tcfg.source == "ensemble":
-        weights = {m: w for m, w in ctx.teacher_info["weights"].items() if w > 0}
+        weights = ctx.teacher.positive_weights()
         source: Any = EnsembleSource({m: factory.build(m) for m in tcfg.members if m in weights}, weights=weights)
     else:
         source = factory.build(tcfg.source)

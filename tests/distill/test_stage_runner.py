@@ -122,3 +122,16 @@ def test_an_output_outside_the_run_directory_is_refused(tmp_path):
     outside.write_text("x")
     with pytest.raises(RuntimeError, match="outside the run directory"):
         StageRunner(tmp_path / "out").run(Stage("a", {}, lambda d: {"out": outside}))
+
+
+def test_the_typed_result_is_built_from_the_outputs_after_a_run_and_after_a_reuse(tmp_path):
+    body = Counter("42")
+
+    def load(outputs):
+        return int(outputs["out"].read_text())
+
+    first = StageRunner(tmp_path).run(stage(body, load=load))
+    again = StageRunner(tmp_path).run(stage(body, load=load))
+    assert body.calls == 1 and again.skipped
+    assert first.value == again.value == 42
+    assert StageRunner(tmp_path).run(stage(body)).value is None  # no loader, no value
