@@ -6,8 +6,9 @@ The report's ``student_interpolated`` run beside what ``distilrank serve --model
     python -m bench opensearch_parity --run OUT --queries EVAL_QUERIES --qrels EVAL_QRELS
 
 ``OUT`` is a ``distilrank pipeline --first-stage opensearch`` output directory; the node and index are the
-ones its report names (``first_stage.url``/``index``, overridable). What runs: the served model on 127.0.0.1
-(``--scores card``), the node's plugin pointed at it (its previous endpoints setting is put back afterwards),
+ones it used (``pipeline_config.json``'s ``first_stage.url``, the report's ``first_stage.index``; overridable).
+What runs: the served model on 127.0.0.1 (``--scores card``), the node's plugin pointed at it (its previous
+endpoints setting is put back afterwards),
 then ``distilrank opensearch evaluate`` with no weight or mode flags, ``--size`` = the report's rerank depth
 (the card's window) and ``--client-side``. Per eval query: is the served top 10 the pipeline's top 10 (plugin
 and client-side)? And nDCG@10 of each path beside the report's. Writes OUT_DIR/opensearch_parity.{json,md}.
@@ -40,7 +41,7 @@ PATHS = ("plugin_rescore", "client_rescore")
               help="The pipeline's --eval-queries.")
 @click.option("--qrels", required=True, type=click.Path(dir_okay=False, exists=True, path_type=Path),
               help="The pipeline's --eval-qrels.")
-@click.option("--opensearch-url", default=None, help="Node [default: the report's first_stage.url].")
+@click.option("--opensearch-url", default=None, help="Node [default: the run's pipeline_config.json first_stage.url].")
 @click.option("--index", "index_name", default=None, help="Index [default: the report's first_stage.index].")
 @click.option("--threads", default=os.cpu_count() or 1)
 @click.option("--tolerance", default=1e-3, help="Largest nDCG@10 difference that counts as equal.")
@@ -58,9 +59,8 @@ def main(run_dir: Path, queries: Path, qrels: Path, opensearch_url: str | None, 
     url = opensearch_url or config_fs.get("url")
     index_name = index_name or first_stage.get("index")
     if first_stage.get("kind") != "opensearch" or not url or not index_name:
-        raise ConfigError(f"{run_dir / 'report.json'}: first_stage is {first_stage}, not an OpenSearch index; run "
-                          "the pipeline with --first-stage opensearch --opensearch-url U --index I, or pass "
-                          "--opensearch-url and --index")
+        raise ConfigError(f"{run_dir / 'report.json'}: first_stage is {first_stage}, not an OpenSearch index: the "
+                          "parity holds for a pipeline run with --first-stage opensearch --opensearch-url U --index I")
     depth = int(report["rerank_depth"]["student"])
     pipeline_run = read_run(report["artifacts"]["runs"]["student_interpolated"])
     evaluated = _evaluate_served(Path(report["artifacts"]["serve"]), url, index_name, queries, qrels, depth, threads,
@@ -93,9 +93,16 @@ def _evaluate_served(serve_dir: Path, url: str, index_name: str, queries: Path, 
         if rc:
             raise RuntimeError(f"distilrank opensearch evaluate exited {rc}")
     finally:
-        stop_serve(proc)
-        client.cluster.put_settings(body={"persistent": {k: before.get(k) for k in keys}})
+        try:
+            stop_serve(proc)
+        finally:
+            client.cluster.put_settings(body={"persistent": {k: before.get(k) for k in keys}})
     applied = json.loads((work / "rescore.json").read_text(encoding="utf-8"))
+    plugin, client_side = applied.get("plugin") or {}, applied.get("client_side") or {}
+    if plugin.get("card_sha256") != client_side.get("card_sha256"):  # e.g. a transient endpoints setting wins
+        raise RuntimeError(f"the plugin rescored with card {plugin.get('card_sha256')} ({plugin.get('source')}), not "
+                           f"the served model's {client_side.get('card_sha256')}: check the node's "
+                           "distilrank.ranker.endpoints (a transient setting overrides the persistent one)")
     return {"applied": applied, "runs": {name: read_run(work / f"{name}.trec") for name in PATHS}}
 
 
@@ -103,14 +110,20 @@ def _compare(report: dict, pipeline_run: dict, evaluated: dict, qrels: Path, tol
     from distill.core.evaluation import evaluate
     from distill.core.formats import read_qrels
 
-    qr = read_qrels(qrels)
+    # the report's conventions: its eval queries (eval.max_queries may take a subset) and its self-hit rule
+    all_qrels = read_qrels(qrels)
+    qr = {q: all_qrels[q] for q in pipeline_run if q in all_qrels}
+    if len(qr) != report.get("n_eval_queries", len(qr)):
+        logger.warning("the pipeline run has %d judged queries, the report %s", len(qr), report.get("n_eval_queries"))
+    ignore = bool(report.get("conventions", {}).get("ignore_identical_ids", False))
     reported = float(report["metrics"]["student_interpolated"]["ndcg@10"])
-    ours = evaluate(qr, pipeline_run, ["ndcg@10"]).metrics["ndcg@10"]
+    ours = evaluate(qr, pipeline_run, ["ndcg@10"], ignore_identical_ids=ignore).metrics["ndcg@10"]
     paths = {}
     for name in PATHS:
         served = evaluated["runs"][name]
         differ = [qid for qid, docs in pipeline_run.items() if list(served.get(qid, {}))[:10] != list(docs)[:10]]
-        ndcg = evaluate(qr, {q: served.get(q, {}) for q in pipeline_run}, ["ndcg@10"]).metrics["ndcg@10"]
+        ndcg = evaluate(qr, {q: served.get(q, {}) for q in pipeline_run}, ["ndcg@10"],
+                        ignore_identical_ids=ignore).metrics["ndcg@10"]
         paths[name] = {"queries": len(pipeline_run), "same_top10": len(pipeline_run) - len(differ),
                        "differing_queries": differ[:20], "ndcg@10": ndcg, "ndcg@10_diff": ndcg - reported}
     plugin = evaluated["applied"].get("plugin") or {}
