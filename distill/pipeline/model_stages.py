@@ -236,7 +236,7 @@ def _eval_teacher(ctx: PipelineContext, d: Path) -> dict[str, Path]:
     from distill.teacher.sources import EnsembleSource
 
     tcfg, factory, top_k = ctx.label_cfg, ctx.factory, ctx.config.eval.teacher_top_k
-    assert tcfg is not None
+    assert tcfg is not None and ctx.teacher is not None  # the label stage ran
     if tcfg.source == "ensemble":
         weights = ctx.teacher.positive_weights()
         source: Any = EnsembleSource({m: factory.build(m) for m in tcfg.members if m in weights}, weights=weights)
