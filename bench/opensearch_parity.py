@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import tempfile
 from pathlib import Path
 
 import click
@@ -63,8 +64,9 @@ def main(run_dir: Path, queries: Path, qrels: Path, opensearch_url: str | None, 
                           "parity holds for a pipeline run with --first-stage opensearch --opensearch-url U --index I")
     depth = int(report["rerank_depth"]["student"])
     pipeline_run = read_run(report["artifacts"]["runs"]["student_interpolated"])
-    evaluated = _evaluate_served(Path(report["artifacts"]["serve"]), url, index_name, queries, qrels, depth, threads,
-                                 out_dir / "opensearch_parity_runs")
+    with tempfile.TemporaryDirectory(prefix="opensearch_parity_") as work:  # evaluate's runs: compared, not kept
+        evaluated = _evaluate_served(Path(report["artifacts"]["serve"]), url, index_name, queries, qrels, depth,
+                                     threads, Path(work))
     result = _compare(report, pipeline_run, evaluated, qrels, tolerance)
     result.update({"run_dir": str(run_dir), "opensearch_url": url, "index": index_name, "window": depth})
     md = _markdown(result)
