@@ -14,7 +14,7 @@ import numpy as np
 from export._candidates import CandidateLists
 from export.config import ExportConfig
 from export.gates import GateResult
-from export.scorers import Pair, with_pairs_per_call
+from export.scorers import Pair
 
 
 def mixed_batch(lists: CandidateLists) -> list[Pair]:
@@ -62,8 +62,8 @@ def score_all(scorer: Any, gate_lists: CandidateLists, mixed: list[Pair], ndcg_l
                cfg: ExportConfig | None = None) -> Scored:
     """Scores with ``scorer`` as it will be served; ``batched`` puts the mixed pairs in as few ONNX calls
     as the scorer's pairs per call allow (one call, unless the recipe caps the pairs per call)."""
-    out = Scored(score_lists(scorer, gate_lists, cfg), with_pairs_per_call(scorer, 1).score_pairs(mixed),
-                  with_pairs_per_call(scorer, min(len(mixed), scorer.pairs_per_call)).score_pairs(mixed))
+    out = Scored(score_lists(scorer, gate_lists, cfg), scorer.with_pairs_per_call(1).score_pairs(mixed),
+                  scorer.with_pairs_per_call(min(len(mixed), scorer.pairs_per_call)).score_pairs(mixed))
     if ndcg_lists is not None:
         out.ndcg = ndcg(scorer, ndcg_lists, cfg)
     return out

@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from distill.core.cross_encoder import CrossEncoderScorer
-from export.scorers import Pair, with_pairs_per_call
+from export.scorers import Pair
 
 __all__ = ["measure_interleaved", "measure_latency", "measure_load"]
 
@@ -26,7 +26,7 @@ def measure_latency(scorer: CrossEncoderScorer, pairs: Sequence[Pair], pairs_per
     """Wall time of scoring ``pairs`` end to end (tokenisation and length bucketing included), in milliseconds."""
     if reps < 1:
         raise ValueError(f"reps must be >= 1, got {reps}")
-    scorer = with_pairs_per_call(scorer, pairs_per_call)
+    scorer = scorer.with_pairs_per_call(pairs_per_call)
     for _ in range(warmup):
         scorer.score_pairs(pairs)
     times = []

@@ -21,7 +21,7 @@ from distill.core.cross_encoder import (
     session_layout,
 )
 
-__all__ = ["Pair", "export_caps", "onnx_scorer", "openvino_scorer", "torch_scorer", "with_pairs_per_call"]
+__all__ = ["Pair", "export_caps", "onnx_scorer", "openvino_scorer", "torch_scorer"]
 
 logger = logging.getLogger(__name__)
 
@@ -48,12 +48,6 @@ def onnx_scorer(onnx_path: str | os.PathLike[str], tokenizer_dir: str | os.PathL
 
 def torch_scorer(model_dir: str | os.PathLike[str], caps: TokenCaps, pairs_per_call: int = 16) -> CrossEncoderScorer:
     return CrossEncoderScorer(PairEncoder(Path(model_dir), caps), TorchBackend.load(model_dir), pairs_per_call)
-
-
-def with_pairs_per_call(scorer: CrossEncoderScorer, pairs_per_call: int) -> CrossEncoderScorer:
-    """The same tokeniser and model, another number of pairs per call (batch-invariance gates score alone and
-    mixed)."""
-    return scorer.with_pairs_per_call(pairs_per_call)
 
 
 def openvino_scorer(model_path: str | os.PathLike[str], tokenizer_dir: str | os.PathLike[str], caps: TokenCaps,

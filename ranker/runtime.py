@@ -139,11 +139,11 @@ class RerankRuntime:
         if chunk < config.pairs_per_call:
             logger.info("scoring %d pair(s) per ONNX call, as the model card requires (%d asked for)", chunk,
                         config.pairs_per_call)
+        try:
+            encoder = PairEncoder(root, caps)
+        except MissingPrerequisiteError as exc:
+            raise ModelCardError(str(exc), path=root) from exc
         if card.runtime == "openvino":
-            try:
-                encoder = PairEncoder(root, caps)
-            except MissingPrerequisiteError as exc:
-                raise ModelCardError(str(exc), path=root) from exc
             scorer = openvino_scorer(root, card, encoder, chunk, config.threads, config.sessions)
             return cls(root, card, scorer, config, warnings)
         try:
@@ -157,10 +157,6 @@ class RerankRuntime:
                                            "'distilrank[gpu]'")
         use_cuda = config.provider in ("auto", "cuda") and "CUDAExecutionProvider" in available
         providers = (["CUDAExecutionProvider"] if use_cuda else []) + ["CPUExecutionProvider"]
-        try:
-            encoder = PairEncoder(root, caps)
-        except MissingPrerequisiteError as exc:
-            raise ModelCardError(str(exc), path=root) from exc
         # one device: a pool of sessions only pays on CPU cores
         n_sessions, threads = (config.sessions or 1, config.threads) if use_cuda else \
             session_layout(chunk, config.threads, config.sessions)

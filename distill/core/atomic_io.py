@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import json
 import os
@@ -22,16 +23,12 @@ def _umask() -> int:
 def _clear_stale(path: Path) -> None:
     """Remove what a killed writer of ``path`` left: its ``.NAME.*.tmp`` files and directories (a SIGKILL skips
     the cleanup below). One process writes an artifact at a time, so any such sibling is an orphan."""
-    for stale in path.parent.glob(f".{glob_escape(path.name)}.*.tmp"):
+    for stale in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
         if stale.is_dir() and not stale.is_symlink():
             shutil.rmtree(stale, ignore_errors=True)
         else:
             with contextlib.suppress(FileNotFoundError):
                 stale.unlink()
-
-
-def glob_escape(name: str) -> str:
-    return "".join(f"[{c}]" if c in "*?[" else c for c in name)
 
 
 @contextlib.contextmanager

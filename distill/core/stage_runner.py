@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import Any
 
 from distill.core import distributed
 from distill.core.atomic_io import config_hash, sha256_file, write_json
@@ -36,7 +36,6 @@ from distill.core.manifest import write_manifest
 __all__ = ["Stage", "StageResult", "StageRunner", "content_hash", "run_standalone"]
 
 logger = logging.getLogger(__name__)
-T = TypeVar("T")
 
 _KEY_FILE = "stage_key.json"
 
@@ -66,7 +65,7 @@ class StageResult:
 
 
 @dataclass
-class Stage(Generic[T]):
+class Stage:
     """``run(stage_dir) -> {output name: path}``; ``config`` and ``inputs`` (files, hashed by content) and
     ``upstream`` (results of earlier stages: their keys and the content hashes of their outputs) make its key.
     Outputs must lie inside the run's ``OUT``. ``load(outputs)`` builds the stage's typed result from its
@@ -77,7 +76,7 @@ class Stage(Generic[T]):
     run: Callable[[Path], Mapping[str, Path]]
     inputs: Mapping[str, Path] = field(default_factory=dict)
     upstream: Sequence[StageResult] = ()
-    load: Callable[[Mapping[str, Path]], T] | None = None
+    load: Callable[[Mapping[str, Path]], Any] | None = None
 
     def key(self, hashes: Callable[[Path], str]) -> dict[str, Any]:
         return {"config": dict(self.config), "inputs": {k: hashes(Path(p)) for k, p in sorted(self.inputs.items())},
@@ -103,14 +102,14 @@ class StageRunner:
             self._hashes[path] = content_hash(path)
         return self._hashes[path]
 
-    def run(self, stage: Stage[Any]) -> StageResult:
+    def run(self, stage: Stage) -> StageResult:
         res = self._run(stage)
         if stage.load is not None:
             res.value = stage.load(res.outputs)
         self.results[stage.name] = res
         return res
 
-    def _run(self, stage: Stage[Any]) -> StageResult:
+    def _run(self, stage: Stage) -> StageResult:
         stage_dir = self.out / stage.name
         key = stage.key(self.content_hash)
         h = config_hash(key)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,10 +39,10 @@ class TeacherFit:
 
     @classmethod
     def read(cls, label_dir: Path, source: str, dense_ft_info: Path | None = None) -> TeacherFit:
-        from distill.teacher.label import ENSEMBLE_FILE
+        from distill.teacher.label import ENSEMBLE_CHECK_FILE, ENSEMBLE_FILE
 
         fit = read_json_object(label_dir / ENSEMBLE_FILE) if (label_dir / ENSEMBLE_FILE).is_file() else {}
-        check = label_dir / "ensemble_check.json"
+        check = label_dir / ENSEMBLE_CHECK_FILE
         return cls(source=source, weights=fit.get("weights"), members=fit.get("members"),
                    fitted_on=fit.get("fitted_on"), n_fit_queries=fit.get("n_fit_queries"),
                    dev_ndcg10_alone=fit.get("dev_ndcg10_alone"), dev_ndcg10_ensemble=fit.get("dev_ndcg10_ensemble"),
@@ -73,25 +73,22 @@ class ServeCandidate:
     interpolation: Interpolation
     decision: str = ""
     kept: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
 
     _KEYS = {"dev_ndcg10_interpolated": "dev_ndcg@10_interpolated", "dev_ndcg10_student": "dev_ndcg@10_student",
              "dev_ndcg10_first_stage": "dev_ndcg@10_first_stage"}
 
     def to_dict(self) -> dict[str, Any]:
         """``candidates.json`` and the report's ``serve_candidates``: metric keys spelled as in the report."""
-        out: dict[str, Any] = {self._KEYS.get(k, k): v for k, v in self.__dict__.items() if k != "extra"}
+        out: dict[str, Any] = {self._KEYS.get(k, k): v for k, v in self.__dict__.items()}
         out["interpolation"] = self.interpolation.to_dict()
-        return {**self.extra, **out}
+        return out
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> ServeCandidate:
         names = {v: k for k, v in cls._KEYS.items()}
-        fields = {"variant", "dir", "precision", "layers", "pairs_per_s", "interpolation", "decision", "kept",
-                  *cls._KEYS}
-        known = {names.get(k, k): v for k, v in raw.items() if names.get(k, k) in fields}
-        known["interpolation"] = Interpolation.from_dict(raw["interpolation"])
-        return cls(**known, extra={k: v for k, v in raw.items() if names.get(k, k) not in fields})
+        fields = {names.get(k, k): v for k, v in raw.items()}
+        fields["interpolation"] = Interpolation.from_dict(raw["interpolation"])
+        return cls(**fields)
 
     @classmethod
     def read_all(cls, path: Path) -> list[ServeCandidate]:

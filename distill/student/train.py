@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from distill.core import distributed
 from distill.core.atomic_io import atomic_dir, atomic_write, config_hash, write_json
 from distill.core.config import from_mapping, to_dict
 from distill.core.errors import ConfigError, DataError
@@ -293,7 +294,6 @@ def train_student(config: StudentTrainConfig, labels_path: str | Path, corpus_pa
     """
     from transformers import set_seed
 
-    from distill.core import distributed
     from distill.student.model import build_student
     from distill.student.pairs import build_groups
     from distill.student.warmup import run_warmup
@@ -331,12 +331,10 @@ def _prepare_checkpoints(config: StudentTrainConfig, out_dir: Path, resume: bool
     """(checkpoint dir, checkpoint to resume from); checkpoints of another config (or no resume) are removed."""
     import shutil
 
-    from distill.core.distributed import main_first
-
     ckpt_dir = out_dir / "checkpoints"
     hash_file = ckpt_dir / "config_hash.txt"
     chash = config_hash(config.to_dict())
-    with main_first() as main:  # rank 0 clears stale checkpoints and writes the hash; the others then read
+    with distributed.main_first() as main:  # rank 0 clears stale checkpoints and writes the hash; the others then read
         if main and ckpt_dir.exists() and not (resume and hash_file.exists()
                                                and hash_file.read_text().strip() == chash):
             shutil.rmtree(ckpt_dir)
@@ -382,9 +380,7 @@ def _fit(config: StudentTrainConfig, model: PreTrainedModel, tokenizer: PreTrain
     )
     trainer = _make_trainer(config, model, tokenizer, args, groups, corpus, split, history, ckpt_dir / _HISTORY_FILE)
     trainer.train(resume_from_checkpoint=resume_from)
-    from distill.core.distributed import barrier
-
-    barrier()  # rank 0 saves and rotates the checkpoints; the others read them only once it is done
+    distributed.barrier()  # rank 0 saves and rotates the checkpoints; the others read them only once it is done
     return trainer, history
 
 
@@ -515,7 +511,7 @@ def _finish(config: StudentTrainConfig, best: PreTrainedModel, tokenizer: PreTra
                           "dev_candidates": f"top {split.top_k} of the dev run" if split.from_run
                           else "every labelled candidate", "dev_check": result.dev_check,
                           "warmup": result.warmup, "n_train_groups": n_groups, "regression": result.regression,
-                          "train_loss_last": train_loss, "world_size": _world_size(),
+                          "train_loss_last": train_loss, "world_size": distributed.world_size(),
                           "base_model": _resolved_base(config.model.base)})
     return result
 
@@ -578,12 +574,6 @@ def _conservative_interpolation(dev_qrels: Qrels, first_stage: Run, dev_run: Run
     return InterpolationResult(CONSERVATIVE_ALPHA, cfg.first_stage_norm, cfg.student_norm, cfg.metric,
                                score(CONSERVATIVE_ALPHA), score(0.0), score(1.0), len(dev),
                                tuned_on=f"not tuned: conservative default ({qrels_kind} dev labels)")
-
-
-def _world_size() -> int:
-    from distill.core.distributed import world_size
-
-    return world_size()
 
 
 def _resolved_base(spec: str) -> dict[str, Any]:

@@ -38,13 +38,15 @@ from distill.teacher.candidates import gather_candidates
 from distill.teacher.config import LabelConfig
 from distill.teacher.sources import EnsembleSource, TeacherSource, combine_runs, fit_weights, scored_qids
 
-__all__ = ["ENSEMBLE_FILE", "LABELS_FILE", "SourceFactory", "ensemble_fit_qids", "label_fit_qids", "labels_teacher",
-           "run_label"]
+__all__ = ["ENSEMBLE_CHECK_FILE", "ENSEMBLE_FILE", "LABELS_FILE", "SourceFactory", "ensemble_fit_qids",
+           "label_fit_qids", "labels_teacher", "run_label"]
 
 logger = logging.getLogger(__name__)
 
 LABELS_FILE = "labels.jsonl"
 ENSEMBLE_FILE = "ensemble.json"
+#: with the LLM alone: would an ensemble with dense and BM25 have done better on the fit queries?
+ENSEMBLE_CHECK_FILE = "ensemble_check.json"
 #: queries whose candidates are gathered together (BM25 and dense retrieval run as one batch)
 _CHUNK = 16
 
@@ -250,7 +252,7 @@ def _ensemble_check(config: LabelConfig, factory: SourceFactory, queries: Mappin
     favours = ens > alone["llm"] + 0.005
     info = {"checked": True, "n_queries": len(llm), "dev_ndcg10_alone": alone, "dev_ndcg10_ensemble": ens,
             "ensemble_weights": weights, "favours_ensemble": favours}
-    write_json(out_dir / "ensemble_check.json", info)
+    write_json(out_dir / ENSEMBLE_CHECK_FILE, info)
     if favours:
         logger.warning("label: on %d queries with qrels an ensemble %s scores nDCG@10 %.4f vs the LLM alone %.4f; "
                        "consider label.source = ensemble", len(llm), weights, ens, alone["llm"])

@@ -147,7 +147,7 @@ def test_dynamic_int8_is_gated_and_served_one_pair_per_call(student: Path, tmp_p
     """Dynamic int8 quantises each ONNX call's activations with one scale, so in a batch a pair's score depends
     on its batch mates. The exporter gates it one pair per call and the card makes the ranker serve it so."""
     from export.exporter import export_model
-    from export.scorers import onnx_scorer, with_pairs_per_call
+    from export.scorers import onnx_scorer
     from ranker.runtime import RerankRuntime, RuntimeConfig
 
     cfg = ExportConfig(quantize="int8", int8_mode="dynamic", int8_fallback=False, gates=TINY_GATES, **FAST)
@@ -160,7 +160,7 @@ def test_dynamic_int8_is_gated_and_served_one_pair_per_call(student: Path, tmp_p
     caps = card.token_caps
     pairs = [("what do cells do", "cells divide " * k) for k in (1, 5, 30, 60)] + [("protein folding", "x")]
     alone = onnx_scorer(art / card.onnx_file, art, caps, 1)
-    batched = with_pairs_per_call(alone, len(pairs)).score_pairs(pairs)
+    batched = alone.with_pairs_per_call(len(pairs)).score_pairs(pairs)
     one_by_one = alone.score_pairs(pairs)
     assert np.abs(batched - one_by_one).max() > 1e-4, "batched dynamic int8 should depend on batch mates"
     runtime = RerankRuntime.load(art, RuntimeConfig(threads=1, pairs_per_call=16))
