@@ -377,7 +377,13 @@ def _fit(config: StudentTrainConfig, model: PreTrainedModel, tokenizer: PreTrain
         greater_is_better=True, logging_steps=max(1, min(10, eval_steps)), report_to="none", seed=config.seed,
         remove_unused_columns=False, dataloader_num_workers=0, dataloader_pin_memory=torch.cuda.is_available(),
         disable_tqdm=True, save_safetensors=True, **_precision(config),
+        # under torchrun on CPU, accelerate sets up data parallelism (gloo) only when told the device is the CPU;
+        # otherwise every rank would train alone on all the data and save the same checkpoints at the same time
+        use_cpu=distributed.world_size() > 1 and not torch.cuda.is_available(),
     )
+    if args.world_size != distributed.world_size():  # never train alone in each process without saying so
+        raise ConfigError(f"the Trainer sees {args.world_size} process(es) of the {distributed.world_size()} the "
+                          "launcher started: it would not train data-parallel (check accelerate's configuration)")
     trainer = _make_trainer(config, model, tokenizer, args, groups, corpus, split, history, ckpt_dir / _HISTORY_FILE)
     trainer.train(resume_from_checkpoint=resume_from)
     distributed.barrier()  # rank 0 saves and rotates the checkpoints; the others read them only once it is done
