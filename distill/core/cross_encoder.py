@@ -418,7 +418,9 @@ class CrossEncoderScorer:
         if n == 0:
             return np.zeros(0, dtype=np.float32)
         rows = self.encoder.encode(queries, docs)
-        order = sorted(range(n), key=lambda i: -len(rows[i][0]))
+        # longest first, and among equal lengths by token ids: which pairs share a padded batch (which moves a
+        # bf16 or int8 score slightly) depends on the set of pairs only, never on the order they came in
+        order = sorted(range(n), key=lambda i: (-len(rows[i][0]), rows[i][0]))
         out = np.empty(n, dtype=np.float32)
         batches = [order[start:start + self.pairs_per_call] for start in range(0, n, self.pairs_per_call)]
         if len(self.backends) == 1:  # the backend itself may be shared by threads (an ORT session may)
@@ -471,22 +473,26 @@ class CrossEncoderScorer:
         return self.score([q for q, _ in pairs], [d for _, d in pairs])
 
     def rerank(self, corpus: Mapping[str, Any], queries: Mapping[str, Any], run: Mapping[str, Mapping[str, float]],
-               top_k: int) -> dict[str, dict[str, float]]:
+               top_k: int, per_query: bool = False) -> dict[str, dict[str, float]]:
         """Rescore each query's top ``top_k`` first-stage candidates (``corpus[d].full_text``, ``queries[q].text``);
-        which candidates make the cut when scores tie there is :func:`top_candidates`' rule."""
-        qs: list[str] = []
-        ds: list[str] = []
-        keys: list[tuple[str, str]] = []
+        which candidates make the cut when scores tie there is :func:`top_candidates`' rule.
+
+        ``per_query`` scores each query's window in calls of its own, as the ranker scores one rescore request,
+        so that a score never depends on other queries' pairs: in bf16 and int8 a pair's score moves with the
+        shape of the batch it is padded into (by about 1e-3 in bf16), enough to swap two near-tied hits.
+        Otherwise the pairs of all queries are batched together, which is faster."""
+        windows: list[list[tuple[str, str]]] = [[]]
         for qid, docs in run.items():
             if qid not in queries:
                 continue
-            for doc_id in top_candidates(qid, docs, top_k):
-                if doc_id in corpus:
-                    qs.append(queries[qid].text)
-                    ds.append(corpus[doc_id].full_text)
-                    keys.append((qid, doc_id))
-        scores = self.score(qs, ds)
+            keys = [(qid, doc_id) for doc_id in top_candidates(qid, docs, top_k) if doc_id in corpus]
+            if per_query:
+                windows.append(keys)
+            else:
+                windows[0].extend(keys)
         out: dict[str, dict[str, float]] = {}
-        for (qid, doc_id), s in zip(keys, scores.tolist(), strict=True):
-            out.setdefault(qid, {})[doc_id] = float(s)
+        for keys in windows:
+            scores = self.score([queries[q].text for q, _ in keys], [corpus[d].full_text for _, d in keys])
+            for (qid, doc_id), s in zip(keys, scores.tolist(), strict=True):
+                out.setdefault(qid, {})[doc_id] = float(s)
         return out

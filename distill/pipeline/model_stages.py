@@ -63,6 +63,11 @@ def step_student(ctx: PipelineContext) -> None:
     ctx.variants = {f"L{_layers(student.outputs['model'])}": student.outputs["model"]}
 
 
+#: how the stages score with the served model: each query's window in calls of its own, as the ranker scores one
+#: rescore request (part of those stages' keys: runs scored another way are scored again)
+SCORING = "per_query"
+
+
 def _layers(model_dir: Path) -> int:
     import json
 
@@ -155,7 +160,7 @@ def _candidate(ctx: PipelineContext, name: str, export_dir: Path, dev: Any) -> S
     card = runtime.card
     runtime.warmup()
     t0 = time.perf_counter()
-    served_run = runtime.scorer.rerank(ctx.corpus, dev.queries, dev.first_stage, ctx.config.eval.top_k)
+    served_run = runtime.scorer.rerank(ctx.corpus, dev.queries, dev.first_stage, ctx.config.eval.top_k, per_query=True)
     # every candidate reranks the same dev pairs in this stage, one after the other, as the ranker would serve it
     pairs_per_s = sum(len(d) for d in served_run.values()) / max(time.perf_counter() - t0, 1e-9)
     runtime.close()
@@ -211,7 +216,8 @@ def step_serve(ctx: PipelineContext) -> None:
     upstream = [ctx.result("student"), *[r for n, r in ctx.runner.results.items() if n.startswith("compress_")]]
     res = ctx.runner.run(Stage("serve_select", {"serve": ctx.config.serve.export.to_dict(),
                                                 "max_drop_points": ctx.config.serve.max_drop_points,
-                                                "depth": ctx.config.eval.top_k, "qrels_kind": ctx.qrels_kind},
+                                                "depth": ctx.config.eval.top_k, "qrels_kind": ctx.qrels_kind,
+                                                "scoring": SCORING},
                                lambda d: _serve(ctx, d), upstream=upstream,
                                load=lambda outputs: ServeCandidate.read_all(outputs["candidates"])))
     served = ctx.out / SERVE_DIR
@@ -259,7 +265,7 @@ def _eval_served(ctx: PipelineContext, d: Path) -> dict[str, Path]:
     gives ``student_interpolated``: exactly what the ranker and the plugin serve."""
     assert ctx.served is not None
     runtime = _served(ctx.served.dir)
-    run = runtime.scorer.rerank(ctx.corpus, ctx.eval_queries, eval_window(ctx), ctx.config.eval.top_k)
+    run = runtime.scorer.rerank(ctx.corpus, ctx.eval_queries, eval_window(ctx), ctx.config.eval.top_k, per_query=True)
     runtime.close()
     blended = interpolate_runs(ctx.first_stage, run, ctx.served.interpolation)
     return {"run": write_run(d / "run.trec", run, tag="student"),
@@ -284,7 +290,8 @@ def step_eval(ctx: PipelineContext) -> tuple[StageResult, StageResult]:
                                                     "drop_self_hits": ctx.drop_ids},
                                    lambda d: _eval_teacher(ctx, d), inputs={"eval_queries": ctx.inputs.eval_queries},
                                    upstream=[ctx.result("teacher_label"), fs]))
-    student = ctx.runner.run(Stage("eval_student", {"top_k": ev.top_k, "qids": qids, "drop_self_hits": ctx.drop_ids},
+    student = ctx.runner.run(Stage("eval_student", {"top_k": ev.top_k, "qids": qids, "drop_self_hits": ctx.drop_ids,
+                                                    "scoring": SCORING},
                                    lambda d: _eval_served(ctx, d), inputs={"eval_queries": ctx.inputs.eval_queries},
                                    upstream=[ctx.result("serve_select"), fs]))
     return teacher, student

@@ -73,3 +73,29 @@ def test_four_paths_score_alike(student_dir: Path, tmp_path: Path) -> None:
     for other in paths:
         np.testing.assert_allclose(other, dev_eval, atol=1e-4 * float(np.ptp(dev_eval)) + 1e-5, rtol=0)
         assert list(np.argsort(-other)) == list(np.argsort(-dev_eval))
+
+
+def _shape_sensitive(batch: dict[str, np.ndarray]) -> np.ndarray:
+    """A backend whose scores move with the batch they are padded into, as bf16 and int8 kernels' do: each
+    pair's own score plus a small term from the batch's width and its other pairs."""
+    own = (batch["input_ids"] * batch["attention_mask"]).sum(axis=1) / 1000.0
+    return (own + 1e-3 * batch["input_ids"].shape[1] + 1e-4 * own.sum()).astype(np.float32)
+
+
+def test_a_query_scores_the_same_with_or_without_other_queries_when_scored_per_query(
+        tiny_cross_encoder_dir: Path) -> None:
+    from types import SimpleNamespace
+
+    from distill.core.cross_encoder import CrossEncoderScorer
+
+    scorer = CrossEncoderScorer(PairEncoder(tiny_cross_encoder_dir, CAPS), _shape_sensitive, pairs_per_call=2)
+    corpus = {f"d{i}": SimpleNamespace(full_text=d) for i, (_, d) in enumerate(PAIRS)}
+    queries = {"a": SimpleNamespace(text="what causes fever"), "b": SimpleNamespace(text=LONG_QUERY)}
+    run = {q: {d: 1.0 / (i + 1) for i, d in enumerate(corpus)} for q in queries}
+    alone = scorer.rerank(corpus, {"a": queries["a"]}, {"a": run["a"]}, 5)["a"]
+    assert scorer.rerank(corpus, queries, run, 5, per_query=True)["a"] == alone
+    assert scorer.rerank(corpus, queries, run, 5)["a"] != alone  # batched across queries, the scores move
+    # the batches depend on the set of pairs, not on their order: a window sent in another order scores alike
+    ds = [f"{word} " * 100 for word in ("alpha", "beta", "gamma")] + [d for _, d in PAIRS]  # three of one length
+    qs = [queries["a"].text] * len(ds)
+    np.testing.assert_array_equal(scorer.score(qs[::-1], ds[::-1])[::-1], scorer.score(qs, ds))
