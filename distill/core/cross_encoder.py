@@ -481,15 +481,10 @@ class CrossEncoderScorer:
         so that a score never depends on other queries' pairs: in bf16 and int8 a pair's score moves with the
         shape of the batch it is padded into (by about 1e-3 in bf16), enough to swap two near-tied hits.
         Otherwise the pairs of all queries are batched together, which is faster."""
-        windows: list[list[tuple[str, str]]] = [[]]
-        for qid, docs in run.items():
-            if qid not in queries:
-                continue
-            keys = [(qid, doc_id) for doc_id in top_candidates(qid, docs, top_k) if doc_id in corpus]
-            if per_query:
-                windows.append(keys)
-            else:
-                windows[0].extend(keys)
+        windows = [[(qid, doc_id) for doc_id in top_candidates(qid, docs, top_k) if doc_id in corpus]
+                   for qid, docs in run.items() if qid in queries]
+        if not per_query:
+            windows = [[key for window in windows for key in window]]
         out: dict[str, dict[str, float]] = {}
         for keys in windows:
             scores = self.score([queries[q].text for q, _ in keys], [corpus[d].full_text for _, d in keys])

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -66,6 +67,11 @@ def step_student(ctx: PipelineContext) -> None:
 #: how the stages score with the served model: each query's window in calls of its own, as the ranker scores one
 #: rescore request (part of those stages' keys: runs scored another way are scored again)
 SCORING = "per_query"
+
+
+def _rerank_as_served(ctx: PipelineContext, runtime: Any, queries: Mapping[str, Any], window: Run) -> Run:
+    """The served model's scores of each query's window, in calls of its own (:data:`SCORING`)."""
+    return runtime.scorer.rerank(ctx.corpus, queries, window, ctx.config.eval.top_k, per_query=True)
 
 
 def _layers(model_dir: Path) -> int:
@@ -160,7 +166,7 @@ def _candidate(ctx: PipelineContext, name: str, export_dir: Path, dev: Any) -> S
     card = runtime.card
     runtime.warmup()
     t0 = time.perf_counter()
-    served_run = runtime.scorer.rerank(ctx.corpus, dev.queries, dev.first_stage, ctx.config.eval.top_k, per_query=True)
+    served_run = _rerank_as_served(ctx, runtime, dev.queries, dev.first_stage)
     # every candidate reranks the same dev pairs in this stage, one after the other, as the ranker would serve it
     pairs_per_s = sum(len(d) for d in served_run.values()) / max(time.perf_counter() - t0, 1e-9)
     runtime.close()
@@ -265,7 +271,7 @@ def _eval_served(ctx: PipelineContext, d: Path) -> dict[str, Path]:
     gives ``student_interpolated``: exactly what the ranker and the plugin serve."""
     assert ctx.served is not None
     runtime = _served(ctx.served.dir)
-    run = runtime.scorer.rerank(ctx.corpus, ctx.eval_queries, eval_window(ctx), ctx.config.eval.top_k, per_query=True)
+    run = _rerank_as_served(ctx, runtime, ctx.eval_queries, eval_window(ctx))
     runtime.close()
     blended = interpolate_runs(ctx.first_stage, run, ctx.served.interpolation)
     return {"run": write_run(d / "run.trec", run, tag="student"),
