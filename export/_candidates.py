@@ -58,7 +58,8 @@ def demo_candidates(split: str = "test", top_k: int = 20) -> CandidateLists:
     return _BM25_CACHE[key]
 
 
-def eval_candidates(queries: Path, qrels: Path | None, run: Path, corpus: Path) -> CandidateLists:
+def eval_candidates(queries: Path, qrels: Path | None, run: Path, corpus: Path,
+                    source: str | None = None) -> CandidateLists:
     from distill.core.errors import DataError
     from distill.core.formats import read_corpus, read_qrels, read_queries, read_run
 
@@ -73,4 +74,4 @@ def eval_candidates(queries: Path, qrels: Path | None, run: Path, corpus: Path) 
     if missing_d:
         raise DataError(f"{len(missing_d)} run doc ids are not in the corpus (e.g. {missing_d[:3]})", path=run,
                         expected=f"every doc id in the run to appear in {corpus}")
-    return CandidateLists(qs, docs, first, read_qrels(qrels) if qrels else None, f"eval run {run}")
+    return CandidateLists(qs, docs, first, read_qrels(qrels) if qrels else None, source or f"eval run {run}")

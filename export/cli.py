@@ -27,7 +27,8 @@ logger = logging.getLogger(__name__)
                    "auto: keep int8 only if it passes and is faster.")
 @click.option("--int8-mode", type=click.Choice(choices(ExportConfig, "int8_mode")),
               default=default(ExportConfig, "int8_mode"), show_default=True,
-              help="First int8 recipe to try; static is calibrated on bundled scifact_mini train pairs.")
+              help="First int8 recipe to try; static is calibrated on --calibration-run (default: bundled "
+                   "scifact_mini train pairs).")
 @click.option("--per-channel/--per-tensor", default=default(ExportConfig, "per_channel"), show_default=True,
               help="Weight quantisation granularity.")
 @click.option("--op-types", default=None, help="Comma-separated ONNX op types to quantise (default: onnxruntime's).")
@@ -53,7 +54,13 @@ logger = logging.getLogger(__name__)
               help="Eval queries (with --eval-qrels/--eval-run/--corpus).")
 @click.option("--eval-qrels", type=click.Path(dir_okay=False))
 @click.option("--eval-run", type=click.Path(dir_okay=False), help="First-stage run whose candidates are reranked.")
-@click.option("--corpus", type=click.Path(dir_okay=False))
+@click.option("--corpus", type=click.Path(dir_okay=False),
+              help="Corpus of the eval and calibration runs (BEIR JSONL / MS MARCO TSV).")
+@click.option("--calibration-queries", type=click.Path(exists=True, dir_okay=False),
+              help="Queries whose candidates calibrate static int8 (with --calibration-run and --corpus): take "
+                   "training queries of your own collection, not the eval queries.")
+@click.option("--calibration-run", type=click.Path(exists=True, dir_okay=False),
+              help="First-stage run of --calibration-queries (TREC run file).")
 @click.option("--spearman-median-min", type=float, default=None, help="Override the int8 Spearman median gate.")
 @click.option("--ndcg-drop-max", type=float, default=None, help="Override the nDCG@10 drop gate (points).")
 @click.option("--report", "report_dir", default=None, type=click.Path(file_okay=False),
@@ -62,8 +69,9 @@ def export_cmd(model_dir: str, out_dir: str, optimize: str, quantize: str, int8_
                op_types: str | None, no_fallback: bool, isa: str, runtime: str, recipes: tuple[str, ...],
                max_seq_len: int | None, max_query_tokens: int | None,
                max_doc_tokens: int | None, eval_queries: str | None,
-               eval_qrels: str | None, eval_run: str | None, corpus: str | None, spearman_median_min: float | None,
-               ndcg_drop_max: float | None, report_dir: str | None) -> None:
+               eval_qrels: str | None, eval_run: str | None, corpus: str | None, calibration_queries: str | None,
+               calibration_run: str | None, spearman_median_min: float | None, ndcg_drop_max: float | None,
+               report_dir: str | None) -> None:
     """Export a student to ONNX (or OpenVINO) with graph optimisation and gated int8 or bf16; write model_card.json.
 
     \b
@@ -76,9 +84,12 @@ def export_cmd(model_dir: str, out_dir: str, optimize: str, quantize: str, int8_
     from export.config import GateTolerances
     from export.exporter import EvalData, export_model
 
-    given = [eval_queries, eval_qrels, eval_run, corpus]
-    if any(given) and not all(given):
+    given = [eval_queries, eval_qrels, eval_run]
+    if any(given) and not (all(given) and corpus):
         raise ConfigError("--eval-queries, --eval-qrels, --eval-run and --corpus go together; pass all four or none")
+    calibrate = [calibration_queries, calibration_run]
+    if any(calibrate) and not (all(calibrate) and corpus):
+        raise ConfigError("--calibration-queries, --calibration-run and --corpus go together; pass all three or none")
     gates = GateTolerances()
     if spearman_median_min is not None:
         gates = replace(gates, spearman_median_min=spearman_median_min)
@@ -90,7 +101,13 @@ def export_cmd(model_dir: str, out_dir: str, optimize: str, quantize: str, int8_
                        int8_fallback=not no_fallback, max_seq_len=max_seq_len, max_query_tokens=max_query_tokens,
                        max_doc_tokens=max_doc_tokens, gates=gates)
     eval_data = EvalData(Path(eval_queries), Path(eval_qrels), Path(eval_run), Path(corpus)) if all(given) else None  # type: ignore[arg-type]
-    path = export_model(model_dir, out_dir, cfg, eval_data)
+    calibration = None
+    if calibration_queries and calibration_run and corpus:
+        from export._candidates import eval_candidates
+
+        calibration = eval_candidates(Path(calibration_queries), None, Path(calibration_run), Path(corpus),
+                                      source=f"calibration run {calibration_run}")
+    path = export_model(model_dir, out_dir, cfg, eval_data, calibration=calibration)
     card = load_model_card(path)
     click.echo(f"exported {card.onnx_file} ({card.recipe or card.precision}, {card.runtime}) to {path}")
     if card.runner_up is not None:

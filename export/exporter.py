@@ -204,6 +204,7 @@ class _Context:
     mixed: list[Pair]
     ndcg_lists: CandidateLists | None
     work: Path
+    calibration: CandidateLists | None = None
     raw_path: Path = Path()
     fp32_path: Path = Path()
     fp32_scorer: CrossEncoderScorer | None = None
@@ -253,7 +254,7 @@ def _gate_lists(cfg: ExportConfig, eval_data: EvalData | None,
 
 def export_model(model_dir: str | Path, out_dir: str | Path, config: ExportConfig | None = None,
                  eval_data: EvalData | None = None, candidates: CandidateLists | None = None,
-                 interpolation: Interpolation | None = None) -> Path:
+                 interpolation: Interpolation | None = None, calibration: CandidateLists | None = None) -> Path:
     """Export, gate and write the artifact at ``out_dir``; returns its path.
 
     ``interpolation`` is recorded in the model card as the blend to serve (the pipeline tunes it on the
@@ -261,6 +262,9 @@ def export_model(model_dir: str | Path, out_dir: str | Path, config: ExportConfi
 
     Raises :class:`~distill.core.errors.GateFailedError` (nothing written) when a gate fails.
     ``candidates`` overrides the gate lists (default: the eval run, else bundled scifact_mini BM25).
+    ``calibration``: the (query, candidates) lists the static int8 recipes calibrate their activation ranges on;
+    pass lists from the collection the model will serve, disjoint from the gate's queries (default: bundled
+    scifact_mini train BM25, which suits SciFact-like text only).
     """
     cfg = config or ExportConfig()
     model_dir, out_dir = Path(model_dir), Path(out_dir)
@@ -278,7 +282,8 @@ def export_model(model_dir: str | Path, out_dir: str | Path, config: ExportConfi
                 cfg.gate_candidates, gate_lists.source, machine.isa, machine.bf16)
     work_parent = out_dir.parent if out_dir.parent.exists() else None
     with tempfile.TemporaryDirectory(prefix=".export-work-", dir=work_parent) as tmp:
-        ctx = _Context(cfg, model_dir, hf, caps, machine, gate_lists, _mixed_batch(gate_lists), ndcg_lists, Path(tmp))
+        ctx = _Context(cfg, model_dir, hf, caps, machine, gate_lists, _mixed_batch(gate_lists), ndcg_lists, Path(tmp),
+                       calibration)
         fp32_gates, fp32_latency = _gate_fp32(ctx)
         plan = _onnxruntime_plan(ctx, fp32_gates, fp32_latency) if cfg.runtime == "onnxruntime" else \
             _per_machine_plan(ctx, fp32_gates, fp32_latency)
@@ -342,6 +347,12 @@ def _quantization(recipe: Int8Recipe, cfg: ExportConfig, calib_lists: CandidateL
             "calibration": calib_lists.source if recipe.mode == "static" else None}
 
 
+def _calibration_lists(ctx: _Context) -> CandidateLists:
+    """The static int8 recipes' calibration lists: the caller's (pairs from the data the model will serve), else
+    the bundled scifact_mini train BM25 lists."""
+    return ctx.calibration or demo_candidates("train", ctx.cfg.gate_candidates)
+
+
 def _onnxruntime_plan(ctx: _Context, gates: dict[str, GateResult], fp32_latency: dict[str, float]) -> _Plan:
     """ONNX Runtime only: fp32, or the first int8 recipe of the fallback chain that passes (``quantize``)."""
     cfg = ctx.cfg
@@ -352,7 +363,7 @@ def _onnxruntime_plan(ctx: _Context, gates: dict[str, GateResult], fp32_latency:
         plan.metrics["ndcg@10_fp32"] = ctx.fp32.ndcg
     if cfg.quantize == "none":
         return plan
-    calib_lists = demo_candidates("train", cfg.gate_candidates)
+    calib_lists = _calibration_lists(ctx)
     chosen: Trial | None = None
     for recipe in _recipes(cfg):
         trial = _int8_trial(ctx, recipe, calib_lists)
@@ -401,7 +412,7 @@ def _per_machine_plan(ctx: _Context, gates: dict[str, GateResult], fp32_latency:
     assert ctx.fp32 is not None and ctx.torch_scores is not None  # set by _gate_fp32
     ref = Reference(cfg, ctx.torch_scores, ctx.fp32, ctx.score_std, ctx.score)
     trials = [_fp32_trial(ctx, gates)]
-    calib_lists = demo_candidates("train", cfg.gate_candidates) if cfg.quantize != "none" else None
+    calib_lists = _calibration_lists(ctx) if cfg.quantize != "none" else None
     if calib_lists is not None and cfg.runtime == "auto":
         trials += [t for r in _recipes(cfg) if (t := _int8_trial(ctx, r, calib_lists)) is not None]
         for t in trials[1:]:
@@ -445,6 +456,8 @@ def _openvino_recipes(ctx: _Context, ref: Reference, calib_lists: CandidateLists
         if trial.skipped:
             logger.info("recipe %s skipped: %s", trial.name, trial.skipped)
             continue
+        if trial.quantization is not None and calib_lists is not None:
+            trial.quantization["calibration"] = calib_lists.source
         trial.scorer = openvino_scorer(trial.model, ctx.model_dir, ctx.caps, trial.precision,  # type: ignore[arg-type]
                                        ctx.cfg.pairs_per_call)
         gate(trial, ref)

@@ -124,6 +124,34 @@ def _gate_data(ctx: PipelineContext, dev: Any, d: Path) -> Any:
                     write_run(gate / "run.trec", run, tag="dev"), ctx.inputs.corpus)
 
 
+def _calibration_data(ctx: PipelineContext, dev: Any, d: Path) -> Any:
+    """The int8 recipes' calibration lists: the training queries (dev queries left out), each with the window the
+    served model will rerank -- the first stage's top ``eval.top_k`` -- so that activation ranges are measured on
+    the collection and the candidates the model will serve, not on the exporter's bundled SciFact sample. A query
+    the first-stage run lacks gets its labelled candidates, in the teacher's order. Written under
+    ``d/calibration_data``."""
+    from distill.core.cross_encoder import top_candidates
+    from distill.core.formats import Query
+    from distill.core.label_files import read_labels
+    from export._candidates import eval_candidates
+
+    labels = [q for q in read_labels(ctx.result("teacher_label").outputs["labels"])
+              if q.qid not in dev.queries and q.docs]
+    if not labels:
+        return None  # every labelled query is a dev query: the exporter's bundled lists calibrate
+    first = read_run(ctx.train_run)
+    depth = ctx.config.eval.top_k
+    windows = {}
+    for q in labels:
+        docs = first.get(q.qid) or {doc.doc_id: doc.score for doc in q.docs}
+        windows[q.qid] = {doc: docs[doc] for doc in top_candidates(q.qid, docs, depth)}
+    calib = d / "calibration_data"
+    queries = write_queries(calib / "queries.tsv", [Query(q.qid, q.query) for q in labels])
+    run = write_run(calib / "run.trec", windows, tag="calibration")
+    return eval_candidates(queries, None, run, ctx.inputs.corpus,
+                           source=f"training queries' first-stage top {depth} ({len(labels)} queries, dev left out)")
+
+
 def _tune(ctx: PipelineContext, dev: Any, served_run: Run) -> tuple[Interpolation, dict[str, float]]:
     """The blend for this candidate on the dev split, with its own (served) scores; dev nDCG@10 of the blend,
     the student alone and the first stage alone."""
@@ -159,22 +187,55 @@ def _served(model_dir: Path) -> Any:
     return RerankRuntime.load(model_dir)
 
 
-def _candidate(ctx: PipelineContext, name: str, export_dir: Path, dev: Any) -> ServeCandidate:
+#: how serve_select times its candidates (part of the stage key: a change re-runs the stage)
+TIMING = "interleaved"
+#: the dev queries are timed in this many blocks, each block reranked by every candidate in turn
+TIMING_BLOCKS = 8
+
+
+def _time_interleaved(ctx: PipelineContext, runtimes: Mapping[str, Any], dev: Any) -> tuple[dict[str, Run],
+                                                                                         dict[str, float]]:
+    """Every candidate's served run of the dev split and its pairs/s, timed side by side (:data:`TIMING`): the
+    queries are split in blocks, and each block is reranked by every candidate in a rotating order, so that the
+    machine's speed drifting over the stage (other load, frequency) falls on all of them alike rather than on
+    whichever ran last. A query's scores do not depend on its block (each window is scored in calls of its own)."""
     import time
 
-    runtime = _served(export_dir)
-    card = runtime.card
-    runtime.warmup()
-    t0 = time.perf_counter()
-    served_run = _rerank_as_served(ctx, runtime, dev.queries, dev.first_stage)
-    # every candidate reranks the same dev pairs in this stage, one after the other, as the ranker would serve it
-    pairs_per_s = sum(len(d) for d in served_run.values()) / max(time.perf_counter() - t0, 1e-9)
-    runtime.close()
-    spec, scores = _tune(ctx, dev, served_run)
-    return ServeCandidate(variant=name, dir=str(export_dir.relative_to(ctx.out)), precision=card.precision,
-                          layers=card.layers, dev_ndcg10_interpolated=scores["interpolated"],
-                          dev_ndcg10_student=scores["student"], dev_ndcg10_first_stage=scores["first_stage"],
-                          pairs_per_s=pairs_per_s, interpolation=spec, decision=card.decision)
+    names = list(runtimes)
+    qids = list(dev.first_stage)
+    blocks = [qids[k::TIMING_BLOCKS] for k in range(min(TIMING_BLOCKS, len(qids)))]
+    runs: dict[str, Run] = {n: {} for n in names}
+    seconds = dict.fromkeys(names, 0.0)
+    for k, block in enumerate(blocks):
+        window = {q: dev.first_stage[q] for q in block}
+        for name in names[k % len(names):] + names[:k % len(names)]:
+            t0 = time.perf_counter()
+            runs[name].update(_rerank_as_served(ctx, runtimes[name], dev.queries, window))
+            seconds[name] += time.perf_counter() - t0
+    pairs = {n: sum(len(d) for d in runs[n].values()) for n in names}
+    return runs, {n: pairs[n] / max(seconds[n], 1e-9) for n in names}
+
+
+def _candidates(ctx: PipelineContext, exports: Mapping[str, Path], dev: Any) -> list[ServeCandidate]:
+    """Every exported variant loaded as the ranker serves it, timed side by side on the dev split, with its blend
+    tuned on its own scores."""
+    runtimes = {name: _served(export_dir) for name, export_dir in exports.items()}
+    try:
+        for runtime in runtimes.values():
+            runtime.warmup()
+        runs, pairs_per_s = _time_interleaved(ctx, runtimes, dev)
+    finally:
+        for runtime in runtimes.values():
+            runtime.close()
+    out = []
+    for name, export_dir in exports.items():
+        card = runtimes[name].card
+        spec, scores = _tune(ctx, dev, runs[name])
+        out.append(ServeCandidate(variant=name, dir=str(export_dir.relative_to(ctx.out)), precision=card.precision,
+                                  layers=card.layers, dev_ndcg10_interpolated=scores["interpolated"],
+                                  dev_ndcg10_student=scores["student"], dev_ndcg10_first_stage=scores["first_stage"],
+                                  pairs_per_s=pairs_per_s[name], interpolation=spec, decision=card.decision))
+    return out
 
 
 def choose_candidate(candidates: list[ServeCandidate], max_drop_points: float) -> int:
@@ -199,12 +260,13 @@ def _serve(ctx: PipelineContext, d: Path) -> dict[str, Path]:
 
     dev = _dev_split(ctx)
     gate = _gate_data(ctx, dev, d)
-    candidates = []
+    calibration = _calibration_data(ctx, dev, d) if ctx.config.serve.export.quantize != "none" else None
+    exports = {}
     for name, model_dir in ctx.variants.items():
-        export_dir = d / "exports" / name
+        export_dir = exports[name] = d / "exports" / name
         if not (export_dir / "model_card.json").is_file():  # resume: an export finished before a kill is kept
-            export_model(model_dir, export_dir, ctx.config.serve.export, eval_data=gate)
-        candidates.append(_candidate(ctx, name, export_dir, dev))
+            export_model(model_dir, export_dir, ctx.config.serve.export, eval_data=gate, calibration=calibration)
+    candidates = _candidates(ctx, exports, dev)
     kept = candidates[choose_candidate(candidates, ctx.config.serve.max_drop_points)]
     with atomic_dir(d / SERVE_DIR) as stage:
         stage.rmdir()
@@ -223,7 +285,8 @@ def step_serve(ctx: PipelineContext) -> None:
     res = ctx.runner.run(Stage("serve_select", {"serve": ctx.config.serve.export.to_dict(),
                                                 "max_drop_points": ctx.config.serve.max_drop_points,
                                                 "depth": ctx.config.eval.top_k, "qrels_kind": ctx.qrels_kind,
-                                                "scoring": SCORING},
+                                                "scoring": SCORING, "timing": TIMING,
+                                                "calibration": "training_first_stage"},
                                lambda d: _serve(ctx, d), upstream=upstream,
                                load=lambda outputs: ServeCandidate.read_all(outputs["candidates"])))
     served = ctx.out / SERVE_DIR

@@ -45,10 +45,14 @@ def test_forced_isa_without_bf16_gates_openvino_f32_and_nncf_int8(openvino_stude
     """An export for an AVX2 machine: bf16 is not built (its reason recorded), OpenVINO f32 and NNCF int8 are gated
     (int8 with the int8 gates, unchanged, and no parity gate), the fastest passing one is served."""
     pytest.importorskip("nncf")
+    from export._candidates import demo_candidates
     from export.exporter import export_model
 
+    # calibration lists of the caller's own (here: scifact_mini's test lists, standing in for a user's collection)
+    own = demo_candidates("test", 20)
+    own = type(own)(own.queries, own.corpus, own.run, None, "the caller's lists")
     cfg = ExportConfig(runtime="openvino", quantize="auto", isa="avx2", gates=TINY_OV_GATES, **OV_FAST)
-    card = load_model_card(export_model(openvino_student, tmp_path / "avx2", cfg))
+    card = load_model_card(export_model(openvino_student, tmp_path / "avx2", cfg, calibration=own))
     trials = card.recipe_trials
     assert card.isa == "avx2" and "no native bf16" in trials["openvino-bf16"]["skipped"]
     assert not trials["openvino-bf16"]["passed"] and "onnxruntime-int8-dynamic-per_channel" not in trials
@@ -56,6 +60,7 @@ def test_forced_isa_without_bf16_gates_openvino_f32_and_nncf_int8(openvino_stude
     assert card.runner_up is not None and card.runner_up.recipe == "onnxruntime-fp32"
     int8 = trials["openvino-int8"]
     assert int8["quantization"]["tool"] == "nncf" and "openvino_int8_vs_pytorch_max_abs_diff" not in int8["gates"]
+    assert int8["quantization"]["calibration"] == "the caller's lists"
     tol = TINY_OV_GATES
     thresholds = {"spearman_median": tol.spearman_median_min, "spearman_worst": tol.spearman_worst_min,
                   "top10_overlap_mean": tol.top10_overlap_mean_min,

@@ -111,6 +111,11 @@ def test_cli_argument_errors(tmp_path: Path, tiny_cross_encoder_dir: Path, capsy
     assert "does not exist" in capsys.readouterr().err
     code = main(["export", "--model", str(tiny_cross_encoder_dir), "--out", str(tmp_path / "o"), "--eval-run", "x.run"])
     assert code == 2 and "go together" in capsys.readouterr().err
+    run = tmp_path / "calib.run"
+    run.write_text("q1 Q0 d1 1 1.0 x\n")
+    code = main(["export", "--model", str(tiny_cross_encoder_dir), "--out", str(tmp_path / "o"),
+                 "--calibration-run", str(run), "--calibration-queries", str(run)])
+    assert code == 2 and "--calibration-queries, --calibration-run and --corpus go together" in capsys.readouterr().err
     two = tmp_path / "two_labels"
     two.mkdir()
     (two / "config.json").write_text(json.dumps({"num_labels": 2, "id2label": {"0": "a", "1": "b"}}))
