@@ -12,6 +12,7 @@ from distill.core.model_card import MODEL_CARD, ModelCardError, file_hashes, loa
 from export.config import ExportConfig, GateTolerances
 
 if TYPE_CHECKING:  # pragma: no cover
+    from export._candidates import CandidateLists, eval_candidates
     from export._isa import resolve_isa
     from export._onnx import (
         export_fp32,
@@ -28,6 +29,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = [
     "MODEL_CARD",
+    "CandidateLists",
     "EvalData",
     "ExportConfig",
     "GateTolerances",
@@ -36,6 +38,7 @@ __all__ = [
     "calibration_batches",
     "calibration_pairs",
     "compression_report",
+    "eval_candidates",
     "convert_to_ir",
     "export_fp32",
     "export_model",
@@ -57,6 +60,8 @@ __all__ = [
 _LAZY = {"EvalData": "export.exporter", "export_model": "export.exporter", "calibration_pairs": "export.exporter",
          "calibration_batches": "export.exporter", "keep_layers": "export.layers",
          "ReportConfig": "export.report", "compression_report": "export.report",
+         # (query, candidates) lists from files: the gates' and the int8 calibration's data
+         "CandidateLists": "export._candidates", "eval_candidates": "export._candidates",
          "onnx_scorer": "export.scorers", "torch_scorer": "export.scorers", "openvino_scorer": "export.scorers",
          # the building blocks of an export, for benches that compose their own variants
          "export_fp32": "export._onnx", "optimize": "export._onnx", "quantize_static_int8": "export._onnx",

@@ -133,7 +133,7 @@ def _calibration_data(ctx: PipelineContext, dev: Any, d: Path) -> Any:
     from distill.core.cross_encoder import top_candidates
     from distill.core.formats import Query
     from distill.core.label_files import read_labels
-    from export._candidates import eval_candidates
+    from export import eval_candidates
 
     labels = [q for q in read_labels(ctx.result("teacher_label").outputs["labels"])
               if q.qid not in dev.queries and q.docs]
