@@ -120,8 +120,10 @@ def gate(trial: Trial, ref: Reference) -> Trial:
 
 
 def openvino_trials(raw_onnx: Path, work: Path, machine: MachineIsa, quantize: str,
-                    calibration: Callable[[], list[dict[str, np.ndarray]]]) -> list[Trial]:
-    """The OpenVINO recipes, built (not yet gated): f32 and bf16 share one IR; int8 (NNCF) when ``quantize``."""
+                    calibration: Callable[[], list[dict[str, np.ndarray]]],
+                    calibration_source: str | None = None) -> list[Trial]:
+    """The OpenVINO recipes, built (not yet gated): f32 and bf16 share one IR; int8 (NNCF) when ``quantize``,
+    calibrated on ``calibration()`` (its source, as the card records it: ``calibration_source``)."""
     from export._openvino import IR_F32, IR_INT8, convert_to_ir, ir_files, quantize_openvino_int8
 
     ir = convert_to_ir(raw_onnx, work / "openvino", IR_F32)
@@ -137,7 +139,8 @@ def openvino_trials(raw_onnx: Path, work: Path, machine: MachineIsa, quantize: s
             trials.append(Trial("openvino-int8", "openvino", "int8", skipped=str(exc)))
             return trials
         trials.append(Trial("openvino-int8", "openvino", "int8", int8, ir_files(int8),
-                            quantization={"tool": "nncf", "mode": "static", "preset": "transformer"}))
+                            quantization={"tool": "nncf", "mode": "static", "preset": "transformer",
+                                          "calibration": calibration_source}))
     return trials
 
 

@@ -102,10 +102,10 @@ def export_cmd(model_dir: str, out_dir: str, optimize: str, quantize: str, int8_
                        max_doc_tokens=max_doc_tokens, gates=gates)
     eval_data = EvalData(Path(eval_queries), Path(eval_qrels), Path(eval_run), Path(corpus)) if all(given) else None  # type: ignore[arg-type]
     calibration = None
-    if calibration_queries and calibration_run and corpus:
+    if all(calibrate):
         from export._candidates import eval_candidates
 
-        calibration = eval_candidates(Path(calibration_queries), None, Path(calibration_run), Path(corpus),
+        calibration = eval_candidates(Path(calibration_queries), None, Path(calibration_run), Path(corpus),  # type: ignore[arg-type]
                                       source=f"calibration run {calibration_run}")
     path = export_model(model_dir, out_dir, cfg, eval_data, calibration=calibration)
     card = load_model_card(path)

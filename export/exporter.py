@@ -445,7 +445,8 @@ def _openvino_recipes(ctx: _Context, ref: Reference, calib_lists: CandidateLists
                                                                       ctx.cfg.calibration_pairs))
 
     try:
-        trials = openvino_trials(ctx.raw_path, ctx.work, ctx.machine, ctx.cfg.quantize, calibration)
+        trials = openvino_trials(ctx.raw_path, ctx.work, ctx.machine, ctx.cfg.quantize, calibration,
+                                 calib_lists.source if calib_lists is not None else None)
     except MissingExtraError as exc:
         if ctx.cfg.runtime == "openvino":
             raise
@@ -456,8 +457,6 @@ def _openvino_recipes(ctx: _Context, ref: Reference, calib_lists: CandidateLists
         if trial.skipped:
             logger.info("recipe %s skipped: %s", trial.name, trial.skipped)
             continue
-        if trial.quantization is not None and calib_lists is not None:
-            trial.quantization["calibration"] = calib_lists.source
         trial.scorer = openvino_scorer(trial.model, ctx.model_dir, ctx.caps, trial.precision,  # type: ignore[arg-type]
                                        ctx.cfg.pairs_per_call)
         gate(trial, ref)

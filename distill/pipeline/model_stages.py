@@ -101,11 +101,9 @@ def step_compress(ctx: PipelineContext) -> None:
         ctx.variants[f"L{n}"] = res.outputs["model"]
 
 
-def _dev_split(ctx: PipelineContext) -> Any:
-    from distill.core.label_files import read_labels
+def _dev_split(ctx: PipelineContext, labels: list[Any]) -> Any:
     from distill.student.train import build_dev_split
 
-    labels = read_labels(ctx.result("teacher_label").outputs["labels"])
     return build_dev_split(labels, read_qrels(ctx.train_qrels), _student_config(ctx), _dev_eligible(ctx),
                            ctx.train_run)
 
@@ -124,7 +122,7 @@ def _gate_data(ctx: PipelineContext, dev: Any, d: Path) -> Any:
                     write_run(gate / "run.trec", run, tag="dev"), ctx.inputs.corpus)
 
 
-def _calibration_data(ctx: PipelineContext, dev: Any, d: Path) -> Any:
+def _calibration_data(ctx: PipelineContext, labels: list[Any], dev: Any, d: Path) -> Any:
     """The int8 recipes' calibration lists: the training queries (dev queries left out), each with the window the
     served model will rerank -- the first stage's top ``eval.top_k`` -- so that activation ranges are measured on
     the collection and the candidates the model will serve, not on the exporter's bundled SciFact sample. A query
@@ -132,11 +130,9 @@ def _calibration_data(ctx: PipelineContext, dev: Any, d: Path) -> Any:
     ``d/calibration_data``."""
     from distill.core.cross_encoder import top_candidates
     from distill.core.formats import Query
-    from distill.core.label_files import read_labels
     from export import eval_candidates
 
-    labels = [q for q in read_labels(ctx.result("teacher_label").outputs["labels"])
-              if q.qid not in dev.queries and q.docs]
+    labels = [q for q in labels if q.qid not in dev.queries and q.docs]
     if not labels:
         return None  # every labelled query is a dev query: the exporter's bundled lists calibrate
     first = read_run(ctx.train_run)
@@ -255,12 +251,14 @@ def choose_candidate(candidates: list[ServeCandidate], max_drop_points: float) -
 
 
 def _serve(ctx: PipelineContext, d: Path) -> dict[str, Path]:
+    from distill.core.label_files import read_labels
     from distill.core.model_card import set_interpolation
     from export.exporter import export_model
 
-    dev = _dev_split(ctx)
+    labels = read_labels(ctx.result("teacher_label").outputs["labels"])
+    dev = _dev_split(ctx, labels)
     gate = _gate_data(ctx, dev, d)
-    calibration = _calibration_data(ctx, dev, d) if ctx.config.serve.export.quantize != "none" else None
+    calibration = _calibration_data(ctx, labels, dev, d) if ctx.config.serve.export.quantize != "none" else None
     exports = {}
     for name, model_dir in ctx.variants.items():
         export_dir = exports[name] = d / "exports" / name

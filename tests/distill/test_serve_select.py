@@ -82,17 +82,14 @@ def test_a_faster_candidate_is_measured_faster(monkeypatch: pytest.MonkeyPatch) 
 
 def test_calibration_lists_are_the_training_queries_windows_without_dev_queries(tmp_path: Path) -> None:
     corpus = write_corpus(tmp_path / "corpus.jsonl", [Document(f"d{j}", "", f"passage {j}") for j in range(6)])
-    labels = tmp_path / "labels.jsonl"
-    rows = [LabeledQuery("t1", "train one", (LabeledDoc("d1", 0.2, "bm25"), LabeledDoc("d5", 0.9, "random"))),
-            LabeledQuery("t2", "train two", (LabeledDoc("d3", 0.5, "bm25"), LabeledDoc("d4", 0.8, "dense"))),
-            LabeledQuery("v1", "dev one", (LabeledDoc("d4", 0.7, "bm25"),))]
-    labels.write_text("".join(r.to_json() + "\n" for r in rows))
+    labels = [LabeledQuery("t1", "train one", (LabeledDoc("d1", 0.2, "bm25"), LabeledDoc("d5", 0.9, "random"))),
+              LabeledQuery("t2", "train two", (LabeledDoc("d3", 0.5, "bm25"), LabeledDoc("d4", 0.8, "dense"))),
+              LabeledQuery("v1", "dev one", (LabeledDoc("d4", 0.7, "bm25"),))]
     first = write_run(tmp_path / "train.trec", {"t1": {"d0": 3.0, "d1": 2.0, "d2": 1.0}, "v1": {"d4": 1.0}})
-    ctx = SimpleNamespace(result=lambda name: SimpleNamespace(outputs={"labels": labels}),
-                          inputs=SimpleNamespace(corpus=corpus), train_run=first,
+    ctx = SimpleNamespace(inputs=SimpleNamespace(corpus=corpus), train_run=first,
                           config=SimpleNamespace(eval=SimpleNamespace(top_k=2)))
     dev = SimpleNamespace(queries={"v1": Query("v1", "dev one")})
-    lists = model_stages._calibration_data(ctx, dev, tmp_path / "stage")  # type: ignore[arg-type]
+    lists = model_stages._calibration_data(ctx, labels, dev, tmp_path / "stage")  # type: ignore[arg-type]
     assert set(lists.run) == {"t1", "t2"} and lists.qrels is None
     # the window the served model reranks: the first stage's top 2, not the labelled (random, dense) candidates
     assert list(lists.run["t1"]) == ["d0", "d1"]
@@ -103,4 +100,4 @@ def test_calibration_lists_are_the_training_queries_windows_without_dev_queries(
     assert (tmp_path / "stage" / "calibration_data" / "run.trec").is_file()
     # every labelled query in dev: nothing to calibrate on, the exporter's bundled lists are used
     all_dev = SimpleNamespace(queries={q: Query(q, "x") for q in ("t1", "t2", "v1")})
-    assert model_stages._calibration_data(ctx, all_dev, tmp_path / "stage2") is None  # type: ignore[arg-type]
+    assert model_stages._calibration_data(ctx, labels, all_dev, tmp_path / "stage2") is None  # type: ignore[arg-type]

@@ -4,6 +4,7 @@ runner-up's files shipped; recipes a (forced) ISA cannot run skipped with their 
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -49,8 +50,7 @@ def test_forced_isa_without_bf16_gates_openvino_f32_and_nncf_int8(openvino_stude
     from export.exporter import export_model
 
     # calibration lists of the caller's own (here: scifact_mini's test lists, standing in for a user's collection)
-    own = demo_candidates("test", 20)
-    own = type(own)(own.queries, own.corpus, own.run, None, "the caller's lists")
+    own = replace(demo_candidates("test", 20), qrels=None, source="the caller's lists")
     cfg = ExportConfig(runtime="openvino", quantize="auto", isa="avx2", gates=TINY_OV_GATES, **OV_FAST)
     card = load_model_card(export_model(openvino_student, tmp_path / "avx2", cfg, calibration=own))
     trials = card.recipe_trials
