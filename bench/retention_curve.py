@@ -27,7 +27,10 @@ curve resumes. On 2 CPU cores the full default curve takes hours; the 50-query p
         --student-config '{"loss": {"pointwise": 0, "margin": 0, "listwise": 1}}'
     python -m bench retention_curve --variant qrels_boosted_default --teacher qrels_boosted --points 50,100
 
-Writes OUT/retention_curve_VARIANT.{json,md,png}; the plot overlays every retention_curve_*.json in OUT.
+Writes OUT/retention_curve_VARIANT.{json,md,png}; the plot overlays every retention_curve_*.json in OUT, and
+OUT/retention_curve_choice.{json,md} names the variant chosen on dev at ``CHOICE_AT`` training queries among those
+with the ensemble teacher: the highest student dev nDCG@10 (the teacher's own ranking of the dev queries, the same
+dev queries for every variant), the default recipe unless another beats it.
 """
 
 from __future__ import annotations
@@ -59,6 +62,8 @@ METRICS = ("ndcg@10", "mrr@10")
 #: fit queries of the teacher's weights (never used to train the student)
 FIT_QUERIES = 150
 CANDIDATES = 100
+#: training queries at which the variant is chosen on dev
+CHOICE_AT = 100
 
 
 @dataclass
@@ -138,6 +143,10 @@ def main(data: Path, work: Path, out: Path, variant: str, teacher: Literal["ense
     md = _markdown(result)
     write_results(stem, result, md)
     _plot(args.out, stem.parent / f"{stem.name}.png")
+    results = [json.loads(p.read_text()) for p in sorted(args.out.glob("retention_curve_*.json"))
+               if p.stem != "retention_curve_choice"]
+    choice = choose_variant(results, CHOICE_AT)
+    write_results(args.out / "retention_curve_choice", choice, _choice_markdown(choice))
     print(md)
     return 0
 
@@ -303,6 +312,38 @@ def _markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def choose_variant(results: list[dict[str, Any]], at: int) -> dict[str, Any]:
+    """The variant chosen on dev at ``at`` training queries: among results with the ensemble teacher and a point
+    there, the highest student dev nDCG@10; ``default`` unless another variant is strictly higher. ``chosen`` is
+    None while no variant has that point."""
+    rows = []
+    for res in results:
+        if res.get("teacher", {}).get("kind") != "ensemble":
+            continue
+        for p in res.get("points", []):
+            if p["n_train"] == at:
+                rows.append({"variant": res["variant"], "overrides": res.get("student_config_overrides", {}),
+                             "dev_ndcg10": p["dev_metrics"]["ndcg@10"], "n_dev": p["n_dev"],
+                             "dev_z": p["dev_check"].get("z"), "test_ndcg10": p["student"]["ndcg@10"]})
+    rows.sort(key=lambda r: (-r["dev_ndcg10"], r["variant"] != "default", r["variant"]))
+    chosen = rows[0]["variant"] if rows else None
+    return {"at": at, "rule": "highest student dev nDCG@10 (teacher's ranking); default unless strictly beaten",
+            "chosen": chosen, "variants": rows}
+
+
+def _choice_markdown(choice: dict[str, Any]) -> str:
+    lines = [f"# Retention curve: variant chosen on dev at {choice['at']} training queries", "",
+             f"Rule: {choice['rule']}. Chosen: **{choice['chosen'] or 'none yet'}**. The test column is for the "
+             "record; it played no part in the choice.", "",
+             "| variant | overrides | dev queries | dev nDCG@10 | dev z vs random | test nDCG@10 |",
+             "|---|---|---:|---:|---:|---:|"]
+    for r in choice["variants"]:
+        z = "n/a" if r["dev_z"] is None else f"{r['dev_z']:.1f}"
+        lines.append(f"| {r['variant']} | `{json.dumps(r['overrides'])}` | {r['n_dev']} | {r['dev_ndcg10']:.4f} | "
+                     f"{z} | {r['test_ndcg10']:.4f} |")
+    return "\n".join(lines) + "\n"
+
+
 def _plot(out: Path, png: Path) -> None:
     """Retention by training queries for every variant whose JSON is in ``out``."""
     import matplotlib
@@ -312,6 +353,8 @@ def _plot(out: Path, png: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(6, 4))
     for path in sorted(out.glob("retention_curve_*.json")):
+        if path.stem == "retention_curve_choice":
+            continue
         res = json.loads(path.read_text())
         pts = res.get("points", [])
         ax.plot([p["n_train"] for p in pts], [p["retention_ndcg@10"] for p in pts], marker="o",

@@ -1,0 +1,54 @@
+"""The retention curve's helpers: the labelled-query count behind each point, the qrels-boosted teacher and the
+variant chosen on dev. The curve itself trains students for hours and runs only as a bench."""
+
+from __future__ import annotations
+
+from bench.retention_curve import choose_variant, labelled_for, qrels_boosted
+from distill.student.dev_signal import dev_split_size
+from distill.student.train import StudentTrainConfig
+
+
+def test_labelled_for_leaves_exactly_n_training_queries_after_the_dev_split():
+    config = StudentTrainConfig()
+    for n in (1, 5, 50, 100, 200, 560):
+        m = labelled_for(n, config)
+        dev = dev_split_size(m, config.dev_fraction, config.dev_min_queries, config.dev_max_queries)
+        assert m - dev == n, (n, m, dev)
+        smaller = m - 1
+        if smaller >= 2:  # the smallest such m: one fewer leaves fewer than n
+            assert smaller - dev_split_size(smaller, config.dev_fraction, config.dev_min_queries,
+                                            config.dev_max_queries) < n
+
+
+def test_qrels_boosted_lifts_judged_documents_above_every_other_candidate_in_the_runs_order():
+    run = {"q1": {"a": 3.0, "b": 2.0, "c": 1.0, "d": 0.5}, "q2": {"x": 1.0, "y": 0.0}}
+    qrels = {"q1": {"c": 1, "d": 2, "b": 0, "z": 1}}
+    out = qrels_boosted(run, qrels)
+    order = sorted(out["q1"], key=lambda d: -out["q1"][d])
+    # judged relevant c, d (run order c > d) and z (missed by the run) above a; b judged 0 stays in place
+    assert set(order[:3]) == {"c", "d", "z"} and order.index("c") < order.index("d")
+    assert order[3:] == ["a", "b"]
+    assert out["q2"] == run["q2"]  # no judgments: the run as it was
+
+
+def _result(variant: str, kind: str, points: dict[int, tuple[float, float]]) -> dict:
+    return {"variant": variant, "teacher": {"kind": kind}, "student_config_overrides": {"v": variant},
+            "points": [{"n_train": n, "n_dev": 18, "dev_metrics": {"ndcg@10": dev}, "dev_check": {"z": 5.0},
+                        "student": {"ndcg@10": test}} for n, (dev, test) in points.items()]}
+
+
+def test_the_variant_is_chosen_on_dev_at_its_point_never_on_test():
+    results = [_result("default", "ensemble", {50: (0.9, 0.5), 100: (0.70, 0.60)}),
+               _result("warmup", "ensemble", {100: (0.75, 0.55)}),
+               _result("listwise", "ensemble", {100: (0.72, 0.70)}),
+               _result("qrels_boosted_default", "qrels_boosted", {100: (0.99, 0.99)})]
+    choice = choose_variant(results, 100)
+    assert choice["chosen"] == "warmup"  # best dev; listwise's better test and the other teacher play no part
+    assert [r["variant"] for r in choice["variants"]] == ["warmup", "listwise", "default"]
+
+
+def test_the_default_recipe_is_kept_unless_strictly_beaten_and_no_point_chooses_nothing():
+    tie = [_result("a_variant", "ensemble", {100: (0.7, 0.9)}), _result("default", "ensemble", {100: (0.7, 0.5)})]
+    assert choose_variant(tie, 100)["chosen"] == "default"
+    none = choose_variant(tie, 200)
+    assert none["chosen"] is None and none["variants"] == []
