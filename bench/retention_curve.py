@@ -18,8 +18,9 @@ BM25, teacher and student, retention (student / teacher), student - BM25, traini
 dev signal against chance (z over dev queries) and the dev verdict against the first stage.
 
 Every point is kept in WORK/VARIANT/nN/point.json and reused when its inputs are unchanged, so an interrupted
-curve resumes. On 2 CPU cores the full default curve takes hours; the 50-query point about an hour
-(400 steps of 16 groups x 8 pairs at 256 tokens, about 7.7 s a step).
+curve resumes. On 2 CPU cores the full default curve takes hours; the 50-query point about an hour (400 steps of
+4 groups x 8 pairs at 256 tokens, about 7.7 s a step). The warm-up adds about 23 minutes (800 weak queries
+labelled, 200 steps of the same size), once: its weights are cached in WORK/cache for every point.
 
     python -m bench retention_curve --variant default
     python -m bench retention_curve --variant warmup --student-config '{"warmup": {"mode": "on"}}'
