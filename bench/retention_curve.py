@@ -143,9 +143,8 @@ def main(data: Path, work: Path, out: Path, variant: str, teacher: Literal["ense
     stem = args.out / f"retention_curve_{args.variant}"
     md = _markdown(result)
     write_results(stem, result, md)
-    _plot(args.out, stem.parent / f"{stem.name}.png")
-    results = [json.loads(p.read_text()) for p in sorted(args.out.glob("retention_curve_*.json"))
-               if p.stem != "retention_curve_choice"]
+    results = _curves(args.out)
+    _plot(results, stem.parent / f"{stem.name}.png")
     choice = choose_variant(results, CHOICE_AT)
     write_results(args.out / "retention_curve_choice", choice, _choice_markdown(choice))
     print(md)
@@ -345,18 +344,21 @@ def _choice_markdown(choice: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _plot(out: Path, png: Path) -> None:
-    """Retention by training queries for every variant whose JSON is in ``out``."""
+def _curves(out: Path) -> list[dict[str, Any]]:
+    """Every variant's curve in ``out`` (its retention_curve_VARIANT.json; the choice file is not a curve)."""
+    return [json.loads(p.read_text()) for p in sorted(out.glob("retention_curve_*.json"))
+            if p.stem != "retention_curve_choice"]
+
+
+def _plot(results: list[dict[str, Any]], png: Path) -> None:
+    """Retention by training queries for every variant in ``results``."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    for path in sorted(out.glob("retention_curve_*.json")):
-        if path.stem == "retention_curve_choice":
-            continue
-        res = json.loads(path.read_text())
+    for res in results:
         pts = res.get("points", [])
         ax.plot([p["n_train"] for p in pts], [p["retention_ndcg@10"] for p in pts], marker="o",
                 label=f"{res['variant']} (teacher {res['teacher']['kind']})")
