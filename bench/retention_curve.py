@@ -18,9 +18,12 @@ BM25, teacher and student, retention (student / teacher), student - BM25, traini
 dev signal against chance (z over dev queries) and the dev verdict against the first stage.
 
 Every point is kept in WORK/VARIANT/nN/point.json and reused when its inputs are unchanged, so an interrupted
-curve resumes. On 2 CPU cores the full default curve takes hours; the 50-query point about an hour (400 steps of
-4 groups x 8 pairs at 256 tokens, about 7.7 s a step). The warm-up adds about 23 minutes (800 weak queries
-labelled, 200 steps of the same size), once: its weights are cached in WORK/cache for every point.
+curve resumes. The results file keeps the points of its earlier version that this run does not measure, when they
+come from the same curve (variant, teacher and its weights, depth, test metrics, student config): points measured
+on another machine or in another work folder add up to one curve. On 2 CPU cores the full default curve takes
+hours; the 50-query point about an hour (400 steps of 4 groups x 8 pairs at 256 tokens, about 7 s a step on an
+AVX-512 core, 14 s on AVX2). The warm-up adds about 23 minutes (800 weak queries labelled, 200 steps of the same
+size), once: its weights are cached in WORK/cache for every point.
 
     python -m bench retention_curve --variant default
     python -m bench retention_curve --variant warmup --student-config '{"warmup": {"mode": "on"}}'
@@ -134,13 +137,15 @@ def main(data: Path, work: Path, out: Path, variant: str, teacher: Literal["ense
         overrides["warmup"] = {**overrides["warmup"], "cache_dir": str(args.work / "cache")}
     config = StudentTrainConfig.from_dict(overrides)
     setting = _setting(args)
-    points = [_point(setting, config, n, args) for n in args.points]
-    result = {"variant": args.variant, "teacher": setting.teacher_info, "depth": args.depth,
-              "n_test_queries": len(setting.test_qrels), "test": setting.test_metrics,
-              "student_config_overrides": args.student_config, "student_config": config.to_dict(), "points": points,
-              "machine": {"cpus": os.cpu_count(), "device": _device()},
-              "wall_time_s": round(time.perf_counter() - t0, 1)}
     stem = args.out / f"retention_curve_{args.variant}"
+    measured = [_point(setting, config, n, args) for n in args.points]
+    result: dict[str, Any] = {"variant": args.variant, "teacher": setting.teacher_info, "depth": args.depth,
+                              "n_test_queries": len(setting.test_qrels), "test": setting.test_metrics,
+                              "student_config_overrides": args.student_config, "student_config": config.to_dict(),
+                              "machine": {"cpus": os.cpu_count(), "device": _device()},
+                              "wall_time_s": round(time.perf_counter() - t0, 1)}
+    result["points"] = sorted([*measured, *kept_points(stem.with_suffix(".json"), result, args.points)],
+                              key=lambda p: p["n_train"])
     md = _markdown(result)
     write_results(stem, result, md)
     results = _curves(args.out)
@@ -155,6 +160,12 @@ def _device() -> str:
     import torch
 
     return torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"cpu ({torch.get_num_threads()} threads)"
+
+
+def _cpu_capability() -> str:
+    import torch
+
+    return str(torch.backends.cpu.get_cpu_capability())
 
 
 def _setting(args: Options) -> Setting:
@@ -190,10 +201,11 @@ def _teacher(args: Options, corpus: Mapping[str, Document], bm25: Any, fit: dict
     """(training run file, description, the ensemble's rerank of the test candidates)."""
     from distill.core.formats import write_run
     from distill.teacher.candidates import DenseRetriever
-    from distill.teacher.sources import BM25Source, DenseSource, EnsembleSource, fit_weights
+    from distill.teacher.sources import BM25Source, DenseSource, EnsembleSource, TeacherSource, fit_weights
 
     dense = DenseRetriever(corpus, "default", args.work / "cache")
-    members = {"dense": DenseSource(corpus, retriever=dense), "bm25": BM25Source(corpus, bm25)}
+    members: dict[str, TeacherSource] = {"dense": DenseSource(corpus, retriever=dense),
+                                         "bm25": BM25Source(corpus, bm25)}
 
     def candidates(queries: Mapping[str, Query]) -> dict[str, list[str]]:
         b, d = bm25.search(queries, top_k=CANDIDATES), dense.search(queries, top_k=CANDIDATES)
@@ -230,6 +242,29 @@ def qrels_boosted(run: Run, qrels: Qrels) -> Run:
         top = max(docs.values(), default=0.0)
         out[qid] = {**docs, **{d: docs.get(d, top) + lift for d in judged}}
     return out
+
+
+def kept_points(path: Path, result: Mapping[str, Any], measured: list[int]) -> list[dict[str, Any]]:
+    """Points of an earlier results file ``path`` that this run did not measure, kept when they come from the same
+    curve: same variant, teacher (kind and fitted weights), depth, test metrics and full student config. Each kept
+    point carries the machine it was measured on. Nothing is kept from a file of another curve."""
+    if not path.exists():
+        return []
+    earlier = json.loads(path.read_text())
+    def test_metrics(res: Mapping[str, Any]) -> dict[str, dict[str, float]]:  # float noise across CPUs aside
+        return {run: {m: round(v, 4) for m, v in ms.items()} for run, ms in res.get("test", {}).items()}
+
+    same = ("variant", "depth", "student_config")
+    if any(earlier.get(k) != result[k] for k in same) or test_metrics(earlier) != test_metrics(result) or any(
+            earlier.get("teacher", {}).get(k) != result["teacher"][k] for k in ("kind", "weights")):
+        logger.warning("%s is another curve (its variant, teacher, depth or student config differ): its points "
+                       "are not kept", path)
+        return []
+    kept = [{**p, "machine": p.get("machine", earlier.get("machine"))}
+            for p in earlier.get("points", []) if p["n_train"] not in measured]
+    if kept:
+        logger.info("points %s kept from %s", [p["n_train"] for p in kept], path)
+    return kept
 
 
 def labelled_for(n_train: int, config: Any) -> int:
@@ -285,7 +320,8 @@ def _train_point(setting: Setting, config: Any, n_train: int, m: int, args: Opti
             "train_wall_time_s": round(res.wall_time_s, 1),
             "train_s_per_query": round(res.wall_time_s / n_train, 2), "test_rerank_s": round(rerank_s, 1),
             "dev_signal": res.dev_signal, "dev_metrics": res.dev_metrics, "dev_check": res.dev_check,
-            "checkpoint": res.checkpoint, "warmup": res.warmup, "dev_verdict": res.verdict}
+            "checkpoint": res.checkpoint, "warmup": res.warmup, "dev_verdict": res.verdict,
+            "machine": {"cpus": os.cpu_count(), "device": _device(), "cpu_capability": _cpu_capability()}}
 
 
 def _markdown(result: dict[str, Any]) -> str:

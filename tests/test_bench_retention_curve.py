@@ -1,9 +1,12 @@
-"""The retention curve's helpers: the labelled-query count behind each point, the qrels-boosted teacher and the
-variant chosen on dev. The curve itself trains students for hours and runs only as a bench."""
+"""The retention curve's helpers: the labelled-query count behind each point, the qrels-boosted teacher, the
+points kept from an earlier results file and the variant chosen on dev. The curve itself trains students for hours
+and runs only as a bench."""
 
 from __future__ import annotations
 
-from bench.retention_curve import choose_variant, labelled_for, qrels_boosted
+import json
+
+from bench.retention_curve import choose_variant, kept_points, labelled_for, qrels_boosted
 from distill.student.dev_signal import dev_split_size
 from distill.student.train import StudentTrainConfig
 
@@ -52,3 +55,36 @@ def test_the_default_recipe_is_kept_unless_strictly_beaten_and_no_point_chooses_
     assert choose_variant(tie, 100)["chosen"] == "default"
     none = choose_variant(tie, 200)
     assert none["chosen"] is None and none["variants"] == []
+
+
+def _curve_file(tmp_path, points, **changes) -> tuple:
+    earlier = {"variant": "default", "depth": 20, "student_config": {"lr": 3e-5},
+               "teacher": {"kind": "ensemble", "weights": {"bm25": 0.55, "dense": 0.45}, "run": "/a/run.trec"},
+               "test": {"bm25": {"ndcg@10": 0.67621}, "teacher": {"ndcg@10": 0.71163}},
+               "machine": {"cpus": 2, "device": "cpu (2 threads)"},
+               "points": [{"n_train": n, "student": {"ndcg@10": 0.5}} for n in points]}
+    path = tmp_path / "retention_curve_default.json"
+    path.write_text(json.dumps(earlier))
+    now = {k: v for k, v in earlier.items() if k != "points"}
+    now["teacher"] = {**now["teacher"], "run": "/b/run.trec"}  # another work folder: same teacher
+    now["test"] = {"bm25": {"ndcg@10": 0.676209}, "teacher": {"ndcg@10": 0.711631}}  # float noise of another CPU
+    for key, value in changes.items():
+        now[key] = value
+    return path, now
+
+
+def test_an_earlier_results_file_of_the_same_curve_keeps_the_points_this_run_did_not_measure(tmp_path):
+    path, now = _curve_file(tmp_path, [50, 100, 560])
+    kept = kept_points(path, now, measured=[100])
+    assert [p["n_train"] for p in kept] == [50, 560]
+    assert all(p["machine"] == {"cpus": 2, "device": "cpu (2 threads)"} for p in kept)  # where it was measured
+    assert kept_points(tmp_path / "absent.json", now, measured=[100]) == []
+
+
+def test_points_of_another_curve_are_never_kept(tmp_path):
+    for change in ({"depth": 30}, {"student_config": {"lr": 1e-5}}, {"variant": "warmup"},
+                   {"teacher": {"kind": "qrels_boosted", "weights": {"bm25": 0.55, "dense": 0.45}}},
+                   {"teacher": {"kind": "ensemble", "weights": {"bm25": 0.6, "dense": 0.4}}},
+                   {"test": {"bm25": {"ndcg@10": 0.6762}, "teacher": {"ndcg@10": 0.7300}}}):
+        path, now = _curve_file(tmp_path, [50, 100], **change)
+        assert kept_points(path, now, measured=[560]) == [], change
