@@ -20,10 +20,10 @@ dev signal against chance (z over dev queries) and the dev verdict against the f
 Every point is kept in WORK/VARIANT/nN/point.json and reused when its inputs are unchanged, so an interrupted
 curve resumes. The results file keeps the points of its earlier version that this run does not measure, when they
 come from the same curve (variant, teacher and its weights, depth, test metrics, student config): points measured
-on another machine or in another work folder add up to one curve. On 2 CPU cores the full default curve takes
-hours; the 50-query point about an hour (400 steps of 4 groups x 8 pairs at 256 tokens, about 7 s a step on an
-AVX-512 core, 14 s on AVX2). The warm-up adds about 23 minutes (800 weak queries labelled, 200 steps of the same
-size), once: its weights are cached in WORK/cache for every point.
+on another machine or in another work folder add up to one curve, each with the run that measured it. On 2 CPU
+cores the full default curve takes hours; the 50-query point about an hour (400 steps of 4 groups x 8 pairs at 256
+tokens, about 7 s a step on an AVX-512 core, 14 s on AVX2). The warm-up adds about 23 minutes (800 weak queries
+labelled, 200 steps of the same size), once: its weights are cached in WORK/cache for every point.
 
     python -m bench retention_curve --variant default
     python -m bench retention_curve --variant warmup --student-config '{"warmup": {"mode": "on"}}'
@@ -54,7 +54,7 @@ import click
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from bench import command, json_object, write_results
+from bench import command, json_object, run_header, write_results
 from distill.core.atomic_io import atomic_write, config_hash, write_json
 from distill.core.errors import DataError
 from distill.core.evaluation import evaluate
@@ -162,10 +162,12 @@ def _device() -> str:
     return torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"cpu ({torch.get_num_threads()} threads)"
 
 
-def _cpu_capability() -> str:
-    import torch
+def _measured_by() -> dict[str, Any]:
+    """The run that measures a point: its header (command, commit, date, machine) and the CPU's ISA level, which
+    tells apart 2-core machines whose header reads the same."""
+    from distill.core.isa import detect_isa
 
-    return str(torch.backends.cpu.get_cpu_capability())
+    return {**run_header().to_dict(), "isa": detect_isa()}
 
 
 def _setting(args: Options) -> Setting:
@@ -247,24 +249,27 @@ def qrels_boosted(run: Run, qrels: Qrels) -> Run:
 def kept_points(path: Path, result: Mapping[str, Any], measured: list[int]) -> list[dict[str, Any]]:
     """Points of an earlier results file ``path`` that this run did not measure, kept when they come from the same
     curve: same variant, teacher (kind and fitted weights), depth, test metrics and full student config. Each kept
-    point carries the machine it was measured on. Nothing is kept from a file of another curve."""
+    point carries the run that measured it (``measured_by``; the earlier file's header for a point without one).
+    Nothing is kept from a file of another curve."""
     if not path.exists():
         return []
     earlier = json.loads(path.read_text())
-    def test_metrics(res: Mapping[str, Any]) -> dict[str, dict[str, float]]:  # float noise across CPUs aside
-        return {run: {m: round(v, 4) for m, v in ms.items()} for run, ms in res.get("test", {}).items()}
-
     same = ("variant", "depth", "student_config")
-    if any(earlier.get(k) != result[k] for k in same) or test_metrics(earlier) != test_metrics(result) or any(
+    if any(earlier.get(k) != result[k] for k in same) or _rounded_test(earlier) != _rounded_test(result) or any(
             earlier.get("teacher", {}).get(k) != result["teacher"][k] for k in ("kind", "weights")):
-        logger.warning("%s is another curve (its variant, teacher, depth or student config differ): its points "
-                       "are not kept", path)
+        logger.warning("%s is another curve (its variant, teacher, depth, test metrics or student config differ): "
+                       "its points are not kept", path)
         return []
-    kept = [{**p, "machine": p.get("machine", earlier.get("machine"))}
+    kept = [{**p, "measured_by": p.get("measured_by", earlier.get("header"))}
             for p in earlier.get("points", []) if p["n_train"] not in measured]
     if kept:
         logger.info("points %s kept from %s", [p["n_train"] for p in kept], path)
     return kept
+
+
+def _rounded_test(result: Mapping[str, Any]) -> dict[str, dict[str, float]]:
+    """A result's test metrics to 4 places: the same curve's BM25 and teacher, float noise across CPUs aside."""
+    return {run: {m: round(v, 4) for m, v in ms.items()} for run, ms in result.get("test", {}).items()}
 
 
 def labelled_for(n_train: int, config: Any) -> int:
@@ -321,7 +326,7 @@ def _train_point(setting: Setting, config: Any, n_train: int, m: int, args: Opti
             "train_s_per_query": round(res.wall_time_s / n_train, 2), "test_rerank_s": round(rerank_s, 1),
             "dev_signal": res.dev_signal, "dev_metrics": res.dev_metrics, "dev_check": res.dev_check,
             "checkpoint": res.checkpoint, "warmup": res.warmup, "dev_verdict": res.verdict,
-            "machine": {"cpus": os.cpu_count(), "device": _device(), "cpu_capability": _cpu_capability()}}
+            "measured_by": _measured_by()}
 
 
 def _markdown(result: dict[str, Any]) -> str:

@@ -61,8 +61,9 @@ def _curve_file(tmp_path, points, **changes) -> tuple:
     earlier = {"variant": "default", "depth": 20, "student_config": {"lr": 3e-5},
                "teacher": {"kind": "ensemble", "weights": {"bm25": 0.55, "dense": 0.45}, "run": "/a/run.trec"},
                "test": {"bm25": {"ndcg@10": 0.67621}, "teacher": {"ndcg@10": 0.71163}},
-               "machine": {"cpus": 2, "device": "cpu (2 threads)"},
+               "header": {"command": "python -m bench retention_curve", "machine": "AMD EPYC, 2 cores"},
                "points": [{"n_train": n, "student": {"ndcg@10": 0.5}} for n in points]}
+    earlier["points"][-1]["measured_by"] = {"isa": "avx2", "date": "2026-12-02"}  # a point that says its run
     path = tmp_path / "retention_curve_default.json"
     path.write_text(json.dumps(earlier))
     now = {k: v for k, v in earlier.items() if k != "points"}
@@ -77,7 +78,9 @@ def test_an_earlier_results_file_of_the_same_curve_keeps_the_points_this_run_did
     path, now = _curve_file(tmp_path, [50, 100, 560])
     kept = kept_points(path, now, measured=[100])
     assert [p["n_train"] for p in kept] == [50, 560]
-    assert all(p["machine"] == {"cpus": 2, "device": "cpu (2 threads)"} for p in kept)  # where it was measured
+    # the run that measured each: its own record, else the earlier file's header
+    assert kept[0]["measured_by"] == {"command": "python -m bench retention_curve", "machine": "AMD EPYC, 2 cores"}
+    assert kept[1]["measured_by"] == {"isa": "avx2", "date": "2026-12-02"}
     assert kept_points(tmp_path / "absent.json", now, measured=[100]) == []
 
 
