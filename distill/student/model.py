@@ -68,8 +68,8 @@ class StudentModelConfig:
     layer_strategy: Literal["spread", "first"] = "spread"
     #: token budget of a (query, document) pair (see distill.core.cross_encoder.TokenCaps); saved with the model.
     #: 256 (query <= 32, so the document gets >= 221): on SciFact's long abstracts the token-budget bench chose
-    #: 32:224 on dev queries, and the retention bench kept 0.902 of its teacher at 256 vs 0.884 at 192. Padding
-    #: is per length bucket, so short documents cost no more; the CPU presets set their own (cheaper) budget.
+    #: 32:224 on dev queries (docs/results.md, "Token caps"). Padding is per length bucket, so short documents
+    #: cost no more; the CPU presets set their own (cheaper) budget.
     max_seq_len: int = DEFAULT_MAX_SEQ_LEN
     max_query_tokens: int | None = DEFAULT_MAX_QUERY_TOKENS
     max_doc_tokens: int | None = None
