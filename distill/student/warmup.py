@@ -68,7 +68,8 @@ INFO_FILE = "warmup_info.json"
 
 @dataclass(frozen=True)
 class WarmupConfig:
-    #: "off" keeps the measured default recipe until the retention curve shows the warm-up wins on dev
+    #: "off" until its gain is measured against a teacher it does not copy (the qrels-boosted one). Against the
+    #: run-file ensemble teacher it wins on dev at 50, 100 and 560 queries (docs/results.md, retention curve)
     mode: WarmupMode = "off"
     #: auto: warm up when fewer than this many queries are left to train on after the dev split
     auto_below_queries: int = 200
