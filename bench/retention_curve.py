@@ -22,8 +22,9 @@ curve resumes. The results file keeps the points of its earlier version that thi
 come from the same curve (variant, teacher and its weights, depth, test metrics, student config): points measured
 on another machine or in another work folder add up to one curve, each with the run that measured it. On 2 CPU
 cores the full default curve takes hours; the 50-query point about an hour (400 steps of 4 groups x 8 pairs at 256
-tokens, about 7 s a step on an AVX-512 core, 14 s on AVX2). The warm-up adds about 23 minutes (800 weak queries
-labelled, 200 steps of the same size), once: its weights are cached in WORK/cache for every point.
+tokens, about 7 s a step on an AVX-512 core, 14 s on AVX2). The warm-up adds about 23 minutes on AVX-512, 35 on
+AVX2 (800 weak queries labelled, 200 steps of the same size), once: its weights are cached in WORK/cache for every
+point and variant.
 
     python -m bench retention_curve --variant default
     python -m bench retention_curve --variant warmup --student-config '{"warmup": {"mode": "on"}}'
