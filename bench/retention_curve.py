@@ -26,16 +26,20 @@ tokens, about 7 s a step on an AVX-512 core, 14 s on AVX2). The warm-up adds abo
 AVX2 (800 weak queries labelled, 200 steps of the same size), once: its weights are cached in WORK/cache for every
 point and variant.
 
-    python -m bench retention_curve --variant default
     python -m bench retention_curve --variant warmup --student-config '{"warmup": {"mode": "on"}}'
+    python -m bench retention_curve --variant default --student-config '{"warmup": {"mode": "off"}}'
     python -m bench retention_curve --variant listwise \\
-        --student-config '{"loss": {"pointwise": 0, "margin": 0, "listwise": 1}}'
-    python -m bench retention_curve --variant qrels_boosted_default --teacher qrels_boosted --points 50,100
+        --student-config '{"warmup": {"mode": "off"}, "loss": {"pointwise": 0, "margin": 0, "listwise": 1}}'
+    python -m bench retention_curve --variant qrels_boosted_default --teacher qrels_boosted --points 50,100 \\
+        --student-config '{"warmup": {"mode": "off"}}'
+
+The variant ``default`` is the recipe without the warm-up (the default until the warm-up won on dev; the name is
+kept so that its measured points stay one curve); ``warmup`` is today's default recipe.
 
 Writes OUT/retention_curve_VARIANT.{json,md,png}; the plot overlays every retention_curve_*.json in OUT, and
 OUT/retention_curve_choice.{json,md} names the variant chosen on dev at ``CHOICE_AT`` training queries among those
 with the ensemble teacher: the highest student dev nDCG@10 (the teacher's own ranking of the dev queries, the same
-dev queries for every variant), the default recipe unless another beats it.
+dev queries for every variant), the variant ``default`` unless another beats it.
 """
 
 from __future__ import annotations
@@ -46,7 +50,7 @@ import os
 import random
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -129,14 +133,10 @@ def main(data: Path, work: Path, out: Path, variant: str, teacher: Literal["ense
                         datefmt="%H:%M:%S")
     for noisy in ("bm25s", "httpx", "sentence_transformers"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    from distill.student.train import StudentTrainConfig
 
     t0 = time.perf_counter()
     args.work.mkdir(parents=True, exist_ok=True)
-    overrides = dict(args.student_config)
-    if "warmup" in overrides and "cache_dir" not in overrides["warmup"]:  # points share the warmed weights
-        overrides["warmup"] = {**overrides["warmup"], "cache_dir": str(args.work / "cache")}
-    config = StudentTrainConfig.from_dict(overrides)
+    config = student_config_for(args.student_config, args.work)
     setting = _setting(args)
     stem = args.out / f"retention_curve_{args.variant}"
     measured = [_point(setting, config, n, args) for n in args.points]
@@ -245,6 +245,17 @@ def qrels_boosted(run: Run, qrels: Qrels) -> Run:
         top = max(docs.values(), default=0.0)
         out[qid] = {**docs, **{d: docs.get(d, top) + lift for d in judged}}
     return out
+
+
+def student_config_for(overrides: Mapping[str, Any], work: Path) -> Any:
+    """The student config of a curve: the defaults plus ``overrides``; a warm-up that may run keeps its weights in
+    WORK/cache, so that every point and variant on the same corpus loads them instead of warming up again."""
+    from distill.student.train import StudentTrainConfig
+
+    config = StudentTrainConfig.from_dict(dict(overrides))
+    if config.warmup.mode != "off" and config.warmup.cache_dir is None:
+        config = replace(config, warmup=replace(config.warmup, cache_dir=str(work / "cache")))
+    return config
 
 
 def kept_points(path: Path, result: Mapping[str, Any], measured: list[int]) -> list[dict[str, Any]]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 
-from bench.retention_curve import choose_variant, kept_points, labelled_for, qrels_boosted
+from bench.retention_curve import choose_variant, kept_points, labelled_for, qrels_boosted, student_config_for
 from distill.student.dev_signal import dev_split_size
 from distill.student.train import StudentTrainConfig
 
@@ -91,3 +91,13 @@ def test_points_of_another_curve_are_never_kept(tmp_path):
                    {"test": {"bm25": {"ndcg@10": 0.6762}, "teacher": {"ndcg@10": 0.7300}}}):
         path, now = _curve_file(tmp_path, [50, 100], **change)
         assert kept_points(path, now, measured=[560]) == [], change
+
+
+def test_a_curve_shares_the_warmed_weights_and_off_is_the_recipe_without_the_warm_up(tmp_path):
+    on = student_config_for({}, tmp_path)  # the default recipe warms up
+    assert on.warmup.mode == "on" and on.warmup.cache_dir == str(tmp_path / "cache")
+    assert student_config_for({"warmup": {"mode": "on"}}, tmp_path) == on
+    assert student_config_for({"warmup": {"cache_dir": "/elsewhere"}}, tmp_path).warmup.cache_dir == "/elsewhere"
+    off = student_config_for({"warmup": {"mode": "off"}}, tmp_path)  # no cache: the same config as a plain "off"
+    assert off.warmup.cache_dir is None
+    assert off.to_dict() == StudentTrainConfig.from_dict({"warmup": {"mode": "off"}}).to_dict()

@@ -52,8 +52,8 @@ if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 
-__all__ = ["StudentModelConfig", "build_student", "drop_layers", "load_student", "save_student", "select_layers",
-           "student_scorer"]
+__all__ = ["StudentModelConfig", "base_ranks", "build_student", "drop_layers", "load_student", "save_student",
+           "select_layers", "student_scorer"]
 
 logger = logging.getLogger(__name__)
 
@@ -104,6 +104,16 @@ def build_student(config: StudentModelConfig) -> tuple[PreTrainedModel, PreTrain
         logger.info("student keeps layers %s of %d (%s)", keep, total, config.layer_strategy)
     tokenizer.model_max_length = config.max_seq_len
     return model, tokenizer
+
+
+def base_ranks(config: StudentModelConfig) -> bool:
+    """Whether the student's base is already a 1-logit cross-encoder (a trained student, a user's reranker): it
+    keeps its head, so it starts with a relevance prior of its own. A plain encoder (all-MiniLM-L6-v2) does not."""
+    from transformers import AutoConfig
+
+    cfg = AutoConfig.from_pretrained(resolve_student_base(config.base))
+    heads = [a for a in (cfg.architectures or []) if a.endswith("ForSequenceClassification")]
+    return bool(heads) and cfg.num_labels == 1
 
 
 def save_student(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, out_dir: str | Path,

@@ -19,8 +19,8 @@ Candidates are the first-stage run's top ``dev_top_k`` when given, else every la
 kept is chosen by ``checkpoint_rule`` (:func:`~distill.student.dev_signal.choose_checkpoint`), and the chosen
 model's distance from a random order of the same candidates is recorded (``dev_check``).
 
-Before distillation an optional warm-up on the corpus itself (:mod:`.warmup`, ``warmup.mode``) gives the student
-a relevance prior from weak pairs.
+Before distillation a warm-up on the corpus itself (:mod:`.warmup`, ``warmup.mode``, on by default) gives the
+student a relevance prior from weak pairs.
 
 Interpolation with the first stage is tuned on the dev split only when the dev qrels are real
 judgments (``qrels_kind="real"``); with synthetic or teacher-derived dev labels a documented
@@ -85,7 +85,7 @@ class StudentTrainConfig:
     normalization: NormalizationConfig = field(default_factory=NormalizationConfig)
     loss: LossWeights = field(default_factory=LossWeights)
     interpolation: InterpolationConfig = field(default_factory=InterpolationConfig)
-    #: the warm-up on the corpus itself before distillation (distill.student.warmup); off by default
+    #: the warm-up on the corpus itself before distillation (distill.student.warmup); on by default
     warmup: WarmupConfig = field(default_factory=WarmupConfig)
     #: 8e-5: the fresh 1-logit head and the encoder move together; 3e-5 left the loss flat for an epoch
     learning_rate: float = 8e-5
@@ -294,7 +294,7 @@ def train_student(config: StudentTrainConfig, labels_path: str | Path, corpus_pa
     """
     from transformers import set_seed
 
-    from distill.student.model import build_student
+    from distill.student.model import base_ranks, build_student
     from distill.student.pairs import build_groups
     from distill.student.warmup import run_warmup
 
@@ -310,10 +310,9 @@ def train_student(config: StudentTrainConfig, labels_path: str | Path, corpus_pa
                 f"top {split.top_k} first-stage" if split.from_run else "all labelled", split.signal)
     set_seed(config.seed)  # before the head is created: a resumed run must build the same initial model
     model, tokenizer = build_student(config.model)
-    if distributed.world_size() > 1 and config.warmup.mode != "off":
-        raise ConfigError("the warm-up runs in one process: train with warmup.mode off under torchrun, or warm up "
-                          "first in a single-process run (its weights are kept and reused)")
-    warm = run_warmup(config, model, tokenizer, corpus, corpus_path, out_dir, len(train_labels))
+    # under torchrun every process loads the warmed weights a single-process run kept; none trains them
+    warm = run_warmup(config, model, tokenizer, corpus, corpus_path, out_dir, len(train_labels),
+                      base_ranks=base_ranks(config.model), may_train=distributed.world_size() == 1)
     trainer, history = _fit(config, model, tokenizer, groups, corpus, split, out_dir, resume)
     chosen = _keep_chosen(trainer, history, split, config, corpus, tokenizer)
     losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]

@@ -19,8 +19,10 @@ continued pre-training on weak pairs, applied to the student):
 
 Then the student is distilled on the strong teacher's labels as usual, starting from the warmed weights.
 
-**When** (``mode``): ``on``, ``off``, or ``auto``: on when fewer than ``auto_below_queries`` queries are left to
-train on after the dev split, off otherwise. ``auto`` does not train with and without the warm-up and compare on
+**When** (``mode``): ``on`` (the default), ``off``, or ``auto``: on when fewer than ``auto_below_queries`` queries
+are left to train on after the dev split, off otherwise. A base that is already a 1-logit cross-encoder (a trained
+student cut to fewer layers, a user's own reranker) is never warmed up: it has a relevance prior of its own, and
+the weak pairs would overwrite it. ``auto`` does not train with and without the warm-up and compare on
 dev: that doubles the cost of training, which is what the warm-up must not do on small CPU machines. Whether the
 warm-up ran and why is recorded in the student's ``manifest.json`` and ``student_report.json``.
 
@@ -68,9 +70,9 @@ INFO_FILE = "warmup_info.json"
 
 @dataclass(frozen=True)
 class WarmupConfig:
-    #: "off" until its gain is measured against a teacher it does not copy (the qrels-boosted one). Against the
-    #: run-file ensemble teacher it wins on dev at 50, 100 and 560 queries (docs/results.md, retention curve)
-    mode: WarmupMode = "off"
+    #: "on": it wins on dev at every measured point, against the run-file ensemble teacher at 50, 100 and 560
+    #: queries and against a teacher it does not copy (the qrels-boosted one) at 50 (docs/results.md, retention curve)
+    mode: WarmupMode = "on"
     #: auto: warm up when fewer than this many queries are left to train on after the dev split
     auto_below_queries: int = 200
     n_queries: int = 800
@@ -123,11 +125,15 @@ class WarmupOutcome:
         return asdict(self)
 
 
-def decide_warmup(config: WarmupConfig, n_train_queries: int) -> tuple[bool, str]:
-    if config.mode == "on":
-        return True, "warmup.mode = on"
+def decide_warmup(config: WarmupConfig, n_train_queries: int, base_ranks: bool = False) -> tuple[bool, str]:
+    """Whether to warm up, and why. A base that already ranks (``base_ranks``: a 1-logit cross-encoder, such as a
+    trained student cut to fewer layers) is never warmed up: weak pairs would overwrite the prior it has."""
     if config.mode == "off":
         return False, "warmup.mode = off"
+    if base_ranks:
+        return False, "the base is already a 1-logit cross-encoder: it keeps its own relevance prior"
+    if config.mode == "on":
+        return True, "warmup.mode = on"
     if n_train_queries < config.auto_below_queries:
         return True, f"auto: {n_train_queries} training queries < {config.auto_below_queries}"
     return False, f"auto: {n_train_queries} training queries >= {config.auto_below_queries}"
@@ -198,9 +204,12 @@ def _warmup_key(config: StudentTrainConfig, corpus_path: Path) -> dict[str, Any]
 
 def run_warmup(config: StudentTrainConfig, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
                corpus: Mapping[str, Document], corpus_path: str | Path, out_dir: Path,
-               n_train_queries: int) -> WarmupOutcome:
-    """Warm ``model`` up in place when :func:`decide_warmup` says so (or load the warmed weights kept earlier)."""
-    ran, reason = decide_warmup(config.warmup, n_train_queries)
+               n_train_queries: int, *, base_ranks: bool = False, may_train: bool = True) -> WarmupOutcome:
+    """Warm ``model`` up in place when :func:`decide_warmup` says so (or load the warmed weights kept earlier).
+
+    ``may_train=False`` (several processes under torchrun) only loads kept weights: with none kept it is a
+    :class:`ConfigError` that says how to warm up first."""
+    ran, reason = decide_warmup(config.warmup, n_train_queries, base_ranks)
     logger.info("student warm-up: %s (%s)", "on" if ran else "off", reason)
     if not ran:
         return WarmupOutcome(False, reason)
@@ -213,6 +222,10 @@ def run_warmup(config: StudentTrainConfig, model: PreTrainedModel, tokenizer: Pr
         info = _read_info(done)
         logger.info("student warm-up: loaded the warmed weights kept in %s", done)
         return WarmupOutcome(True, reason, {**info, "reused": str(done)})
+    if not may_train:
+        raise ConfigError(f"the warm-up runs in one process and no warmed weights are kept in {done}: run the same "
+                          "`student train` once in a single process first (its warmed weights are kept there and "
+                          "reused), or set warmup.mode = off (--warmup off)")
     start = time.perf_counter()
     weak = build_weak_queries(corpus, cfg)
     labels = label_weak_queries(weak, corpus, cfg, cache)

@@ -24,7 +24,8 @@ def _train(cmd: list[str], data: dict[str, Path], base: Path, out: Path, batch_s
     cfg = out.parent / f"{out.name}.json"
     cfg.write_text(json.dumps({"model": {"base": str(base), "max_seq_len": 64},
                                "pairs": {"n_negatives": 3, "groups_per_query": 2}, "batch_size": batch_size,
-                               "max_steps": 8, "eval_steps": 4, "learning_rate": 1e-3, "dev_top_k": 8, "seed": 3}))
+                               "max_steps": 8, "eval_steps": 4, "learning_rate": 1e-3, "dev_top_k": 8, "seed": 3,
+                               "warmup": {"mode": "off"}}))
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}
     proc = subprocess.run([*cmd, "-m", "distill.cli", "student", "train", "--labels", str(data["labels"]),
                            "--corpus", str(data["corpus"]), "--qrels", str(data["qrels"]), "--dev-run",

@@ -18,7 +18,7 @@ def label_files(demo_data: Path, tmp_path_factory: pytest.TempPathFactory) -> di
 def _config(base: Path, **over: object) -> StudentTrainConfig:
     data = {"model": {"base": str(base), "max_seq_len": 64}, "pairs": {"n_negatives": 3, "groups_per_query": 2},
             "batch_size": 4, "max_steps": 6, "eval_steps": 3, "learning_rate": 1e-3, "dev_top_k": 8,
-            "dev_fraction": 0.25}
+            "dev_fraction": 0.25, "warmup": {"mode": "off"}}
     data.update(over)
     return StudentTrainConfig.from_dict(data)
 

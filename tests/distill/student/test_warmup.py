@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -40,10 +41,14 @@ def test_weak_queries_are_titles_and_crops_of_their_source() -> None:
 
 
 def test_auto_warms_up_below_the_query_threshold_only() -> None:
-    assert decide_warmup(WarmupConfig(), 50) == (False, "warmup.mode = off")
+    assert decide_warmup(WarmupConfig(), 50) == (True, "warmup.mode = on")  # the default
+    assert decide_warmup(WarmupConfig(mode="off"), 50) == (False, "warmup.mode = off")
     assert decide_warmup(WarmupConfig(mode="auto"), 50) == (True, "auto: 50 training queries < 200")
     assert decide_warmup(WarmupConfig(mode="auto"), 200) == (False, "auto: 200 training queries >= 200")
     assert decide_warmup(WarmupConfig(mode="on"), 5000)[0]
+    for mode in ("on", "auto"):  # a base that already ranks keeps its own prior
+        ran, why = decide_warmup(WarmupConfig(mode=mode), 50, base_ranks=True)
+        assert not ran and "already a 1-logit cross-encoder" in why
     with pytest.raises(ConfigError, match="warmup.mode must be auto, on or off"):
         WarmupConfig(mode="yes")  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="n_candidates"):
@@ -68,6 +73,24 @@ def test_weak_labels_hold_the_source_and_its_neighbours_scored_by_the_ensemble(d
     assert all(len(lq.docs) <= 6 for lq in bm25_only)
 
 
+def _encoder_without_head(cross_encoder: Path, out: Path) -> Path:
+    """The tiny cross-encoder's encoder alone, saved as a plain BertModel: a base with no ranking head."""
+    from transformers import AutoTokenizer, BertModel
+
+    BertModel.from_pretrained(cross_encoder).save_pretrained(out)
+    AutoTokenizer.from_pretrained(cross_encoder).save_pretrained(out)
+    return out
+
+
+def test_only_a_base_with_a_trained_one_logit_head_counts_as_already_ranking(tiny_cross_encoder_dir: Path,
+                                                                             tmp_path: Path) -> None:
+    from distill.student.model import StudentModelConfig, base_ranks
+
+    assert base_ranks(StudentModelConfig(base=str(tiny_cross_encoder_dir)))
+    assert not base_ranks(StudentModelConfig(base=str(_encoder_without_head(tiny_cross_encoder_dir, tmp_path / "e"))))
+    assert not base_ranks(StudentModelConfig(base="default"))  # all-MiniLM-L6-v2: a bi-encoder, no head
+
+
 def test_training_with_the_warm_up_records_it_and_reuses_it(demo_data: Path, tiny_cross_encoder_dir: Path,
                                                             tmp_path: Path) -> None:
     from distill.student.train import StudentTrainConfig, train_student
@@ -75,8 +98,9 @@ def test_training_with_the_warm_up_records_it_and_reuses_it(demo_data: Path, tin
 
     (tmp_path / "labels").mkdir()
     files = make_labels(demo_data, tmp_path / "labels", n_queries=12)
+    base = _encoder_without_head(tiny_cross_encoder_dir, tmp_path / "encoder")
     cfg = StudentTrainConfig.from_dict({
-        "model": {"base": str(tiny_cross_encoder_dir), "max_seq_len": 64}, "pairs": {"n_negatives": 3},
+        "model": {"base": str(base), "max_seq_len": 64}, "pairs": {"n_negatives": 3},
         "batch_size": 2, "max_steps": 2, "eval_steps": 2, "learning_rate": 1e-3,
         "warmup": {"mode": "auto", "n_queries": 8, "n_candidates": 5, "n_negatives": 3, "steps": 3, "batch_size": 2,
                    "dense": "off"}})
@@ -91,3 +115,19 @@ def test_training_with_the_warm_up_records_it_and_reuses_it(demo_data: Path, tin
     assert json.loads((tmp_path / "out" / "student_report.json").read_text())["warmup"]["ran"]
     again = train_student(cfg, files["labels"], files["corpus"], None, tmp_path / "out", resume=False)
     assert again.warmup["info"]["reused"] == str(kept)
+    ranker = train_student(replace(cfg, model=replace(cfg.model, base=str(tiny_cross_encoder_dir))), files["labels"],
+                           files["corpus"], None, tmp_path / "from_a_ranker")
+    assert not ranker.warmup["ran"] and not (tmp_path / "from_a_ranker" / "warmup").exists()
+
+    # under torchrun (may_train=False) the kept weights are loaded; with none kept it says how to warm up first
+    from distill.core.formats import read_corpus
+    from distill.student.model import build_student
+    from distill.student.warmup import run_warmup
+
+    corpus = read_corpus(files["corpus"])
+    model, tokenizer = build_student(cfg.model)
+    loaded = run_warmup(cfg, model, tokenizer, corpus, files["corpus"], tmp_path / "out", 7, may_train=False)
+    assert loaded.ran and loaded.info["reused"] == str(kept)
+    with pytest.raises(ConfigError, match="runs in one process and no warmed weights are kept"):
+        run_warmup(cfg, model, tokenizer, corpus, files["corpus"], tmp_path / "elsewhere", 7, may_train=False)
+    assert not (tmp_path / "elsewhere").exists()  # nothing half-written
