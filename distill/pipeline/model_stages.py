@@ -90,9 +90,7 @@ def step_compress(ctx: PipelineContext) -> None:
     base_cfg = _student_config(ctx)
     student = ctx.result("student")
     for n in comp.layers:
-        # the cut starts from the distilled student's layers: a warm-up on weak pairs would overwrite what it learnt
-        cfg = replace(base_cfg, model=replace(base_cfg.model, base="cut", num_layers=None), max_steps=comp.max_steps,
-                      warmup=replace(base_cfg.warmup, mode="off"))
+        cfg = replace(base_cfg, model=replace(base_cfg.model, base="cut", num_layers=None), max_steps=comp.max_steps)
 
         def run(d: Path, n: int = n, cfg: Any = cfg) -> dict[str, Path]:
             cut = keep_layers(student.outputs["model"], n, d / "cut")

@@ -106,14 +106,12 @@ def build_student(config: StudentModelConfig) -> tuple[PreTrainedModel, PreTrain
     return model, tokenizer
 
 
-def base_ranks(config: StudentModelConfig) -> bool:
-    """Whether the student's base is already a 1-logit cross-encoder (a trained student, a user's reranker): it
-    keeps its head, so it starts with a relevance prior of its own. A plain encoder (all-MiniLM-L6-v2) does not."""
-    from transformers import AutoConfig
-
-    cfg = AutoConfig.from_pretrained(resolve_student_base(config.base))
-    heads = [a for a in (cfg.architectures or []) if a.endswith("ForSequenceClassification")]
-    return bool(heads) and cfg.num_labels == 1
+def base_ranks(model: PreTrainedModel) -> bool:
+    """Whether the base that :func:`build_student` built ``model`` from was already a 1-logit cross-encoder (a
+    trained student, a user's reranker): its config names a sequence-classification model, whose head was kept (a
+    head of another size does not load), so it starts with a relevance prior of its own. A plain encoder
+    (all-MiniLM-L6-v2, a ``BertModel``) got a fresh head."""
+    return any(a.endswith("ForSequenceClassification") for a in model.config.architectures or [])
 
 
 def save_student(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, out_dir: str | Path,

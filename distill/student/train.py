@@ -312,7 +312,7 @@ def train_student(config: StudentTrainConfig, labels_path: str | Path, corpus_pa
     model, tokenizer = build_student(config.model)
     # under torchrun every process loads the warmed weights a single-process run kept; none trains them
     warm = run_warmup(config, model, tokenizer, corpus, corpus_path, out_dir, len(train_labels),
-                      base_ranks=base_ranks(config.model), may_train=distributed.world_size() == 1)
+                      base_ranks=base_ranks(model), may_train=distributed.world_size() == 1)
     trainer, history = _fit(config, model, tokenizer, groups, corpus, split, out_dir, resume)
     chosen = _keep_chosen(trainer, history, split, config, corpus, tokenizer)
     losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]

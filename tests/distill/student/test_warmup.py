@@ -84,11 +84,15 @@ def _encoder_without_head(cross_encoder: Path, out: Path) -> Path:
 
 def test_only_a_base_with_a_trained_one_logit_head_counts_as_already_ranking(tiny_cross_encoder_dir: Path,
                                                                              tmp_path: Path) -> None:
-    from distill.student.model import StudentModelConfig, base_ranks
+    from distill.student.model import StudentModelConfig, base_ranks, build_student
 
-    assert base_ranks(StudentModelConfig(base=str(tiny_cross_encoder_dir)))
-    assert not base_ranks(StudentModelConfig(base=str(_encoder_without_head(tiny_cross_encoder_dir, tmp_path / "e"))))
-    assert not base_ranks(StudentModelConfig(base="default"))  # all-MiniLM-L6-v2: a bi-encoder, no head
+    def built_from(base: str, **over: object) -> bool:
+        return base_ranks(build_student(StudentModelConfig(base=base, **over))[0])  # type: ignore[arg-type]
+
+    assert built_from(str(tiny_cross_encoder_dir))
+    assert built_from(str(tiny_cross_encoder_dir), num_layers=1)  # a cut keeps its head
+    assert not built_from(str(_encoder_without_head(tiny_cross_encoder_dir, tmp_path / "e")))
+    assert not built_from("default")  # all-MiniLM-L6-v2: a bi-encoder, no head
 
 
 def test_training_with_the_warm_up_records_it_and_reuses_it(demo_data: Path, tiny_cross_encoder_dir: Path,
